@@ -1,0 +1,352 @@
+"""lego: one sub-command per pipeline stage of the MM-Lego workflow.
+
+The Snakemake rules call these, and users can run any stage by hand on one slide or one table,
+e.g. ``lego segment --slide S.svs --out-tissue t.parquet --out-png t.png``. Bad input exits with
+status 2 and a one-line message naming the file and the fix (no traceback); ``--debug`` shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from lego.errors import LegoError
+
+log = logging.getLogger("lego")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_make_demo(a) -> None:
+    from lego.demo.cohort import make_demo_cohort
+
+    summary = make_demo_cohort(a.out, n_patients=a.patients, seed=a.seed)
+    log.info("demo cohort written to %s: %s", a.out, json.dumps(summary))
+
+
+def cmd_ingest_labels(a) -> None:
+    from lego.data.labels import ingest_labels
+    from lego.io import write_parquet
+
+    labels = ingest_labels(
+        a.table, task=a.task, id_column=a.id_column, time_column=a.time_column,
+        censorship_column=a.censorship_column or None, event_column=a.event_column or None, label_column=a.label_column,
+    )
+    write_parquet(labels, a.out, metadata={"source": str(a.table), "task": a.task})
+    if a.task == "survival":
+        log.info("%d patients, %d events", len(labels), int(labels["event"].sum()))
+    else:
+        log.info("%d patients, classes %s", len(labels), labels["label"].value_counts().to_dict())
+
+
+def cmd_index_slides(a) -> None:
+    import pandas as pd
+
+    from lego.data.slides_index import index_slides
+    from lego.io import write_parquet, write_tsv
+
+    labels = pd.read_parquet(a.labels)
+    slides, unmatched = index_slides(
+        a.dir, a.list, a.ext, a.prefix_length, a.regex, patients=labels["patient_id"].tolist()
+    )
+    write_parquet(slides, a.out)
+    write_tsv(unmatched, a.unmatched)
+    no_slide = len(set(labels["patient_id"]) - set(slides["patient_id"]))
+    log.info("%d slides for %d patients; %d unmatched slides; %d patients without a slide",
+             len(slides), slides["patient_id"].nunique(), len(unmatched), no_slide)
+
+
+def _tissue_params(a):
+    from lego.slides.tissue import TissueParams
+
+    return TissueParams(
+        seg_downsample=a.seg_downsample, method=a.method, saturation_threshold=a.saturation_threshold,
+        median_blur=a.median_blur, close_px=a.close_px, min_tissue_area_um2=a.min_tissue_area_um2,
+        min_hole_area_um2=a.min_hole_area_um2,
+    )
+
+
+def _report(slide: str, status: str) -> None:
+    if status == "ok":
+        log.info("%s: ok", slide)
+    else:
+        log.warning("%s: FAILED, recorded: %s", slide, status)
+
+
+def cmd_segment(a) -> None:
+    from lego.slides.stages import run_segment
+
+    _report(a.slide, run_segment(a.slide, a.out_tissue, a.out_png, _tissue_params(a), a.mpp_fallback, a.record_failure))
+
+
+def cmd_extract(a) -> None:
+    from lego.slides.patches import PatchParams
+    from lego.slides.stages import run_extract
+
+    params = PatchParams(a.patch_px, a.patch_mpp, a.min_tissue_fraction, a.overlap)
+    _report(a.slide, run_extract(a.slide, a.tissue, a.out, params, a.mpp_fallback, a.record_failure))
+
+
+def cmd_embed(a) -> None:
+    import torch
+
+    from lego.slides.encoders import create_encoder
+    from lego.slides.stages import run_embed
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    encoder = create_encoder(a.encoder, a.checkpoint)
+    status = run_embed(
+        a.slide, a.patches, encoder, a.out, a.record_failure, batch_size=a.batch_size,
+        num_workers=a.num_workers, device=a.device, mpp_fallback=a.mpp_fallback, progress=a.progress,
+    )
+    _report(a.slide, status)
+
+
+def cmd_import_features(a) -> None:
+    from lego.slides.features import import_feature_file, write_failed_bag
+
+    src = Path(a.src)
+    if not src.is_file():
+        if not a.record_failure:
+            raise LegoError(f"{src}: feature file not found")
+        write_failed_bag(a.out, a.slide_name, f"[import_features] no feature file {src}")
+        log.warning("%s: FAILED, recorded: no feature file", a.slide_name)
+        return
+    bag = import_feature_file(src, a.out, a.slide_name)
+    log.info("%s: imported %d x %d features", a.slide_name, *bag.features.shape)
+
+
+def cmd_encoders(a) -> None:
+    from lego.slides.encoders import list_encoders
+
+    for name, desc in list_encoders().items():
+        print(f"{name:20s} {desc}")
+
+
+def cmd_prepare_modality(a) -> None:
+    from lego.io import write_parquet
+    from lego.tabular.modality import prepare_modality
+
+    df = prepare_modality(a.table, a.modality, a.id_column, a.include, a.exclude, a.columns, a.categorical)
+    write_parquet(df, a.out, metadata={"modality": a.modality, "source": str(a.table)})
+    log.info("modality %s: %d patients x %d features", a.modality, len(df), df.shape[1] - 1)
+
+
+def cmd_make_folds(a) -> None:
+    import pandas as pd
+
+    from lego.data.folds import make_folds
+    from lego.io import write_parquet
+
+    folds = make_folds(pd.read_parquet(a.labels), a.method, a.n_folds, a.seeds, tuple(a.fractions), a.stratify)
+    write_parquet(folds, a.out, metadata={"method": a.method, "seeds": a.seeds, "fractions": a.fractions})
+    log.info("%s", folds.groupby(["fold", "subset"]).size().unstack().to_string())
+
+
+def cmd_feature_manifest(a) -> None:
+    import pandas as pd
+
+    from lego.data.cohort_table import feature_manifest
+    from lego.io import write_parquet
+
+    slides = pd.read_parquet(a.slides)
+    files = {s: str(Path(a.features_dir) / f"{s}.h5") for s in slides["slide_id"]}
+    manifest = feature_manifest(slides, files)
+    write_parquet(manifest, a.out, metadata={"modality": a.modality})
+    log.info("modality %s: %d slides ok, %d failed", a.modality, (manifest.status == "ok").sum(), (manifest.status != "ok").sum())
+
+
+def _named_paths(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise LegoError(f"expected NAME=PATH, got {item!r}")
+        out[name] = path
+    return out
+
+
+def cmd_cohort_table(a) -> None:
+    import pandas as pd
+
+    from lego.data.cohort_table import build_patients_table
+    from lego.io import write_parquet
+
+    tab = {k: pd.read_parquet(v) for k, v in _named_paths(a.tabular).items()}
+    wsi = {k: pd.read_parquet(v) for k, v in _named_paths(a.wsi).items()}
+    patients = build_patients_table(pd.read_parquet(a.labels), tab, wsi)
+    write_parquet(patients, a.out)
+    has = [c for c in patients.columns if c.startswith("has_")]
+    log.info("%d patients; modality coverage: %s", len(patients), patients[has].sum().to_dict())
+
+
+def cmd_collect_qc(a) -> None:
+    import pandas as pd
+
+    from lego.io import write_tsv
+
+    parts = []
+    for name, path in _named_paths(a.manifest).items():
+        m = pd.read_parquet(path)
+        bad = m[m["status"] != "ok"]
+        stage = bad["reason"].str.extract(r"^\[(\w+)\]", expand=False).fillna("unknown")
+        parts.append(pd.DataFrame({"slide_id": bad["slide_id"], "patient_id": bad["patient_id"], "modality": name,
+                                   "stage": stage, "reason": bad["reason"].str.replace(r"^\[\w+\]\s*", "", regex=True)}))
+    for path in a.unmatched or []:
+        u = pd.read_table(path)
+        if len(u):
+            parts.append(pd.DataFrame({"slide_id": u["slide_id"], "patient_id": u["patient_id"], "modality": "-",
+                                       "stage": "index_slides", "reason": u["reason"]}))
+    cols = ["slide_id", "patient_id", "modality", "stage", "reason"]
+    failed = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+    write_tsv(failed[cols].sort_values(["slide_id", "modality"]), a.out)
+    log.info("%d slide problem(s) recorded in %s", len(failed), a.out)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _add_slide_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--slide", required=True, help="whole-slide image file (any OpenSlide format)")
+    p.add_argument("--mpp-fallback", type=float, default=None, help="microns/pixel for slides without mpp metadata")
+    p.add_argument("--record-failure", action="store_true",
+                   help="on a bad slide, write failure records (status=failed + reason) instead of exiting non-zero")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lego", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("make-demo", cmd_make_demo, "Write the synthetic demo cohort (slides, MCAT omics CSV, clinical CSV) from a seed.")
+    p.add_argument("--out", required=True)
+    p.add_argument("--patients", type=int, default=40)
+    p.add_argument("--seed", type=int, default=7)
+
+    p = add("ingest-labels", cmd_ingest_labels,
+            "Read patient outcomes (survival time + event, or a class label) into labels.parquet, one row per patient.")
+    p.add_argument("--table", required=True, help="CSV(.gz/.zip), TSV or parquet; MCAT 'all_clean' files work as is")
+    p.add_argument("--task", choices=["survival", "classification"], default="survival")
+    p.add_argument("--id-column", default="case_id")
+    p.add_argument("--time-column", default="survival_months")
+    p.add_argument("--censorship-column", default="censorship", help="1 = censored (MCAT); '' to use --event-column")
+    p.add_argument("--event-column", default=None, help="1 = event")
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--out", required=True)
+
+    p = add("index-slides", cmd_index_slides,
+            "List slides (directory and/or list file), map each to a patient and write slides.parquet.")
+    p.add_argument("--labels", required=True, help="labels.parquet from ingest-labels")
+    p.add_argument("--dir", default=None)
+    p.add_argument("--list", default=None, help="table with a 'path' column and optional 'patient_id'")
+    p.add_argument("--ext", nargs="+", default=[".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".bif", ".dcm"])
+    p.add_argument("--prefix-length", type=int, default=12, help="patient ID = first N characters (TCGA: 12)")
+    p.add_argument("--regex", default=None, help="patient ID = group 1 of this regex on the slide ID")
+    p.add_argument("--out", required=True)
+    p.add_argument("--unmatched", required=True, help="TSV of slides that match no labelled patient")
+
+    p = add("segment", cmd_segment, "Segment tissue (CLAM-style HSV saturation); write contours parquet + QC PNG.")
+    _add_slide_args(p)
+    p.add_argument("--out-tissue", required=True)
+    p.add_argument("--out-png", required=True)
+    p.add_argument("--seg-downsample", type=float, default=32)
+    p.add_argument("--method", choices=["fixed", "otsu"], default="fixed")
+    p.add_argument("--saturation-threshold", type=int, default=8)
+    p.add_argument("--median-blur", type=int, default=7)
+    p.add_argument("--close-px", type=int, default=4)
+    p.add_argument("--min-tissue-area-um2", type=float, default=100_000)
+    p.add_argument("--min-hole-area-um2", type=float, default=20_000)
+
+    p = add("extract", cmd_extract, "Lay out a micron-based patch grid on the tissue; write coords HDF5 (TRIDENT/CLAM layout).")
+    _add_slide_args(p)
+    p.add_argument("--tissue", required=True, help="tissue.parquet from segment")
+    p.add_argument("--out", required=True)
+    p.add_argument("--patch-px", type=int, default=256)
+    p.add_argument("--patch-mpp", type=float, default=0.5, help="microns per pixel of a patch (0.5 = 20x)")
+    p.add_argument("--min-tissue-fraction", type=float, default=0.5)
+    p.add_argument("--overlap", type=float, default=0.0)
+
+    p = add("embed", cmd_embed, "Embed a slide's patches with a registered encoder; write features HDF5.")
+    _add_slide_args(p)
+    p.add_argument("--patches", required=True, help="patches.h5 from extract")
+    p.add_argument("--encoder", default="stain_texture", help="see `lego encoders`")
+    p.add_argument("--checkpoint", default=None, help="local weights file for the encoder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--progress", action="store_true")
+
+    p = add("import-features", cmd_import_features, "Convert an existing TRIDENT/CLAM ('features') or STAMP ('feats') .h5 file.")
+    p.add_argument("--src", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--slide-name", required=True)
+    p.add_argument("--record-failure", action="store_true")
+
+    add("encoders", cmd_encoders, "List the registered patch encoders.")
+
+    p = add("prepare-modality", cmd_prepare_modality, "Select, validate and type one tabular modality; write a parquet table.")
+    p.add_argument("--table", required=True)
+    p.add_argument("--modality", required=True)
+    p.add_argument("--id-column", default="case_id")
+    p.add_argument("--include", default=".*", help="regex a feature column must match")
+    p.add_argument("--exclude", nargs="*", default=[], help="regexes of columns to leave out")
+    p.add_argument("--columns", nargs="*", default=None, help="explicit feature columns")
+    p.add_argument("--categorical", nargs="*", default=[])
+    p.add_argument("--out", required=True)
+
+    p = add("make-folds", cmd_make_folds, "Patient-level train/val/test folds (default: 5 random 70/15/15 splits, seeds 1..5).")
+    p.add_argument("--labels", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--method", choices=["random_split", "kfold"], default="random_split")
+    p.add_argument("--n-folds", type=int, default=5)
+    p.add_argument("--seeds", type=int, nargs="*", default=None)
+    p.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.15, 0.15])
+    p.add_argument("--stratify", action="store_true")
+
+    p = add("feature-manifest", cmd_feature_manifest, "Summarise a WSI modality's feature files (status, patches) per slide.")
+    p.add_argument("--slides", required=True)
+    p.add_argument("--features-dir", required=True)
+    p.add_argument("--modality", required=True)
+    p.add_argument("--out", required=True)
+
+    p = add("cohort-table", cmd_cohort_table, "Write patients.parquet: outcome plus which modalities each patient has.")
+    p.add_argument("--labels", required=True)
+    p.add_argument("--tabular", nargs="*", default=[], metavar="NAME=PARQUET")
+    p.add_argument("--wsi", nargs="*", default=[], metavar="NAME=MANIFEST")
+    p.add_argument("--out", required=True)
+
+    p = add("collect-qc", cmd_collect_qc, "Gather failed and unmatched slides into qc/failed.tsv.")
+    p.add_argument("--manifest", nargs="*", default=[], metavar="NAME=MANIFEST")
+    p.add_argument("--unmatched", nargs="*", default=[])
+    p.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("numexpr").setLevel(logging.WARNING)
+    try:
+        args.func(args)
+    except LegoError as exc:
+        if args.debug:
+            raise
+        print(f"lego {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

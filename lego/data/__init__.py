@@ -1,0 +1,1 @@
+"""Cohort assembly: labels, slide index, per-patient modality availability and folds."""

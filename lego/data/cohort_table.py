@@ -1,0 +1,43 @@
+"""The per-patient cohort table: outcome plus which modalities each patient really has.
+
+A patient has a tabular modality when its prepared table holds a row for them, and a slide
+modality when at least one of their slides produced features (failed slides do not count).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def build_patients_table(
+    labels: pd.DataFrame,
+    tabular: dict[str, pd.DataFrame],
+    slide_manifests: dict[str, pd.DataFrame],
+) -> pd.DataFrame:
+    """``labels`` + ``has_<modality>`` booleans + ``n_slides`` (usable slides per WSI modality)."""
+    out = labels.copy()
+    for name, table in tabular.items():
+        out[f"has_{name}"] = out["patient_id"].isin(set(table["patient_id"]))
+    for name, manifest in slide_manifests.items():
+        ok = manifest[manifest["status"] == "ok"]
+        counts = ok.groupby("patient_id").size()
+        out[f"n_slides_{name}"] = out["patient_id"].map(counts).fillna(0).astype(int)
+        out[f"has_{name}"] = out[f"n_slides_{name}"] > 0
+    has = [c for c in out.columns if c.startswith("has_")]
+    out["n_modalities"] = out[has].sum(axis=1).astype(int)
+    return out
+
+
+def feature_manifest(slides: pd.DataFrame, feature_files: dict[str, str | Path]) -> pd.DataFrame:
+    """One row per slide: patient, feature file, status, reason, number of patches and encoder."""
+    from lego.slides.features import bag_info
+
+    rows = [
+        {"slide_id": s.slide_id, "patient_id": s.patient_id, "features": str(feature_files[s.slide_id])}
+        | bag_info(feature_files[s.slide_id])
+        for s in slides.itertuples()
+    ]
+    cols = ["slide_id", "patient_id", "features", "status", "reason", "n_patches", "dim", "encoder", "encoder_digest"]
+    return pd.DataFrame(rows, columns=cols)

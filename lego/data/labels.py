@@ -1,0 +1,104 @@
+"""Patient outcomes (survival time and event, or a class label) from a cohort table.
+
+MCAT-style tables have one row per slide, so a patient can appear several times: identical rows
+collapse to one; rows that disagree are an error naming the patient and the lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lego.errors import InputError
+from lego.tabular.tables import read_table
+
+
+def _require(df: pd.DataFrame, path: Path, column: str, what: str) -> None:
+    if column not in df.columns:
+        shown = ", ".join(map(str, df.columns[:12])) + (" ..." if len(df.columns) > 12 else "")
+        raise InputError(f"{path}: no {what} column {column!r} (columns: {shown}); fix cohort.labels in the config")
+
+
+def _lines(df: pd.DataFrame, mask: pd.Series) -> str:
+    pos = np.flatnonzero(mask.to_numpy())
+    return ", ".join(str(p + 2) for p in pos[:8]) + (" ..." if len(pos) > 8 else "")
+
+
+def _numeric(df: pd.DataFrame, path: Path, column: str, ids: pd.Series) -> pd.Series:
+    values = pd.to_numeric(df[column], errors="coerce")
+    bad = values.isna() & df[column].notna()
+    if bad.any():
+        i = bad.idxmax()
+        raise InputError(
+            f"{path}: column {column!r} has non-numeric value {df.at[i, column]!r} for patient {ids[i]} "
+            f"(line {_lines(df, bad)}); correct or remove it"
+        )
+    return values
+
+
+def ingest_labels(
+    path: str | Path,
+    task: str = "survival",
+    id_column: str = "case_id",
+    time_column: str = "survival_months",
+    censorship_column: str | None = "censorship",
+    event_column: str | None = None,
+    label_column: str | None = None,
+) -> pd.DataFrame:
+    """One row per patient: ``patient_id, time, event`` (survival) or ``patient_id, label``.
+
+    ``event`` is 1 for an observed event, 0 for censored (converted from MCAT's censorship).
+    """
+    path = Path(path)
+    df = read_table(path)
+    _require(df, path, id_column, "patient ID")
+    ids = df[id_column].astype("string").str.strip()
+    if ids.isna().any() or (ids == "").any():
+        raise InputError(f"{path}: empty patient ID in column {id_column!r} at line {_lines(df, ids.isna() | (ids == ''))}")
+    out = pd.DataFrame({"patient_id": ids.astype(str)})
+    if task == "survival":
+        _require(df, path, time_column, "survival time")
+        time = _numeric(df, path, time_column, ids)
+        bad = time.isna() | (time < 0)
+        if bad.any():
+            i = bad.idxmax()
+            raise InputError(
+                f"{path}: survival time {time_column!r} is missing or negative for patient {ids[i]} "
+                f"(value {df.at[i, time_column]!r}, line {_lines(df, bad)}); correct the follow-up or drop the patient"
+            )
+        status_col = censorship_column or event_column
+        _require(df, path, status_col, "censorship" if censorship_column else "event")
+        status = _numeric(df, path, status_col, ids)
+        bad = ~status.isin([0, 1])
+        if bad.any():
+            i = bad.idxmax()
+            raise InputError(
+                f"{path}: column {status_col!r} must be 0 or 1 but is {df.at[i, status_col]!r} for patient {ids[i]} "
+                f"(line {_lines(df, bad)}); {'1 = censored, 0 = event' if censorship_column else '1 = event, 0 = censored'}"
+            )
+        out["time"] = time.astype(float).to_numpy()
+        out["event"] = (1 - status if censorship_column else status).astype(int).to_numpy()
+    else:
+        _require(df, path, label_column, "class label")
+        label = df[label_column]
+        if label.isna().any():
+            raise InputError(f"{path}: class label {label_column!r} is empty at line {_lines(df, label.isna())}")
+        out["label"] = label.astype(str).to_numpy()
+    return _collapse(out, path)
+
+
+def _collapse(out: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Merge repeated rows of a patient (MCAT: one row per slide); conflicting rows are an error."""
+    value_cols = [c for c in out.columns if c != "patient_id"]
+    n_distinct = out.groupby("patient_id", sort=False)[value_cols].nunique(dropna=False).max(axis=1)
+    conflicting = n_distinct[n_distinct > 1]
+    if len(conflicting):
+        pid = conflicting.index[0]
+        rows = out.index[out["patient_id"] == pid]
+        raise InputError(
+            f"{path}: patient {pid} has {len(rows)} rows with different outcomes (lines "
+            f"{', '.join(str(r + 2) for r in rows)}); {len(conflicting)} patient(s) affected. Keep one row per patient"
+        )
+    return out.drop_duplicates("patient_id").sort_values("patient_id").reset_index(drop=True)

@@ -1,0 +1,84 @@
+"""Index the cohort's slides: slide ID, patient ID (by a configurable rule) and path.
+
+Slides whose patient has no outcome, and patients with no slide, are reported (not fatal): they
+are the normal state of real cohorts, and the cohort table records who has which modality.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from lego.errors import InputError
+from lego.tabular.tables import read_table
+
+log = logging.getLogger(__name__)
+
+
+def patient_of(slide_id: str, prefix_length: int = 12, regex: str | None = None) -> str | None:
+    """Patient ID of a slide: regex group 1 when given, else the first ``prefix_length`` characters."""
+    if regex:
+        m = re.search(regex, slide_id)
+        return m.group(1) if m else None
+    return slide_id[:prefix_length] if len(slide_id) >= prefix_length else None
+
+
+def slide_id_of(path: Path, extensions: list[str]) -> str:
+    """File name without the slide extension (TCGA names contain dots, so strip only the extension)."""
+    name = path.name
+    for ext in sorted(extensions, key=len, reverse=True):
+        if name.lower().endswith(ext.lower()):
+            return name[: -len(ext)]
+    return path.stem
+
+
+def index_slides(
+    slide_dir: str | Path | None = None,
+    slide_list: str | Path | None = None,
+    extensions: list[str] | None = None,
+    prefix_length: int = 12,
+    regex: str | None = None,
+    patients: list[str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return ``(slides, unmatched)``: matched slides and those naming no known patient."""
+    extensions = extensions or [".svs"]
+    rows = []
+    if slide_dir:
+        d = Path(slide_dir)
+        if not d.is_dir():
+            raise InputError(f"{d}: slide directory not found; check slides.dir in the config")
+        for p in sorted(d.iterdir()):
+            if p.is_file() and p.name.lower().endswith(tuple(e.lower() for e in extensions)):
+                rows.append({"slide_id": slide_id_of(p, extensions), "path": str(p.resolve()), "patient_id": None})
+    if slide_list:
+        table = read_table(slide_list)
+        if "path" not in table.columns:
+            raise InputError(f"{slide_list}: slide list needs a 'path' column (and optionally 'patient_id')")
+        base = Path(slide_list).parent
+        for _, r in table.iterrows():
+            p = Path(str(r["path"]))
+            p = p if p.is_absolute() else (base / p)
+            pid = r.get("patient_id") if "patient_id" in table.columns else None
+            rows.append({"slide_id": slide_id_of(p, extensions), "path": str(p.resolve()), "patient_id": pid})
+    slides = pd.DataFrame(rows, columns=["slide_id", "patient_id", "path"])
+    dup = slides["slide_id"].duplicated(keep=False)
+    if dup.any():
+        raise InputError(
+            f"slide ID {slides.loc[dup, 'slide_id'].iloc[0]!r} occurs more than once ({slides.loc[dup, 'path'].tolist()[:2]}); "
+            "slide file names must be unique"
+        )
+    missing_pid = slides["patient_id"].isna()
+    slides.loc[missing_pid, "patient_id"] = [patient_of(s, prefix_length, regex) for s in slides.loc[missing_pid, "slide_id"]]
+    known = set(patients) if patients is not None else None
+    matched = slides["patient_id"].notna() & (slides["patient_id"].isin(known) if known is not None else True)
+    unmatched = slides[~matched].copy()
+    unmatched["reason"] = [
+        "no patient ID could be derived (check slides.patient_id)" if pd.isna(p) else f"patient {p} has no outcome in the labels table"
+        for p in unmatched["patient_id"]
+    ]
+    if len(unmatched):
+        log.warning("%d slide(s) match no labelled patient and are left out, e.g. %s", len(unmatched), unmatched["slide_id"].iloc[0])
+    return slides[matched].sort_values("slide_id").reset_index(drop=True), unmatched.reset_index(drop=True)

@@ -1,0 +1,1 @@
+"""The built-in synthetic demo cohort (slides, omics and clinical tables from one seed)."""

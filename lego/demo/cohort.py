@@ -1,0 +1,214 @@
+"""Synthetic demo cohort with a planted multimodal survival signal.
+
+Generative model (all draws from one ``numpy.random.default_rng(seed)``):
+
+* Each patient ``i`` has two hidden factors ``u_i, v_i ~ N(0, 1)`` and an age ``a_i ~ N(62, 9)``.
+* Linear predictor ``eta_i = 0.9 u_i + 0.9 v_i + 0.01 (a_i - 62)``; event time
+  ``T_i ~ Exponential(rate = exp(eta_i) / 36 months)``, censoring time ``C_i ~ Uniform(6, 120)``;
+  observed ``time = min(T, C)``, ``censorship = 1`` when ``C < T`` (MCAT convention).
+* A three-class ``grade`` (G1/G2/G3) is the tertile of ``u + v + N(0, 0.5)``: the classification task.
+* ``u`` is visible only in the slides: tissue is made of two textures derived from scikit-image's
+  real IHC image -- "stroma" (weak DAB) and "tumour" (strong DAB and haematoxylin) -- and the
+  fraction of tumour-textured tissue is ``sigmoid(1.5 u)``, laid out in random blobs.
+* ``v`` is visible only in the omics: RNA of 6 signature genes is ``0.8 v + N(0, 0.6)``, the CNV of
+  MYC is ``round(0.8 v + N(0, 0.6))`` clipped to -2..2 and TP53 is mutated with probability
+  ``sigmoid(1.5 v - 0.5)``; all other features are noise (with rare huge RNA outliers, as in BLCA).
+
+Hence a model that sees both slides and omics can beat either alone. About 15 % of patients have
+no slide file and about 10 % no omics row, so missing modalities occur; clinical data exists for all.
+Slides are 20x (0.5 um/px); one in five is "scanned" at 40x (0.25 um/px, twice the pixels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from skimage import color, data
+
+from lego.demo.aperio import write_aperio_tiff
+from lego.io import atomic_path
+
+FIELD_PX = 64  # level-0 pixels per cell of the random fields that shape tissue and tumour
+SIGNAL_RNA = ["ESR1_rnaseq", "FOXA1_rnaseq", "GATA3_rnaseq", "KRT5_rnaseq", "MKI67_rnaseq", "CCNB1_rnaseq"]
+MCAT_META = ["case_id", "slide_id", "site", "is_female", "oncotree_code", "age", "survival_months", "censorship", "train"]
+
+
+def _textures(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stroma and tumour textures (1024x1024 RGB) from the IHC image, by stain re-weighting."""
+    ihc = data.immunohistochemistry()
+    tiles = [ihc, ihc[:, ::-1], ihc[::-1], ihc[::-1, ::-1]]
+    mosaic = np.concatenate([np.concatenate(tiles[:2], axis=1), np.concatenate(tiles[2:], axis=1)], axis=0)
+    hed = color.rgb2hed(mosaic)
+
+    def restain(h: float, d: float) -> np.ndarray:
+        out = hed.copy()
+        out[..., 0] *= h
+        out[..., 2] *= d
+        return (np.clip(color.hed2rgb(out), 0, 1) * 255).round().astype(np.uint8)
+
+    jitter = float(np.exp(rng.normal(0, 0.08)))
+    return restain(0.9 * jitter, 0.3 * jitter), restain(1.25 * jitter, 1.7 * jitter)
+
+
+def _field(rng: np.random.Generator, shape: tuple[int, int], sigma: float, envelope: bool) -> np.ndarray:
+    noise = cv2.GaussianBlur(rng.normal(size=shape).astype(np.float32), (0, 0), sigma)
+    noise /= noise.std() + 1e-6
+    if envelope:
+        yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+        r2 = ((yy / shape[0] - 0.5) * 2) ** 2 + ((xx / shape[1] - 0.5) * 2) ** 2
+        noise = noise - 2.5 * r2
+    return noise
+
+
+@dataclass
+class SlideSpec:
+    width: int
+    height: int
+    mpp: float
+    tumour_fraction: float
+
+
+class SlideRenderer:
+    """Renders any region of a synthetic slide at any downsample from a few small random fields."""
+
+    def __init__(self, spec: SlideSpec, rng: np.random.Generator):
+        self.spec = spec
+        self.scale = 0.5 / spec.mpp  # level-0 pixels per 20x pixel (2 for 40x slides)
+        cells = (int(spec.height / self.scale / FIELD_PX) + 2, int(spec.width / self.scale / FIELD_PX) + 2)
+        self.tissue = _field(rng, cells, sigma=2.5, envelope=True)
+        self.tissue_thr = float(np.quantile(self.tissue, 0.55))
+        self.tumour = _field(rng, cells, sigma=1.5, envelope=False)
+        self.tumour_thr = float(np.quantile(self.tumour, 1.0 - spec.tumour_fraction))
+        self.stroma_tex, self.tumour_tex = _textures(rng)
+        self.background = np.array([238, 236, 240], np.uint8)
+        self._tex_cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _tex(self, ds20: float) -> tuple[np.ndarray, np.ndarray]:
+        """Textures resized to a downsample expressed in 20x pixels."""
+        if ds20 not in self._tex_cache:
+            side = max(8, int(round(1024 / ds20)))
+            interp = cv2.INTER_AREA if ds20 > 1 else cv2.INTER_LINEAR
+            self._tex_cache[ds20] = (
+                cv2.resize(self.stroma_tex, (side, side), interpolation=interp),
+                cv2.resize(self.tumour_tex, (side, side), interpolation=interp),
+            )
+        return self._tex_cache[ds20]
+
+    def __call__(self, ds: float, x: int, y: int, w: int, h: int) -> np.ndarray:
+        ds20 = ds / self.scale  # downsample relative to 20x
+        fx = ((x + np.arange(w) + 0.5) * ds20 / FIELD_PX - 0.5).astype(np.float32)
+        fy = ((y + np.arange(h) + 0.5) * ds20 / FIELD_PX - 0.5).astype(np.float32)
+        mx, my = np.meshgrid(fx, fy)
+        tissue = cv2.remap(self.tissue, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT) > self.tissue_thr
+        tumour = cv2.remap(self.tumour, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT) > self.tumour_thr
+        stroma_tex, tumour_tex = self._tex(ds20)
+        side = stroma_tex.shape[0]
+        ix, iy = (x + np.arange(w)) % side, (y + np.arange(h)) % side
+        out = np.where(tumour[..., None], tumour_tex[np.ix_(iy, ix)], stroma_tex[np.ix_(iy, ix)])
+        return np.where(tissue[..., None], out, self.background).astype(np.uint8)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def make_demo_cohort(out_dir: str | Path, n_patients: int = 40, seed: int = 7, write_slides: bool = True) -> dict:
+    """Write ``clinical.csv``, ``omics_all_clean.csv.gz`` (MCAT format) and ``slides/*.svs``.
+
+    Returns a summary dict (counts) for logging.
+    """
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    ids = [f"DEMO-{(i // 100):02d}-{i:04d}" for i in range(n_patients)]  # 12 characters, TCGA-like
+    u, v = rng.normal(size=n_patients), rng.normal(size=n_patients)
+    age = np.clip(rng.normal(62, 9, n_patients), 30, 90).round(0)
+    eta = 0.9 * u + 0.9 * v + 0.01 * (age - 62)
+    t_event = rng.exponential(36.0 / np.exp(eta))
+    t_cens = rng.uniform(6, 120, n_patients)
+    time = np.maximum(np.minimum(t_event, t_cens), 0.1).round(2)
+    censorship = (t_cens < t_event).astype(int)
+    score = u + v + rng.normal(0, 0.5, n_patients)
+    grade = np.array(["G1", "G2", "G3"])[np.searchsorted(np.quantile(score, [1 / 3, 2 / 3]), score)]
+    is_female = rng.integers(0, 2, n_patients)
+    clinical = pd.DataFrame(
+        {"case_id": ids, "age": age, "is_female": is_female, "survival_months": time, "censorship": censorship, "grade": grade}
+    )
+
+    # Modality availability: ~15 % without slides, ~10 % without omics, nobody without both.
+    n_slides = rng.choice([0, 1, 2], size=n_patients, p=[0.15, 0.7, 0.15])
+    has_omics = rng.random(n_patients) >= 0.10
+    has_omics[n_slides == 0] = True
+
+    # Omics features.
+    mut_genes = ["TP53", "PTEN", "PIK3CA", "ARID1A", "KRAS", "CTNNB1"] + [f"GENE{i:03d}" for i in range(24)]
+    mutation = (rng.random((n_patients, len(mut_genes))) < rng.uniform(0.03, 0.2, len(mut_genes))).astype(int)
+    mutation[:, 0] = (rng.random(n_patients) < _sigmoid(1.5 * v - 0.5)).astype(int)
+    cnv_genes = ["MYC_cnv"] + [f"GENE{i:03d}_cnv" for i in range(39)]
+    cnv = rng.choice([-1, 0, 1], size=(n_patients, len(cnv_genes)), p=[0.1, 0.8, 0.1])
+    cnv[:, 0] = np.clip(np.round(0.8 * v + rng.normal(0, 0.6, n_patients)), -2, 2)
+    rna_genes = SIGNAL_RNA + [f"GENE{i:03d}_rnaseq" for i in range(54)]
+    rna = rng.normal(size=(n_patients, len(rna_genes)))
+    rna[:, : len(SIGNAL_RNA)] = 0.8 * v[:, None] + rng.normal(0, 0.6, (n_patients, len(SIGNAL_RNA)))
+    outliers = rng.random(rna.shape) < 0.002
+    rna[outliers] = rng.uniform(2000, 16000, outliers.sum())  # like BLCA's extreme values
+    rna = rna.round(4)
+
+    slide_rows, specs = [], []
+    for i, pid in enumerate(ids):
+        for k in range(max(1, n_slides[i])):
+            sid = f"{pid}-01Z-00-DX{k + 1}"
+            slide_rows.append((i, sid))
+            if n_slides[i] > 0:
+                forty_x = rng.random() < 0.2
+                w20, h20 = int(rng.integers(2048, 3585)), int(rng.integers(1536, 2561))
+                f = 2 if forty_x else 1
+                frac = float(np.clip(_sigmoid(1.5 * u[i]), 0.05, 0.95))
+                specs.append((sid, SlideSpec(w20 * f, h20 * f, 0.25 if forty_x else 0.5, frac)))
+
+    rows = []
+    for i, sid in slide_rows:
+        if not has_omics[i]:
+            continue
+        meta = {
+            "case_id": ids[i],
+            "slide_id": f"{sid}.svs",
+            "site": "DE",
+            "is_female": is_female[i],
+            "oncotree_code": "DEMO",
+            "age": age[i],
+            "survival_months": time[i],
+            "censorship": censorship[i],
+            "train": 1.0,
+        }
+        feats = dict(zip(mut_genes, mutation[i])) | dict(zip(cnv_genes, cnv[i])) | dict(zip(rna_genes, rna[i]))
+        rows.append(meta | feats)
+    omics = pd.DataFrame(rows, columns=MCAT_META + mut_genes + cnv_genes + rna_genes)
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "clinical.csv") as tmp:
+        clinical.to_csv(tmp, index=False)
+    with atomic_path(out / "omics_all_clean.csv.gz") as tmp:
+        omics.to_csv(tmp, index=False, compression="gzip")
+    slide_dir = out / "slides"
+    slide_dir.mkdir(exist_ok=True)
+    if write_slides:
+        for sid, spec in specs:
+            srng = np.random.default_rng([seed, int.from_bytes(sid.encode(), "little") % (2**31)])
+            write_aperio_tiff(
+                slide_dir / f"{sid}.svs", spec.width, spec.height, SlideRenderer(spec, srng),
+                mpp=spec.mpp, app_mag=40 if spec.mpp < 0.4 else 20,
+            )
+    truth = pd.DataFrame({"case_id": ids, "u": u, "v": v, "n_slides": n_slides, "has_omics": has_omics})
+    with atomic_path(out / "hidden_factors.csv") as tmp:
+        truth.to_csv(tmp, index=False)
+    return {
+        "patients": n_patients,
+        "slides": len(specs),
+        "patients_without_slides": int((n_slides == 0).sum()),
+        "patients_without_omics": int((~has_omics).sum()),
+        "events": int((censorship == 0).sum()),
+    }

@@ -1,0 +1,109 @@
+"""Batched patch embedding: DataLoader workers read patches with OpenSlide, the model runs on
+CUDA with autocast when a GPU is visible and on the CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lego.slides.encoders import Encoder
+from lego.slides.features import write_feature_bag
+from lego.slides.patches import read_patches
+from lego.slides.reader import open_slide
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when visible, else CPU with a warning if a GPU was expected."""
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            warnings.warn("device 'cuda' requested but no GPU is visible; running on CPU", stacklevel=2)
+            return torch.device("cpu")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class PatchDataset(Dataset):
+    """Reads patch ``i`` from the slide at the grid's read level and resizes it for the encoder.
+
+    Each worker opens its own OpenSlide handle lazily (handles are not shared across processes).
+    """
+
+    def __init__(self, slide_path: str | Path, coords: np.ndarray, attrs: dict, encoder: Encoder, mpp_fallback: float | None):
+        self.slide_path = str(slide_path)
+        self.coords = coords
+        self.level = int(attrs["read_level"])
+        self.read_px = int(attrs["read_px"])
+        self.encoder = encoder
+        self.mpp_fallback = mpp_fallback
+        self._slide = None
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self._slide is None:
+            self._slide = open_slide(self.slide_path, self.mpp_fallback)
+        x, y = self.coords[i]
+        patch = self._slide.read_rgb(int(x), int(y), self.level, (self.read_px, self.read_px))
+        size = self.encoder.input_px
+        if patch.shape[0] != size:
+            interp = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
+            patch = cv2.resize(patch, (size, size), interpolation=interp)
+        return self.encoder.preprocess(patch)
+
+
+def embed_slide(
+    slide_path: str | Path,
+    patches_h5: str | Path,
+    encoder: Encoder,
+    out_h5: str | Path,
+    batch_size: int = 64,
+    num_workers: int = 1,
+    device: str = "auto",
+    mpp_fallback: float | None = None,
+    progress: bool = False,
+) -> dict:
+    """Embed every patch of a slide and write the feature bag; return timing stats."""
+    grid = read_patches(patches_h5)
+    dev = resolve_device(device)
+    model = encoder.model.to(dev).eval()
+    ds = PatchDataset(slide_path, grid.coords, grid.attrs, encoder, mpp_fallback)
+    # Worker start-up costs more than reading a few batches in-process: small slides skip workers.
+    workers = num_workers if len(ds) >= 4 * batch_size else 0
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda")
+    feats = []
+    t0 = time.perf_counter()
+    it = loader
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(loader, desc=Path(slide_path).name, unit="batch")
+    with torch.inference_mode():
+        for batch in it:
+            batch = batch.to(dev, non_blocking=True)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
+                out = model(batch)
+            feats.append(out.float().cpu().numpy())
+    elapsed = time.perf_counter() - t0
+    features = np.concatenate(feats) if feats else np.zeros((0, encoder.dim), np.float32)
+    attrs = {
+        "encoder": encoder.name,
+        "dim": encoder.dim,
+        "encoder_digest": encoder.digest,
+        "encoder_input_px": encoder.input_px,
+        "slide_name": Path(slide_path).name,
+        "device": dev.type,
+    }
+    attrs.update({k: v for k, v in grid.attrs.items() if k.startswith(("patch_", "read_", "level0_", "slide_", "mpp_"))})
+    write_feature_bag(out_h5, features, grid.coords, attrs)
+    return {"patches": len(features), "seconds": elapsed, "patches_per_s": len(features) / max(elapsed, 1e-9)}

@@ -1,0 +1,101 @@
+"""Patch-encoder registry (the timm pattern): one small module per encoder, one decorator.
+
+Each encoder has a stable name, an output dimension, the input size it expects and a digest of
+its weights; the digest is written into every feature file so features from different weights
+never mix silently. Adding an encoder = adding a module with a ``@register_encoder`` function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from lego.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Encoder:
+    """A ready patch encoder: ``model`` maps a float batch (B, 3, S, S) to features (B, dim)."""
+
+    name: str
+    dim: int
+    input_px: int
+    model: torch.nn.Module
+    digest: str
+    normalise: bool = True  # ImageNet mean/std normalisation of [0, 1] inputs
+    extra: dict = field(default_factory=dict)
+
+    def preprocess(self, patch: np.ndarray) -> torch.Tensor:
+        """uint8 HWC RGB patch (already at ``input_px``) to a float CHW tensor."""
+        x = torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float().div_(255.0)
+        if self.normalise:
+            mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+            std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+            x = (x - mean) / std
+        return x
+
+
+Builder = Callable[..., Encoder]
+_REGISTRY: dict[str, tuple[Builder, str]] = {}
+
+
+def register_encoder(name: str, description: str) -> Callable[[Builder], Builder]:
+    def wrap(fn: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"encoder {name!r} registered twice")
+        _REGISTRY[name] = (fn, description)
+        return fn
+
+    return wrap
+
+
+def list_encoders() -> dict[str, str]:
+    """Registered encoder names and one-line descriptions."""
+    _load_builtin()
+    return {k: d for k, (_, d) in sorted(_REGISTRY.items())}
+
+
+def create_encoder(name: str, checkpoint: str | None = None) -> Encoder:
+    """Build encoder ``name`` (optionally from a local checkpoint file) in eval mode."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown encoder {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    enc = _REGISTRY[name][0](checkpoint=checkpoint)
+    enc.model.eval()
+    return enc
+
+
+def digest_state_dict(state: dict[str, torch.Tensor]) -> str:
+    """Order-independent SHA-256 (first 16 hex) over parameter names, shapes and bytes."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Load weights from safetensors or a torch file without unpickling arbitrary objects."""
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _load_builtin() -> None:
+    # Importing the modules runs their @register_encoder decorators.
+    from lego.slides.encoders import efficientnet_lite0, resnet50_trunc, stain_texture  # noqa: F401

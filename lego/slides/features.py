@@ -1,0 +1,118 @@
+"""Feature bags on disk: our HDF5 layout, and TRIDENT/CLAM/STAMP files read as inputs.
+
+Layout written here (the one TRIDENT and CLAM use): ``features`` (N, D) float32 and ``coords``
+(N, 2) int64 level-0 pixels, with encoder name, dimension and weight digest as attributes.
+STAMP names the feature dataset ``feats``; some tools store a leading batch axis of 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+import lego
+from lego.errors import InputError
+from lego.io import atomic_path
+
+FEATURE_KEYS = ("features", "feats")
+
+
+@dataclass
+class FeatureBag:
+    features: np.ndarray  # (N, D) float32
+    coords: np.ndarray  # (N, 2) int64
+    attrs: dict
+
+    @property
+    def ok(self) -> bool:
+        return self.attrs.get("status", "ok") == "ok"
+
+
+def _attrs(obj) -> dict:
+    return {k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in obj.attrs.items()}
+
+
+def read_feature_bag(path: str | Path) -> FeatureBag:
+    """Read any supported feature file; raise InputError naming the file if it is not one."""
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable HDF5 feature file ({exc})") from None
+    with f:
+        key = next((k for k in FEATURE_KEYS if k in f), None)
+        if key is None:
+            raise InputError(f"{path}: no 'features' (TRIDENT/CLAM) or 'feats' (STAMP) dataset; found {list(f.keys())}")
+        feats = np.asarray(f[key][:], dtype=np.float32)
+        coords = np.asarray(f["coords"][:]) if "coords" in f else np.zeros((len(feats), 2))
+        attrs = _attrs(f)
+        attrs.update({f"coords.{k}": v for k, v in _attrs(f["coords"]).items()} if "coords" in f else {})
+        attrs.update({f"features.{k}": v for k, v in _attrs(f[key]).items()})
+    if feats.ndim == 3 and feats.shape[0] == 1:
+        feats = feats[0]
+    if coords.ndim == 3 and coords.shape[0] == 1:
+        coords = coords[0]
+    if feats.ndim != 2:
+        raise InputError(f"{path}: features must be 2-D (patches x dim), got shape {feats.shape}")
+    if len(coords) != len(feats):
+        raise InputError(f"{path}: {len(feats)} feature rows but {len(coords)} coordinates")
+    if attrs.get("status", "ok") == "ok" and not np.isfinite(feats).all():
+        raise InputError(f"{path}: features contain NaN or infinite values; re-extract this slide")
+    return FeatureBag(feats, coords.astype(np.int64), attrs)
+
+
+def bag_info(path: str | Path) -> dict:
+    """Status, size and provenance of a feature file without loading the features."""
+    with h5py.File(path, "r") as f:
+        key = next((k for k in FEATURE_KEYS if k in f), None)
+        if key is None:
+            raise InputError(f"{path}: no 'features' or 'feats' dataset")
+        shape = f[key].shape[-2:]
+        attrs = _attrs(f)
+    return {
+        "status": str(attrs.get("status", "ok")),
+        "reason": str(attrs.get("reason", "")),
+        "n_patches": int(shape[0]),
+        "dim": int(shape[1]),
+        "encoder": str(attrs.get("encoder", "")),
+        "encoder_digest": str(attrs.get("encoder_digest", "")),
+    }
+
+
+def write_feature_bag(path: str | Path, features: np.ndarray, coords: np.ndarray, attrs: dict) -> None:
+    """Write a feature bag atomically (temp name, then rename)."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("features", data=np.asarray(features, dtype=np.float32))
+            f.create_dataset("coords", data=np.asarray(coords, dtype=np.int64))
+            for k, v in attrs.items():
+                if v is not None:
+                    f.attrs[k] = v
+            f.attrs.setdefault("status", "ok")
+            f.attrs["lego_version"] = lego.__version__
+
+
+def write_failed_bag(path: str | Path, slide_name: str, reason: str, encoder: str = "", dim: int = 0) -> None:
+    """An explicit failure record: zero rows and ``status = failed`` with the reason."""
+    write_feature_bag(
+        path, np.zeros((0, dim), np.float32), np.zeros((0, 2), np.int64),
+        {"status": "failed", "reason": reason, "slide_name": slide_name, "encoder": encoder},
+    )
+
+
+def import_feature_file(src: str | Path, dst: str | Path, slide_name: str) -> FeatureBag:
+    """Convert an existing TRIDENT/CLAM/STAMP file into our layout, keeping its provenance."""
+    bag = read_feature_bag(src)
+    encoder = bag.attrs.get("encoder") or bag.attrs.get("features.encoder") or bag.attrs.get("extractor") or "external"
+    attrs = {
+        "encoder": str(encoder),
+        "dim": int(bag.features.shape[1]),
+        "encoder_digest": str(bag.attrs.get("encoder_digest", bag.attrs.get("extractor_id", "unknown"))),
+        "source_file": str(Path(src).resolve()),
+        "slide_name": slide_name,
+    }
+    write_feature_bag(dst, bag.features, bag.coords, attrs)
+    return read_feature_bag(dst)

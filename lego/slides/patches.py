@@ -1,0 +1,123 @@
+"""Patch grids defined in microns, written as HDF5 ``coords`` the way TRIDENT and CLAM do.
+
+A patch is ``patch_px`` pixels at ``patch_mpp`` microns per pixel, whatever the scanner: the
+grid is laid out in level-0 pixels and each patch is read from the finest pyramid level that is
+not finer than needed, then resized. Coordinates are level-0 top-left corners.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+import lego
+from lego.errors import SlideError
+from lego.io import atomic_path
+from lego.slides.reader import Slide
+from lego.slides.tissue import Tissue
+
+MASK_CELLS_PER_PATCH = 16  # mask resolution for tissue fractions: 16x16 cells per patch
+
+
+@dataclass
+class PatchParams:
+    patch_px: int = 256
+    patch_mpp: float = 0.5
+    min_tissue_fraction: float = 0.5
+    overlap: float = 0.0
+
+
+@dataclass
+class PatchGrid:
+    coords: np.ndarray  # (N, 2) int64, level-0 top-left (x, y)
+    tissue_fraction: np.ndarray  # (N,) float32
+    attrs: dict
+
+
+def patch_geometry(slide: Slide, params: PatchParams) -> dict:
+    """Level-0 patch size, the level to read from and the read size at that level."""
+    size0 = params.patch_px * params.patch_mpp / slide.mpp
+    level = slide.best_level(params.patch_mpp / slide.mpp)
+    read_px = max(1, int(round(size0 / slide.level_downsamples[level])))
+    return {
+        "patch_px": params.patch_px,
+        "patch_mpp": params.patch_mpp,
+        "patch_size_level0": int(round(size0)),
+        "read_level": level,
+        "read_px": read_px,
+        "level0_mpp": slide.mpp,
+        "mpp_source": slide.mpp_source,
+        "overlap": params.overlap,
+        "slide_width": slide.dimensions[0],
+        "slide_height": slide.dimensions[1],
+        "slide_name": slide.name,
+    }
+
+
+def make_patch_grid(slide: Slide, tissue: Tissue, params: PatchParams) -> PatchGrid:
+    """Grid of patches over the slide keeping those with enough tissue."""
+    geo = patch_geometry(slide, params)
+    size0 = params.patch_px * params.patch_mpp / slide.mpp
+    step = size0 * (1.0 - params.overlap)
+    W, H = slide.dimensions
+    if size0 > W or size0 > H:
+        raise SlideError(slide.path, f"slide ({W}x{H} px) is smaller than one patch ({size0:.0f} px at level 0)")
+    xs = np.floor(np.arange(0, W - size0 + 1, step)).astype(np.int64)
+    ys = np.floor(np.arange(0, H - size0 + 1, step)).astype(np.int64)
+    # Tissue fraction per patch from a rasterised mask and its integral image.
+    mask_ds = size0 / MASK_CELLS_PER_PATCH
+    shape = (int(math.ceil(H / mask_ds)) + 1, int(math.ceil(W / mask_ds)) + 1)
+    integral = np.pad(tissue.mask(mask_ds, shape).astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    gx0 = np.round(xs / mask_ds).astype(np.int64)
+    gy0 = np.round(ys / mask_ds).astype(np.int64)
+    n = MASK_CELLS_PER_PATCH
+    x0, y0 = np.meshgrid(gx0, gy0)
+    total = integral[y0 + n, x0 + n] - integral[y0, x0 + n] - integral[y0 + n, x0] + integral[y0, x0]
+    frac = (total / float(n * n)).astype(np.float32)
+    keep = frac >= params.min_tissue_fraction
+    px, py = np.meshgrid(xs, ys)
+    coords = np.stack([px[keep], py[keep]], axis=1).astype(np.int64)
+    if len(coords) == 0:
+        raise SlideError(
+            slide.path,
+            f"no patch has tissue fraction >= {params.min_tissue_fraction}; lower patches.min_tissue_fraction "
+            "or check the tissue QC image",
+        )
+    return PatchGrid(coords, frac[keep], geo)
+
+
+def write_patches(grid: PatchGrid, path: str | Path) -> None:
+    """HDF5 with ``coords`` (attributes on the dataset, as TRIDENT/CLAM) and ``tissue_fraction``."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            ds = f.create_dataset("coords", data=grid.coords)
+            for k, v in grid.attrs.items():
+                ds.attrs[k] = v
+            f.create_dataset("tissue_fraction", data=grid.tissue_fraction)
+            f.attrs["status"] = "ok"
+            f.attrs["lego_version"] = lego.__version__
+
+
+def write_failed_patches(slide_name: str, reason: str, path: str | Path) -> None:
+    """An explicit failure record: zero coordinates and ``status = failed`` with the reason."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            ds = f.create_dataset("coords", data=np.zeros((0, 2), np.int64))
+            ds.attrs["slide_name"] = slide_name
+            f.create_dataset("tissue_fraction", data=np.zeros((0,), np.float32))
+            f.attrs["status"] = "failed"
+            f.attrs["reason"] = reason
+            f.attrs["lego_version"] = lego.__version__
+
+
+def read_patches(path: str | Path) -> PatchGrid:
+    with h5py.File(path, "r") as f:
+        coords = f["coords"][:]
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f["coords"].attrs.items()}
+        attrs.update({k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()})
+        frac = f["tissue_fraction"][:] if "tissue_fraction" in f else np.ones(len(coords), np.float32)
+    return PatchGrid(coords, frac, attrs)

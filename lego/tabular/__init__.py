@@ -1,0 +1,1 @@
+"""Tabular modalities (omics, clinical): reading, typing and per-fold fitted preprocessing."""

@@ -1,0 +1,91 @@
+"""Select, validate and type one tabular modality (mutation, CNV, RNA, clinical ...).
+
+Only validation and typing happen here: the output keeps raw values. Anything fitted (scaling,
+clipping, imputation, variance filters, category vocabularies) is fitted inside each fold on its
+training patients by :class:`lego.tabular.transforms.TabularTransform`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lego.errors import InputError
+from lego.tabular.tables import read_table
+
+
+def select_columns(
+    columns: list[str], id_column: str, include: str = ".*", exclude: list[str] | None = None, names: list[str] | None = None
+) -> list[str]:
+    """Feature columns of a modality: explicit ``names``, else ``include`` minus ``exclude`` regexes."""
+    if names:
+        return [c for c in names if c != id_column]
+    inc = re.compile(include)
+    exc = [re.compile(p) for p in (exclude or [])]
+    return [c for c in columns if c != id_column and inc.search(c) and not any(p.search(c) for p in exc)]
+
+
+def prepare_modality(
+    path: str | Path,
+    modality: str,
+    id_column: str = "case_id",
+    include: str = ".*",
+    exclude: list[str] | None = None,
+    columns: list[str] | None = None,
+    categorical: list[str] | None = None,
+) -> pd.DataFrame:
+    """One row per patient with ``patient_id`` and the modality's typed feature columns."""
+    path = Path(path)
+    df = read_table(path)
+    if id_column not in df.columns:
+        raise InputError(f"{path}: modality {modality!r}: no ID column {id_column!r}; set modalities.{modality}.id_column")
+    categorical = list(categorical or [])
+    if columns:
+        missing = [c for c in columns + categorical if c not in df.columns]
+        if missing:
+            raise InputError(f"{path}: modality {modality!r}: columns {missing} not in the table")
+    feats = select_columns(list(map(str, df.columns)), id_column, include, exclude, columns)
+    feats += [c for c in categorical if c not in feats]
+    if not feats:
+        raise InputError(
+            f"{path}: modality {modality!r} selects no column (include={include!r}, exclude={exclude}); "
+            f"first columns are {list(df.columns[:8])}"
+        )
+    out = pd.DataFrame({"patient_id": df[id_column].astype(str).str.strip()})
+    for c in feats:
+        if c in categorical:
+            out[c] = df[c].astype("string")
+            continue
+        col = df[c]
+        if col.dtype == bool:
+            col = col.astype(int)
+        values = pd.to_numeric(col, errors="coerce")
+        bad = values.isna() & col.notna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InputError(
+                f"{path}: modality {modality!r}, column {c!r}: non-numeric value {col.iloc[i]!r} for patient "
+                f"{out['patient_id'].iloc[i]} (line {i + 2}); fix the value, or list the column under "
+                f"modalities.{modality}.categorical if it is a category"
+            )
+        out[c] = values.astype(np.float32)
+    return _one_row_per_patient(out, path, modality)
+
+
+def _one_row_per_patient(out: pd.DataFrame, path: Path, modality: str) -> pd.DataFrame:
+    feats = [c for c in out.columns if c != "patient_id"]
+    dup = out["patient_id"].duplicated(keep=False)
+    if dup.any():
+        per = out[dup].groupby("patient_id")[feats].nunique(dropna=False).max(axis=1)
+        bad = per[per > 1]
+        if len(bad):
+            raise InputError(
+                f"{path}: modality {modality!r}: patient {bad.index[0]} has rows with different values "
+                f"({len(bad)} patient(s) affected); keep one row per patient"
+            )
+        out = out.drop_duplicates("patient_id")
+    present = out[feats].notna().any(axis=1)  # a row of only missing values means "no data"
+    return out[present].sort_values("patient_id").reset_index(drop=True)

@@ -1,0 +1,40 @@
+"""Read cohort tables in any of the formats users have: CSV(.gz/.zip), TSV, parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from lego.errors import InputError
+
+
+def read_table(path: str | Path, **kwargs) -> pd.DataFrame:
+    """Read a table by extension; drop a leading unnamed index column (as in the BLCA file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found; check the path in the config")
+    name = path.name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            df = pd.read_parquet(path)
+        elif name.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz", ".tsv.zip")):
+            df = pd.read_csv(path, sep="\t", low_memory=False, **kwargs)
+        elif name.endswith((".csv", ".csv.gz", ".csv.zip", ".zip", ".gz", ".csv.bz2", ".csv.xz")):
+            df = pd.read_csv(path, low_memory=False, **kwargs)
+        else:
+            raise InputError(f"{path}: unknown table format; use .csv(.gz/.zip), .tsv or .parquet")
+    except InputError:
+        raise
+    except Exception as exc:  # pandas raises many types for malformed files
+        raise InputError(f"{path}: cannot be read as a table ({type(exc).__name__}: {exc})") from None
+    first = df.columns[0] if len(df.columns) else None
+    if first is not None and (str(first).startswith("Unnamed: 0") or str(first) == ""):
+        df = df.drop(columns=[first])
+    return df
+
+
+def row_label(df: pd.DataFrame, idx) -> str:
+    """Human reference to a row: its line in the file (header = line 1) for CSV-like tables."""
+    pos = df.index.get_loc(idx)
+    return f"line {pos + 2}"

@@ -1,0 +1,117 @@
+"""Per-fold fitted preprocessing for tabular modalities (no leakage by construction).
+
+``TabularTransform.fit`` sees only a fold's training patients; everything it learns (clip bounds,
+medians, kept features, means, standard deviations, category vocabularies) is stored as plain JSON
+next to the model and re-applied unchanged to validation and test patients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from lego.errors import InputError
+
+
+@dataclass
+class TabularTransform:
+    """Clip outliers -> impute -> variance filter -> standardise; one-hot for categoricals.
+
+    ``clip_quantiles``: per-feature bounds at these training quantiles (tames e.g. BLCA's RNA values
+    above 14000); ``clip_abs``: an absolute bound applied after that; ``min_variance``: drop features
+    (nearly) constant on train; ``max_features``: keep the most variable ones.
+    """
+
+    clip_quantiles: tuple[float, float] | None = (0.001, 0.999)
+    clip_abs: float | None = None
+    min_variance: float = 1e-8
+    max_features: int | None = None
+    standardise: bool = True
+    categorical: list[str] = field(default_factory=list)
+    state: dict = field(default_factory=dict)
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.state)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.state["numeric"]) + [f"{c}={v}" for c, vocab in self.state["categories"].items() for v in vocab]
+
+    def fit(self, df: pd.DataFrame) -> "TabularTransform":
+        numeric = [c for c in df.columns if c != "patient_id" and c not in self.categorical]
+        x = df[numeric].to_numpy(dtype=np.float64)
+        if len(x) == 0:
+            raise InputError("cannot fit a tabular transform on zero training patients")
+        if self.clip_quantiles is not None:
+            lo = np.nanquantile(x, self.clip_quantiles[0], axis=0) if len(numeric) else np.zeros(0)
+            hi = np.nanquantile(x, self.clip_quantiles[1], axis=0) if len(numeric) else np.zeros(0)
+        else:
+            lo, hi = np.full(len(numeric), -np.inf), np.full(len(numeric), np.inf)
+        lo, hi = np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf)
+        x = self._clip(x, lo, hi)
+        median = np.nan_to_num(np.nanmedian(x, axis=0), nan=0.0) if len(numeric) else np.zeros(0)
+        x = np.where(np.isnan(x), median, x)
+        var = x.var(axis=0)
+        keep = var > self.min_variance
+        if self.max_features is not None and keep.sum() > self.max_features:
+            order = np.argsort(-np.where(keep, var, -1), kind="stable")
+            keep = np.zeros_like(keep)
+            keep[order[: self.max_features]] = True
+        mean = x.mean(axis=0)
+        std = np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+        idx = np.flatnonzero(keep)
+        self.state = {
+            "numeric": [numeric[i] for i in idx],
+            "lo": lo[idx].tolist(),
+            "hi": hi[idx].tolist(),
+            "median": median[idx].tolist(),
+            "mean": mean[idx].tolist() if self.standardise else [0.0] * len(idx),
+            "std": std[idx].tolist() if self.standardise else [1.0] * len(idx),
+            "categories": {c: sorted(df[c].dropna().astype(str).unique().tolist()) for c in self.categorical},
+        }
+        return self
+
+    def _clip(self, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        x = np.clip(x, lo, hi)
+        if self.clip_abs is not None:
+            x = np.clip(x, -self.clip_abs, self.clip_abs)
+        return x
+
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        """(n_patients, n_features) float32 in the fitted feature order."""
+        if not self.fitted:
+            raise RuntimeError("TabularTransform.transform called before fit")
+        s = self.state
+        missing = [c for c in s["numeric"] + list(s["categories"]) if c not in df.columns]
+        if missing:
+            raise InputError(
+                f"table lacks {len(missing)} feature(s) the transform was fitted on (e.g. {missing[:3]}); "
+                "the model was trained on a different feature set"
+            )
+        x = df[s["numeric"]].to_numpy(dtype=np.float64)
+        x = self._clip(x, np.asarray(s["lo"]), np.asarray(s["hi"]))
+        x = np.where(np.isnan(x), np.asarray(s["median"]), x)
+        x = (x - np.asarray(s["mean"])) / np.asarray(s["std"])
+        parts = [x]
+        for c, vocab in s["categories"].items():
+            values = df[c].astype("string").to_numpy()
+            parts.append(np.stack([(values == v) for v in vocab], axis=1).astype(np.float64) if vocab else np.zeros((len(df), 0)))
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def fit_transform(self, df: pd.DataFrame) -> np.ndarray:
+        return self.fit(df).transform(df)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["clip_quantiles"] = list(self.clip_quantiles) if self.clip_quantiles else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TabularTransform":
+        d = dict(d)
+        if d.get("clip_quantiles") is not None:
+            d["clip_quantiles"] = tuple(d["clip_quantiles"])
+        return cls(**d)
