@@ -34,7 +34,8 @@ def cmd_ingest_labels(a) -> None:
 
     labels = ingest_labels(
         a.table, task=a.task, id_column=a.id_column, time_column=a.time_column,
-        censorship_column=a.censorship_column or None, event_column=a.event_column or None, label_column=a.label_column,
+        censorship_column=a.censorship_column or (None if a.event_column else "censorship"),
+        event_column=a.event_column or None, label_column=a.label_column,
     )
     write_parquet(labels, a.out, metadata={"source": str(a.table), "task": a.task})
     if a.task == "survival":
@@ -239,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=["survival", "classification"], default="survival")
     p.add_argument("--id-column", default="case_id")
     p.add_argument("--time-column", default="survival_months")
-    p.add_argument("--censorship-column", default="censorship", help="1 = censored (MCAT); '' to use --event-column")
+    p.add_argument("--censorship-column", default=None, help="1 = censored (MCAT; default 'censorship' unless --event-column)")
     p.add_argument("--event-column", default=None, help="1 = event")
     p.add_argument("--label-column", default=None)
     p.add_argument("--out", required=True)

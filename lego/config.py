@@ -46,15 +46,6 @@ def _explain(error) -> str:
         allowed = sorted(error.schema.get("properties", {}))
         hint = f" (allowed keys: {', '.join(allowed)})" if allowed else ""
         return f"config key '{where}': {error.message}{hint}"
-    if error.validator == "oneOf" and isinstance(error.instance, dict):
-        # Name the branch matching `kind` so the user sees the relevant complaint.
-        kind = error.instance.get("kind")
-        for sub in error.context:
-            if sub.validator != "const" and not (sub.validator == "enum"):
-                branch = error.schema["oneOf"][sub.schema_path[0]]
-                if branch["properties"]["kind"].get("const") == kind:
-                    return _explain(sub)
-        return f"config key '{where}': kind must be 'wsi' or 'tabular' (got {kind!r})"
     return f"config key '{where}': {error.message}"
 
 

@@ -16,7 +16,9 @@ Generative model (all draws from one ``numpy.random.default_rng(seed)``):
 
 Hence a model that sees both slides and omics can beat either alone. About 15 % of patients have
 no slide file and about 10 % no omics row, so missing modalities occur; clinical data exists for all.
-Slides are 20x (0.5 um/px); one in five is "scanned" at 40x (0.25 um/px, twice the pixels).
+Slides are 20x (0.5 um/px); one in five is "scanned" at 40x (0.25 um/px, twice the pixels). One
+extra slide (``...-DX9``) of a patient who has other slides is blank glass: the pipeline must record
+it in ``qc/failed.tsv`` ("no tissue") and carry on.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class SlideSpec:
     height: int
     mpp: float
     tumour_fraction: float
+    blank: bool = False  # glass only, no tissue
 
 
 class SlideRenderer:
@@ -80,9 +83,9 @@ class SlideRenderer:
         self.scale = 0.5 / spec.mpp  # level-0 pixels per 20x pixel (2 for 40x slides)
         cells = (int(spec.height / self.scale / FIELD_PX) + 2, int(spec.width / self.scale / FIELD_PX) + 2)
         self.tissue = _field(rng, cells, sigma=2.5, envelope=True)
-        self.tissue_thr = float(np.quantile(self.tissue, 0.55))
+        self.tissue_thr = np.inf if spec.blank else float(np.quantile(self.tissue, 0.55))
         self.tumour = _field(rng, cells, sigma=1.5, envelope=False)
-        self.tumour_thr = float(np.quantile(self.tumour, 1.0 - spec.tumour_fraction))
+        self.tumour_thr = float(np.quantile(self.tumour, min(1.0, 1.0 - spec.tumour_fraction)))
         self.stroma_tex, self.tumour_tex = _textures(rng)
         self.background = np.array([238, 236, 240], np.uint8)
         self._tex_cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
@@ -158,7 +161,10 @@ def make_demo_cohort(out_dir: str | Path, n_patients: int = 40, seed: int = 7, w
     rna = rna.round(4)
 
     slide_rows, specs = [], []
+    blank_owner = int(np.flatnonzero(n_slides > 0)[0])
     for i, pid in enumerate(ids):
+        if i == blank_owner:
+            specs.append((f"{pid}-01Z-00-DX9", SlideSpec(2048, 1536, 0.5, 0.0, blank=True)))
         for k in range(max(1, n_slides[i])):
             sid = f"{pid}-01Z-00-DX{k + 1}"
             slide_rows.append((i, sid))
@@ -208,6 +214,7 @@ def make_demo_cohort(out_dir: str | Path, n_patients: int = 40, seed: int = 7, w
     return {
         "patients": n_patients,
         "slides": len(specs),
+        "blank_slides": sum(spec.blank for _, spec in specs),
         "patients_without_slides": int((n_slides == 0).sum()),
         "patients_without_omics": int((~has_omics).sum()),
         "events": int((censorship == 0).sum()),

@@ -1,0 +1,107 @@
+# Cohort assembly: outcomes, slide index, folds, the per-patient table and slide QC.
+
+
+rule ingest_labels:
+    input:
+        config["cohort"]["labels"]["path"],
+    output:
+        f"{OUT}/cohort/labels.parquet",
+    params:
+        task=config["cohort"]["task"],
+        args=cli_args(config["cohort"]["labels"], skip=("path",)),
+    log:
+        f"{OUT}/logs/ingest_labels.log",
+    conda:
+        "../envs/tabular.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        "lego ingest-labels --table {input:q} --task {params.task} {params.args} --out {output:q} > {log:q} 2>&1"
+
+
+checkpoint index_slides:
+    input:
+        labels=rules.ingest_labels.output[0],
+        sources=[p for p in (config["slides"]["dir"], config["slides"]["list"]) if p],
+    output:
+        slides=f"{OUT}/cohort/slides.parquet",
+        unmatched=f"{OUT}/qc/unmatched_slides.tsv",
+    params:
+        args=cli_args(
+            {
+                "dir": config["slides"]["dir"],
+                "list": config["slides"]["list"],
+                "ext": config["slides"]["extensions"],
+                **config["slides"]["patient_id"],
+            }
+        ),
+    log:
+        f"{OUT}/logs/index_slides.log",
+    conda:
+        "../envs/tabular.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "lego index-slides --labels {input.labels:q} {params.args} "
+        "--out {output.slides:q} --unmatched {output.unmatched:q} > {log:q} 2>&1"
+
+
+rule make_folds:
+    input:
+        rules.ingest_labels.output[0],
+    output:
+        f"{OUT}/cohort/folds.parquet",
+    params:
+        args=cli_args(config["folds"]),
+    log:
+        f"{OUT}/logs/make_folds.log",
+    conda:
+        "../envs/tabular.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    shell:
+        "lego make-folds --labels {input:q} {params.args} --out {output:q} > {log:q} 2>&1"
+
+
+rule cohort_table:
+    input:
+        labels=rules.ingest_labels.output[0],
+        tabular=expand(f"{OUT}/modalities/{{m}}.parquet", m=TABULAR),
+        wsi=expand(f"{OUT}/modalities/{{m}}.parquet", m=WSI),
+    output:
+        f"{OUT}/cohort/patients.parquet",
+    params:
+        tabular=" ".join(f"{m}={OUT}/modalities/{m}.parquet" for m in TABULAR),
+        wsi=" ".join(f"{m}={OUT}/modalities/{m}.parquet" for m in WSI),
+    log:
+        f"{OUT}/logs/cohort_table.log",
+    conda:
+        "../envs/tabular.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    shell:
+        "lego cohort-table --labels {input.labels:q} --tabular {params.tabular} --wsi {params.wsi} "
+        "--out {output:q} > {log:q} 2>&1"
+
+
+rule collect_qc:
+    input:
+        manifests=expand(f"{OUT}/modalities/{{m}}.parquet", m=WSI),
+        unmatched=rules.index_slides.output.unmatched,
+    output:
+        f"{OUT}/qc/failed.tsv",
+    params:
+        manifests=" ".join(f"{m}={OUT}/modalities/{m}.parquet" for m in WSI),
+    log:
+        f"{OUT}/logs/collect_qc.log",
+    conda:
+        "../envs/tabular.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "lego collect-qc --manifest {params.manifests} --unmatched {input.unmatched:q} --out {output:q} > {log:q} 2>&1"

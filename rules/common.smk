@@ -1,0 +1,71 @@
+# Shared set-up: config validation, output layout, wildcard constraints and input functions.
+import os
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from lego.config import load_schema, validate_config
+from lego.errors import ConfigError
+from helpers import cli_args, slide_table
+
+try:
+    validate_config(config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml"))
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+OUT = f"{config['results_dir']}/{config['cohort']['name']}"
+DEMO_DIR = f"{config['results_dir']}/demo_input"
+MODALITIES = config["modalities"]
+TABULAR = [m for m, s in MODALITIES.items() if s["kind"] == "tabular"]
+WSI = [m for m, s in MODALITIES.items() if s["kind"] == "wsi"]
+
+
+def feature_set(modality):
+    """Directory name of a WSI modality's features: its encoder, or imported-<modality>."""
+    spec = MODALITIES[modality]
+    return f"imported-{modality}" if spec.get("features_dir") else spec["encoder"]
+
+
+def _alternatives(names):
+    return "|".join(map(re.escape, names)) or "(?!)"
+
+
+wildcard_constraints:
+    slide=r"[^/]+",
+    tabular=_alternatives(TABULAR),
+    wsi=_alternatives(WSI),
+    encoder=r"[A-Za-z0-9_]+",
+
+
+def slides():
+    """Slide table from the index_slides checkpoint (re-read when it changes)."""
+    return slide_table(checkpoints.index_slides.get().output.slides)
+
+
+def slide_path(wildcards):
+    table = slides()
+    match = table.loc[table["slide_id"] == wildcards.slide, "path"]
+    if match.empty:
+        raise WorkflowError(f"slide {wildcards.slide!r} is not in {OUT}/cohort/slides.parquet")
+    return match.iloc[0]
+
+
+def slide_features(wildcards):
+    """Every slide's feature file of one WSI modality."""
+    fs = feature_set(wildcards.wsi)
+    return [f"{OUT}/features/{fs}/{s}.h5" for s in slides()["slide_id"]]
+
+
+def mpp_arg():
+    fallback = config["slides"]["mpp_fallback"]
+    return f"--mpp-fallback {fallback}" if fallback is not None else ""
+
+
+def all_targets():
+    return [
+        f"{OUT}/cohort/patients.parquet",
+        f"{OUT}/cohort/folds.parquet",
+        f"{OUT}/qc/failed.tsv",
+    ]

@@ -1,0 +1,114 @@
+# Per-slide stages. A bad slide does not stop the run: its outputs record status=failed and the
+# reason (--record-failure), and collect_qc lists it in qc/failed.tsv.
+
+
+rule segment_tissue:
+    input:
+        slide=slide_path,
+    output:
+        tissue=f"{OUT}/slides/{{slide}}/tissue.parquet",
+        png=f"{OUT}/slides/{{slide}}/tissue.png",
+    params:
+        args=cli_args(config["tissue"]),
+        mpp=mpp_arg(),
+    log:
+        f"{OUT}/logs/segment_tissue/{{slide}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/segment_tissue/{{slide}}.tsv"
+    conda:
+        "../envs/slides.yaml"
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    shell:
+        "lego segment --slide {input.slide:q} --out-tissue {output.tissue:q} --out-png {output.png:q} "
+        "{params.args} {params.mpp} --record-failure > {log:q} 2>&1"
+
+
+rule extract_patches:
+    input:
+        slide=slide_path,
+        tissue=rules.segment_tissue.output.tissue,
+    output:
+        f"{OUT}/slides/{{slide}}/patches.h5",
+    params:
+        args=cli_args(config["patches"]),
+        mpp=mpp_arg(),
+    log:
+        f"{OUT}/logs/extract_patches/{{slide}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/extract_patches/{{slide}}.tsv"
+    conda:
+        "../envs/slides.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "lego extract --slide {input.slide:q} --tissue {input.tissue:q} --out {output:q} "
+        "{params.args} {params.mpp} --record-failure > {log:q} 2>&1"
+
+
+rule embed_patches:
+    input:
+        slide=slide_path,
+        patches=rules.extract_patches.output[0],
+    output:
+        f"{OUT}/features/{{encoder}}/{{slide}}.h5",
+    wildcard_constraints:
+        encoder=r"(?!imported-)[A-Za-z0-9_]+",
+    params:
+        args=cli_args(config["embedding"], skip=("threads", "gpus")),
+        checkpoint=lambda w: cli_args({"checkpoint": config["encoders"].get(w.encoder, {}).get("checkpoint")}),
+        mpp=mpp_arg(),
+    threads: config["embedding"]["threads"]
+    log:
+        f"{OUT}/logs/embed_patches/{{encoder}}/{{slide}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/embed_patches/{{encoder}}/{{slide}}.tsv"
+    conda:
+        "../envs/slides.yaml"
+    resources:
+        mem_mb=6000,
+        runtime=60,
+        gpu=config["embedding"]["gpus"],
+    shell:
+        "lego embed --slide {input.slide:q} --patches {input.patches:q} --encoder {wildcards.encoder} "
+        "{params.checkpoint} --out {output:q} {params.args} --threads {threads} {params.mpp} "
+        "--record-failure > {log:q} 2>&1"
+
+
+rule import_features:
+    input:
+        lambda w: config["modalities"][w.wsi]["features_dir"],
+    output:
+        f"{OUT}/features/imported-{{wsi}}/{{slide}}.h5",
+    log:
+        f"{OUT}/logs/import_features/{{wsi}}/{{slide}}.log",
+    conda:
+        "../envs/slides.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    shell:
+        "lego import-features --src {input:q}/{wildcards.slide:q}.h5 --out {output:q} "
+        "--slide-name {wildcards.slide:q} --record-failure > {log:q} 2>&1"
+
+
+rule collect_slide_features:
+    input:
+        slides=rules.index_slides.output.slides,
+        features=slide_features,
+    output:
+        f"{OUT}/modalities/{{wsi}}.parquet",
+    params:
+        features_dir=lambda w: f"{OUT}/features/{feature_set(w.wsi)}",
+    log:
+        f"{OUT}/logs/collect_slide_features/{{wsi}}.log",
+    conda:
+        "../envs/slides.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "lego feature-manifest --slides {input.slides:q} --features-dir {params.features_dir:q} "
+        "--modality {wildcards.wsi} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,40 @@
+"""Small helpers the rules use (kept out of the .smk files so they are testable)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+from typing import Any
+
+import pandas as pd
+
+
+def cli_args(options: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
+    """Config section -> ``lego`` CLI flags: ``{seg_downsample: 16}`` -> ``--seg-downsample 16``.
+
+    Config keys and CLI flags share names, so a rule passes its whole section without listing
+    keys; ``None`` is left out, booleans become bare flags, lists become repeated values.
+    """
+    parts: list[str] = []
+    for key, value in options.items():
+        if key in skip or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, (list, tuple)):
+            parts.append(flag + " " + " ".join(shlex.quote(str(v)) for v in value))
+        else:
+            parts.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join(parts)
+
+
+@functools.lru_cache(maxsize=8)
+def _read(path: str, mtime: float) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def slide_table(path: str) -> pd.DataFrame:
+    """The slide index, cached per file version (input functions call this once per job)."""
+    return _read(str(path), os.path.getmtime(path))
