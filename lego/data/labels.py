@@ -21,6 +21,11 @@ def _require(df: pd.DataFrame, path: Path, column: str, what: str) -> None:
         raise InputError(f"{path}: no {what} column {column!r} (columns: {shown}); fix cohort.labels in the config")
 
 
+def _show(value) -> str:
+    """repr of a cell value without numpy's type wrapper (2, not np.int64(2))."""
+    return repr(value.item() if hasattr(value, "item") else value)
+
+
 def _lines(df: pd.DataFrame, mask: pd.Series) -> str:
     pos = np.flatnonzero(mask.to_numpy())
     return ", ".join(str(p + 2) for p in pos[:8]) + (" ..." if len(pos) > 8 else "")
@@ -32,7 +37,7 @@ def _numeric(df: pd.DataFrame, path: Path, column: str, ids: pd.Series) -> pd.Se
     if bad.any():
         i = bad.idxmax()
         raise InputError(
-            f"{path}: column {column!r} has non-numeric value {df.at[i, column]!r} for patient {ids[i]} "
+            f"{path}: column {column!r} has non-numeric value {_show(df.at[i, column])} for patient {ids[i]} "
             f"(line {_lines(df, bad)}); correct or remove it"
         )
     return values
@@ -66,7 +71,7 @@ def ingest_labels(
             i = bad.idxmax()
             raise InputError(
                 f"{path}: survival time {time_column!r} is missing or negative for patient {ids[i]} "
-                f"(value {df.at[i, time_column]!r}, line {_lines(df, bad)}); correct the follow-up or drop the patient"
+                f"(value {_show(df.at[i, time_column])}, line {_lines(df, bad)}); correct the follow-up or drop the patient"
             )
         status_col = censorship_column or event_column
         _require(df, path, status_col, "censorship" if censorship_column else "event")
@@ -75,7 +80,7 @@ def ingest_labels(
         if bad.any():
             i = bad.idxmax()
             raise InputError(
-                f"{path}: column {status_col!r} must be 0 or 1 but is {df.at[i, status_col]!r} for patient {ids[i]} "
+                f"{path}: column {status_col!r} must be 0 or 1 but is {_show(df.at[i, status_col])} for patient {ids[i]} "
                 f"(line {_lines(df, bad)}); {'1 = censored, 0 = event' if censorship_column else '1 = event, 0 = censored'}"
             )
         out["time"] = time.astype(float).to_numpy()

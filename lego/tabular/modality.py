@@ -54,24 +54,22 @@ def prepare_modality(
             f"{path}: modality {modality!r} selects no column (include={include!r}, exclude={exclude}); "
             f"first columns are {list(df.columns[:8])}"
         )
-    out = pd.DataFrame({"patient_id": df[id_column].astype(str).str.strip()})
-    for c in feats:
-        if c in categorical:
-            out[c] = df[c].astype("string")
-            continue
-        col = df[c]
-        if col.dtype == bool:
-            col = col.astype(int)
-        values = pd.to_numeric(col, errors="coerce")
-        bad = values.isna() & col.notna()
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InputError(
-                f"{path}: modality {modality!r}, column {c!r}: non-numeric value {col.iloc[i]!r} for patient "
-                f"{out['patient_id'].iloc[i]} (line {i + 2}); fix the value, or list the column under "
-                f"modalities.{modality}.categorical if it is a category"
-            )
-        out[c] = values.astype(np.float32)
+    ids = df[id_column].astype(str).str.strip()
+    numeric = [c for c in feats if c not in categorical]
+    raw = df[numeric].apply(lambda col: col.astype(int) if col.dtype == bool else col)
+    values = raw.apply(pd.to_numeric, errors="coerce")
+    bad = values.isna() & raw.notna()
+    if bad.to_numpy().any():
+        row, col = (int(a[0]) for a in np.nonzero(bad.to_numpy()))
+        c = numeric[col]
+        raise InputError(
+            f"{path}: modality {modality!r}, column {c!r}: non-numeric value {raw.iat[row, col]!r} for patient "
+            f"{ids.iloc[row]} (line {row + 2}); fix the value, or list the column under "
+            f"modalities.{modality}.categorical if it is a category"
+        )
+    parts = [ids.rename("patient_id"), values.astype(np.float32)]
+    parts += [df[c].astype("string") for c in categorical]
+    out = pd.concat(parts, axis=1)
     return _one_row_per_patient(out, path, modality)
 
 

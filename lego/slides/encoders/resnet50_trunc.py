@@ -74,9 +74,9 @@ def build(checkpoint: str | None = None) -> Encoder:
         )
     net = ResNet50Trunc()
     state = {k: v for k, v in load_state_dict(checkpoint).items() if not k.startswith(("layer4.", "fc."))}
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ConfigError(
-            f"{checkpoint}: not a torchvision ResNet-50 state dict (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise ConfigError(f"{checkpoint}: not a torchvision ResNet-50 state dict ({first})") from None
     return Encoder("resnet50_trunc", 1024, 224, net, digest_state_dict(state))

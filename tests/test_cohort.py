@@ -1,0 +1,91 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from lego.data.cohort_table import build_patients_table
+from lego.data.folds import make_folds
+from lego.data.slides_index import index_slides, patient_of
+from lego.errors import InputError
+
+
+def patients(n=100, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"patient_id": [f"P{i:03d}" for i in range(n)], "time": rng.uniform(1, 50, n), "event": (rng.random(n) < 0.3).astype(int)})
+
+
+def test_default_folds_follow_the_paper_protocol():
+    folds = make_folds(patients())
+    assert sorted(folds["fold"].unique()) == [0, 1, 2, 3, 4]
+    for _, f in folds.groupby("fold"):
+        assert f["patient_id"].is_unique and len(f) == 100  # a partition of all patients
+        assert f["subset"].value_counts().to_dict() == {"train": 70, "val": 15, "test": 15}
+    pd.testing.assert_frame_equal(folds, make_folds(patients()))  # seeds 1..5: reproducible
+    tests = [set(f.loc[f.subset == "test", "patient_id"]) for _, f in folds.groupby("fold")]
+    assert len({frozenset(t) for t in tests}) == 5, "different seeds give different splits"
+
+
+def test_stratified_folds_keep_the_event_rate():
+    p = patients(200, seed=1)
+    folds = make_folds(p, stratify=True).merge(p, on="patient_id")
+    rate = p["event"].mean()
+    for _, f in folds.groupby(["fold", "subset"]):
+        assert abs(f["event"].mean() - rate) < 0.06
+
+
+def test_kfold_tests_every_patient_once():
+    folds = make_folds(patients(50), method="kfold", n_folds=5, seeds=[3])
+    tested = folds[folds.subset == "test"]["patient_id"]
+    assert tested.is_unique and len(tested) == 50
+    assert (folds.groupby("fold")["subset"].apply(lambda s: (s == "val").sum()) > 0).all()
+
+
+def test_slides_never_straddle_subsets():
+    slides = pd.DataFrame({"slide_id": [f"P{i:03d}-DX{k}" for i in range(100) for k in (1, 2)]})
+    slides["patient_id"] = slides["slide_id"].str[:4]
+    per_slide = make_folds(patients()).merge(slides, on="patient_id")
+    assert (per_slide.groupby(["fold", "patient_id"])["subset"].nunique() == 1).all()
+
+
+def test_too_few_patients():
+    with pytest.raises(InputError, match="empty subset"):
+        make_folds(patients(3))
+
+
+def test_patient_id_rules():
+    sid = "TCGA-2F-A9KO-01Z-00-DX1.195576CF-B739-4BD9-B15B-4A70AE287D3E"
+    assert patient_of(sid) == "TCGA-2F-A9KO"
+    assert patient_of("case17_slideB", regex=r"^(case\d+)_") == "case17"
+    assert patient_of("short") is None
+
+
+def test_index_slides_reports_unmatched_and_ignores_other_files(tmp_path):
+    d = tmp_path / "slides"
+    d.mkdir()
+    for name in ["TCGA-AA-0001-01Z-00-DX1.ABC.svs", "TCGA-AA-0001-01Z-00-DX2.svs", "TCGA-ZZ-9999-01Z.svs", "notes.txt"]:
+        (d / name).write_bytes(b"x")
+    slides, unmatched = index_slides(d, extensions=[".svs"], patients=["TCGA-AA-0001", "TCGA-AA-0002"])
+    assert slides["slide_id"].tolist() == ["TCGA-AA-0001-01Z-00-DX1.ABC", "TCGA-AA-0001-01Z-00-DX2"]
+    assert set(slides["patient_id"]) == {"TCGA-AA-0001"}
+    assert unmatched["slide_id"].tolist() == ["TCGA-ZZ-9999-01Z"]
+    assert "TCGA-ZZ-9999 has no outcome" in unmatched["reason"].iloc[0]
+
+
+def test_index_slides_from_a_list_and_duplicates(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    pd.DataFrame({"path": ["a/S1.svs", "b/S2.svs"], "patient_id": ["P1", "P2"]}).to_csv(tmp_path / "list.csv", index=False)
+    slides, _ = index_slides(slide_list=tmp_path / "list.csv", patients=["P1", "P2"])
+    assert slides["patient_id"].tolist() == ["P1", "P2"] and slides["path"].str.endswith("a/S1.svs").iloc[0]
+    pd.DataFrame({"path": ["a/S1.svs", "b/S1.svs"]}).to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(InputError, match="'S1' occurs more than once"):
+        index_slides(slide_list=tmp_path / "dup.csv")
+
+
+def test_patients_table_counts_only_usable_slides():
+    labels = patients(3)
+    tab = {"rna": pd.DataFrame({"patient_id": ["P000", "P002"]})}
+    manifest = pd.DataFrame({"slide_id": ["a", "b", "c"], "patient_id": ["P000", "P001", "P001"], "status": ["ok", "failed", "ok"]})
+    out = build_patients_table(labels, tab, {"wsi": manifest})
+    assert out["has_rna"].tolist() == [True, False, True]
+    assert out["n_slides_wsi"].tolist() == [1, 1, 0] and out["has_wsi"].tolist() == [True, True, False]
+    assert out["n_modalities"].tolist() == [2, 1, 1]

@@ -1,0 +1,71 @@
+import numpy as np
+import openslide
+import pandas as pd
+
+from lego.demo.cohort import make_demo_cohort
+
+
+def test_slides_are_aperio_pyramids_with_mpp(demo_slides):
+    assert len(demo_slides) >= 8
+    mpps = set()
+    for path in demo_slides:
+        s = openslide.OpenSlide(str(path))
+        assert s.properties["openslide.vendor"] == "aperio"
+        mpps.add(round(float(s.properties["openslide.mpp-x"]), 2))
+        assert s.level_count >= 2, "one page per pyramid level"
+        assert "thumbnail" in s.associated_images
+        s.close()
+    assert mpps <= {0.25, 0.5}
+
+
+def test_tables_follow_the_mcat_format(demo_dir):
+    omics = pd.read_csv(demo_dir / "omics_all_clean.csv.gz")
+    for col in ["case_id", "slide_id", "survival_months", "censorship", "age", "is_female", "oncotree_code", "train"]:
+        assert col in omics.columns
+    assert any(c.endswith("_cnv") for c in omics.columns)
+    assert any(c.endswith("_rnaseq") for c in omics.columns)
+    assert "TP53" in omics.columns  # unsuffixed binary mutation columns, as in UCEC
+    assert set(omics["censorship"]) <= {0, 1}
+    clinical = pd.read_csv(demo_dir / "clinical.csv")
+    assert clinical["case_id"].is_unique and len(clinical) == 10
+    assert clinical["case_id"].str.len().eq(12).all()
+
+
+def test_missing_modalities_occur(demo_dir, demo_slides):
+    clinical = pd.read_csv(demo_dir / "clinical.csv")
+    omics = pd.read_csv(demo_dir / "omics_all_clean.csv.gz")
+    with_slides = {p.name[:12] for p in demo_slides}
+    everyone = set(clinical["case_id"])
+    assert everyone - with_slides, "some patients have no slide"
+    truth = pd.read_csv(demo_dir / "hidden_factors.csv")
+    assert (~truth["has_omics"]).sum() == len(everyone - set(omics["case_id"]))
+
+
+def test_same_seed_same_cohort(tmp_path):
+    a = make_demo_cohort(tmp_path / "a", n_patients=12, seed=11, write_slides=False)
+    b = make_demo_cohort(tmp_path / "b", n_patients=12, seed=11, write_slides=False)
+    assert a == b
+    assert (tmp_path / "a" / "clinical.csv").read_bytes() == (tmp_path / "b" / "clinical.csv").read_bytes()
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "a" / "omics_all_clean.csv.gz"), pd.read_csv(tmp_path / "b" / "omics_all_clean.csv.gz")
+    )
+
+
+def test_signal_is_split_between_slides_and_omics(tmp_path):
+    """v drives the RNA signature and not u; survival depends on both (planted as documented)."""
+    make_demo_cohort(tmp_path, n_patients=300, seed=5, write_slides=False)
+    truth = pd.read_csv(tmp_path / "hidden_factors.csv").set_index("case_id")
+    omics = pd.read_csv(tmp_path / "omics_all_clean.csv.gz").drop_duplicates("case_id").set_index("case_id")
+    t = truth.loc[omics.index]
+    sig = omics["ESR1_rnaseq"].clip(-10, 10)
+    assert np.corrcoef(sig, t["v"])[0, 1] > 0.6
+    assert abs(np.corrcoef(sig, t["u"])[0, 1]) < 0.2
+    clinical = pd.read_csv(tmp_path / "clinical.csv").set_index("case_id")
+    from sksurv.metrics import concordance_index_censored
+
+    event = clinical["censorship"].eq(0).to_numpy()
+    time = clinical["survival_months"].to_numpy()
+    c_u = concordance_index_censored(event, time, truth.loc[clinical.index, "u"].to_numpy())[0]
+    c_v = concordance_index_censored(event, time, truth.loc[clinical.index, "v"].to_numpy())[0]
+    c_uv = concordance_index_censored(event, time, (truth["u"] + truth["v"]).loc[clinical.index].to_numpy())[0]
+    assert c_uv > max(c_u, c_v) + 0.03 and min(c_u, c_v) > 0.58

@@ -1,0 +1,141 @@
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from lego.errors import ConfigError, InputError
+from lego.slides.embed import embed_slide
+from lego.slides.encoders import create_encoder, list_encoders
+from lego.slides.encoders.resnet50_trunc import ResNet50Trunc
+from lego.slides.features import import_feature_file, read_feature_bag, write_feature_bag
+from lego.slides.patches import PatchParams
+from lego.slides.stages import run_embed, run_extract, run_segment
+from lego.slides.tissue import TissueParams
+
+
+def test_registry_lists_the_shipped_encoders():
+    names = list_encoders()
+    assert {"stain_texture", "efficientnet_lite0", "resnet50_trunc"} <= set(names)
+    with pytest.raises(ConfigError, match="unknown encoder 'uni'.*stain_texture"):
+        create_encoder("uni")
+
+
+def test_stain_texture_separates_stains():
+    enc = create_encoder("stain_texture")
+    brown = np.full((128, 128, 3), (140, 80, 40), np.uint8)
+    blue = np.full((128, 128, 3), (90, 90, 170), np.uint8)
+    with torch.no_grad():
+        f = enc.model(torch.stack([enc.preprocess(brown), enc.preprocess(blue)]))
+    assert f.shape == (2, enc.dim) == (2, 24)
+    dab_mean, h_mean = f[:, 10], f[:, 0]  # stain means: H at 0, DAB at 10
+    assert dab_mean[0] > dab_mean[1] and h_mean[1] > h_mean[0]
+
+
+def test_efficientnet_uses_the_shipped_imagenet_weights():
+    a, b = create_encoder("efficientnet_lite0"), create_encoder("efficientnet_lite0")
+    assert a.dim == 1280 and a.digest == b.digest and len(a.digest) == 16
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        assert a.model(x).shape == (2, 1280)
+
+
+def test_resnet50_trunc_needs_a_local_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match="needs local weights"):
+        create_encoder("resnet50_trunc")
+    torch.manual_seed(0)
+    state = ResNet50Trunc().state_dict()
+    # A full torchvision checkpoint also holds layer4 and fc: they are ignored.
+    state["fc.weight"] = torch.zeros(1000, 2048)
+    state["layer4.0.conv1.weight"] = torch.zeros(512, 1024, 1, 1)
+    torch.save({k: v for k, v in state.items()}, tmp_path / "r50.pth")
+    enc = create_encoder("resnet50_trunc", str(tmp_path / "r50.pth"))
+    assert enc.dim == 1024
+    with torch.no_grad():
+        assert enc.model(torch.rand(1, 3, 224, 224)).shape == (1, 1024)
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(ConfigError, match="not a torchvision ResNet-50"):
+        create_encoder("resnet50_trunc", str(tmp_path / "wrong.pth"))
+
+
+def test_pickled_modules_are_refused(tmp_path):
+    torch.save(ResNet50Trunc(), tmp_path / "module.pth")  # a whole pickled module, not a state dict
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported|Unpickl"):
+        create_encoder("resnet50_trunc", str(tmp_path / "module.pth"))
+
+
+@pytest.fixture(scope="module")
+def patched_slide(demo_slides, tmp_path_factory):
+    d = tmp_path_factory.mktemp("patched")
+    slide = demo_slides[0]
+    run_segment(slide, d / "t.parquet", d / "t.png", TissueParams(seg_downsample=16))
+    run_extract(slide, d / "t.parquet", d / "p.h5", PatchParams())
+    return slide, d / "p.h5"
+
+
+def test_embedding_writes_features_with_provenance(patched_slide, tmp_path):
+    slide, patches = patched_slide
+    enc = create_encoder("stain_texture")
+    stats = embed_slide(slide, patches, enc, tmp_path / "f.h5", batch_size=7, num_workers=0)
+    bag = read_feature_bag(tmp_path / "f.h5")
+    with h5py.File(patches) as f:
+        coords = f["coords"][:]
+    assert stats["patches"] == len(coords) == len(bag.features)
+    np.testing.assert_array_equal(bag.coords, coords)
+    assert bag.attrs["encoder"] == "stain_texture" and bag.attrs["encoder_digest"] == enc.digest
+    assert bag.attrs["patch_mpp"] == 0.5 and bag.attrs["device"] == "cpu"
+    # Batch composition must not change a patch's features.
+    embed_slide(slide, patches, enc, tmp_path / "g.h5", batch_size=64, num_workers=0)
+    np.testing.assert_allclose(read_feature_bag(tmp_path / "g.h5").features, bag.features, rtol=1e-5, atol=1e-6)
+
+
+def test_embedding_with_dataloader_workers(patched_slide, tmp_path):
+    slide, patches = patched_slide
+    enc = create_encoder("stain_texture")
+    embed_slide(slide, patches, enc, tmp_path / "w0.h5", batch_size=4, num_workers=0)
+    embed_slide(slide, patches, enc, tmp_path / "w2.h5", batch_size=4, num_workers=2)
+    np.testing.assert_allclose(read_feature_bag(tmp_path / "w2.h5").features, read_feature_bag(tmp_path / "w0.h5").features, rtol=1e-5)
+
+
+def test_failed_slide_propagates_to_features(fixtures_dir, tmp_path):
+    bad = fixtures_dir / "unreadable.svs"
+    run_segment(bad, tmp_path / "t.parquet", tmp_path / "t.png", TissueParams(), record_failure=True)
+    run_extract(bad, tmp_path / "t.parquet", tmp_path / "p.h5", PatchParams(), record_failure=True)
+    reason = run_embed(bad, tmp_path / "p.h5", create_encoder("stain_texture"), tmp_path / "f.h5", record_failure=True)
+    bag = read_feature_bag(tmp_path / "f.h5")
+    assert not bag.ok and bag.features.shape == (0, 24) and bag.attrs["reason"] == reason
+
+
+@pytest.mark.parametrize("layout", ["trident", "stamp", "batched"])
+def test_external_feature_files_are_read(tmp_path, layout):
+    feats = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    coords = np.arange(10).reshape(5, 2)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        if layout == "trident":
+            f["features"], f["coords"] = feats, coords
+            f["coords"].attrs["patch_size_level0"] = 512
+        elif layout == "stamp":
+            f["feats"], f["coords"] = feats, coords
+            f.attrs["extractor"] = "ctranspath"
+        else:
+            f["features"], f["coords"] = feats[None], coords[None]
+    bag = read_feature_bag(tmp_path / "x.h5")
+    np.testing.assert_array_equal(bag.features, feats)
+    np.testing.assert_array_equal(bag.coords, coords)
+    out = import_feature_file(tmp_path / "x.h5", tmp_path / "ours.h5", "S1")
+    np.testing.assert_array_equal(out.features, feats)
+    assert out.attrs["source_file"].endswith("x.h5")
+    if layout == "stamp":
+        assert out.attrs["encoder"] == "ctranspath"
+
+
+def test_bad_feature_files(tmp_path):
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with pytest.raises(InputError, match="not a readable HDF5"):
+        read_feature_bag(tmp_path / "text.h5")
+    with h5py.File(tmp_path / "nofeat.h5", "w") as f:
+        f["coords"] = np.zeros((2, 2))
+    with pytest.raises(InputError, match="no 'features'"):
+        read_feature_bag(tmp_path / "nofeat.h5")
+    write_feature_bag(tmp_path / "nan.h5", np.array([[np.nan, 1.0]]), np.zeros((1, 2)), {})
+    with pytest.raises(InputError, match="NaN"):
+        read_feature_bag(tmp_path / "nan.h5")
