@@ -1,0 +1,125 @@
+"""End-to-end runs of the Snakemake workflow on tiny inputs (real OpenSlide, real rules)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def write_config(workdir: Path, **overrides) -> dict:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["demo"]["n_patients"] = 10
+    config["folds"]["n_folds"] = 2
+    for key, value in overrides.items():
+        config[key] = value
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    return config
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("demo_run")
+    write_config(workdir)
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+def test_demo_front_half_runs_end_to_end(demo_run):
+    out = demo_run / "results" / "demo"
+    patients = pd.read_parquet(out / "cohort" / "patients.parquet")
+    assert len(patients) == 10
+    for m in ("wsi", "mutation", "cnv", "rna", "clinical"):
+        assert f"has_{m}" in patients.columns
+    assert patients["has_clinical"].all() and not patients["has_wsi"].all()
+    folds = pd.read_parquet(out / "cohort" / "folds.parquet")
+    assert set(folds["fold"]) == {0, 1} and set(folds["subset"]) == {"train", "val", "test"}
+    manifest = pd.read_parquet(out / "modalities" / "wsi.parquet")
+    assert (manifest.loc[manifest.status == "ok", "n_patches"] > 0).all()
+    for f in manifest.loc[manifest.status == "ok", "features"]:
+        assert (demo_run / f).exists() or Path(f).exists()
+    assert list((out / "benchmarks" / "segment_tissue").glob("*.tsv")), "heavy rules write benchmark files"
+
+
+def test_blank_slide_is_recorded_not_fatal(demo_run):
+    failed = pd.read_table(demo_run / "results" / "demo" / "qc" / "failed.tsv")
+    assert len(failed) == 1
+    row = failed.iloc[0]
+    assert row["slide_id"].endswith("DX9") and row["stage"] == "segment_tissue" and "no tissue" in row["reason"]
+
+
+def test_nothing_to_do_after_a_finished_run(demo_run):
+    proc = snakemake(demo_run, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_batch_with_bad_slides_carries_on(demo_run, tmp_path, fixtures_dir):
+    """Corrupt, non-slide, no-mpp and unknown-patient files are recorded; good slides are processed."""
+    demo_input = demo_run / "results" / "demo_input"
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    good = sorted((demo_input / "slides").glob("*DX1.svs"))[:2]
+    for p in good:
+        shutil.copy(p, slides / p.name)
+    others = sorted(set(pd.read_csv(demo_input / "clinical.csv")["case_id"]) - {p.name[:12] for p in good})
+    corrupt, not_slide, no_mpp = (f"{pid}-01Z-00-DX7" for pid in others[:3])
+    shutil.copy(fixtures_dir / "unreadable.svs", slides / f"{corrupt}.svs")
+    shutil.copy(demo_input / "clinical.csv", slides / f"{not_slide}.svs")
+    shutil.copy(fixtures_dir / "boxes.tiff", slides / f"{no_mpp}.tiff")
+    shutil.copy(good[0], slides / "ZZZZ-00-9999-01Z-00-DX1.svs")
+    (slides / "README.txt").write_text("not a slide and not listed")
+    config = write_config(tmp_path, slides={"dir": str(slides)})
+    config["cohort"]["name"] = "bad"
+    config["cohort"]["labels"]["path"] = str(demo_input / "clinical.csv")
+    config["modalities"] = {"wsi": {"kind": "wsi"}, "clinical": {"kind": "tabular", "path": str(demo_input / "clinical.csv"), "columns": ["age"]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(tmp_path, "--cores", "2")
+    failed = pd.read_table(tmp_path / "results" / "bad" / "qc" / "failed.tsv").set_index("slide_id")
+    assert "cannot read pixels" in failed.loc[corrupt, "reason"]
+    assert "not a whole-slide image" in failed.loc[not_slide, "reason"]
+    assert "mpp_fallback" in failed.loc[no_mpp, "reason"]
+    assert failed.loc["ZZZZ-00-9999-01Z-00-DX1", "stage"] == "index_slides"
+    manifest = pd.read_parquet(tmp_path / "results" / "bad" / "modalities" / "wsi.parquet").set_index("slide_id")
+    assert (manifest.loc[[p.name[:-4] for p in good], "status"] == "ok").all()
+    patients = pd.read_parquet(tmp_path / "results" / "bad" / "cohort" / "patients.parquet").set_index("patient_id")
+    assert not patients.loc[corrupt[:12], "has_wsi"], "a patient whose only slide failed has no WSI modality"
+    assert patients.loc[good[0].name[:12], "has_wsi"]
+
+
+def test_config_typo_fails_fast_with_the_key_path(tmp_path):
+    config = write_config(tmp_path)
+    config["patches"]["patch_mmp"] = 0.5
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "config key 'patches'" in output and "'patch_mmp' was unexpected" in output
+
+
+def test_workflow_lint_is_clean(tmp_path):
+    write_config(tmp_path)
+    proc = snakemake(tmp_path, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for rule" not in proc.stdout + proc.stderr
