@@ -5,6 +5,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+# Jobs call `lego`: find the one installed beside the Python running Snakemake, even when the
+# virtual environment is not activated (e.g. `.venv/bin/snakemake --cores 2`).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 from lego.config import load_schema, validate_config
 from lego.errors import ConfigError

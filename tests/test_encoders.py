@@ -5,7 +5,7 @@ import torch
 
 from lego.errors import ConfigError, InputError
 from lego.slides.embed import embed_slide
-from lego.slides.encoders import create_encoder, list_encoders
+from lego.slides.encoders import create_encoder, list_encoders, to_chw_uint8
 from lego.slides.encoders.resnet50_trunc import ResNet50Trunc
 from lego.slides.features import import_feature_file, read_feature_bag, write_feature_bag
 from lego.slides.patches import PatchParams
@@ -25,7 +25,7 @@ def test_stain_texture_separates_stains():
     brown = np.full((128, 128, 3), (140, 80, 40), np.uint8)
     blue = np.full((128, 128, 3), (90, 90, 170), np.uint8)
     with torch.no_grad():
-        f = enc.model(torch.stack([enc.preprocess(brown), enc.preprocess(blue)]))
+        f = enc.embed(torch.stack([to_chw_uint8(brown), to_chw_uint8(blue)]))
     assert f.shape == (2, enc.dim) == (2, 24)
     dab_mean, h_mean = f[:, 10], f[:, 0]  # stain means: H at 0, DAB at 10
     assert dab_mean[0] > dab_mean[1] and h_mean[1] > h_mean[0]

@@ -162,3 +162,11 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("killed mid-write")
     assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_reading_past_the_slide_edge_gives_white(fixtures_dir):
+    with open_slide(fixtures_dir / "small.svs") as s:
+        region = s.read_rgb(-4, -4, 0, (8, 8))
+    assert region.shape == (8, 8, 3) and region.dtype == np.uint8
+    assert (region[:4] == 255).all() and (region[:, :4] == 255).all()
+    assert (region[4:, 4:] < 255).any(), "the scanned area keeps its pixels"

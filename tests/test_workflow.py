@@ -19,7 +19,7 @@ BIN = Path(sys.executable).parent
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(os.environ)
     cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(workdir / "config.yaml"), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
@@ -104,6 +104,7 @@ def test_batch_with_bad_slides_carries_on(demo_run, tmp_path, fixtures_dir):
     manifest = pd.read_parquet(tmp_path / "results" / "bad" / "modalities" / "wsi.parquet").set_index("slide_id")
     assert (manifest.loc[[p.name[:-4] for p in good], "status"] == "ok").all()
     patients = pd.read_parquet(tmp_path / "results" / "bad" / "cohort" / "patients.parquet").set_index("patient_id")
+    assert not any(c.startswith("has_rna") for c in patients.columns), "a --configfile replaces the demo config"
     assert not patients.loc[corrupt[:12], "has_wsi"], "a patient whose only slide failed has no WSI modality"
     assert patients.loc[good[0].name[:12], "has_wsi"]
 

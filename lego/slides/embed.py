@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lego.slides.encoders import Encoder
+from lego.slides.encoders import Encoder, to_chw_uint8
 from lego.slides.features import write_feature_bag
 from lego.slides.patches import read_patches
 from lego.slides.reader import open_slide
@@ -59,7 +59,7 @@ class PatchDataset(Dataset):
         if patch.shape[0] != size:
             interp = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
             patch = cv2.resize(patch, (size, size), interpolation=interp)
-        return self.encoder.preprocess(patch)
+        return to_chw_uint8(patch)
 
 
 def embed_slide(
@@ -76,7 +76,7 @@ def embed_slide(
     """Embed every patch of a slide and write the feature bag; return timing stats."""
     grid = read_patches(patches_h5)
     dev = resolve_device(device)
-    model = encoder.model.to(dev).eval()
+    encoder.model.to(dev).eval()
     ds = PatchDataset(slide_path, grid.coords, grid.attrs, encoder, mpp_fallback)
     # Worker start-up costs more than reading a few batches in-process: small slides skip workers.
     workers = num_workers if len(ds) >= 4 * batch_size else 0
@@ -92,7 +92,7 @@ def embed_slide(
         for batch in it:
             batch = batch.to(dev, non_blocking=True)
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
-                out = model(batch)
+                out = encoder.embed(batch)
             feats.append(out.float().cpu().numpy())
     elapsed = time.perf_counter() - t0
     features = np.concatenate(feats) if feats else np.zeros((0, encoder.dim), np.float32)

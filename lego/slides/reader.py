@@ -68,9 +68,13 @@ class Slide:
         except openslide.OpenSlideError as exc:
             raise SlideError(self.path, f"cannot read pixels at ({x}, {y}) level {level}: {exc}") from None
         arr = np.asarray(region, dtype=np.uint8)
-        rgb = arr[..., :3].astype(np.float32)
-        alpha = arr[..., 3:4].astype(np.float32) / 255.0
-        return (rgb * alpha + 255.0 * (1.0 - alpha)).round().astype(np.uint8)
+        alpha = arr[..., 3]
+        if alpha.min() == 255:  # the common case: fully inside the scanned area
+            return np.ascontiguousarray(arr[..., :3])
+        # Outside the scanned area is transparent: composite (straight, not premultiplied, alpha) on white.
+        a = alpha[..., None].astype(np.uint32)
+        rgb = (arr[..., :3].astype(np.uint32) * a + 255 * (255 - a) + 127) // 255
+        return rgb.astype(np.uint8)
 
     def read_level(self, level: int) -> np.ndarray:
         """The whole of a (low-resolution) level as RGB; used for segmentation and thumbnails."""

@@ -1,0 +1,52 @@
+"""Shared set-up for the benchmarks: a reproducible benchmark slide and a results writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / ".cache"
+RESULTS = HERE / "results"
+
+
+def bench_slide(width: int = 16384, height: int = 12288, seed: int = 0) -> Path:
+    """A 20x Aperio-style slide (about 100 mm2 of tissue at 0.5 um/px), built once and cached."""
+    from lego.demo.cohort import SlideRenderer, SlideSpec
+    from lego.demo.aperio import write_aperio_tiff
+
+    path = CACHE / f"bench_{width}x{height}_{seed}.svs"
+    if not path.exists():
+        CACHE.mkdir(exist_ok=True)
+        spec = SlideSpec(width, height, 0.5, 0.4)
+        t0 = time.perf_counter()
+        write_aperio_tiff(path, width, height, SlideRenderer(spec, np.random.default_rng(seed)), mpp=0.5, app_mag=20)
+        print(f"wrote {path.name} in {time.perf_counter() - t0:.1f} s")
+    return path
+
+
+def machine() -> dict:
+    import torch
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def write_result(name: str, result: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    result = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), **result}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return path
