@@ -5,13 +5,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
-# Jobs call `lego`: find the one installed beside the Python running Snakemake, even when the
-# virtual environment is not activated (e.g. `.venv/bin/snakemake --cores 2`).
-os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 from lego.config import load_schema, validate_config
 from lego.errors import ConfigError
-from helpers import cli_args, slide_table
+from helpers import cli_args, put_python_bin_on_path, slide_table
+
+put_python_bin_on_path()
 
 try:
     validate_config(config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml"))

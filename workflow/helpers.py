@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import os
 import shlex
+import sys
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -38,3 +40,13 @@ def _read(path: str, mtime: float) -> pd.DataFrame:
 def slide_table(path: str) -> pd.DataFrame:
     """The slide index, cached per file version (input functions call this once per job)."""
     return _read(str(path), os.path.getmtime(path))
+
+
+def put_python_bin_on_path() -> None:
+    """Let jobs find the ``lego`` installed beside the Python running Snakemake.
+
+    This makes ``.venv/bin/snakemake --cores 2`` work without activating the environment.
+    """
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
