@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help="labels.parquet from ingest-labels")
     p.add_argument("--dir", default=None)
     p.add_argument("--list", default=None, help="table with a 'path' column and optional 'patient_id'")
-    p.add_argument("--ext", nargs="+", default=[".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".bif", ".dcm"])
+    p.add_argument("--ext", nargs="*", default=[".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".bif", ".dcm"])
     p.add_argument("--prefix-length", type=int, default=12, help="patient ID = first N characters (TCGA: 12)")
     p.add_argument("--regex", default=None, help="patient ID = group 1 of this regex on the slide ID")
     p.add_argument("--out", required=True)

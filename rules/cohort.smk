@@ -23,19 +23,12 @@ rule ingest_labels:
 checkpoint index_slides:
     input:
         labels=rules.ingest_labels.output[0],
-        sources=[p for p in (config["slides"]["dir"], config["slides"]["list"]) if p],
+        sources=[p for p in (slide_sources()["dir"], slide_sources()["list"]) if p],
     output:
         slides=f"{OUT}/cohort/slides.parquet",
         unmatched=f"{OUT}/qc/unmatched_slides.tsv",
     params:
-        args=cli_args(
-            {
-                "dir": config["slides"]["dir"],
-                "list": config["slides"]["list"],
-                "ext": config["slides"]["extensions"],
-                **config["slides"]["patient_id"],
-            }
-        ),
+        args=cli_args({**slide_sources(), **config["slides"]["patient_id"]}),
     log:
         f"{OUT}/logs/index_slides.log",
     conda:

@@ -60,6 +60,15 @@ def slide_features(wildcards):
     return [f"{OUT}/features/{fs}/{s}.h5" for s in slides()["slide_id"]]
 
 
+def slide_sources():
+    """Where index_slides looks: slides.dir/list, else a WSI modality's existing feature files."""
+    sl = config["slides"]
+    if sl["dir"] or sl["list"]:
+        return {"dir": sl["dir"], "list": sl["list"], "ext": sl["extensions"]}
+    imported = [MODALITIES[m]["features_dir"] for m in WSI if MODALITIES[m].get("features_dir")]
+    return {"dir": imported[0], "list": None, "ext": [".h5"]} if imported else {"dir": None, "list": None, "ext": []}
+
+
 def mpp_arg():
     fallback = config["slides"]["mpp_fallback"]
     return f"--mpp-fallback {fallback}" if fallback is not None else ""

@@ -109,6 +109,33 @@ def test_batch_with_bad_slides_carries_on(demo_run, tmp_path, fixtures_dir):
     assert patients.loc[good[0].name[:12], "has_wsi"]
 
 
+def test_existing_feature_files_skip_extraction(demo_run, tmp_path):
+    """A WSI modality from TRIDENT/CLAM ('features') and STAMP ('feats') files, with no slides at all."""
+    import h5py
+    import numpy as np
+
+    demo_input = demo_run / "results" / "demo_input"
+    feats = tmp_path / "trident_features"
+    feats.mkdir()
+    pids = pd.read_csv(demo_input / "clinical.csv")["case_id"].tolist()[:4]
+    rng = np.random.default_rng(0)
+    for i, pid in enumerate(pids):
+        with h5py.File(feats / f"{pid}-01Z-00-DX1.h5", "w") as f:
+            f["feats" if i % 2 else "features"] = rng.normal(size=(7, 16)).astype(np.float32)
+            f["coords"] = np.arange(14).reshape(7, 2)
+    config = write_config(tmp_path, slides={})
+    config["cohort"]["name"] = "imported"
+    config["cohort"]["labels"]["path"] = str(demo_input / "clinical.csv")
+    config["modalities"] = {"uni": {"kind": "wsi", "features_dir": str(feats)}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "--cores", "2")
+    assert "segment_tissue" not in proc.stdout + proc.stderr and "embed_patches" not in proc.stdout + proc.stderr
+    manifest = pd.read_parquet(tmp_path / "results" / "imported" / "modalities" / "uni.parquet")
+    assert (manifest["status"] == "ok").all() and manifest["n_patches"].eq(7).all() and manifest["dim"].eq(16).all()
+    patients = pd.read_parquet(tmp_path / "results" / "imported" / "cohort" / "patients.parquet")
+    assert patients["has_uni"].sum() == 4
+
+
 def test_config_typo_fails_fast_with_the_key_path(tmp_path):
     config = write_config(tmp_path)
     config["patches"]["patch_mmp"] = 0.5
