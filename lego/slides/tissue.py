@@ -40,6 +40,7 @@ class Tissue:
     is_hole: list[bool]
     parent: list[int]  # index of the enclosing tissue contour for holes, -1 otherwise
     meta: dict = field(default_factory=dict)
+    image: np.ndarray | None = field(default=None, repr=False)  # the segmentation image, for QC
 
     @property
     def n_tissue(self) -> int:
@@ -112,7 +113,7 @@ def segment_tissue(slide: Slide, params: TissueParams) -> Tissue:
         "threshold": float(thr),
         "method": params.method,
     }
-    tissue = Tissue([np.round(c).astype(np.int64) for c in contours], is_hole, parent, meta)
+    tissue = Tissue([np.round(c).astype(np.int64) for c in contours], is_hole, parent, meta, image=img)
     if tissue.n_tissue == 0:
         raise SlideError(
             slide.path,
@@ -124,7 +125,6 @@ def segment_tissue(slide: Slide, params: TissueParams) -> Tissue:
         * um2_per_px
     )
     tissue.meta["status"] = "ok"
-    tissue._image = img  # kept for the QC thumbnail
     return tissue
 
 
@@ -168,7 +168,9 @@ def write_png(rgb: np.ndarray, path: str | Path) -> None:
 
 def draw_qc(tissue: Tissue, path: str | Path, max_side: int = 1024) -> None:
     """QC thumbnail: the segmentation image with tissue (green) and holes (blue) outlined."""
-    img = np.ascontiguousarray(tissue._image)
+    if tissue.image is None:
+        raise ValueError("draw_qc needs the segmentation image (Tissue from segment_tissue, not read_tissue)")
+    img = np.ascontiguousarray(tissue.image)
     ds = tissue.meta["seg_downsample"]
     scale = min(1.0, max_side / max(img.shape[:2]))
     if scale < 1.0:
