@@ -17,9 +17,14 @@ include: "rules/demo.smk"
 include: "rules/cohort.smk"
 include: "rules/slides.smk"
 include: "rules/modalities.smk"
+include: "rules/models.smk"
 
 
 rule all:
     input:
         all_targets(),
     default_target: True
+
+
+onsuccess:
+    print_summary(f"{OUT}/summary/metrics.tsv")

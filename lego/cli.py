@@ -24,7 +24,7 @@ log = logging.getLogger("lego")
 def cmd_make_demo(a) -> None:
     from lego.demo.cohort import make_demo_cohort
 
-    summary = make_demo_cohort(a.out, n_patients=a.patients, seed=a.seed)
+    summary = make_demo_cohort(a.out, n_patients=a.patients, seed=a.seed, workers=a.workers)
     log.info("demo cohort written to %s: %s", a.out, json.dumps(summary))
 
 
@@ -209,6 +209,62 @@ def cmd_collect_qc(a) -> None:
     log.info("%d slide problem(s) recorded in %s", len(failed), a.out)
 
 
+def cmd_train_block(a) -> None:
+    from lego.stages import train_block
+
+    _threads(a.threads)
+    train_block(a.modality, a.kind, a.data, a.labels, a.folds, a.fold, a.task, json.loads(a.spec), a.out_dir,
+                a.categorical, a.device)
+
+
+def cmd_merge(a) -> None:
+    from lego.stages import merge
+
+    merge(a.blocks, a.method, a.head, a.out_dir)
+
+
+def cmd_fuse(a) -> None:
+    from lego.stages import fuse
+
+    _threads(a.threads)
+    fuse(a.blocks, _named_paths(a.data), a.labels, a.folds, json.loads(a.spec), a.out_dir, a.device)
+
+
+def cmd_evaluate(a) -> None:
+    from lego.stages import evaluate
+
+    _threads(a.threads)
+    result = evaluate(a.model_dir, _named_paths(a.data), a.labels, a.folds, a.out_dir, a.name)
+    log.info("%s fold %s: test %s | val %s", a.name, result["fold"], result["test"], result["val"])
+
+
+def cmd_summarise(a) -> None:
+    from lego.stages import summarise
+
+    table = summarise(a.metrics, a.out)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def cmd_rsf_reference(a) -> None:
+    import pandas as pd
+
+    from lego.baselines import rsf_reference
+    from lego.io import write_tsv
+
+    tables = {k: pd.read_parquet(v) for k, v in _named_paths(a.data).items()}
+    result = rsf_reference(tables, pd.read_parquet(a.labels), pd.read_parquet(a.folds), a.trees)
+    write_tsv(result, a.out)
+    print(result.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"rsf test c-index: {result['test'].mean():.3f} +- {result['test'].std():.3f} over {len(result)} folds")
+
+
+def _threads(n: int) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -231,8 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("make-demo", cmd_make_demo, "Write the synthetic demo cohort (slides, MCAT omics CSV, clinical CSV) from a seed.")
     p.add_argument("--out", required=True)
-    p.add_argument("--patients", type=int, default=40)
+    p.add_argument("--patients", type=int, default=250)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--workers", type=int, default=1, help="processes writing slides (the output does not depend on it)")
 
     p = add("ingest-labels", cmd_ingest_labels,
             "Read patient outcomes (survival time + event, or a class label) into labels.parquet, one row per patient.")
@@ -326,6 +383,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True)
     p.add_argument("--tabular", nargs="*", default=[], metavar="NAME=PARQUET")
     p.add_argument("--wsi", nargs="*", default=[], metavar="NAME=MANIFEST")
+    p.add_argument("--out", required=True)
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--labels", required=True, help="labels.parquet")
+        p.add_argument("--folds", required=True, help="folds.parquet")
+        p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+
+    p = add("train-block", cmd_train_block,
+            "Train one modality's LegoBlock for one fold on every training patient who has that modality.")
+    p.add_argument("--modality", required=True)
+    p.add_argument("--kind", choices=["tabular", "wsi"], required=True)
+    p.add_argument("--data", required=True, help="modalities/<modality>.parquet (table or WSI feature manifest)")
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--task", choices=["survival", "classification"], default="survival")
+    p.add_argument("--spec", default="{}", help="JSON: architecture and training options (see config/schema.yaml, model)")
+    p.add_argument("--categorical", nargs="*", default=[])
+    p.add_argument("--out-dir", required=True)
+    model_args(p)
+
+    p = add("merge", cmd_merge, "LegoMerge a fold's blocks (no training): merged latents and merged head.")
+    p.add_argument("--blocks", nargs="+", required=True, help="block model directories of one fold")
+    p.add_argument("--method", choices=["sum", "mean", "harmonic"], default="harmonic")
+    p.add_argument("--head", choices=["slerp", "linear"], default="slerp")
+    p.add_argument("--out-dir", required=True)
+
+    p = add("fuse", cmd_fuse, "LegoFuse a fold's blocks (stack or weave) and fine-tune for a few epochs.")
+    p.add_argument("--blocks", nargs="+", required=True)
+    p.add_argument("--data", nargs="+", required=True, metavar="MODALITY=PARQUET")
+    p.add_argument("--spec", default="{}", help="JSON: mode, epochs, lr, freeze, ...")
+    p.add_argument("--out-dir", required=True)
+    model_args(p)
+
+    p = add("evaluate", cmd_evaluate, "Predict the fold's test and validation patients; write predictions and metrics.")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--name", required=True, help="model name in the summary, e.g. block-rna, merge, fuse")
+    p.add_argument("--data", nargs="+", required=True, metavar="MODALITY=PARQUET")
+    p.add_argument("--out-dir", required=True)
+    model_args(p)
+
+    p = add("summarise", cmd_summarise, "Mean +- std over folds per model and the uplift over the best block.")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+
+    p = add("rsf-reference", cmd_rsf_reference,
+            "Random survival forest on the concatenated tabular modalities, same folds (a reference point).")
+    p.add_argument("--data", nargs="+", required=True, metavar="MODALITY=PARQUET")
+    p.add_argument("--labels", required=True)
+    p.add_argument("--folds", required=True)
+    p.add_argument("--trees", type=int, default=200)
     p.add_argument("--out", required=True)
 
     p = add("collect-qc", cmd_collect_qc, "Gather failed and unmatched slides into qc/failed.tsv.")

@@ -1,6 +1,8 @@
 # Shared set-up: config validation, output layout, wildcard constraints and input functions.
+import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -8,7 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from lego.config import load_schema, validate_config
 from lego.errors import ConfigError
-from helpers import cli_args, put_python_bin_on_path, slide_table
+from helpers import cli_args, print_summary, put_python_bin_on_path, slide_table
 
 put_python_bin_on_path()
 
@@ -30,6 +32,46 @@ def feature_set(modality):
     return f"imported-{modality}" if spec.get("features_dir") else spec["encoder"]
 
 
+TRAIN_RUN = config["model"]["train"]
+_folds = config["folds"]
+FOLDS = list(range(len(_folds["seeds"]) if _folds.get("seeds") else _folds["n_folds"]))
+_build = config["model"]["build"]
+MODELS = [f"block-{m}" for m in MODALITIES] if "blocks" in _build else []
+if len(MODALITIES) >= 2:
+    MODELS += [name for name in ("merge", "fuse") if name in _build]
+
+
+def block_spec(modality):
+    """Everything one modality's block training depends on (and nothing about other modalities)."""
+    model = config["model"]
+    spec = {**model["block"], **model["train"], "n_bins": model["n_bins"]}
+    for key in ("device", "threads", "gpus"):
+        spec.pop(key)
+    spec["encoder"] = "abmil" if MODALITIES[modality]["kind"] == "wsi" else "snn"
+    spec.update(MODALITIES[modality].get("block", {}))
+    return spec
+
+
+def fuse_spec():
+    fuse = dict(config["model"]["fuse"])
+    return {**fuse, "alpha": config["model"]["train"]["alpha"], "patience": fuse["epochs"],
+            "head_method": config["model"]["merge"]["head"]}
+
+
+def model_modalities(model):
+    return [model.removeprefix("block-")] if model.startswith("block-") else list(MODALITIES)
+
+
+def model_weights(wildcards):
+    if wildcards.model.startswith("block-"):
+        return f"{OUT}/blocks/{wildcards.model.removeprefix('block-')}/fold{wildcards.fold}/model.safetensors"
+    return f"{OUT}/{wildcards.model}/fold{wildcards.fold}/model.safetensors"
+
+
+def model_data(wildcards):
+    return [f"{OUT}/modalities/{m}.parquet" for m in model_modalities(wildcards.model)]
+
+
 def _alternatives(names):
     return "|".join(map(re.escape, names)) or "(?!)"
 
@@ -39,6 +81,9 @@ wildcard_constraints:
     tabular=_alternatives(TABULAR),
     wsi=_alternatives(WSI),
     encoder=r"[A-Za-z0-9_]+",
+    modality=_alternatives(list(MODALITIES)),
+    model=r"block-[^/]+|merge|fuse",
+    fold=r"\d+",
 
 
 def slides():
@@ -75,8 +120,7 @@ def mpp_arg():
 
 
 def all_targets():
-    return [
-        f"{OUT}/cohort/patients.parquet",
-        f"{OUT}/cohort/folds.parquet",
-        f"{OUT}/qc/failed.tsv",
-    ]
+    targets = [f"{OUT}/cohort/patients.parquet", f"{OUT}/cohort/folds.parquet", f"{OUT}/qc/failed.tsv"]
+    if MODELS:
+        targets.append(f"{OUT}/summary/metrics.tsv")
+    return targets

@@ -12,6 +12,7 @@ rule make_demo:
         n=config["demo"]["n_patients"],
         seed=config["demo"]["seed"],
         out=lambda w, output: os.path.dirname(output.clinical),
+    threads: 2
     log:
         f"{DEMO_DIR}/logs/make_demo.log",
     benchmark:
@@ -22,4 +23,4 @@ rule make_demo:
         mem_mb=2000,
         runtime=30,
     shell:
-        "lego make-demo --out {params.out:q} --patients {params.n} --seed {params.seed} > {log:q} 2>&1"
+        "lego make-demo --out {params.out:q} --patients {params.n} --seed {params.seed} --workers {threads} > {log:q} 2>&1"

@@ -1,5 +1,9 @@
-# Tabular modalities: each gets only its own section of the config, so changing one modality's
-# source or columns reruns that modality's branch alone.
+# Tabular modalities: each gets only the preparation keys of its own section of the config, so
+# changing one modality's source or columns reruns that modality's branch alone (and changing
+# its block hyper-parameters reruns its blocks, not its preparation).
+
+PREPARE_KEYS = ("id_column", "include", "exclude", "columns", "categorical")
+
 
 
 rule prepare_modality:
@@ -8,7 +12,7 @@ rule prepare_modality:
     output:
         f"{OUT}/modalities/{{tabular}}.parquet",
     params:
-        args=lambda w: cli_args(MODALITIES[w.tabular], skip=("kind", "path")),
+        args=lambda w: cli_args({k: MODALITIES[w.tabular].get(k) for k in PREPARE_KEYS}),
     log:
         f"{OUT}/logs/prepare_modality/{{tabular}}.log",
     conda:

@@ -30,8 +30,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 def write_config(workdir: Path, **overrides) -> dict:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["demo"]["n_patients"] = 10
+    config["demo"]["n_patients"] = 16
     config["folds"]["n_folds"] = 2
+    config["model"] = {"train": {"epochs": 3}, "block": {"latent_rows": 4, "latent_dim": 16, "encoder_width": 32}}
     for key, value in overrides.items():
         config[key] = value
     workdir.mkdir(parents=True, exist_ok=True)
@@ -50,10 +51,16 @@ def demo_run(tmp_path_factory) -> Path:
 def test_demo_front_half_runs_end_to_end(demo_run):
     out = demo_run / "results" / "demo"
     patients = pd.read_parquet(out / "cohort" / "patients.parquet")
-    assert len(patients) == 10
-    for m in ("wsi", "mutation", "cnv", "rna", "clinical"):
+    assert len(patients) == 16
+    for m in ("wsi", "rna", "cnv"):
         assert f"has_{m}" in patients.columns
-    assert patients["has_clinical"].all() and not patients["has_wsi"].all()
+    assert not patients["has_wsi"].all() and patients["n_modalities"].min() >= 1
+    summary = pd.read_table(out / "summary" / "metrics.tsv").set_index("model")
+    assert set(summary.index) == {"block-wsi", "block-cnv", "block-rna", "merge", "fuse"}
+    assert (summary["folds"] == 2).all() and (summary["metric"] == "c_index").all()
+    for model in summary.index:
+        preds = pd.read_parquet(out / "eval" / model / "fold0" / "predictions.parquet")
+        assert set(preds["subset"]) <= {"test", "val"} and preds["risk"].notna().all()
     folds = pd.read_parquet(out / "cohort" / "folds.parquet")
     assert set(folds["fold"]) == {0, 1} and set(folds["subset"]) == {"train", "val", "test"}
     manifest = pd.read_parquet(out / "modalities" / "wsi.parquet")
@@ -91,6 +98,7 @@ def test_batch_with_bad_slides_carries_on(demo_run, tmp_path, fixtures_dir):
     shutil.copy(good[0], slides / "ZZZZ-00-9999-01Z-00-DX1.svs")
     (slides / "README.txt").write_text("not a slide and not listed")
     config = write_config(tmp_path, slides={"dir": str(slides)})
+    config["model"]["build"] = []  # slides only: no models
     config["cohort"]["name"] = "bad"
     config["cohort"]["labels"]["path"] = str(demo_input / "clinical.csv")
     config["modalities"] = {"wsi": {"kind": "wsi"}, "clinical": {"kind": "tabular", "path": str(demo_input / "clinical.csv"), "columns": ["age"]}}
@@ -124,6 +132,7 @@ def test_existing_feature_files_skip_extraction(demo_run, tmp_path):
             f["feats" if i % 2 else "features"] = rng.normal(size=(7, 16)).astype(np.float32)
             f["coords"] = np.arange(14).reshape(7, 2)
     config = write_config(tmp_path, slides={})
+    config["model"]["build"] = ["blocks"]
     config["cohort"]["name"] = "imported"
     config["cohort"]["labels"]["path"] = str(demo_input / "clinical.csv")
     config["modalities"] = {"uni": {"kind": "wsi", "features_dir": str(feats)}}
@@ -134,6 +143,7 @@ def test_existing_feature_files_skip_extraction(demo_run, tmp_path):
     assert (manifest["status"] == "ok").all() and manifest["n_patches"].eq(7).all() and manifest["dim"].eq(16).all()
     patients = pd.read_parquet(tmp_path / "results" / "imported" / "cohort" / "patients.parquet")
     assert patients["has_uni"].sum() == 4
+    assert (tmp_path / "results" / "imported" / "summary" / "metrics.tsv").exists()
 
 
 def test_config_typo_fails_fast_with_the_key_path(tmp_path):

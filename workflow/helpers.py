@@ -50,3 +50,12 @@ def put_python_bin_on_path() -> None:
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def print_summary(path: str) -> None:
+    """Print the run's summary table (mean +- std over folds per model) at the end of a run."""
+    if not os.path.exists(path):
+        return
+    table = pd.read_table(path)
+    print(f"\nSummary ({path}):")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -2,23 +2,24 @@
 
 Generative model (all draws from one ``numpy.random.default_rng(seed)``):
 
-* Each patient ``i`` has two hidden factors ``u_i, v_i ~ N(0, 1)`` and an age ``a_i ~ N(62, 9)``.
-* Linear predictor ``eta_i = 0.9 u_i + 0.9 v_i + 0.01 (a_i - 62)``; event time
+* Each patient ``i`` has three hidden factors ``u_i, v_i, w_i ~ N(0, 1)`` and an age ``a_i ~ N(62, 9)``.
+* Linear predictor ``eta_i = 1.2 (u_i + v_i + w_i) + 0.01 (a_i - 62)``; event time
   ``T_i ~ Exponential(rate = exp(eta_i) / 36 months)``, censoring time ``C_i ~ Uniform(6, 120)``;
   observed ``time = min(T, C)``, ``censorship = 1`` when ``C < T`` (MCAT convention).
-* A three-class ``grade`` (G1/G2/G3) is the tertile of ``u + v + N(0, 0.5)``: the classification task.
+* A three-class ``grade`` (G1/G2/G3) is the tertile of ``u + v + w + N(0, 0.5)``: the classification task.
 * ``u`` is visible only in the slides: tissue is made of two textures derived from scikit-image's
   real IHC image -- "stroma" (weak DAB) and "tumour" (strong DAB and haematoxylin) -- and the
   fraction of tumour-textured tissue is ``sigmoid(1.5 u)``, laid out in random blobs.
-* ``v`` is visible only in the omics: RNA of 6 signature genes is ``0.8 v + N(0, 0.6)``, the CNV of
-  MYC is ``round(0.8 v + N(0, 0.6))`` clipped to -2..2 and TP53 is mutated with probability
-  ``sigmoid(1.5 v - 0.5)``; all other features are noise (with rare huge RNA outliers, as in BLCA).
+* ``v`` is visible only in the RNA: 6 signature genes are ``0.8 v + N(0, 0.5)``.
+* ``w`` is visible only in the genome: the copy number of MYC, ERBB2, CCND1 and EGFR is
+  ``round(0.9 w + N(0, 0.5))`` clipped to -2..2, and TP53 is mutated with probability ``sigmoid(1.5 w - 0.5)``.
+* Every other feature is noise (with rare huge RNA outliers, as in TCGA-BLCA).
 
-Hence a model that sees both slides and omics can beat either alone. About 15 % of patients have
-no slide file and about 10 % no omics row, so missing modalities occur; clinical data exists for all.
-Slides are 20x (0.5 um/px); one in five is "scanned" at 40x (0.25 um/px, twice the pixels). One
-extra slide (``...-DX9``) of a patient who has other slides is blank glass: the pipeline must record
-it in ``qc/failed.tsv`` ("no tissue") and carry on.
+So each modality holds one third of the signal and a model that combines them can beat every
+single modality. About 60 % of patients have no slide and about 10 % no omics row, so missing
+modalities occur; clinical data exists for all. Slides are 20x (0.5 um/px); one in five is
+"scanned" at 40x (0.25 um/px, twice the pixels). One extra slide (``...-DX9``) of a patient who has
+other slides is blank glass: the pipeline must record it in ``qc/failed.tsv`` ("no tissue") and go on.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from lego.demo.aperio import write_aperio_tiff
 from lego.io import atomic_path
 
 FIELD_PX = 64  # level-0 pixels per cell of the random fields that shape tissue and tumour
+SIGNAL_CNV = ["MYC_cnv", "ERBB2_cnv", "CCND1_cnv", "EGFR_cnv"]
 SIGNAL_RNA = ["ESR1_rnaseq", "FOXA1_rnaseq", "GATA3_rnaseq", "KRT5_rnaseq", "MKI67_rnaseq", "CCNB1_rnaseq"]
 MCAT_META = ["case_id", "slide_id", "site", "is_female", "oncotree_code", "age", "survival_months", "censorship", "train"]
 
@@ -119,7 +121,16 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def make_demo_cohort(out_dir: str | Path, n_patients: int = 40, seed: int = 7, write_slides: bool = True) -> dict:
+def _write_slide(job: tuple) -> None:
+    """Render one slide; its random stream depends only on the seed and the slide ID."""
+    path, sid, spec, seed = job
+    srng = np.random.default_rng([seed, int.from_bytes(sid.encode(), "little") % (2**31)])
+    write_aperio_tiff(path, spec.width, spec.height, SlideRenderer(spec, srng), mpp=spec.mpp,
+                      app_mag=40 if spec.mpp < 0.4 else 20)
+
+
+def make_demo_cohort(out_dir: str | Path, n_patients: int = 250, seed: int = 7, write_slides: bool = True,
+                     workers: int = 1) -> dict:
     """Write ``clinical.csv``, ``omics_all_clean.csv.gz`` (MCAT format) and ``slides/*.svs``.
 
     Returns a summary dict (counts) for logging.
@@ -127,35 +138,37 @@ def make_demo_cohort(out_dir: str | Path, n_patients: int = 40, seed: int = 7, w
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     ids = [f"DEMO-{(i // 100):02d}-{i:04d}" for i in range(n_patients)]  # 12 characters, TCGA-like
-    u, v = rng.normal(size=n_patients), rng.normal(size=n_patients)
+    u, v, w = rng.normal(size=n_patients), rng.normal(size=n_patients), rng.normal(size=n_patients)
     age = np.clip(rng.normal(62, 9, n_patients), 30, 90).round(0)
-    eta = 0.9 * u + 0.9 * v + 0.01 * (age - 62)
+    eta = 1.2 * (u + v + w) + 0.01 * (age - 62)
     t_event = rng.exponential(36.0 / np.exp(eta))
     t_cens = rng.uniform(6, 120, n_patients)
     time = np.maximum(np.minimum(t_event, t_cens), 0.1).round(2)
     censorship = (t_cens < t_event).astype(int)
-    score = u + v + rng.normal(0, 0.5, n_patients)
+    score = u + v + w + rng.normal(0, 0.5, n_patients)
     grade = np.array(["G1", "G2", "G3"])[np.searchsorted(np.quantile(score, [1 / 3, 2 / 3]), score)]
     is_female = rng.integers(0, 2, n_patients)
     clinical = pd.DataFrame(
         {"case_id": ids, "age": age, "is_female": is_female, "survival_months": time, "censorship": censorship, "grade": grade}
     )
 
-    # Modality availability: ~15 % without slides, ~10 % without omics, nobody without both.
-    n_slides = rng.choice([0, 1, 2], size=n_patients, p=[0.15, 0.7, 0.15])
+    # Modality availability: ~60 % without slides (keeps the demo's slide count, and run time, modest
+    # while the omics blocks see enough patients), ~10 % without omics, nobody without both.
+    n_slides = rng.choice([0, 1, 2], size=n_patients, p=[0.6, 0.32, 0.08])
     has_omics = rng.random(n_patients) >= 0.10
     has_omics[n_slides == 0] = True
 
     # Omics features.
     mut_genes = ["TP53", "PTEN", "PIK3CA", "ARID1A", "KRAS", "CTNNB1"] + [f"GENE{i:03d}" for i in range(24)]
     mutation = (rng.random((n_patients, len(mut_genes))) < rng.uniform(0.03, 0.2, len(mut_genes))).astype(int)
-    mutation[:, 0] = (rng.random(n_patients) < _sigmoid(1.5 * v - 0.5)).astype(int)
-    cnv_genes = ["MYC_cnv"] + [f"GENE{i:03d}_cnv" for i in range(39)]
+    mutation[:, 0] = (rng.random(n_patients) < _sigmoid(1.5 * w - 0.5)).astype(int)
+    cnv_genes = SIGNAL_CNV + [f"GENE{i:03d}_cnv" for i in range(36)]
     cnv = rng.choice([-1, 0, 1], size=(n_patients, len(cnv_genes)), p=[0.1, 0.8, 0.1])
-    cnv[:, 0] = np.clip(np.round(0.8 * v + rng.normal(0, 0.6, n_patients)), -2, 2)
+    k = len(SIGNAL_CNV)
+    cnv[:, :k] = np.clip(np.round(0.9 * w[:, None] + rng.normal(0, 0.5, (n_patients, k))), -2, 2)
     rna_genes = SIGNAL_RNA + [f"GENE{i:03d}_rnaseq" for i in range(54)]
     rna = rng.normal(size=(n_patients, len(rna_genes)))
-    rna[:, : len(SIGNAL_RNA)] = 0.8 * v[:, None] + rng.normal(0, 0.6, (n_patients, len(SIGNAL_RNA)))
+    rna[:, : len(SIGNAL_RNA)] = 0.8 * v[:, None] + rng.normal(0, 0.5, (n_patients, len(SIGNAL_RNA)))
     outliers = rng.random(rna.shape) < 0.002
     rna[outliers] = rng.uniform(2000, 16000, outliers.sum())  # like BLCA's extreme values
     rna = rna.round(4)
@@ -170,7 +183,7 @@ def make_demo_cohort(out_dir: str | Path, n_patients: int = 40, seed: int = 7, w
             slide_rows.append((i, sid))
             if n_slides[i] > 0:
                 forty_x = rng.random() < 0.2
-                w20, h20 = int(rng.integers(2048, 3585)), int(rng.integers(1536, 2561))
+                w20, h20 = int(rng.integers(1536, 2561)), int(rng.integers(1280, 2049))
                 f = 2 if forty_x else 1
                 frac = float(np.clip(_sigmoid(1.5 * u[i]), 0.05, 0.95))
                 specs.append((sid, SlideSpec(w20 * f, h20 * f, 0.25 if forty_x else 0.5, frac)))
@@ -202,13 +215,16 @@ def make_demo_cohort(out_dir: str | Path, n_patients: int = 40, seed: int = 7, w
     slide_dir = out / "slides"
     slide_dir.mkdir(exist_ok=True)
     if write_slides:
-        for sid, spec in specs:
-            srng = np.random.default_rng([seed, int.from_bytes(sid.encode(), "little") % (2**31)])
-            write_aperio_tiff(
-                slide_dir / f"{sid}.svs", spec.width, spec.height, SlideRenderer(spec, srng),
-                mpp=spec.mpp, app_mag=40 if spec.mpp < 0.4 else 20,
-            )
-    truth = pd.DataFrame({"case_id": ids, "u": u, "v": v, "n_slides": n_slides, "has_omics": has_omics})
+        jobs = [(slide_dir / f"{sid}.svs", sid, spec, seed) for sid, spec in specs]
+        if workers > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(workers) as pool:
+                list(pool.map(_write_slide, jobs))
+        else:
+            for job in jobs:
+                _write_slide(job)
+    truth = pd.DataFrame({"case_id": ids, "u": u, "v": v, "w": w, "n_slides": n_slides, "has_omics": has_omics})
     with atomic_path(out / "hidden_factors.csv") as tmp:
         truth.to_csv(tmp, index=False)
     return {

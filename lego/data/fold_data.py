@@ -1,0 +1,167 @@
+"""Per-fold model inputs: modality tensors per patient, fitted on the fold's training patients.
+
+Tabular modalities go through a TabularTransform fitted on the training patients of the fold;
+patch bags are standardised with per-feature means and standard deviations of the training
+patients' patches. Both fitted states are stored with the model and re-applied unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lego.errors import InputError
+from lego.slides.features import read_feature_bag
+from lego.survival.targets import discretise, fit_bins
+from lego.tabular.transforms import TabularTransform
+
+
+@dataclass
+class ModalityTensors:
+    """One modality of one fold: (T, D) float tensor per patient who has it."""
+
+    name: str
+    kind: str
+    per_patient: dict[str, torch.Tensor]
+    state: dict  # fitted preprocessing, JSON-serialisable
+    dim: int
+
+
+def load_modality_table(kind: str, path: str | Path) -> pd.DataFrame:
+    df = pd.read_parquet(path)
+    if kind == "wsi":
+        return df[df["status"] == "ok"]
+    return df
+
+
+def _bags(manifest: pd.DataFrame, max_patches: int, seed: int) -> dict[str, np.ndarray]:
+    """All usable slides of a patient concatenated; at most ``max_patches`` (seeded subsample)."""
+    rng = np.random.default_rng(seed)
+    bags: dict[str, list[np.ndarray]] = {}
+    for row in manifest.itertuples():
+        bags.setdefault(row.patient_id, []).append(read_feature_bag(row.features).features)
+    out = {}
+    for pid in sorted(bags):
+        feats = np.concatenate(bags[pid])
+        if max_patches and len(feats) > max_patches:
+            feats = feats[np.sort(rng.choice(len(feats), max_patches, replace=False))]
+        out[pid] = feats
+    return out
+
+
+def fit_modality(name: str, kind: str, table: pd.DataFrame, train_ids: list[str], categorical: list[str] | None = None,
+                 max_patches: int = 4096, seed: int = 0, where: str = "") -> ModalityTensors:
+    """Fit preprocessing on ``train_ids`` and build tensors for every patient with the modality."""
+    train_set = set(train_ids)
+    if kind == "tabular":
+        fit_rows = table[table["patient_id"].isin(train_set)]
+        if fit_rows.empty:
+            raise InputError(f"{where}: modality {name!r} has zero training patients in this fold")
+        tf = TabularTransform(categorical=list(categorical or [])).fit(fit_rows)
+        x = tf.transform(table)
+        per = {pid: torch.from_numpy(x[i : i + 1]) for i, pid in enumerate(table["patient_id"])}
+        return ModalityTensors(name, kind, per, {"transform": tf.to_dict()}, x.shape[1])
+    bags = _bags(table, max_patches, seed)
+    train_bags = [b for pid, b in bags.items() if pid in train_set]
+    if not train_bags:
+        raise InputError(f"{where}: modality {name!r} has zero training patients in this fold")
+    stacked = np.concatenate(train_bags)
+    mean, std = stacked.mean(0), stacked.std(0)
+    std = np.where(std > 1e-8, std, 1.0)
+    state = {"mean": mean.tolist(), "std": std.tolist(), "max_patches": max_patches}
+    return apply_modality(name, kind, table, state, seed)
+
+
+def apply_modality(name: str, kind: str, table: pd.DataFrame, state: dict, seed: int = 0) -> ModalityTensors:
+    """Re-apply a fitted state (from a saved model) to a modality table."""
+    if kind == "tabular":
+        tf = TabularTransform.from_dict(state["transform"])
+        x = tf.transform(table)
+        per = {pid: torch.from_numpy(x[i : i + 1]) for i, pid in enumerate(table["patient_id"])}
+        return ModalityTensors(name, kind, per, state, x.shape[1])
+    mean, std = np.asarray(state["mean"], np.float32), np.asarray(state["std"], np.float32)
+    bags = _bags(table, state["max_patches"], seed)
+    for pid, b in bags.items():
+        if b.shape[1] != len(mean):
+            raise InputError(
+                f"modality {name!r}: features of patient {pid} have {b.shape[1]} dimensions but the model was trained "
+                f"on {len(mean)}; the block was trained on a different feature set"
+            )
+    per = {pid: torch.from_numpy(((b - mean) / std).astype(np.float32)) for pid, b in bags.items()}
+    return ModalityTensors(name, kind, per, state, len(mean))
+
+
+@dataclass
+class Targets:
+    """Per-patient training targets for one fold."""
+
+    task: str
+    per_patient: dict[str, tuple]  # survival: (bin, event, time); classification: (class index,)
+    bins: list[float] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.bins) - 1 if self.task == "survival" else len(self.classes)
+
+
+def make_targets(labels: pd.DataFrame, train_ids: list[str], task: str, n_bins: int = 4, where: str = "",
+                 bins: list[float] | None = None, classes: list[str] | None = None) -> Targets:
+    """Bins fitted on the fold's training patients (all of them, so every block shares them)."""
+    lab = labels.set_index("patient_id")
+    if task == "survival":
+        if bins is None:
+            tr = lab.loc[lab.index.intersection(train_ids)]
+            bins = fit_bins(tr["time"].to_numpy(), tr["event"].to_numpy(), n_bins, where).tolist()
+        idx = discretise(lab["time"].to_numpy(), np.asarray(bins))
+        per = {pid: (int(b), int(e), float(t)) for pid, b, e, t in zip(lab.index, idx, lab["event"], lab["time"])}
+        return Targets(task, per, bins=list(bins))
+    classes = classes or sorted(lab["label"].astype(str).unique())
+    index = {c: i for i, c in enumerate(classes)}
+    per = {pid: (index.get(str(c), -1),) for pid, c in zip(lab.index, lab["label"])}
+    return Targets(task, per, classes=list(classes))
+
+
+def collate(ids: list[str], modalities: dict[str, ModalityTensors]) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Pad each modality to the longest bag in the batch; absent modalities get one zero token.
+
+    Returns ``{modality: (x (B, T, D), mask (B, T) bool, present (B,) bool)}``.
+    """
+    out = {}
+    for name, mod in modalities.items():
+        tensors = [mod.per_patient.get(pid) for pid in ids]
+        t_max = max((t.shape[0] for t in tensors if t is not None), default=1)
+        x = torch.zeros(len(ids), t_max, mod.dim)
+        mask = torch.zeros(len(ids), t_max, dtype=torch.bool)
+        present = torch.zeros(len(ids), dtype=torch.bool)
+        for i, t in enumerate(tensors):
+            if t is None:
+                mask[i, 0] = True  # a dummy token keeps attention finite; the output is discarded
+                continue
+            x[i, : t.shape[0]] = t
+            mask[i, : t.shape[0]] = True
+            present[i] = True
+        out[name] = (x, mask, present)
+    return out
+
+
+def target_tensors(ids: list[str], targets: Targets) -> dict[str, torch.Tensor]:
+    rows = [targets.per_patient[pid] for pid in ids]
+    if targets.task == "survival":
+        return {
+            "bin": torch.tensor([r[0] for r in rows]),
+            "event": torch.tensor([r[1] for r in rows]),
+            "time": torch.tensor([r[2] for r in rows], dtype=torch.float64),
+        }
+    return {"label": torch.tensor([r[0] for r in rows])}
+
+
+def fold_ids(folds: pd.DataFrame, fold: int) -> dict[str, list[str]]:
+    f = folds[folds["fold"] == fold]
+    if f.empty:
+        raise InputError(f"fold {fold} is not in the folds table (folds: {sorted(folds['fold'].unique())})")
+    return {s: sorted(f.loc[f["subset"] == s, "patient_id"]) for s in ("train", "val", "test")}

@@ -1,0 +1,62 @@
+"""LegoFuse: chain N blocks into one model, then fine-tune briefly (default 2 epochs).
+
+* ``stack``: block 1's latent (back in the state domain) is block 2's initial state, and so on;
+  a patient missing a modality skips that block (its state passes through unchanged).
+* ``weave``: layer by layer, the state passes through each block's layer i in turn.
+
+The head starts as the merged head of the blocks (as in LegoMerge). Initial states are arguments,
+never written into a block's parameters, so the blocks stay reusable.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lego.models.block import LegoBlock
+from lego.models.merge import merge_heads
+
+
+class LegoFuse(nn.Module):
+    def __init__(self, blocks: dict[str, LegoBlock], mode: str = "stack", head_method: str = "slerp"):
+        super().__init__()
+        if len(blocks) < 2:
+            raise ValueError("LegoFuse needs at least two blocks")
+        if mode not in ("stack", "weave"):
+            raise ValueError(f"unknown fuse mode {mode!r}; use stack or weave")
+        cfgs = {(b.cfg.latent_rows, b.cfg.latent_dim, b.cfg.n_outputs, b.cfg.depth) for b in blocks.values()}
+        if len(cfgs) != 1:
+            raise ValueError(f"blocks must share latent shape, outputs and depth to fuse; got {sorted(cfgs)}")
+        self.modalities = list(blocks)
+        self.blocks = nn.ModuleDict(blocks)
+        self.mode = mode
+        self.head = merge_heads([b.head for b in blocks.values()], head_method)
+
+    def _first_state(self, inputs) -> torch.Tensor:
+        """Each patient starts from the latent array of the first block it has."""
+        batch = next(iter(inputs.values()))[0].shape[0]
+        state = None
+        for m in reversed(self.modalities):
+            pres = inputs[m][2][:, None, None]
+            init = self.blocks[m].initial_state(batch)
+            state = init if state is None else torch.where(pres, init, state)
+        return state
+
+    def forward(self, inputs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        state = self._first_state(inputs)
+        spec = torch.fft.fft(state, dim=1)
+        if self.mode == "stack":
+            for m in self.modalities:
+                x, mask, pres = inputs[m]
+                new = self.blocks[m].latent_from(x, mask, state)
+                spec = torch.where(pres[:, None, None], new, spec)
+                state = torch.fft.ifft(spec, dim=1).real
+        else:
+            ctx = {m: self.blocks[m].encode(inputs[m][0], inputs[m][1]) for m in self.modalities}
+            for i in range(len(self.blocks[self.modalities[0]].layers)):
+                for m in self.modalities:
+                    pres = inputs[m][2][:, None, None]
+                    new = self.blocks[m].layer_step(i, state, *ctx[m])
+                    spec = torch.where(pres, new, spec)
+                    state = torch.fft.ifft(spec, dim=1).real
+        return spec, self.head(spec)

@@ -1,0 +1,125 @@
+"""LegoMerge: combine N >= 2 trained LegoBlocks without any training.
+
+Latent merges (all N-way, with epsilon guards), over the modalities a patient actually has:
+* ``sum`` and ``mean`` of the complex latents;
+* ``harmonic``: magnitude = weighted harmonic mean of the magnitudes, phase = weighted
+  **circular** mean of the phases (the angle of the weighted sum of unit phasors).
+
+Head merges: ``linear`` (weighted average of each head parameter) and ``slerp``: the weighted
+spherical mean on the unit sphere of each flattened parameter (the fixed point of Buss & Fillmore's
+iteration), rescaled by the weighted mean norm. For two heads with weights (1-t, t) it equals
+SLERP(a, b, t); for N heads it is the natural generalisation (a point on the sphere, not a chord).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lego.models.block import Head, LegoBlock
+
+EPS = 1e-6
+
+
+def merge_latents(latents: torch.Tensor, present: torch.Tensor, method: str = "harmonic", weights: torch.Tensor | None = None) -> torch.Tensor:
+    """latents (K, B, R, D) complex, present (K, B) bool -> merged (B, R, D) complex."""
+    k = latents.shape[0]
+    w = torch.ones(k, device=latents.device) if weights is None else weights.to(latents.device)
+    pw = present.float() * w[:, None]  # (K, B)
+    pw_ = pw[:, :, None, None]
+    total = pw.sum(0)[:, None, None].clamp_min(EPS)
+    if method == "sum":
+        return (latents * pw_).sum(0)
+    if method == "mean":
+        return (latents * pw_).sum(0) / total
+    if method == "harmonic":
+        mag = latents.abs()
+        harmonic = total / (pw_ / (mag + EPS)).sum(0).clamp_min(EPS)
+        phasor = (pw_ * torch.polar(torch.ones_like(mag), latents.angle())).sum(0)
+        phase = torch.where(phasor.abs() > EPS, phasor.angle(), torch.zeros_like(phasor.real))
+        return torch.polar(harmonic, phase)
+    raise ValueError(f"unknown merge method {method!r}; use sum, mean or harmonic")
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Two-way spherical interpolation of the directions of a and b, norms interpolated linearly."""
+    na, nb = a.norm().clamp_min(EPS), b.norm().clamp_min(EPS)
+    ua, ub = a / na, b / nb
+    omega = torch.arccos((ua * ub).sum().clamp(-1 + 1e-7, 1 - 1e-7))
+    if omega.abs() < 1e-4:
+        u = (1 - t) * ua + t * ub
+    else:
+        u = (torch.sin((1 - t) * omega) * ua + torch.sin(t * omega) * ub) / torch.sin(omega)
+    return u * ((1 - t) * na + t * nb)
+
+
+def spherical_mean(vectors: torch.Tensor, weights: torch.Tensor, iters: int = 100, tol: float = 1e-10) -> torch.Tensor:
+    """Weighted spherical (Karcher) mean of N vectors (N, P); norms averaged with the same weights."""
+    w = weights / weights.sum()
+    norms = vectors.norm(dim=1).clamp_min(EPS)
+    units = vectors / norms[:, None]
+    q = (w[:, None] * units).sum(0)
+    q = q / q.norm().clamp_min(EPS)
+    for _ in range(iters):
+        cos = units @ q
+        # Log map of each unit vector at q (atan2 is exact near 0 and pi, unlike arccos).
+        tangent = units - cos[:, None] * q
+        tnorm = tangent.norm(dim=1)
+        theta = torch.atan2(tnorm, cos)
+        scale = torch.where(tnorm > 1e-15, theta / tnorm.clamp_min(1e-15), torch.ones_like(tnorm))
+        logs = tangent * scale[:, None]
+        step = (w[:, None] * logs).sum(0)
+        s = step.norm()
+        if s < tol:
+            break
+        q = torch.cos(s) * q + torch.sin(s) * step / s
+        q = q / q.norm()
+    return q * (w * norms).sum()
+
+
+def merge_heads(heads: list[Head], method: str = "slerp", weights: torch.Tensor | None = None) -> Head:
+    """A new head whose parameters merge the given heads' parameters."""
+    merged = Head(heads[0].fc.in_features, heads[0].fc.out_features)
+    w = torch.ones(len(heads)) if weights is None else weights.float()
+    states = [h.state_dict() for h in heads]
+    new = {}
+    for name, ref in states[0].items():
+        stack = torch.stack([s[name].detach().float().reshape(-1) for s in states])
+        if method == "linear":
+            value = (w[:, None] / w.sum() * stack).sum(0)
+        elif method == "slerp":
+            value = spherical_mean(stack.double(), w.double()).float()
+        else:
+            raise ValueError(f"unknown head merge {method!r}; use slerp or linear")
+        new[name] = value.reshape(ref.shape)
+    merged.load_state_dict(new)
+    return merged
+
+
+class LegoMerge(nn.Module):
+    """Blocks in a fixed modality order, a latent merge and a merged head; nothing trained."""
+
+    def __init__(self, blocks: dict[str, LegoBlock], method: str = "harmonic", head_method: str = "slerp"):
+        super().__init__()
+        if len(blocks) < 2:
+            raise ValueError("LegoMerge needs at least two blocks")
+        shapes = {(b.cfg.latent_rows, b.cfg.latent_dim, b.cfg.n_outputs) for b in blocks.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"blocks must share latent shape and outputs to merge; got {sorted(shapes)}")
+        self.modalities = list(blocks)
+        self.blocks = nn.ModuleDict(blocks)
+        self.method, self.head_method = method, head_method
+        self.head = merge_heads([b.head for b in blocks.values()], head_method)
+
+    def forward(self, inputs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs[m] = (x, mask, present); patients missing a modality use the latents they have."""
+        latents, present = [], []
+        for m in self.modalities:
+            x, mask, pres = inputs[m]
+            latents.append(self.blocks[m].latent_from(x, mask))
+            present.append(pres)
+        present_t = torch.stack(present)
+        if not present_t.any(0).all():
+            raise ValueError("a patient in the batch has none of the merged modalities")
+        merged = merge_latents(torch.stack(latents), present_t, self.method)
+        return merged, self.head(merged)

@@ -1,0 +1,227 @@
+"""Model stages of the workflow: train a block, merge, fuse, evaluate, summarise.
+
+Each function reads plain files (parquet tables, model directories) and writes plain files, so
+the Snakemake rules stay thin and every stage can be run by hand through the ``lego`` CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lego.data.fold_data import (ModalityTensors, apply_modality, collate, fit_modality, fold_ids,
+                                 load_modality_table, make_targets)
+from lego.errors import InputError
+from lego.io import write_json, write_parquet, write_tsv
+from lego.models import io as model_io
+from lego.models.block import BlockConfig, LegoBlock
+from lego.models.fuse import LegoFuse
+from lego.models.merge import LegoMerge
+from lego.slides.embed import resolve_device
+from lego.survival.loss import risk_score, survival_curve
+from lego.survival.metrics import auc, c_index
+from lego.train import TrainConfig, seed_everything, train
+
+log = logging.getLogger(__name__)
+
+ARCH_KEYS = ("encoder", "encoder_width", "latent_rows", "latent_dim", "depth", "heads", "head_dim", "dropout", "share_weights")
+TRAIN_KEYS = tuple(TrainConfig.__dataclass_fields__)
+
+
+class SingleBlock(torch.nn.Module):
+    """Adapter: a block driven by the multi-modality input dict used by the trainer."""
+
+    def __init__(self, modality: str, block: LegoBlock):
+        super().__init__()
+        self.modality, self.block = modality, block
+
+    def forward(self, inputs):
+        x, mask, _ = inputs[self.modality]
+        return self.block(x, mask)
+
+
+def _inputs_for(model: torch.nn.Module, config: dict) -> dict[str, dict]:
+    return {config["modality"]: config} if config["kind"] == "block" else config["blocks"]
+
+
+def train_block(modality: str, kind: str, data: str, labels: str, folds: str, fold: int, task: str, spec: dict,
+                out_dir: str, categorical: list[str] | None = None, device: str = "auto") -> dict:
+    """Train one modality's LegoBlock on every training patient of the fold who has the modality."""
+    where = f"modality {modality!r}, fold {fold}"
+    lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), fold)
+    table = load_modality_table(kind, data)
+    seed = int(spec.get("seed", 0))
+    mod = fit_modality(modality, kind, table, ids["train"], categorical, spec.get("max_patches", 4096), seed, where)
+    targets = make_targets(lab, ids["train"], task, spec.get("n_bins", 4), where)
+    if task == "classification" and min(t[0] for t in targets.per_patient.values()) < 0:
+        raise InputError(f"{where}: unknown class label")
+    train_ids = [p for p in ids["train"] if p in mod.per_patient]
+    val_ids = [p for p in ids["val"] if p in mod.per_patient]
+    if not train_ids:
+        raise InputError(f"{where}: zero training patients have this modality; it cannot be trained in this fold")
+    if task == "survival" and sum(targets.per_patient[p][1] for p in train_ids) == 0:
+        log.warning("%s: no events among training patients; the block learns from censoring only", where)
+    seed_everything(seed)
+    cfg = BlockConfig(in_dim=mod.dim, n_outputs=targets.n_outputs, **{k: spec[k] for k in ARCH_KEYS if k in spec})
+    block = LegoBlock(cfg)
+    tcfg = TrainConfig(**{k: spec[k] for k in TRAIN_KEYS if k in spec})
+    dev = resolve_device(device)
+    result = train(SingleBlock(modality, block), {modality: mod}, targets, train_ids, val_ids, tcfg, dev, where)
+    config = {
+        "kind": "block", "modality": modality, "modality_kind": kind, "fold": fold, "task": task,
+        "block": cfg.to_dict(), "train": tcfg.to_dict(), "preprocess": mod.state, "bins": targets.bins,
+        "classes": targets.classes, "n_train": len(train_ids), "n_val": len(val_ids),
+    }
+    model_io.save(block.cpu(), config, out_dir)
+    write_json(result, Path(out_dir) / "history.json")
+    log.info("%s: %d train / %d val patients, best epoch %d, val loss %.4f",
+             where, len(train_ids), len(val_ids), result["best_epoch"], result["best_val_loss"])
+    return result
+
+
+def _load_blocks(block_dirs: list[str]) -> tuple[dict[str, LegoBlock], dict[str, dict]]:
+    blocks, configs = {}, {}
+    for d in block_dirs:
+        block, config = model_io.load(d)
+        blocks[config["modality"]] = block
+        configs[config["modality"]] = config
+    folds = {c["fold"] for c in configs.values()}
+    bins = {tuple(c["bins"]) for c in configs.values()}
+    if len(folds) != 1 or len(bins) != 1:
+        raise InputError(f"blocks come from different folds or bin edges ({sorted(folds)}); merge blocks of one fold only")
+    return blocks, configs
+
+
+def _combined_config(kind: str, configs: dict[str, dict], **extra) -> dict:
+    first = next(iter(configs.values()))
+    return {"kind": kind, "fold": first["fold"], "task": first["task"], "bins": first["bins"],
+            "classes": first["classes"], "blocks": configs, **extra}
+
+
+def merge(block_dirs: list[str], method: str, head_method: str, out_dir: str) -> None:
+    """LegoMerge of a fold's blocks: no training, no data."""
+    blocks, configs = _load_blocks(block_dirs)
+    model = LegoMerge(blocks, method, head_method)
+    model_io.save(model, _combined_config("merge", configs, method=method, head_method=head_method), out_dir)
+    log.info("merged %s (%s latents, %s heads)", ", ".join(blocks), method, head_method)
+
+
+def _fold_modalities(configs: dict[str, dict], data: dict[str, str], seed: int = 0) -> dict[str, ModalityTensors]:
+    """Each block's saved preprocessing applied to its modality table."""
+    out = {}
+    for m, c in configs.items():
+        if m not in data:
+            raise InputError(f"no data given for modality {m!r} (needed by the model)")
+        out[m] = apply_modality(m, c["modality_kind"], load_modality_table(c["modality_kind"], data[m]), c["preprocess"], seed)
+    return out
+
+
+def fuse(block_dirs: list[str], data: dict[str, str], labels: str, folds: str, spec: dict, out_dir: str, device: str = "auto") -> dict:
+    """LegoFuse: chain the blocks and fine-tune for a few epochs on patients with >= 2 modalities."""
+    blocks, configs = _load_blocks(block_dirs)
+    first = next(iter(configs.values()))
+    fold, task = first["fold"], first["task"]
+    where = f"fuse, fold {fold}"
+    lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), fold)
+    mods = _fold_modalities(configs, data, int(spec.get("seed", 0)))
+    targets = make_targets(lab, ids["train"], task, bins=first["bins"] or None, classes=first["classes"] or None)
+    seed_everything(int(spec.get("seed", 0)))
+    model = LegoFuse(blocks, spec.get("mode", "stack"), spec.get("head_method", "slerp"))
+    frozen = set(spec.get("freeze", ["encoders"]))
+    for name, p in model.named_parameters():
+        p.requires_grad = not (("encoders" in frozen and ".encoder." in name) or ("latents" in frozen and name.endswith(".latent")))
+    def n_mod(p):
+        return sum(p in mods[m].per_patient for m in mods)
+    train_ids = [p for p in ids["train"] if n_mod(p) >= 2]
+    val_ids = [p for p in ids["val"] if n_mod(p) >= 1]
+    tcfg = TrainConfig(**{k: spec[k] for k in TRAIN_KEYS if k in spec})
+    result = train(model, mods, targets, train_ids, val_ids, tcfg, resolve_device(device), where)
+    config = _combined_config("fuse", configs, mode=model.mode, head_method=spec.get("head_method", "slerp"),
+                              train=tcfg.to_dict(), freeze=sorted(frozen))
+    model_io.save(model.cpu(), config, out_dir)
+    write_json(result, Path(out_dir) / "history.json")
+    return result
+
+
+def predict(model: torch.nn.Module, config: dict, mods: dict[str, ModalityTensors], ids: list[str], batch_size: int = 32) -> pd.DataFrame:
+    """Per-patient predictions: risk and S(t) per bin (survival) or class probabilities."""
+    wrapped = SingleBlock(config["modality"], model) if config["kind"] == "block" else model
+    wrapped.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(ids), batch_size):
+            outs.append(wrapped(collate(ids[i : i + batch_size], mods))[1])
+    logits = torch.cat(outs) if outs else torch.zeros(0, len(config["bins"]) - 1 or len(config["classes"]))
+    df = pd.DataFrame({"patient_id": ids})
+    if config["task"] == "survival":
+        df["risk"] = risk_score(logits).numpy()
+        surv = survival_curve(logits).numpy()
+        for k in range(surv.shape[1]):
+            df[f"surv_{k}"] = surv[:, k]
+    else:
+        probs = torch.softmax(logits, dim=1).numpy()
+        for k, c in enumerate(config["classes"]):
+            df[f"p_{c}"] = probs[:, k]
+    return df
+
+
+def _metrics(pred: pd.DataFrame, lab: pd.DataFrame, config: dict) -> dict:
+    if pred.empty:
+        return {"n": 0}
+    merged = pred.merge(lab, on="patient_id")
+    if config["task"] == "survival":
+        return {"n": len(merged), "events": int(merged["event"].sum()),
+                "c_index": c_index(merged["time"], merged["event"], merged["risk"])}
+    classes = config["classes"]
+    y = merged["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    scores = merged[[f"p_{c}" for c in classes]].to_numpy()
+    return {"n": len(merged), "auc": auc(y, scores), "accuracy": float((scores.argmax(1) == y).mean())}
+
+
+def evaluate(model_dir: str, data: dict[str, str], labels: str, folds: str, out_dir: str, name: str) -> dict:
+    """Predictions and metrics on the fold's test patients, with validation metrics alongside."""
+    model, config = model_io.load(model_dir)
+    lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), config["fold"])
+    mods = _fold_modalities(_inputs_for(model, config), data)
+    can = lambda p: any(p in m.per_patient for m in mods.values())  # noqa: E731
+    results = {"model": name, "fold": config["fold"], "task": config["task"]}
+    frames = []
+    for subset in ("test", "val"):
+        subset_ids = [p for p in ids[subset] if can(p)]
+        pred = predict(model, config, mods, subset_ids)
+        pred.insert(1, "subset", subset)
+        frames.append(pred)
+        results[subset] = _metrics(pred, lab, config)
+        complete = [p for p in subset_ids if all(p in m.per_patient for m in mods.values())]
+        if len(mods) > 1:
+            results[subset]["n_all_modalities"] = len(complete)
+    predictions = pd.concat(frames, ignore_index=True).merge(lab, on="patient_id", how="left")
+    write_parquet(predictions, Path(out_dir) / "predictions.parquet")
+    write_json(results, Path(out_dir) / "metrics.json")
+    return results
+
+
+def summarise(metric_files: list[str], out: str) -> pd.DataFrame:
+    """Mean +- std over folds per model, and the merge/fuse uplift over the best single block."""
+    import json
+
+    rows = [json.loads(Path(f).read_text()) for f in metric_files]
+    key = "c_index" if rows and rows[0]["task"] == "survival" else "auc"
+    long = pd.DataFrame([{"model": r["model"], "fold": r["fold"], "test": r["test"].get(key, np.nan),
+                          "val": r["val"].get(key, np.nan), "n_test": r["test"].get("n", 0)} for r in rows])
+    table = long.groupby("model").agg(
+        test_mean=("test", "mean"), test_std=("test", "std"), val_mean=("val", "mean"), val_std=("val", "std"),
+        folds=("fold", "nunique"), n_test=("n_test", "mean"),
+    ).reset_index()
+    table.insert(1, "metric", key)
+    blocks = table[table["model"].str.startswith("block-")]
+    best = blocks["test_mean"].max() if len(blocks) else np.nan
+    table["uplift_vs_best_block"] = np.where(table["model"].str.startswith("block-"), np.nan, table["test_mean"] - best)
+    order = {"merge": 1, "fuse": 2}
+    table = table.sort_values(by="model", key=lambda s: s.map(lambda m: (order.get(m, 0), m))).reset_index(drop=True)
+    write_tsv(table.round(4), out)
+    return table

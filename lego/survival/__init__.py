@@ -1,0 +1,1 @@
+"""Task targets, losses and metrics (survival and classification)."""

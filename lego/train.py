@@ -1,0 +1,134 @@
+"""Training loop shared by LegoBlocks and LegoFuse.
+
+Per-epoch training and validation; early stopping on validation loss with the best weights
+really restored (a deep copy of the state dict, not a reference); optional cosine or plateau
+schedule stepped per epoch; seeded shuffling, so the same config and seed give the same model on
+the CPU; CUDA with autocast when present. Model selection uses validation patients only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from lego.data.fold_data import ModalityTensors, Targets, collate, target_tensors
+from lego.errors import LegoError
+from lego.survival.loss import classification_loss, nll_survival_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    patience: int = 8
+    scheduler: str = "none"  # none | cosine | plateau
+    alpha: float = 0.4
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def compute_loss(logits: torch.Tensor, y: dict[str, torch.Tensor], task: str, alpha: float) -> torch.Tensor:
+    if task == "survival":
+        return nll_survival_loss(logits.float(), y["bin"], y["event"], alpha)
+    return classification_loss(logits.float(), y["label"])
+
+
+def batches(ids: list[str], size: int, generator: torch.Generator | None = None) -> list[list[str]]:
+    order = torch.randperm(len(ids), generator=generator).tolist() if generator is not None else range(len(ids))
+    ids = [ids[i] for i in order]
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def evaluate_loss(model: nn.Module, ids: list[str], modalities: dict[str, ModalityTensors], targets: Targets,
+                  cfg: TrainConfig, device: torch.device) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for b in batches(ids, cfg.batch_size):
+            inputs = _to(collate(b, modalities), device)
+            y = {k: v.to(device) for k, v in target_tensors(b, targets).items()}
+            total += compute_loss(model(inputs)[1], y, targets.task, cfg.alpha).item() * len(b)
+            n += len(b)
+    return total / max(n, 1)
+
+
+def _to(inputs: dict, device: torch.device) -> dict:
+    return {m: tuple(t.to(device) for t in v) for m, v in inputs.items()}
+
+
+def train(model: nn.Module, modalities: dict[str, ModalityTensors], targets: Targets, train_ids: list[str],
+          val_ids: list[str], cfg: TrainConfig, device: torch.device, where: str, params: list | None = None) -> dict:
+    """Fit ``model`` (forward(inputs) -> (latent, logits)); returns the per-epoch history."""
+    if not train_ids:
+        raise LegoError(f"{where}: no training patients")
+    seed_everything(cfg.seed)
+    model.to(device)
+    params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.scheduler == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+    elif cfg.scheduler == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, cfg.patience // 3))
+    else:
+        sched = None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    best = {"val_loss": math.inf, "epoch": -1, "state": None}
+    history = []
+    use_amp = device.type == "cuda"
+    progress = _progress(cfg.epochs, where)
+    for epoch in range(cfg.epochs):
+        model.train()
+        run, n = 0.0, 0
+        for b in batches(train_ids, cfg.batch_size, gen):
+            inputs = _to(collate(b, modalities), device)
+            y = {k: v.to(device) for k, v in target_tensors(b, targets).items()}
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(inputs)[1]
+            loss = compute_loss(logits, y, targets.task, cfg.alpha)
+            if not torch.isfinite(loss):
+                raise LegoError(
+                    f"{where}: loss became {loss.item()} at epoch {epoch}; lower the learning rate "
+                    "or check the inputs for extreme values"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            run += loss.item() * len(b)
+            n += len(b)
+        val = evaluate_loss(model, val_ids, modalities, targets, cfg, device) if val_ids else run / n
+        history.append({"epoch": epoch, "train_loss": run / n, "val_loss": val, "lr": opt.param_groups[0]["lr"]})
+        if val < best["val_loss"] - 1e-6:
+            best = {"val_loss": val, "epoch": epoch, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        if sched is not None:
+            sched.step(val) if cfg.scheduler == "plateau" else sched.step()
+        progress.update(1)
+        progress.set_postfix(train=f"{run / n:.3f}", val=f"{val:.3f}")
+        if epoch - best["epoch"] >= cfg.patience:
+            break
+    progress.close()
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    return {"history": history, "best_epoch": best["epoch"], "best_val_loss": best["val_loss"]}
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="epoch", disable=not sys.stderr.isatty(), leave=False)

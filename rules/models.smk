@@ -1,0 +1,133 @@
+# Back half of the DAG: a LegoBlock per modality and fold, LegoMerge and LegoFuse per fold,
+# evaluation of every model on every fold, and the summary table.
+
+
+rule train_block:
+    input:
+        data=f"{OUT}/modalities/{{modality}}.parquet",
+        labels=rules.ingest_labels.output[0],
+        folds=rules.make_folds.output[0],
+    output:
+        weights=f"{OUT}/blocks/{{modality}}/fold{{fold}}/model.safetensors",
+        config=f"{OUT}/blocks/{{modality}}/fold{{fold}}/config.json",
+        history=f"{OUT}/blocks/{{modality}}/fold{{fold}}/history.json",
+    params:
+        kind=lambda w: MODALITIES[w.modality]["kind"],
+        spec=lambda w: json.dumps(block_spec(w.modality), sort_keys=True),
+        categorical=lambda w: cli_args({"categorical": MODALITIES[w.modality].get("categorical") or None}),
+        task=config["cohort"]["task"],
+        run=cli_args({k: TRAIN_RUN[k] for k in ("device", "threads")}),
+        out_dir=lambda w, output: os.path.dirname(output.weights),
+    log:
+        f"{OUT}/logs/train_block/{{modality}}/fold{{fold}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/train_block/{{modality}}/fold{{fold}}.tsv"
+    threads: TRAIN_RUN["threads"]
+    conda:
+        "../envs/models.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=TRAIN_RUN["gpus"],
+    shell:
+        "lego train-block --modality {wildcards.modality} --kind {params.kind} --data {input.data:q} "
+        "--labels {input.labels:q} --folds {input.folds:q} --fold {wildcards.fold} --task {params.task} "
+        "--spec {params.spec:q} {params.categorical} {params.run} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule merge:
+    input:
+        lambda w: expand(f"{OUT}/blocks/{{m}}/fold{w.fold}/model.safetensors", m=MODALITIES),
+    output:
+        weights=f"{OUT}/merge/fold{{fold}}/model.safetensors",
+        config=f"{OUT}/merge/fold{{fold}}/config.json",
+    params:
+        blocks=lambda w, input: " ".join(shlex.quote(os.path.dirname(p)) for p in input),
+        method=config["model"]["merge"]["method"],
+        head=config["model"]["merge"]["head"],
+        out_dir=lambda w, output: os.path.dirname(output.weights),
+    log:
+        f"{OUT}/logs/merge/fold{{fold}}.log",
+    conda:
+        "../envs/models.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        "lego merge --blocks {params.blocks} --method {params.method} --head {params.head} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule fuse:
+    input:
+        blocks=lambda w: expand(f"{OUT}/blocks/{{m}}/fold{w.fold}/model.safetensors", m=MODALITIES),
+        data=expand(f"{OUT}/modalities/{{m}}.parquet", m=MODALITIES),
+        labels=rules.ingest_labels.output[0],
+        folds=rules.make_folds.output[0],
+    output:
+        weights=f"{OUT}/fuse/fold{{fold}}/model.safetensors",
+        config=f"{OUT}/fuse/fold{{fold}}/config.json",
+        history=f"{OUT}/fuse/fold{{fold}}/history.json",
+    params:
+        blocks=lambda w, input: " ".join(shlex.quote(os.path.dirname(p)) for p in input.blocks),
+        data=lambda w, input: " ".join(f"{m}={shlex.quote(p)}" for m, p in zip(MODALITIES, input.data)),
+        spec=json.dumps(fuse_spec(), sort_keys=True),
+        run=cli_args({k: TRAIN_RUN[k] for k in ("device", "threads")}),
+        out_dir=lambda w, output: os.path.dirname(output.weights),
+    log:
+        f"{OUT}/logs/fuse/fold{{fold}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/fuse/fold{{fold}}.tsv"
+    threads: TRAIN_RUN["threads"]
+    conda:
+        "../envs/models.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=TRAIN_RUN["gpus"],
+    shell:
+        "lego fuse --blocks {params.blocks} --data {params.data} --labels {input.labels:q} --folds {input.folds:q} "
+        "--spec {params.spec:q} {params.run} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule evaluate:
+    input:
+        model=model_weights,
+        data=model_data,
+        labels=rules.ingest_labels.output[0],
+        folds=rules.make_folds.output[0],
+    output:
+        metrics=f"{OUT}/eval/{{model}}/fold{{fold}}/metrics.json",
+        predictions=f"{OUT}/eval/{{model}}/fold{{fold}}/predictions.parquet",
+    params:
+        model_dir=lambda w, input: os.path.dirname(input.model),
+        data=lambda w, input: " ".join(f"{m}={shlex.quote(p)}" for m, p in zip(model_modalities(w.model), input.data)),
+        run=cli_args({"threads": TRAIN_RUN["threads"]}),
+        out_dir=lambda w, output: os.path.dirname(output.metrics),
+    log:
+        f"{OUT}/logs/evaluate/{{model}}/fold{{fold}}.log",
+    threads: TRAIN_RUN["threads"]
+    conda:
+        "../envs/models.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    shell:
+        "lego evaluate --model-dir {params.model_dir:q} --name {wildcards.model} --data {params.data} "
+        "--labels {input.labels:q} --folds {input.folds:q} {params.run} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule summarise:
+    input:
+        expand(f"{OUT}/eval/{{model}}/fold{{fold}}/metrics.json", model=MODELS, fold=FOLDS),
+    output:
+        f"{OUT}/summary/metrics.tsv",
+    log:
+        f"{OUT}/logs/summarise.log",
+    conda:
+        "../envs/models.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "lego summarise --metrics {input:q} --out {output:q} > {log:q} 2>&1"
