@@ -21,11 +21,11 @@ def shared_path(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
-    """A 10-patient demo cohort (slides, MCAT omics, clinical), generated once."""
+    """A 20-patient demo cohort (slides, MCAT omics, clinical), generated once."""
     from lego.demo.cohort import make_demo_cohort
 
     out = tmp_path_factory.mktemp("demo")
-    make_demo_cohort(out, n_patients=10, seed=3)
+    make_demo_cohort(out, n_patients=20, seed=3)
     return out
 
 

@@ -27,7 +27,7 @@ def test_tables_follow_the_mcat_format(demo_dir):
     assert "TP53" in omics.columns  # unsuffixed binary mutation columns, as in UCEC
     assert set(omics["censorship"]) <= {0, 1}
     clinical = pd.read_csv(demo_dir / "clinical.csv")
-    assert clinical["case_id"].is_unique and len(clinical) == 10
+    assert clinical["case_id"].is_unique and len(clinical) == 20
     assert clinical["case_id"].str.len().eq(12).all()
 
 
@@ -70,3 +70,12 @@ def test_signal_is_split_between_slides_and_omics(tmp_path):
     single = [concordance_index_censored(event, time, tr[f].to_numpy())[0] for f in "uvw"]
     joint = concordance_index_censored(event, time, (tr["u"] + tr["v"] + tr["w"]).to_numpy())[0]
     assert min(single) > 0.58 and joint > max(single) + 0.05
+
+
+def test_parallel_slide_writing_gives_identical_files(tmp_path):
+    make_demo_cohort(tmp_path / "one", n_patients=8, seed=2, workers=1)
+    make_demo_cohort(tmp_path / "two", n_patients=8, seed=2, workers=2)
+    one = sorted((tmp_path / "one" / "slides").glob("*.svs"))
+    assert one and [p.name for p in one] == [p.name for p in sorted((tmp_path / "two" / "slides").glob("*.svs"))]
+    for p in one:
+        assert p.read_bytes() == (tmp_path / "two" / "slides" / p.name).read_bytes()

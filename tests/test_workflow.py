@@ -30,7 +30,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 def write_config(workdir: Path, **overrides) -> dict:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["demo"]["n_patients"] = 16
+    config["demo"]["n_patients"] = 30
     config["folds"]["n_folds"] = 2
     config["model"] = {"train": {"epochs": 3}, "block": {"latent_rows": 4, "latent_dim": 16, "encoder_width": 32}}
     for key, value in overrides.items():
@@ -51,7 +51,7 @@ def demo_run(tmp_path_factory) -> Path:
 def test_demo_front_half_runs_end_to_end(demo_run):
     out = demo_run / "results" / "demo"
     patients = pd.read_parquet(out / "cohort" / "patients.parquet")
-    assert len(patients) == 16
+    assert len(patients) == 30
     for m in ("wsi", "rna", "cnv"):
         assert f"has_{m}" in patients.columns
     assert not patients["has_wsi"].all() and patients["n_modalities"].min() >= 1
