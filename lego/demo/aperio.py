@@ -38,7 +38,7 @@ def write_aperio_tiff(
     mpp: float,
     app_mag: int,
     level_factor: int = 4,
-    min_level_side: int = 512,
+    min_level_side: int = 256,
     thumbnail_side: int = 768,
     compression: str = "jpeg",
 ) -> None:
