@@ -81,3 +81,33 @@ def test_a_block_evaluated_on_a_different_feature_set(task, tmp_path):
     with pytest.raises(InputError, match="different feature set"):
         evaluate(str(tmp_path / "m"), {"a": str(tmp_path / "other.parquet")}, str(d / "labels.parquet"),
                  str(d / "folds.parquet"), str(tmp_path / "e"), "block-a")
+
+
+def test_classification_task_reports_auc_from_scores(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 300
+    u, v = rng.normal(size=n), rng.normal(size=n)
+    ids = [f"P{i:04d}" for i in range(n)]
+    score = u + v + 0.3 * rng.normal(size=n)
+    grade = np.array(["G1", "G2", "G3"])[np.searchsorted(np.quantile(score, [1 / 3, 2 / 3]), score)]
+    labels = pd.DataFrame({"patient_id": ids, "label": grade})
+    labels.to_parquet(tmp_path / "labels.parquet")
+    for name, factor in (("a", u), ("b", v)):
+        df = pd.DataFrame(np.column_stack([factor, rng.normal(size=(n, 5))]), columns=[f"{name}{i}" for i in range(6)])
+        df.insert(0, "patient_id", ids)
+        df.to_parquet(tmp_path / f"{name}.parquet")
+    make_folds(labels, n_folds=1, fractions=(0.5, 0.2, 0.3)).to_parquet(tmp_path / "folds.parquet")
+    data = {m: str(tmp_path / f"{m}.parquet") for m in "ab"}
+    dirs = []
+    for m in "ab":
+        train_block(m, "tabular", data[m], str(tmp_path / "labels.parquet"), str(tmp_path / "folds.parquet"), 0,
+                    "classification", SPEC, str(tmp_path / m))
+        dirs.append(str(tmp_path / m))
+    merge(dirs, "harmonic", "slerp", str(tmp_path / "merge"))
+    results = {}
+    for name, d in (("block-a", dirs[0]), ("block-b", dirs[1]), ("merge", str(tmp_path / "merge"))):
+        results[name] = evaluate(d, data, str(tmp_path / "labels.parquet"), str(tmp_path / "folds.parquet"), str(tmp_path / "e" / name), name)
+    for r in results.values():
+        assert r["task"] == "classification" and 0.5 < r["test"]["auc"] <= 1.0
+    preds = pd.read_parquet(tmp_path / "e" / "merge" / "predictions.parquet")
+    np.testing.assert_allclose(preds[["p_G1", "p_G2", "p_G3"]].sum(axis=1), 1.0, rtol=1e-5)
