@@ -29,7 +29,8 @@ def rsf_reference(tables: dict[str, pd.DataFrame], labels: pd.DataFrame, folds: 
         parts = {s: [] for s in ids}
         for name, table in tables.items():
             t = table.set_index("patient_id")
-            tf = TabularTransform().fit(t.loc[ids["train"]].reset_index())
+            categorical = [c for c in t.columns if not pd.api.types.is_numeric_dtype(t[c])]
+            tf = TabularTransform(categorical=categorical).fit(t.loc[ids["train"]].reset_index())
             for s in ids:
                 parts[s].append(tf.transform(t.loc[ids[s]].reset_index()))
         x = {s: np.concatenate(parts[s], axis=1) for s in ids}
