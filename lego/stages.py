@@ -44,7 +44,7 @@ class SingleBlock(torch.nn.Module):
         return self.block(x, mask)
 
 
-def _inputs_for(model: torch.nn.Module, config: dict) -> dict[str, dict]:
+def _inputs_for(config: dict) -> dict[str, dict]:
     return {config["modality"]: config} if config["kind"] == "block" else config["blocks"]
 
 
@@ -155,7 +155,8 @@ def predict(model: torch.nn.Module, config: dict, mods: dict[str, ModalityTensor
     with torch.no_grad():
         for i in range(0, len(ids), batch_size):
             outs.append(wrapped(collate(ids[i : i + batch_size], mods))[1])
-    logits = torch.cat(outs) if outs else torch.zeros(0, len(config["bins"]) - 1 or len(config["classes"]))
+    n_out = len(config["bins"]) - 1 if config["task"] == "survival" else len(config["classes"])
+    logits = torch.cat(outs) if outs else torch.zeros(0, n_out)
     df = pd.DataFrame({"patient_id": ids})
     if config["task"] == "survival":
         df["risk"] = risk_score(logits).numpy()
@@ -186,7 +187,7 @@ def evaluate(model_dir: str, data: dict[str, str], labels: str, folds: str, out_
     """Predictions and metrics on the fold's test patients, with validation metrics alongside."""
     model, config = model_io.load(model_dir)
     lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), config["fold"])
-    mods = _fold_modalities(_inputs_for(model, config), data)
+    mods = _fold_modalities(_inputs_for(config), data)
     can = lambda p: any(p in m.per_patient for m in mods.values())  # noqa: E731
     results = {"model": name, "fold": config["fold"], "task": config["task"]}
     frames = []

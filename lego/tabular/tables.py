@@ -33,8 +33,3 @@ def read_table(path: str | Path, **kwargs) -> pd.DataFrame:
         df = df.drop(columns=[first])
     return df
 
-
-def row_label(df: pd.DataFrame, idx) -> str:
-    """Human reference to a row: its line in the file (header = line 1) for CSV-like tables."""
-    pos = df.index.get_loc(idx)
-    return f"line {pos + 2}"
