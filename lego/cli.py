@@ -93,13 +93,10 @@ def cmd_extract(a) -> None:
 
 
 def cmd_embed(a) -> None:
-    import torch
-
     from lego.slides.encoders import create_encoder
     from lego.slides.stages import run_embed
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    _threads(a.threads)
     encoder = create_encoder(a.encoder, a.checkpoint)
     status = run_embed(
         a.slide, a.patches, encoder, a.out, a.record_failure, batch_size=a.batch_size,

@@ -55,16 +55,18 @@ def _bags(manifest: pd.DataFrame, max_patches: int, seed: int) -> dict[str, np.n
 
 def fit_modality(name: str, kind: str, table: pd.DataFrame, train_ids: list[str], categorical: list[str] | None = None,
                  max_patches: int = 4096, seed: int = 0, where: str = "") -> ModalityTensors:
-    """Fit preprocessing on ``train_ids`` and build tensors for every patient with the modality."""
+    """Fit preprocessing on ``train_ids`` and build tensors for every patient with the modality.
+
+    Fitting only produces the state; the tensors come from the same code that re-applies a saved
+    state at evaluation, so training and evaluation inputs cannot drift apart.
+    """
     train_set = set(train_ids)
     if kind == "tabular":
         fit_rows = table[table["patient_id"].isin(train_set)]
         if fit_rows.empty:
             raise InputError(f"{where}: modality {name!r} has zero training patients in this fold")
-        tf = TabularTransform(categorical=list(categorical or [])).fit(fit_rows)
-        x = tf.transform(table)
-        per = {pid: torch.from_numpy(x[i : i + 1]) for i, pid in enumerate(table["patient_id"])}
-        return ModalityTensors(name, kind, per, {"transform": tf.to_dict()}, x.shape[1])
+        state = {"transform": TabularTransform(categorical=list(categorical or [])).fit(fit_rows).to_dict()}
+        return apply_modality(name, kind, table, state, seed)
     bags = _bags(table, max_patches, seed)
     train_bags = [b for pid, b in bags.items() if pid in train_set]
     if not train_bags:
@@ -73,18 +75,21 @@ def fit_modality(name: str, kind: str, table: pd.DataFrame, train_ids: list[str]
     mean, std = stacked.mean(0), stacked.std(0)
     std = np.where(std > 1e-8, std, 1.0)
     state = {"mean": mean.tolist(), "std": std.tolist(), "max_patches": max_patches}
-    return apply_modality(name, kind, table, state, seed)
+    return _standardised_bags(name, kind, bags, state)
 
 
 def apply_modality(name: str, kind: str, table: pd.DataFrame, state: dict, seed: int = 0) -> ModalityTensors:
-    """Re-apply a fitted state (from a saved model) to a modality table."""
+    """Apply a fitted state (from fitting, or from a saved model) to a modality table."""
     if kind == "tabular":
         tf = TabularTransform.from_dict(state["transform"])
         x = tf.transform(table)
         per = {pid: torch.from_numpy(x[i : i + 1]) for i, pid in enumerate(table["patient_id"])}
         return ModalityTensors(name, kind, per, state, x.shape[1])
+    return _standardised_bags(name, kind, _bags(table, state["max_patches"], seed), state)
+
+
+def _standardised_bags(name: str, kind: str, bags: dict[str, np.ndarray], state: dict) -> ModalityTensors:
     mean, std = np.asarray(state["mean"], np.float32), np.asarray(state["std"], np.float32)
-    bags = _bags(table, state["max_patches"], seed)
     for pid, b in bags.items():
         if b.shape[1] != len(mean):
             raise InputError(
