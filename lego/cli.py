@@ -421,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
 
     p = add("summarise", cmd_summarise, "Mean +- std over folds per model and the uplift over the best block.")
-    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--metrics", nargs="+", required=True,
+                   help="metrics.json files of evaluate; the predictions.parquet beside each is read too")
     p.add_argument("--out", required=True)
 
     p = add("rsf-reference", cmd_rsf_reference,

@@ -55,10 +55,11 @@ def train_block(modality: str, kind: str, data: str, labels: str, folds: str, fo
     lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), fold)
     table = load_modality_table(kind, data)
     seed = int(spec.get("seed", 0))
-    mod = fit_modality(modality, kind, table, ids["train"], categorical, spec.get("max_patches", 4096), seed, where)
     targets = make_targets(lab, ids["train"], task, spec.get("n_bins", 4), where)
     if task == "classification" and min(t[0] for t in targets.per_patient.values()) < 0:
         raise InputError(f"{where}: unknown class label")
+    mod = fit_modality(modality, kind, table, ids["train"], categorical, spec.get("max_patches", 4096), seed, where,
+                       preprocess=spec.get("preprocess"), targets=targets)
     train_ids = [p for p in ids["train"] if p in mod.per_patient]
     val_ids = [p for p in ids["val"] if p in mod.per_patient]
     if not train_ids:
@@ -170,16 +171,27 @@ def predict(model: torch.nn.Module, config: dict, mods: dict[str, ModalityTensor
     return df
 
 
+def _class_scores(pred: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Class indices and (n, classes) scores; class order = the predictions' ``p_<class>`` columns."""
+    classes = [c.removeprefix("p_") for c in pred.columns if c.startswith("p_")]
+    y = pred["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
+    return y, pred[[f"p_{c}" for c in classes]].to_numpy()
+
+
+def _score(pred: pd.DataFrame, task: str) -> float:
+    """The task's headline metric (Harrell's C or AUC) from predictions with labels merged in."""
+    if task == "survival":
+        return c_index(pred["time"], pred["event"], pred["risk"])
+    return auc(*_class_scores(pred))
+
+
 def _metrics(pred: pd.DataFrame, lab: pd.DataFrame, config: dict) -> dict:
     if pred.empty:
         return {"n": 0}
     merged = pred.merge(lab, on="patient_id")
     if config["task"] == "survival":
-        return {"n": len(merged), "events": int(merged["event"].sum()),
-                "c_index": c_index(merged["time"], merged["event"], merged["risk"])}
-    classes = config["classes"]
-    y = merged["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    scores = merged[[f"p_{c}" for c in classes]].to_numpy()
+        return {"n": len(merged), "events": int(merged["event"].sum()), "c_index": _score(merged, "survival")}
+    y, scores = _class_scores(merged)
     return {"n": len(merged), "auc": auc(y, scores), "accuracy": float((scores.argmax(1) == y).mean())}
 
 
@@ -206,22 +218,48 @@ def evaluate(model_dir: str, data: dict[str, str], labels: str, folds: str, out_
     return results
 
 
+def _common_test_scores(rows: list[dict], metric_files: list[str], task: str) -> pd.DataFrame:
+    """Every model scored on the same patients: per fold, the test patients all models predict.
+
+    Each model's own test set differs (a block sees only patients with its modality), so the
+    headline means are not paired; this paired comparison is what the uplift should be judged on.
+    """
+    preds = {}
+    for r, f in zip(rows, metric_files):
+        p = pd.read_parquet(Path(f).with_name("predictions.parquet"))
+        preds[(r["model"], r["fold"])] = p[p["subset"] == "test"].set_index("patient_id")
+    out = []
+    for fold in sorted({f for _, f in preds}):
+        per_model = {m: p for (m, f), p in preds.items() if f == fold}
+        common = sorted(set.intersection(*(set(p.index) for p in per_model.values())))
+        for m, p in per_model.items():
+            score = _score(p.loc[common].reset_index(), task) if common else np.nan
+            out.append({"model": m, "fold": fold, "common": score, "n_common": len(common)})
+    return pd.DataFrame(out)
+
+
 def summarise(metric_files: list[str], out: str) -> pd.DataFrame:
-    """Mean +- std over folds per model, and the merge/fuse uplift over the best single block."""
+    """Mean +- std over folds per model, the merge/fuse uplift over the best single block, and
+    the same on the test patients every model can predict (``common_*``; read from the
+    ``predictions.parquet`` beside each metrics file)."""
     import json
 
     rows = [json.loads(Path(f).read_text()) for f in metric_files]
-    key = "c_index" if rows and rows[0]["task"] == "survival" else "auc"
+    task = rows[0]["task"] if rows else "survival"
+    key = "c_index" if task == "survival" else "auc"
     long = pd.DataFrame([{"model": r["model"], "fold": r["fold"], "test": r["test"].get(key, np.nan),
                           "val": r["val"].get(key, np.nan), "n_test": r["test"].get("n", 0)} for r in rows])
+    long = long.merge(_common_test_scores(rows, metric_files, task), on=["model", "fold"])
     table = long.groupby("model").agg(
         test_mean=("test", "mean"), test_std=("test", "std"), val_mean=("val", "mean"), val_std=("val", "std"),
-        folds=("fold", "nunique"), n_test=("n_test", "mean"),
+        folds=("fold", "nunique"), n_test=("n_test", "mean"), common_mean=("common", "mean"),
+        common_std=("common", "std"), n_common=("n_common", "mean"),
     ).reset_index()
     table.insert(1, "metric", key)
-    blocks = table[table["model"].str.startswith("block-")]
-    best = blocks["test_mean"].max() if len(blocks) else np.nan
-    table["uplift_vs_best_block"] = np.where(table["model"].str.startswith("block-"), np.nan, table["test_mean"] - best)
+    is_block = table["model"].str.startswith("block-")
+    for col, ref in (("uplift_vs_best_block", "test_mean"), ("common_uplift", "common_mean")):
+        best = table.loc[is_block, ref].max() if is_block.any() else np.nan
+        table[col] = np.where(is_block, np.nan, table[ref] - best)
     order = {"merge": 1, "fuse": 2}
     table = table.sort_values(by="model", key=lambda s: s.map(lambda m: (order.get(m, 0), m))).reset_index(drop=True)
     write_tsv(table.round(4), out)

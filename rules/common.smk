@@ -49,6 +49,8 @@ def block_spec(modality):
         spec.pop(key)
     spec["encoder"] = "abmil" if MODALITIES[modality]["kind"] == "wsi" else "snn"
     spec.update(MODALITIES[modality].get("block", {}))
+    if MODALITIES[modality].get("preprocess"):
+        spec["preprocess"] = MODALITIES[modality]["preprocess"]
     return spec
 
 

@@ -119,7 +119,8 @@ rule evaluate:
 
 rule summarise:
     input:
-        expand(f"{OUT}/eval/{{model}}/fold{{fold}}/metrics.json", model=MODELS, fold=FOLDS),
+        metrics=expand(f"{OUT}/eval/{{model}}/fold{{fold}}/metrics.json", model=MODELS, fold=FOLDS),
+        predictions=expand(f"{OUT}/eval/{{model}}/fold{{fold}}/predictions.parquet", model=MODELS, fold=FOLDS),
     output:
         f"{OUT}/summary/metrics.tsv",
     log:
@@ -130,4 +131,4 @@ rule summarise:
         mem_mb=1000,
         runtime=5,
     shell:
-        "lego summarise --metrics {input:q} --out {output:q} > {log:q} 2>&1"
+        "lego summarise --metrics {input.metrics:q} --out {output:q} > {log:q} 2>&1"

@@ -63,3 +63,15 @@ def test_cross_field_rules():
     cfg["folds"]["seeds"] = [1, 2]
     with pytest.raises(ConfigError, match="5 seeds"):
         validate_config(cfg)
+
+
+def test_preprocess_options_are_validated():
+    cfg = demo_config()
+    cfg["modalities"]["rna"]["preprocess"] = {"select_k": 0}
+    with pytest.raises(ConfigError, match=r"modalities\.rna\.preprocess\.select_k"):
+        validate_config(copy.deepcopy(cfg))
+    cfg["modalities"]["rna"]["preprocess"] = {"selct_k": 8}
+    with pytest.raises(ConfigError, match=r"modalities\.rna\.preprocess.*'selct_k' was unexpected"):
+        validate_config(copy.deepcopy(cfg))
+    cfg["modalities"]["rna"]["preprocess"] = {"select_k": 8, "clip_mad": None, "clip_quantiles": [0.01, 0.99]}
+    validate_config(cfg)

@@ -60,6 +60,9 @@ def test_merge_and_fuse_beat_every_single_block(task):
     assert table.loc["merge", "test_mean"] > blocks.max() + 0.03, table.to_string()
     assert table.loc["fuse", "test_mean"] > blocks.max() + 0.03, table.to_string()
     assert table.loc["merge", "uplift_vs_best_block"] > 0
+    # Paired comparison: every model on the test patients all of them can predict (those with a).
+    assert (table["n_common"] == table.loc["block-a", "n_test"]).all() and table.loc["block-a", "n_test"] < 240
+    assert table.loc["merge", "common_uplift"] > 0.03 and table.loc["fuse", "common_uplift"] > 0.03, table.to_string()
     m = json.loads((d / "eval" / "merge" / "fold0" / "metrics.json").read_text())
     assert m["test"]["n"] == 240 and m["test"]["n_all_modalities"] < 240, "patients missing modality a are predicted too"
 

@@ -152,3 +152,84 @@ def test_transform_categories_roundtrip_and_feature_mismatch():
     np.testing.assert_array_equal(again.transform(new), out)
     with pytest.raises(InputError, match="different feature set"):
         tf.transform(new.drop(columns="age"))
+
+
+def test_a_few_huge_outliers_do_not_flatten_a_feature():
+    """Two values of 15000 among 150 (as in BLCA's RNA): the 0.999 quantile is itself an outlier,
+    so only the robust (MAD) bound keeps the feature's real variation after standardising."""
+    rng = np.random.default_rng(3)
+    g = rng.normal(size=150)
+    raw = g.copy()
+    raw[[10, 99]] = [15000.0, 12000.0]
+    train = pd.DataFrame({"patient_id": [f"T{i}" for i in range(150)], "g": raw})
+    robust = TabularTransform().fit_transform(train)[:, 0]
+    quantile_only = TabularTransform(clip_mad=None).fit_transform(train)[:, 0]
+    normal = np.setdiff1d(np.arange(150), [10, 99])
+    assert np.corrcoef(robust[normal], g[normal])[0, 1] > 0.99
+    assert robust[normal].std() > 0.8, "the normal patients keep about unit spread"
+    assert quantile_only[normal].std() < 0.2, "quantile clipping alone leaves the feature flat (why clip_mad exists)"
+    assert robust.max() <= robust[normal].max() + 6, "outliers end at the robust bound"
+
+
+def _naive_cox_score(x, time, event):
+    u = info = 0.0
+    for i in np.flatnonzero(event):
+        risk = x[time >= time[i]]
+        u += x[i] - risk.mean()
+        info += risk.var()
+    return u * u / info
+
+
+def test_cox_score_matches_the_textbook_formula_with_ties():
+    from lego.tabular.selection import cox_score_z2
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(60, 3))
+    time = rng.integers(1, 15, 60).astype(float)  # many ties
+    event = rng.random(60) < 0.6
+    got = cox_score_z2(x, time, event)
+    want = [_naive_cox_score(x[:, j], time, event) for j in range(3)]
+    np.testing.assert_allclose(got, want, rtol=1e-8)
+
+
+@pytest.mark.parametrize("task", ["survival", "classification"])
+def test_select_k_keeps_the_outcome_features_from_training_patients_only(task):
+    rng = np.random.default_rng(5)
+    n = 200
+    signal = rng.normal(size=(n, 2))
+    x = np.column_stack([rng.normal(size=(n, 10)), signal])
+    df = pd.DataFrame(x, columns=[f"noise{i}" for i in range(10)] + ["sig0", "sig1"])
+    df.insert(0, "patient_id", [f"P{i}" for i in range(n)])
+    eta = signal.sum(1)
+    if task == "survival":
+        target = {"task": task, "time": rng.exponential(np.exp(-1.5 * eta)), "event": rng.random(n) < 0.8}
+    else:
+        target = {"task": task, "label": (eta > 0).astype(int)}
+    tf = TabularTransform(select_k=2).fit(df, target)
+    assert tf.feature_names == ["sig0", "sig1"]
+    assert len(tf.state["selection_score"]) == 2
+    assert tf.transform(df).shape == (n, 2)
+    with pytest.raises(InputError, match="select_k needs"):
+        TabularTransform(select_k=2).fit(df)
+
+
+def test_selection_in_a_fold_ignores_validation_and_test_outcomes():
+    from lego.data.fold_data import fit_modality, make_targets
+
+    rng = np.random.default_rng(6)
+    n = 300
+    ids = [f"P{i:03d}" for i in range(n)]
+    x = rng.normal(size=(n, 12))
+    table = pd.DataFrame(x, columns=[f"f{i}" for i in range(12)])
+    table.insert(0, "patient_id", ids)
+    time = rng.exponential(np.exp(-x[:, 0]))
+    labels = pd.DataFrame({"patient_id": ids, "time": time, "event": 1})
+    train = ids[:150]
+    a = fit_modality("rna", "tabular", table, train, preprocess={"select_k": 3},
+                     targets=make_targets(labels, train, "survival"))
+    shuffled = labels.copy()
+    shuffled.loc[150:, "time"] = rng.permutation(shuffled.loc[150:, "time"].to_numpy()) * 7  # other patients' outcomes
+    b = fit_modality("rna", "tabular", table, train, preprocess={"select_k": 3},
+                     targets=make_targets(shuffled, train, "survival"))
+    assert a.state["transform"]["state"]["numeric"] == b.state["transform"]["state"]["numeric"]
+    assert "f0" in a.state["transform"]["state"]["numeric"]

@@ -54,9 +54,12 @@ def _bags(manifest: pd.DataFrame, max_patches: int, seed: int) -> dict[str, np.n
 
 
 def fit_modality(name: str, kind: str, table: pd.DataFrame, train_ids: list[str], categorical: list[str] | None = None,
-                 max_patches: int = 4096, seed: int = 0, where: str = "") -> ModalityTensors:
+                 max_patches: int = 4096, seed: int = 0, where: str = "", preprocess: dict | None = None,
+                 targets: "Targets | None" = None) -> ModalityTensors:
     """Fit preprocessing on ``train_ids`` and build tensors for every patient with the modality.
 
+    ``preprocess``: TabularTransform options (clipping, variance filter, ``select_k``);
+    ``targets``: the fold's targets, of which only the training patients' are read (for ``select_k``).
     Fitting only produces the state; the tensors come from the same code that re-applies a saved
     state at evaluation, so training and evaluation inputs cannot drift apart.
     """
@@ -65,8 +68,16 @@ def fit_modality(name: str, kind: str, table: pd.DataFrame, train_ids: list[str]
         fit_rows = table[table["patient_id"].isin(train_set)]
         if fit_rows.empty:
             raise InputError(f"{where}: modality {name!r} has zero training patients in this fold")
-        state = {"transform": TabularTransform(categorical=list(categorical or [])).fit(fit_rows).to_dict()}
-        return apply_modality(name, kind, table, state, seed)
+        options = dict(preprocess or {})
+        if options.get("clip_quantiles") is not None:
+            options["clip_quantiles"] = tuple(options["clip_quantiles"])
+        tf = TabularTransform(categorical=list(categorical or []), **options)
+        target = targets.training_target(fit_rows["patient_id"]) if targets is not None and tf.select_k else None
+        try:
+            tf.fit(fit_rows, target)
+        except InputError as e:
+            raise InputError(f"{where}: {e}") from None
+        return apply_modality(name, kind, table, {"transform": tf.to_dict()}, seed)
     bags = _bags(table, max_patches, seed)
     train_bags = [b for pid, b in bags.items() if pid in train_set]
     if not train_bags:
@@ -112,6 +123,13 @@ class Targets:
     @property
     def n_outputs(self) -> int:
         return len(self.bins) - 1 if self.task == "survival" else len(self.classes)
+
+    def training_target(self, ids) -> dict:
+        """Outcomes of ``ids`` (in that order) in the form feature selection takes."""
+        rows = [self.per_patient[p] for p in ids]
+        if self.task == "survival":
+            return {"task": "survival", "time": np.array([r[2] for r in rows]), "event": np.array([r[1] for r in rows])}
+        return {"task": "classification", "label": np.array([r[0] for r in rows])}
 
 
 def make_targets(labels: pd.DataFrame, train_ids: list[str], task: str, n_bins: int = 4, where: str = "",

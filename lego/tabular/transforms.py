@@ -13,22 +13,34 @@ import numpy as np
 import pandas as pd
 
 from lego.errors import InputError
+from lego.tabular.selection import univariate_scores
 
 
 @dataclass
 class TabularTransform:
     """Clip outliers -> impute -> variance filter -> standardise; one-hot for categoricals.
 
-    ``clip_quantiles``: per-feature bounds at these training quantiles (tames e.g. BLCA's RNA values
-    above 14000); ``clip_abs``: an absolute bound applied after that; ``min_variance``: drop features
-    (nearly) constant on train; ``max_features``: keep the most variable ones.
+    ``clip_quantiles``: per-feature bounds at these training quantiles; ``clip_mad``: tighten them
+    to median +- k robust standard deviations (1.4826 MAD) where the MAD is not zero -- quantiles
+    alone cannot tame outliers such as BLCA's RNA values above 14000 when a few hundred training
+    patients hold two of them (the 0.999 quantile then *is* an outlier, and standardising by an
+    outlier-inflated deviation flattens the real signal); ``clip_abs``: an absolute bound applied
+    after that; ``min_variance``: drop features (nearly) constant on train; ``max_features``: keep
+    the most variable ones (unsupervised); ``select_k``: then keep the ``k`` features most
+    associated with the outcome of the training patients (univariate Cox score or ANOVA F; see
+    :mod:`lego.tabular.selection`), which needs ``target`` in :meth:`fit`; ``binary_as_is``: 0/1
+    features (mutations) are not standardised -- z-scoring a gene mutated in 1 of 300 patients
+    turns its 1 into 17, so hypermutated tumours get huge, meaningless inputs.
     """
 
     clip_quantiles: tuple[float, float] | None = (0.001, 0.999)
+    clip_mad: float | None = 5.0
     clip_abs: float | None = None
     min_variance: float = 1e-8
     max_features: int | None = None
+    select_k: int | None = None
     standardise: bool = True
+    binary_as_is: bool = True
     categorical: list[str] = field(default_factory=list)
     state: dict = field(default_factory=dict)
 
@@ -40,7 +52,12 @@ class TabularTransform:
     def feature_names(self) -> list[str]:
         return list(self.state["numeric"]) + [f"{c}={v}" for c, vocab in self.state["categories"].items() for v in vocab]
 
-    def fit(self, df: pd.DataFrame) -> "TabularTransform":
+    def fit(self, df: pd.DataFrame, target: dict | None = None) -> "TabularTransform":
+        """Learn everything from ``df`` (training rows only); ``target`` holds their outcomes, row-aligned.
+
+        ``target``: ``{"task": "survival", "time": ..., "event": ...}`` or
+        ``{"task": "classification", "label": ...}``; needed only when ``select_k`` is set.
+        """
         numeric = [c for c in df.columns if c != "patient_id" and c not in self.categorical]
         x = df[numeric].to_numpy(dtype=np.float64)
         if len(x) == 0:
@@ -51,6 +68,12 @@ class TabularTransform:
         else:
             lo, hi = np.full(len(numeric), -np.inf), np.full(len(numeric), np.inf)
         lo, hi = np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf)
+        if self.clip_mad is not None and len(numeric):
+            med = np.nanmedian(x, axis=0)
+            scale = 1.4826 * np.nanmedian(np.abs(x - med), axis=0)
+            robust = np.isfinite(scale) & (scale > 0)
+            lo = np.where(robust, np.maximum(lo, med - self.clip_mad * scale), lo)
+            hi = np.where(robust, np.minimum(hi, med + self.clip_mad * scale), hi)
         x = self._clip(x, lo, hi)
         median = np.nan_to_num(np.nanmedian(x, axis=0), nan=0.0) if len(numeric) else np.zeros(0)
         x = np.where(np.isnan(x), median, x)
@@ -60,8 +83,19 @@ class TabularTransform:
             order = np.argsort(-np.where(keep, var, -1), kind="stable")
             keep = np.zeros_like(keep)
             keep[order[: self.max_features]] = True
+        scores = None
+        if self.select_k is not None and keep.sum() > self.select_k:
+            if target is None:
+                raise InputError("select_k needs the training patients' outcomes (target) to rank features")
+            scores = univariate_scores((x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0), target)
+            order = np.argsort(-np.where(keep, scores, -1), kind="stable")
+            keep = np.zeros_like(keep)
+            keep[order[: self.select_k]] = True
         mean = x.mean(axis=0)
         std = np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+        if self.binary_as_is and len(numeric):
+            binary = np.all((x == 0) | (x == 1), axis=0)
+            mean, std = np.where(binary, 0.0, mean), np.where(binary, 1.0, std)
         idx = np.flatnonzero(keep)
         self.state = {
             "numeric": [numeric[i] for i in idx],
@@ -72,6 +106,8 @@ class TabularTransform:
             "std": std[idx].tolist() if self.standardise else [1.0] * len(idx),
             "categories": {c: sorted(df[c].dropna().astype(str).unique().tolist()) for c in self.categorical},
         }
+        if scores is not None:
+            self.state["selection_score"] = scores[idx].round(4).tolist()
         return self
 
     def _clip(self, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -101,8 +137,8 @@ class TabularTransform:
             parts.append(np.stack([(values == v) for v in vocab], axis=1).astype(np.float64) if vocab else np.zeros((len(df), 0)))
         return np.concatenate(parts, axis=1).astype(np.float32)
 
-    def fit_transform(self, df: pd.DataFrame) -> np.ndarray:
-        return self.fit(df).transform(df)
+    def fit_transform(self, df: pd.DataFrame, target: dict | None = None) -> np.ndarray:
+        return self.fit(df, target).transform(df)
 
     def to_dict(self) -> dict:
         d = asdict(self)
