@@ -242,6 +242,13 @@ def cmd_summarise(a) -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
+def cmd_provenance(a) -> None:
+    from lego.provenance import write_provenance
+
+    run = write_provenance(json.loads(a.config_json), a.inputs, a.benchmarks, a.code_dir, a.out_dir)
+    log.info("provenance of %d jobs written to %s (commit %s)", run["jobs"]["n"], a.out_dir, run["git"]["commit"])
+
+
 def cmd_rsf_reference(a) -> None:
     import pandas as pd
 
@@ -432,6 +439,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", required=True)
     p.add_argument("--trees", type=int, default=200)
     p.add_argument("--out", required=True)
+
+    p = add("provenance", cmd_provenance,
+            "Record the resolved config, package versions, git commit, input digests and per-job costs.")
+    p.add_argument("--config-json", required=True, help="the resolved run config, as JSON")
+    p.add_argument("--inputs", nargs="*", default=[], help="input files or directories to digest")
+    p.add_argument("--benchmarks", required=True, help="directory of Snakemake benchmark files")
+    p.add_argument("--code-dir", required=True, help="the workflow's checkout (for the git commit)")
+    p.add_argument("--out-dir", required=True)
 
     p = add("collect-qc", cmd_collect_qc, "Gather failed and unmatched slides into qc/failed.tsv.")
     p.add_argument("--manifest", nargs="*", default=[], metavar="NAME=MANIFEST")

@@ -125,4 +125,11 @@ def all_targets():
     targets = [f"{OUT}/cohort/patients.parquet", f"{OUT}/cohort/folds.parquet", f"{OUT}/qc/failed.tsv"]
     if MODELS:
         targets.append(f"{OUT}/summary/metrics.tsv")
-    return targets
+    return targets + [f"{OUT}/provenance/run.json"]
+
+
+def provenance_inputs():
+    """The run's input files and folders: outcomes, tabular modalities, slides or feature files."""
+    paths = [config["cohort"]["labels"]["path"]] + [MODALITIES[m]["path"] for m in TABULAR]
+    paths += [p for p in (slide_sources()["dir"], slide_sources()["list"]) if p]
+    return sorted(set(paths))

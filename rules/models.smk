@@ -132,3 +132,29 @@ rule summarise:
         runtime=5,
     shell:
         "lego summarise --metrics {input.metrics:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule provenance:
+    input:
+        # Last in the DAG: it records the cost of every job before it.
+        all_targets()[:-1],
+    output:
+        run=f"{OUT}/provenance/run.json",
+        inputs=f"{OUT}/provenance/inputs.tsv",
+        jobs=f"{OUT}/provenance/jobs.tsv",
+    params:
+        config=json.dumps(config, sort_keys=True, default=str),
+        inputs=" ".join(shlex.quote(p) for p in provenance_inputs()),
+        benchmarks=f"{OUT}/benchmarks",
+        code_dir=workflow.basedir,
+        out_dir=lambda w, output: os.path.dirname(output.run),
+    log:
+        f"{OUT}/logs/provenance.log",
+    conda:
+        "../envs/tabular.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    shell:
+        "lego provenance --config-json {params.config:q} --inputs {params.inputs} --benchmarks {params.benchmarks:q} "
+        "--code-dir {params.code_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -37,3 +37,6 @@ def demo_slides(demo_dir) -> list[Path]:
 @pytest.fixture
 def fixtures_dir() -> Path:
     return shared_path("data", "openslide-fixtures")
+
+
+from tests.workflow_runs import demo_run  # noqa: E402,F401  (session fixture: one small finished workflow run)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,40 +11,9 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.workflow_runs import snakemake, write_config
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
-def write_config(workdir: Path, **overrides) -> dict:
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["demo"]["n_patients"] = 30
-    config["folds"]["n_folds"] = 2
-    config["model"] = {"train": {"epochs": 3}, "block": {"latent_rows": 4, "latent_dim": 16, "encoder_width": 32}}
-    for key, value in overrides.items():
-        config[key] = value
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    return config
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("demo_run")
-    write_config(workdir)
-    snakemake(workdir, "--cores", "2")
-    return workdir
-
 
 def test_demo_front_half_runs_end_to_end(demo_run):
     out = demo_run / "results" / "demo"
@@ -68,6 +35,10 @@ def test_demo_front_half_runs_end_to_end(demo_run):
     for f in manifest.loc[manifest.status == "ok", "features"]:
         assert (demo_run / f).exists() or Path(f).exists()
     assert list((out / "benchmarks" / "segment_tissue").glob("*.tsv")), "heavy rules write benchmark files"
+    run = json.loads((out / "provenance" / "run.json").read_text())
+    assert run["config"]["demo"]["n_patients"] == 30 and run["jobs"]["n"] > 10 and run["packages"]["snakemake"]
+    inputs = pd.read_table(out / "provenance" / "inputs.tsv")
+    assert inputs["path"].str.endswith(".svs").sum() == len(list((demo_run / "results" / "demo_input" / "slides").glob("*.svs")))
 
 
 def test_blank_slide_is_recorded_not_fatal(demo_run):

@@ -5,6 +5,7 @@ CUDA with autocast when a GPU is visible and on the CPU otherwise.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -29,6 +30,11 @@ def resolve_device(device: str = "auto") -> torch.device:
             warnings.warn("device 'cuda' requested but no GPU is visible; running on CPU", stacklevel=2)
             return torch.device("cpu")
         return torch.device("cuda")
+    allocated = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if device == "auto" and allocated not in ("", "-1", "NoDevFiles"):
+        # A scheduler (e.g. SLURM --gpus) assigned a GPU, but this torch build or node cannot use it.
+        log.warning("GPU %s was allocated to this job (CUDA_VISIBLE_DEVICES) but torch sees no CUDA device; "
+                    "running on the CPU", allocated)
     return torch.device("cpu")
 
 

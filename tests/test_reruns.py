@@ -1,0 +1,116 @@
+"""Partial reruns: after a finished run, what ``snakemake -n`` would redo when one thing changes.
+
+Each test works on a copy of the session's finished demo run (mtimes and Snakemake's metadata
+kept), changes one thing and reads the job list of a dry run: only the changed branch and what
+depends on it may appear.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.workflow_runs import BIN, REPO, dry_run_jobs, snakemake
+
+pytestmark = pytest.mark.slow
+N_FOLDS = 2  # the demo_run fixture's folds
+DOWNSTREAM_OF_ONE_BLOCK = {"merge": N_FOLDS, "fuse": N_FOLDS, "evaluate": 3 * N_FOLDS, "summarise": 1, "provenance": 1, "all": 1}
+
+
+@pytest.fixture
+def finished(demo_run, tmp_path) -> Path:
+    work = tmp_path / "run"
+    shutil.copytree(demo_run, work, symlinks=True)
+    assert dry_run_jobs(work) == Counter(), "the copied finished run has nothing to do"
+    return work
+
+
+def edit_config(workdir: Path, edit) -> None:
+    path = workdir / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config))
+
+
+def test_one_modality_parameter_reruns_only_its_blocks(finished):
+    edit_config(finished, lambda c: c["modalities"]["rna"].update(block={"lr": 0.002}))
+    jobs = dry_run_jobs(finished)
+    assert jobs == Counter({"train_block": N_FOLDS, **DOWNSTREAM_OF_ONE_BLOCK}), jobs
+
+
+def test_one_modality_preprocessing_reruns_only_its_blocks(finished):
+    edit_config(finished, lambda c: c["modalities"]["cnv"].update(preprocess={"select_k": 4}))
+    assert dry_run_jobs(finished) == Counter({"train_block": N_FOLDS, **DOWNSTREAM_OF_ONE_BLOCK})
+
+
+def test_one_modality_input_file_reruns_its_preparation_and_blocks(finished):
+    omics = finished / "results" / "demo_input" / "omics_all_clean.csv.gz"
+    table = pd.read_csv(omics)
+    table.loc[0, "ESR1_rnaseq"] += 1.0  # one corrected value in the RNA file
+    table.to_csv(finished / "rna.csv", index=False)
+    edit_config(finished, lambda c: c["modalities"]["rna"].update(path="rna.csv"))
+    jobs = dry_run_jobs(finished)
+    # cohort_table (the per-patient has_<modality> table) is rebuilt too: cheap, and it reads the modality.
+    expected = {"prepare_modality": 1, "cohort_table": 1, "train_block": N_FOLDS, **DOWNSTREAM_OF_ONE_BLOCK}
+    assert jobs == Counter(expected), jobs
+
+
+def test_new_encoder_re_embeds_without_re_extracting(finished):
+    edit_config(finished, lambda c: c["modalities"]["wsi"].update(encoder="efficientnet_lite0"))
+    jobs = dry_run_jobs(finished)
+    n_slides = len(pd.read_parquet(finished / "results" / "demo" / "cohort" / "slides.parquet"))
+    assert jobs["embed_patches"] == n_slides and jobs["train_block"] == N_FOLDS
+    assert "extract_patches" not in jobs and "segment_tissue" not in jobs and "prepare_modality" not in jobs
+
+
+def test_one_added_slide_is_the_only_slide_processed(finished):
+    out = finished / "results" / "demo"
+    patients = pd.read_parquet(out / "cohort" / "patients.parquet")
+    pid = patients.loc[~patients["has_wsi"], "patient_id"].iloc[0]
+    slides = finished / "results" / "demo_input" / "slides"
+    shutil.copy(next(slides.glob("*-DX1.svs")), slides / f"{pid}-01Z-00-DX1.svs")
+    # The slide index is a checkpoint: bring it up to date, then ask what else would run.
+    snakemake(finished, "--cores", "1", str(Path("results") / "demo" / "cohort" / "slides.parquet"))
+    jobs = dry_run_jobs(finished)
+    assert jobs["segment_tissue"] == jobs["extract_patches"] == jobs["embed_patches"] == 1, jobs
+    assert jobs["train_block"] == N_FOLDS, "only the WSI blocks see new data"
+    assert "prepare_modality" not in jobs and "make_folds" not in jobs
+
+
+def test_a_run_killed_mid_training_resumes(finished):
+    """SIGKILL the whole run while a block trains; the same command then redoes only what is missing."""
+    out = finished / "results" / "demo"
+    edit_config(finished, lambda c: c["modalities"]["rna"].update(block={"lr": 0.002}))
+    kept = {p: p.stat().st_mtime_ns for p in (out / "blocks" / "cnv").rglob("model.safetensors")}
+    job_log = out / "logs" / "train_block" / "rna" / "fold0.log"
+    before = job_log.stat().st_mtime_ns
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(finished),
+           "--configfile", str(finished / "config.yaml"), "--cores", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (job_log.exists() and job_log.stat().st_mtime_ns != before):  # the RNA job has started
+            assert proc.poll() is None, "the run ended before it could be interrupted"
+            assert time.monotonic() < deadline, "the RNA block never started"
+            time.sleep(0.1)
+        time.sleep(0.5)  # inside the job (python is still importing torch)
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    model = out / "blocks" / "rna" / "fold0" / "model.safetensors"
+    assert not model.exists(), "an interrupted job leaves no output that could pass for finished"
+    jobs = dry_run_jobs(finished, "--rerun-incomplete")
+    assert jobs["train_block"] == N_FOLDS and "prepare_modality" not in jobs, jobs
+    snakemake(finished, "--cores", "2", "--rerun-incomplete")
+    assert model.exists() and dry_run_jobs(finished) == Counter()
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept, "finished artefacts of other modalities were kept"
