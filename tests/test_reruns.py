@@ -73,11 +73,17 @@ def test_new_encoder_re_embeds_without_re_extracting(finished):
 
 
 def test_one_added_slide_is_the_only_slide_processed(finished):
-    out = finished / "results" / "demo"
-    patients = pd.read_parquet(out / "cohort" / "patients.parquet")
+    # The demo's slides are a directory() output of make_demo, so Snakemake treats every slide as
+    # changed when that folder changes. A user's slide folder is plain input: set one up and run once.
+    user_slides = finished / "user_slides"
+    shutil.copytree(finished / "results" / "demo_input" / "slides", user_slides, ignore=shutil.ignore_patterns(".snakemake*"))
+    edit_config(finished, lambda c: c["slides"].update(dir="user_slides"))
+    snakemake(finished, "--cores", "2")
+    assert dry_run_jobs(finished) == Counter()
+
+    patients = pd.read_parquet(finished / "results" / "demo" / "cohort" / "patients.parquet")
     pid = patients.loc[~patients["has_wsi"], "patient_id"].iloc[0]
-    slides = finished / "results" / "demo_input" / "slides"
-    shutil.copy(next(slides.glob("*-DX1.svs")), slides / f"{pid}-01Z-00-DX1.svs")
+    shutil.copy(next(user_slides.glob("*-DX1.svs")), user_slides / f"{pid}-01Z-00-DX1.svs")
     # The slide index is a checkpoint: bring it up to date, then ask what else would run.
     snakemake(finished, "--cores", "1", str(Path("results") / "demo" / "cohort" / "slides.parquet"))
     jobs = dry_run_jobs(finished)
@@ -109,6 +115,7 @@ def test_a_run_killed_mid_training_resumes(finished):
         proc.wait(timeout=60)
     model = out / "blocks" / "rna" / "fold0" / "model.safetensors"
     assert not model.exists(), "an interrupted job leaves no output that could pass for finished"
+    snakemake(finished, "--unlock")  # a SIGKILLed Snakemake cannot release its lock (Ctrl-C / SIGTERM do)
     jobs = dry_run_jobs(finished, "--rerun-incomplete")
     assert jobs["train_block"] == N_FOLDS and "prepare_modality" not in jobs, jobs
     snakemake(finished, "--cores", "2", "--rerun-incomplete")

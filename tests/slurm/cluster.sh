@@ -46,6 +46,7 @@ NodeName=${NODE} NodeAddr=127.0.0.1 CPUs=${cpus} Boards=1 SocketsPerBoard=1 Core
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
     echo "NodeName=${NODE} Name=gpu File=/dev/null" > /etc/slurm/gres.conf
+    stop  # daemons left from an earlier run would keep the old configuration
     /usr/sbin/slurmctld
     /usr/sbin/slurmd
     for _ in $(seq 30); do
