@@ -87,7 +87,7 @@ class TabularTransform:
         if self.select_k is not None and keep.sum() > self.select_k:
             if target is None:
                 raise InputError("select_k needs the training patients' outcomes (target) to rank features")
-            scores = univariate_scores((x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0), target)
+            scores = univariate_scores(x, target)  # scale-free statistics: no need to standardise first
             order = np.argsort(-np.where(keep, scores, -1), kind="stable")
             keep = np.zeros_like(keep)
             keep[order[: self.select_k]] = True
