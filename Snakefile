@@ -4,6 +4,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+report: "workflow/report/workflow.rst"
+
+
 # The demo config is the default; a --configfile replaces it whole (Snakemake would otherwise
 # deep-merge the two, leaking the demo's modalities into the user's cohort).
 if not workflow.overwrite_configfiles:
@@ -18,6 +21,7 @@ include: "rules/cohort.smk"
 include: "rules/slides.smk"
 include: "rules/modalities.smk"
 include: "rules/models.smk"
+include: "rules/evaluation.smk"
 
 
 rule all:

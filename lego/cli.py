@@ -227,19 +227,88 @@ def cmd_fuse(a) -> None:
     fuse(a.blocks, _named_paths(a.data), a.labels, a.folds, json.loads(a.spec), a.out_dir, a.device)
 
 
+def _eval_options(a):
+    from lego.evaluation.stages import EvalOptions
+
+    return EvalOptions.from_json(a.evaluation)
+
+
 def cmd_evaluate(a) -> None:
     from lego.stages import evaluate
 
     _threads(a.threads)
-    result = evaluate(a.model_dir, _named_paths(a.data), a.labels, a.folds, a.out_dir, a.name)
+    result = evaluate(a.model_dir, _named_paths(a.data), a.labels, a.folds, a.out_dir, a.name, _eval_options(a))
     log.info("%s fold %s: test %s | val %s", a.name, result["fold"], result["test"], result["val"])
 
 
-def cmd_summarise(a) -> None:
-    from lego.stages import summarise
+def cmd_baselines(a) -> None:
+    from lego.errors import InputError
+    from lego.evaluation.stages import run_baselines
 
-    table = summarise(a.metrics, a.out)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    _threads(a.threads)
+    specs = json.loads(a.modalities)
+    for name, path in _named_paths(a.data).items():
+        if name not in specs:
+            raise InputError(f"--data names modality {name!r} but --modalities does not describe it")
+        specs[name]["path"] = path
+    missing = [m for m in specs if "path" not in specs[m]]
+    if missing:
+        raise InputError(f"--modalities describes {missing} but --data gives no file for them")
+    results = run_baselines(a.methods, a.source, specs, a.labels, a.folds, a.fold, a.task, a.n_bins, _eval_options(a),
+                            a.out_root, a.seed)
+    for name, r in results.items():
+        log.info("%s fold %s: chose %s | test %s", name, a.fold, r["baseline"]["chosen"], r["test"])
+
+
+def cmd_abmil(a) -> None:
+    from lego.evaluation.abmil import run_abmil
+
+    _threads(a.threads)
+    result = run_abmil(a.modality, a.data, a.labels, a.folds, a.fold, a.task, json.loads(a.spec), _eval_options(a),
+                       a.out_dir, a.device)
+    log.info("abmil-%s fold %s: test %s", a.modality, a.fold, result["test"])
+
+
+def cmd_ensemble(a) -> None:
+    from lego.evaluation.stages import run_ensemble
+
+    result = run_ensemble(a.block_metrics, a.labels, a.folds, _eval_options(a), a.out_dir)
+    log.info("ensemble of %s, fold %s: test %s", result["blocks"], result["fold"], result["test"])
+
+
+def cmd_summarise(a) -> None:
+    from lego.evaluation.stages import EvalOptions
+    from lego.evaluation.summary import summarise
+
+    opts = EvalOptions.from_json(a.evaluation)
+    tables = summarise(a.metrics, a.out_dir, opts.n_boot, opts.ci, opts.seed)
+    fmt = lambda v: f"{v:.3f}"  # noqa: E731
+    print(tables["metrics"].drop(columns="missing").to_string(index=False, float_format=fmt))
+    print(tables["comparisons"].to_string(index=False, float_format=fmt))
+
+
+def cmd_figures(a) -> None:
+    import pandas as pd
+
+    from lego.evaluation.figures import fold_dots, merge_vs_ensemble, qc_thumbnails, risk_groups
+    from lego.evaluation.metrics import HEADLINE
+
+    metrics = pd.read_csv(Path(a.summary_dir) / "metrics.tsv", sep="\t")
+    folds = pd.read_csv(Path(a.summary_dir) / "folds.tsv", sep="\t")
+    preds = {}
+    task = "survival"
+    for f in a.metrics:
+        row = json.loads(Path(f).read_text())
+        task = row["task"]
+        p = pd.read_parquet(Path(f).with_name("predictions.parquet"))
+        preds.setdefault(row["model"], []).append(p[p["subset"] == "test"].assign(fold=row["fold"]))
+    pooled = {m: pd.concat(v, ignore_index=True) for m, v in preds.items()}
+    out = Path(a.out_dir)
+    risk_groups(pooled, task, out / "risk_groups.png")
+    fold_dots(metrics, folds, HEADLINE[task], out / "folds.png")
+    merge_vs_ensemble(metrics, HEADLINE[task], out / "merge_vs_ensemble.png")
+    qc_thumbnails(list(a.thumbnails), out / "qc_thumbnails.png")
+    log.info("figures written to %s", out)
 
 
 def cmd_provenance(a) -> None:
@@ -247,19 +316,6 @@ def cmd_provenance(a) -> None:
 
     run = write_provenance(json.loads(a.config_json), a.inputs, a.benchmarks, a.code_dir, a.out_dir)
     log.info("provenance of %d jobs written to %s (commit %s)", run["jobs"]["n"], a.out_dir, run["git"]["commit"])
-
-
-def cmd_rsf_reference(a) -> None:
-    import pandas as pd
-
-    from lego.baselines import rsf_reference
-    from lego.io import write_tsv
-
-    tables = {k: pd.read_parquet(v) for k, v in _named_paths(a.data).items()}
-    result = rsf_reference(tables, pd.read_parquet(a.labels), pd.read_parquet(a.folds), a.trees)
-    write_tsv(result, a.out)
-    print(result.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"rsf test c-index: {result['test'].mean():.3f} +- {result['test'].std():.3f} over {len(result)} folds")
 
 
 def _threads(n: int) -> None:
@@ -389,6 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wsi", nargs="*", default=[], metavar="NAME=MANIFEST")
     p.add_argument("--out", required=True)
 
+    def eval_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--evaluation", default=None,
+                       help='JSON: {"horizons", "tau_quantile", "n_boot", "ci", "seed"} (config section evaluation)')
+
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--labels", required=True, help="labels.parquet")
         p.add_argument("--folds", required=True, help="folds.parquet")
@@ -425,20 +485,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="model name in the summary, e.g. block-rna, merge, fuse")
     p.add_argument("--data", nargs="+", required=True, metavar="MODALITY=PARQUET")
     p.add_argument("--out-dir", required=True)
+    eval_args(p)
     model_args(p)
 
-    p = add("summarise", cmd_summarise, "Mean +- std over folds per model and the uplift over the best block.")
-    p.add_argument("--metrics", nargs="+", required=True,
-                   help="metrics.json files of evaluate; the predictions.parquet beside each is read too")
-    p.add_argument("--out", required=True)
-
-    p = add("rsf-reference", cmd_rsf_reference,
-            "Random survival forest on the concatenated tabular modalities, same folds (a reference point).")
+    p = add("baselines", cmd_baselines,
+            "Fit reference models (coxnet, rsf, logreg, rf) on one input of one fold with in-fold preprocessing; "
+            "evaluate each.")
+    p.add_argument("--methods", nargs="+", choices=["coxnet", "rsf", "logreg", "rf"], required=True)
+    p.add_argument("--source", required=True, help="input name: a modality, or early (several concatenated)")
     p.add_argument("--data", nargs="+", required=True, metavar="MODALITY=PARQUET")
+    p.add_argument("--modalities", required=True,
+                   help='JSON: {modality: {"kind", "categorical"?, "preprocess"?}} for the --data entries')
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--task", choices=["survival", "classification"], default="survival")
+    p.add_argument("--n-bins", type=int, default=4, help="survival bins (for the predicted curves)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-root", required=True, help="each method writes <out-root>/<method>-<source>/fold<k>/")
+    eval_args(p)
+    model_args(p)
+
+    p = add("abmil", cmd_abmil,
+            "Plain ABMIL baseline (attention pooling + linear head, no Lego latent) on one patch-bag modality and fold.")
+    p.add_argument("--modality", required=True)
+    p.add_argument("--data", required=True, help="modalities/<modality>.parquet (WSI feature manifest)")
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--task", choices=["survival", "classification"], default="survival")
+    p.add_argument("--spec", default="{}", help="JSON: the modality's block training options (encoder_width, lr, ...)")
+    p.add_argument("--out-dir", required=True)
+    eval_args(p)
+    model_args(p)
+
+    p = add("ensemble", cmd_ensemble, "Late-fusion ensemble of a fold's evaluated blocks (mean of their predictions).")
+    p.add_argument("--block-metrics", nargs="+", required=True, help="the blocks' metrics.json (predictions beside)")
     p.add_argument("--labels", required=True)
     p.add_argument("--folds", required=True)
-    p.add_argument("--trees", type=int, default=200)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out-dir", required=True)
+    eval_args(p)
+
+    p = add("summarise", cmd_summarise,
+            "metrics.tsv (mean, std, bootstrap CI per model and metric), folds.tsv and comparisons.tsv.")
+    p.add_argument("--metrics", nargs="+", required=True,
+                   help="metrics.json files of evaluate; the predictions.parquet beside each is read too")
+    p.add_argument("--out-dir", required=True)
+    eval_args(p)
+
+    p = add("figures", cmd_figures, "Report figures: risk groups, per-fold metrics, merge vs ensemble, tissue QC.")
+    p.add_argument("--summary-dir", required=True, help="directory with metrics.tsv and folds.tsv")
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json files (predictions beside)")
+    p.add_argument("--thumbnails", nargs="*", default=[], help="tissue.png files of the slides to show")
+    p.add_argument("--out-dir", required=True)
 
     p = add("provenance", cmd_provenance,
             "Record the resolved config, package versions, git commit, input digests and per-job costs.")

@@ -9,21 +9,20 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from lego.data.fold_data import (ModalityTensors, apply_modality, collate, fit_modality, fold_ids,
                                  load_modality_table, make_targets)
 from lego.errors import InputError
-from lego.io import write_json, write_parquet, write_tsv
+from lego.io import write_json
 from lego.models import io as model_io
 from lego.models.block import BlockConfig, LegoBlock
 from lego.models.fuse import LegoFuse
 from lego.models.merge import LegoMerge
 from lego.slides.embed import resolve_device
 from lego.survival.loss import risk_score, survival_curve
-from lego.survival.metrics import auc, c_index
+from lego.evaluation.stages import EvalOptions, write_evaluation
 from lego.train import TrainConfig, seed_everything, train
 
 log = logging.getLogger(__name__)
@@ -171,96 +170,18 @@ def predict(model: torch.nn.Module, config: dict, mods: dict[str, ModalityTensor
     return df
 
 
-def _class_scores(pred: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Class indices and (n, classes) scores; class order = the predictions' ``p_<class>`` columns."""
-    classes = [c.removeprefix("p_") for c in pred.columns if c.startswith("p_")]
-    y = pred["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
-    return y, pred[[f"p_{c}" for c in classes]].to_numpy()
-
-
-def _score(pred: pd.DataFrame, task: str) -> float:
-    """The task's headline metric (Harrell's C or AUC) from predictions with labels merged in."""
-    if task == "survival":
-        return c_index(pred["time"], pred["event"], pred["risk"])
-    return auc(*_class_scores(pred))
-
-
-def _metrics(pred: pd.DataFrame, lab: pd.DataFrame, config: dict) -> dict:
-    if pred.empty:
-        return {"n": 0}
-    merged = pred.merge(lab, on="patient_id")
-    if config["task"] == "survival":
-        return {"n": len(merged), "events": int(merged["event"].sum()), "c_index": _score(merged, "survival")}
-    y, scores = _class_scores(merged)
-    return {"n": len(merged), "auc": auc(y, scores), "accuracy": float((scores.argmax(1) == y).mean())}
-
-
-def evaluate(model_dir: str, data: dict[str, str], labels: str, folds: str, out_dir: str, name: str) -> dict:
-    """Predictions and metrics on the fold's test patients, with validation metrics alongside."""
+def evaluate(model_dir: str, data: dict[str, str], labels: str, folds: str, out_dir: str, name: str,
+             opts: EvalOptions | None = None) -> dict:
+    """Predictions and every metric on the fold's test patients, with validation alongside."""
     model, config = model_io.load(model_dir)
     lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), config["fold"])
     mods = _fold_modalities(_inputs_for(config), data)
     can = lambda p: any(p in m.per_patient for m in mods.values())  # noqa: E731
-    results = {"model": name, "fold": config["fold"], "task": config["task"]}
-    frames = []
+    preds, extra = {}, {}
     for subset in ("test", "val"):
         subset_ids = [p for p in ids[subset] if can(p)]
-        pred = predict(model, config, mods, subset_ids)
-        pred.insert(1, "subset", subset)
-        frames.append(pred)
-        results[subset] = _metrics(pred, lab, config)
-        complete = [p for p in subset_ids if all(p in m.per_patient for m in mods.values())]
+        preds[subset] = predict(model, config, mods, subset_ids)
         if len(mods) > 1:
-            results[subset]["n_all_modalities"] = len(complete)
-    predictions = pd.concat(frames, ignore_index=True).merge(lab, on="patient_id", how="left")
-    write_parquet(predictions, Path(out_dir) / "predictions.parquet")
-    write_json(results, Path(out_dir) / "metrics.json")
-    return results
-
-
-def _common_test_scores(rows: list[dict], metric_files: list[str], task: str) -> pd.DataFrame:
-    """Every model scored on the same patients: per fold, the test patients all models predict.
-
-    Each model's own test set differs (a block sees only patients with its modality), so the
-    headline means are not paired; this paired comparison is what the uplift should be judged on.
-    """
-    preds = {}
-    for r, f in zip(rows, metric_files):
-        p = pd.read_parquet(Path(f).with_name("predictions.parquet"))
-        preds[(r["model"], r["fold"])] = p[p["subset"] == "test"].set_index("patient_id")
-    out = []
-    for fold in sorted({f for _, f in preds}):
-        per_model = {m: p for (m, f), p in preds.items() if f == fold}
-        common = sorted(set.intersection(*(set(p.index) for p in per_model.values())))
-        for m, p in per_model.items():
-            score = _score(p.loc[common].reset_index(), task) if common else np.nan
-            out.append({"model": m, "fold": fold, "common": score, "n_common": len(common)})
-    return pd.DataFrame(out)
-
-
-def summarise(metric_files: list[str], out: str) -> pd.DataFrame:
-    """Mean +- std over folds per model, the merge/fuse uplift over the best single block, and
-    the same on the test patients every model can predict (``common_*``; read from the
-    ``predictions.parquet`` beside each metrics file)."""
-    import json
-
-    rows = [json.loads(Path(f).read_text()) for f in metric_files]
-    task = rows[0]["task"] if rows else "survival"
-    key = "c_index" if task == "survival" else "auc"
-    long = pd.DataFrame([{"model": r["model"], "fold": r["fold"], "test": r["test"].get(key, np.nan),
-                          "val": r["val"].get(key, np.nan), "n_test": r["test"].get("n", 0)} for r in rows])
-    long = long.merge(_common_test_scores(rows, metric_files, task), on=["model", "fold"])
-    table = long.groupby("model").agg(
-        test_mean=("test", "mean"), test_std=("test", "std"), val_mean=("val", "mean"), val_std=("val", "std"),
-        folds=("fold", "nunique"), n_test=("n_test", "mean"), common_mean=("common", "mean"),
-        common_std=("common", "std"), n_common=("n_common", "mean"),
-    ).reset_index()
-    table.insert(1, "metric", key)
-    is_block = table["model"].str.startswith("block-")
-    for col, ref in (("uplift_vs_best_block", "test_mean"), ("common_uplift", "common_mean")):
-        best = table.loc[is_block, ref].max() if is_block.any() else np.nan
-        table[col] = np.where(is_block, np.nan, table[ref] - best)
-    order = {"merge": 1, "fuse": 2}
-    table = table.sort_values(by="model", key=lambda s: s.map(lambda m: (order.get(m, 0), m))).reset_index(drop=True)
-    write_tsv(table.round(4), out)
-    return table
+            extra[f"{subset}_all_modalities"] = sum(all(p in m.per_patient for m in mods.values()) for p in subset_ids)
+    return write_evaluation(preds, lab, ids, config["task"], config["bins"] or None, opts or EvalOptions(), name,
+                            config["fold"], out_dir, extra)

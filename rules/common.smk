@@ -40,6 +40,51 @@ MODELS = [f"block-{m}" for m in MODALITIES] if "blocks" in _build else []
 if len(MODALITIES) >= 2:
     MODELS += [name for name in ("merge", "fuse") if name in _build]
 
+EVALUATION = config["evaluation"]
+# Metric settings reach every evaluation job; bootstrap settings only the summary (so changing
+# the number of replicates does not re-evaluate every model).
+METRIC_OPTIONS = json.dumps({k: EVALUATION[k] for k in ("horizons", "tau_quantile")}, sort_keys=True)
+BOOTSTRAP_OPTIONS = json.dumps({k: EVALUATION[k] for k in ("n_boot", "ci", "seed")}, sort_keys=True)
+_TASK_BASELINES = {"survival": ["coxnet", "rsf"], "classification": ["logreg", "rf"]}
+_baselines = EVALUATION.get("baselines")
+if _baselines is None:
+    _baselines = _TASK_BASELINES[config["cohort"]["task"]] + ["abmil", "ensemble"]
+_wrong = [b for b in _baselines if b not in ("abmil", "ensemble") and b not in _TASK_BASELINES[config["cohort"]["task"]]]
+if _wrong:
+    raise WorkflowError(
+        f"evaluation.baselines {_wrong} do not fit task {config['cohort']['task']!r}; "
+        f"use {_TASK_BASELINES[config['cohort']['task']]} (and ensemble)"
+    )
+BASELINE_METHODS = [b for b in _baselines if b not in ("abmil", "ensemble")]
+BASELINE_SOURCES = []
+if BASELINE_METHODS:
+    BASELINE_SOURCES += list(MODALITIES) if "each" in EVALUATION["baseline_inputs"] else []
+    BASELINE_SOURCES += ["early"] if "early" in EVALUATION["baseline_inputs"] and len(MODALITIES) >= 2 else []
+if "early" in MODALITIES and BASELINE_SOURCES:
+    raise WorkflowError("a modality named 'early' clashes with the early-fusion baseline; rename the modality")
+ALL_MODELS = MODELS + [f"{m}-{s}" for s in BASELINE_SOURCES for m in BASELINE_METHODS]
+ALL_MODELS += [f"abmil-{m}" for m in WSI] if "abmil" in _baselines else []
+if "ensemble" in _baselines and "blocks" in _build and len(MODALITIES) >= 2:
+    ALL_MODELS.append("ensemble")
+
+
+def baseline_modalities(source):
+    return list(MODALITIES) if source == "early" else [source]
+
+
+def baseline_specs(source):
+    """What a baseline needs of each modality: its kind, categories and in-fold preprocessing."""
+    keys = ("kind", "categorical", "preprocess")
+    return {m: {k: MODALITIES[m][k] for k in keys if MODALITIES[m].get(k)} for m in baseline_modalities(source)}
+
+
+def qc_thumbnails(wildcards):
+    """Tissue images of the first slides (by ID) for the QC figure; none without a WSI modality."""
+    if not any(not MODALITIES[m].get("features_dir") for m in WSI):
+        return []  # no slide is segmented (no WSI modality, or imported features only)
+    ids = sorted(slides()["slide_id"])[: EVALUATION["thumbnails"]]
+    return [f"{OUT}/slides/{s}/tissue.png" for s in ids]
+
 
 def block_spec(modality):
     """Everything one modality's block training depends on (and nothing about other modalities)."""
@@ -85,6 +130,7 @@ wildcard_constraints:
     encoder=r"[A-Za-z0-9_]+",
     modality=_alternatives(list(MODALITIES)),
     model=r"block-[^/]+|merge|fuse",
+    source=_alternatives(list(MODALITIES) + ["early"]),
     fold=r"\d+",
 
 
@@ -124,7 +170,7 @@ def mpp_arg():
 def all_targets():
     targets = [f"{OUT}/cohort/patients.parquet", f"{OUT}/cohort/folds.parquet", f"{OUT}/qc/failed.tsv"]
     if MODELS:
-        targets.append(f"{OUT}/summary/metrics.tsv")
+        targets += [f"{OUT}/summary/metrics.tsv", f"{OUT}/summary/figures/risk_groups.png"]
     return targets + [f"{OUT}/provenance/run.json"]
 
 

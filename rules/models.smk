@@ -1,5 +1,5 @@
-# Back half of the DAG: a LegoBlock per modality and fold, LegoMerge and LegoFuse per fold,
-# evaluation of every model on every fold, and the summary table.
+# Back half of the DAG: a LegoBlock per modality and fold, LegoMerge and LegoFuse per fold
+# (evaluation, baselines and the report are in evaluation.smk), and the run's provenance.
 
 
 rule train_block:
@@ -88,50 +88,6 @@ rule fuse:
     shell:
         "lego fuse --blocks {params.blocks} --data {params.data} --labels {input.labels:q} --folds {input.folds:q} "
         "--spec {params.spec:q} {params.run} --out-dir {params.out_dir:q} > {log:q} 2>&1"
-
-
-rule evaluate:
-    input:
-        model=model_weights,
-        data=model_data,
-        labels=rules.ingest_labels.output[0],
-        folds=rules.make_folds.output[0],
-    output:
-        metrics=f"{OUT}/eval/{{model}}/fold{{fold}}/metrics.json",
-        predictions=f"{OUT}/eval/{{model}}/fold{{fold}}/predictions.parquet",
-    params:
-        model_dir=lambda w, input: os.path.dirname(input.model),
-        data=lambda w, input: " ".join(f"{m}={shlex.quote(p)}" for m, p in zip(model_modalities(w.model), input.data)),
-        run=cli_args({"threads": TRAIN_RUN["threads"]}),
-        out_dir=lambda w, output: os.path.dirname(output.metrics),
-    log:
-        f"{OUT}/logs/evaluate/{{model}}/fold{{fold}}.log",
-    threads: TRAIN_RUN["threads"]
-    conda:
-        "../envs/models.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    shell:
-        "lego evaluate --model-dir {params.model_dir:q} --name {wildcards.model} --data {params.data} "
-        "--labels {input.labels:q} --folds {input.folds:q} {params.run} --out-dir {params.out_dir:q} > {log:q} 2>&1"
-
-
-rule summarise:
-    input:
-        metrics=expand(f"{OUT}/eval/{{model}}/fold{{fold}}/metrics.json", model=MODELS, fold=FOLDS),
-        predictions=expand(f"{OUT}/eval/{{model}}/fold{{fold}}/predictions.parquet", model=MODELS, fold=FOLDS),
-    output:
-        f"{OUT}/summary/metrics.tsv",
-    log:
-        f"{OUT}/logs/summarise.log",
-    conda:
-        "../envs/models.yaml"
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    shell:
-        "lego summarise --metrics {input.metrics:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule provenance:

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lego.data.fold_data import ModalityTensors, Targets, collate, make_targets
-from lego.errors import InputError, LegoError
+from lego.data.fold_data import ModalityTensors, collate, make_targets
+from lego.errors import LegoError
 from lego.models import BlockConfig, LegoBlock, LegoFuse, LegoMerge
 from lego.models import io as model_io
 from lego.models.encoders import ABMIL

@@ -23,7 +23,9 @@ from tests.workflow_runs import BIN, REPO, dry_run_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 N_FOLDS = 2  # the demo_run fixture's folds
-DOWNSTREAM_OF_ONE_BLOCK = {"merge": N_FOLDS, "fuse": N_FOLDS, "evaluate": 3 * N_FOLDS, "summarise": 1, "provenance": 1, "all": 1}
+DOWNSTREAM_OF_ONE_BLOCK = {"merge": N_FOLDS, "fuse": N_FOLDS, "evaluate": 3 * N_FOLDS, "ensemble": N_FOLDS, "summarise": 1,
+                           "figures": 1, "provenance": 1, "all": 1}
+BASELINES_OF_ONE_MODALITY = {"baselines": 2 * N_FOLDS}  # that modality alone, and early fusion
 
 
 @pytest.fixture
@@ -49,7 +51,8 @@ def test_one_modality_parameter_reruns_only_its_blocks(finished):
 
 def test_one_modality_preprocessing_reruns_only_its_blocks(finished):
     edit_config(finished, lambda c: c["modalities"]["cnv"].update(preprocess={"select_k": 4}))
-    assert dry_run_jobs(finished) == Counter({"train_block": N_FOLDS, **DOWNSTREAM_OF_ONE_BLOCK})
+    jobs = dry_run_jobs(finished)
+    assert jobs == Counter({"train_block": N_FOLDS, **DOWNSTREAM_OF_ONE_BLOCK, **BASELINES_OF_ONE_MODALITY}), jobs
 
 
 def test_one_modality_input_file_reruns_its_preparation_and_blocks(finished):
@@ -60,7 +63,8 @@ def test_one_modality_input_file_reruns_its_preparation_and_blocks(finished):
     edit_config(finished, lambda c: c["modalities"]["rna"].update(path="rna.csv"))
     jobs = dry_run_jobs(finished)
     # cohort_table (the per-patient has_<modality> table) is rebuilt too: cheap, and it reads the modality.
-    expected = {"prepare_modality": 1, "cohort_table": 1, "train_block": N_FOLDS, **DOWNSTREAM_OF_ONE_BLOCK}
+    expected = {"prepare_modality": 1, "cohort_table": 1, "train_block": N_FOLDS, **DOWNSTREAM_OF_ONE_BLOCK,
+                **BASELINES_OF_ONE_MODALITY}
     assert jobs == Counter(expected), jobs
 
 

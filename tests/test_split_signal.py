@@ -9,7 +9,8 @@ import pytest
 
 from lego.data.folds import make_folds
 from lego.errors import InputError
-from lego.stages import evaluate, fuse, merge, summarise, train_block
+from lego.evaluation.summary import summarise
+from lego.stages import evaluate, fuse, merge, train_block
 
 SPEC = {"epochs": 20, "lr": 1e-3, "patience": 6, "batch_size": 32, "latent_rows": 8, "latent_dim": 32,
         "heads": 2, "head_dim": 16, "encoder_width": 64, "dropout": 0.1}
@@ -54,17 +55,21 @@ def test_merge_and_fuse_beat_every_single_block(task):
             out = d / "eval" / name / f"fold{fold}"
             evaluate(str(d / name / f"fold{fold}"), data, str(d / "labels.parquet"), str(d / "folds.parquet"), str(out), name)
             metrics.append(str(out / "metrics.json"))
-    table = summarise(metrics, str(d / "summary.tsv")).set_index("model")
+    tables = summarise(metrics, d / "summary", n_boot=300)
+    table = tables["metrics"].query("metric == 'c_index'").set_index("model")
     blocks = table.loc[["block-a", "block-b"], "test_mean"]
     assert blocks.min() > 0.62, f"each block learns its half of the signal: {blocks.to_dict()}"
     assert table.loc["merge", "test_mean"] > blocks.max() + 0.03, table.to_string()
     assert table.loc["fuse", "test_mean"] > blocks.max() + 0.03, table.to_string()
-    assert table.loc["merge", "uplift_vs_best_block"] > 0
-    # Paired comparison: every model on the test patients all of them can predict (those with a).
-    assert (table["n_common"] == table.loc["block-a", "n_test"]).all() and table.loc["block-a", "n_test"] < 240
-    assert table.loc["merge", "common_uplift"] > 0.03 and table.loc["fuse", "common_uplift"] > 0.03, table.to_string()
+    # Paired comparisons on the test patients both models predict (block a: only those with a).
+    comp = tables["comparisons"].set_index(["model", "reference"])
+    assert comp.loc[("merge", "block-a"), "n_paired"] == table.loc["block-a", "n_test"] < 240
+    for model in ("merge", "fuse"):
+        for block in ("block-a", "block-b"):
+            row = comp.loc[(model, block)]
+            assert row["paired_difference"] > 0.03 and row["ci_low"] > 0, tables["comparisons"].to_string()
     m = json.loads((d / "eval" / "merge" / "fold0" / "metrics.json").read_text())
-    assert m["test"]["n"] == 240 and m["test"]["n_all_modalities"] < 240, "patients missing modality a are predicted too"
+    assert m["test"]["n"] == 240 and m["test_all_modalities"] < 240, "patients missing modality a are predicted too"
 
 
 def test_zero_training_patients_names_modality_and_fold(task, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from pathlib import Path
@@ -10,7 +11,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO
 from tests.workflow_runs import snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -22,12 +22,23 @@ def test_demo_front_half_runs_end_to_end(demo_run):
     for m in ("wsi", "rna", "cnv"):
         assert f"has_{m}" in patients.columns
     assert not patients["has_wsi"].all() and patients["n_modalities"].min() >= 1
-    summary = pd.read_table(out / "summary" / "metrics.tsv").set_index("model")
-    assert set(summary.index) == {"block-wsi", "block-cnv", "block-rna", "merge", "fuse"}
-    assert (summary["folds"] == 2).all() and (summary["metric"] == "c_index").all()
-    for model in summary.index:
+    table = pd.read_table(out / "summary" / "metrics.tsv")
+    summary = table[table["metric"] == "c_index"].set_index("model")
+    lego = ["block-wsi", "block-cnv", "block-rna", "merge", "fuse"]
+    baselines = [f"{m}-{s}" for m in ("coxnet", "rsf") for s in ("wsi", "rna", "cnv", "early")]
+    assert set(summary.index) == set(lego + baselines + ["abmil-wsi", "ensemble"])
+    # 30 patients: a fold's test set may hold one or two slide patients, too few for a C-index.
+    assert (summary.loc[["block-cnv", "block-rna", "merge", "fuse"], "folds"] == 2).all()
+    # A metric is there for every fold, or its missing folds say why.
+    assert ((table["folds"] == 2) | table["missing"].str.contains("fold", na=False)).all(), table.to_string()
+    assert {"c_index", "uno_c", "mean_auc", "ibs", "auc_12"} <= set(table["metric"])
+    for model in lego + ["ensemble", "coxnet-early", "abmil-wsi"]:
         preds = pd.read_parquet(out / "eval" / model / "fold0" / "predictions.parquet")
         assert set(preds["subset"]) <= {"test", "val"} and preds["risk"].notna().all()
+    comparisons = pd.read_table(out / "summary" / "comparisons.tsv")
+    assert {"merge", "fuse", "ensemble"} <= set(comparisons["model"])
+    for name in ("risk_groups", "folds", "merge_vs_ensemble", "qc_thumbnails"):
+        assert (out / "summary" / "figures" / f"{name}.png").stat().st_size > 5000
     folds = pd.read_parquet(out / "cohort" / "folds.parquet")
     assert set(folds["fold"]) == {0, 1} and set(folds["subset"]) == {"train", "val", "test"}
     manifest = pd.read_parquet(out / "modalities" / "wsi.parquet")
@@ -39,6 +50,18 @@ def test_demo_front_half_runs_end_to_end(demo_run):
     assert run["config"]["demo"]["n_patients"] == 30 and run["jobs"]["n"] > 10 and run["packages"]["snakemake"]
     inputs = pd.read_table(out / "provenance" / "inputs.tsv")
     assert inputs["path"].str.endswith(".svs").sum() == len(list((demo_run / "results" / "demo_input" / "slides").glob("*.svs")))
+
+
+def test_report_embeds_every_figure_and_table(demo_run, tmp_path):
+    report = tmp_path / "report.html"
+    snakemake(demo_run, "--report", str(report))
+    html = report.read_text()
+    figures = demo_run / "results" / "demo" / "summary" / "figures"
+    for name in ("risk_groups", "folds", "merge_vs_ensemble", "qc_thumbnails"):
+        png = base64.b64encode((figures / f"{name}.png").read_bytes()).decode()
+        assert png in html, f"{name}.png is not embedded in the report"
+    for table in ("metrics.tsv", "folds.tsv", "comparisons.tsv"):
+        assert table in html
 
 
 def test_blank_slide_is_recorded_not_fatal(demo_run):

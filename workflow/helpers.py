@@ -53,9 +53,15 @@ def put_python_bin_on_path() -> None:
 
 
 def print_summary(path: str) -> None:
-    """Print the run's summary table (mean +- std over folds per model) at the end of a run."""
+    """Print the headline metric per model and the paired comparisons at the end of a run."""
     if not os.path.exists(path):
         return
     table = pd.read_table(path)
-    print(f"\nSummary ({path}):")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    headline = table[table["metric"] == table["metric"].iloc[0]].drop(columns=["missing"], errors="ignore")
+    fmt = lambda v: f"{v:.3f}"  # noqa: E731
+    print(f"\nSummary ({path}; every metric there, per fold in folds.tsv):")
+    print(headline.to_string(index=False, float_format=fmt))
+    comparisons = Path(path).with_name("comparisons.tsv")
+    if comparisons.exists():
+        print(f"\nPaired comparisons on shared test patients ({comparisons}):")
+        print(pd.read_table(comparisons).to_string(index=False, float_format=fmt))

@@ -6,13 +6,17 @@ import numpy as np
 
 
 def c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
-    """Harrell's C (scikit-survival); NaN when the set has no event (undefined)."""
+    """Harrell's C (scikit-survival); NaN when undefined (no event, no comparable pair)."""
+    from sksurv.exceptions import NoComparablePairException
     from sksurv.metrics import concordance_index_censored
 
     event = np.asarray(event).astype(bool)
     if event.sum() == 0 or len(event) < 2:
         return float("nan")
-    return float(concordance_index_censored(event, np.asarray(time, float), np.asarray(risk, float))[0])
+    try:
+        return float(concordance_index_censored(event, np.asarray(time, float), np.asarray(risk, float))[0])
+    except NoComparablePairException:
+        return float("nan")
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:

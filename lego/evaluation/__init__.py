@@ -1,0 +1,1 @@
+"""Metrics, bootstrap intervals, baselines and figures: everything after prediction."""

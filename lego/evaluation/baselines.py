@@ -1,0 +1,174 @@
+"""Reference models on the same folds as the LegoBlocks, with the same in-fold preprocessing.
+
+* ``coxnet`` / ``rsf`` (survival) and ``logreg`` / ``rf`` (classification) on one modality or on
+  several concatenated (early fusion). Inputs come from :func:`lego.data.fold_data.fit_modality`,
+  the very code the blocks use: fitted on the fold's training patients only (scaling, clipping,
+  feature selection). Patch bags enter as the mean of their standardised patch features.
+  Early fusion keeps every patient with at least one of the modalities: a missing modality is
+  its training mean (zeros after standardisation) plus a 0/1 "has <modality>" column.
+* Hyper-parameters (Coxnet's alpha, the forests' leaf size, the logistic penalty) are chosen on
+  the fold's validation patients only; the test patients are only predicted.
+* ``ensemble``: late fusion, the mean of the single blocks' survival curves and risks (or class
+  probabilities) over the blocks a patient has -- the ensemble the MM-Lego paper compares against.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from lego.data.fold_data import Targets, fit_modality, load_modality_table
+from lego.errors import InputError
+from lego.evaluation.metrics import headline
+
+log = logging.getLogger(__name__)
+
+SURVIVAL = ("coxnet", "rsf")
+CLASSIFICATION = ("logreg", "rf")
+
+
+def design_matrices(modalities: dict[str, dict], labels: pd.DataFrame, ids: dict[str, list[str]], targets: Targets,
+                    seed: int = 0, where: str = "") -> dict[str, tuple[list[str], np.ndarray]]:
+    """Per subset: (patient ids, feature matrix) from in-fold preprocessed modalities.
+
+    ``modalities``: name -> {"kind", "path", "categorical"?, "preprocess"?}.
+    """
+    known = set(labels["patient_id"])
+    blocks = {}
+    for name, spec in modalities.items():
+        table = load_modality_table(spec["kind"], spec["path"])
+        mod = fit_modality(name, spec["kind"], table, ids["train"], spec.get("categorical"), seed=seed, where=where,
+                           preprocess=spec.get("preprocess"), targets=targets)
+        blocks[name] = ({p: t.numpy().mean(0) for p, t in mod.per_patient.items() if p in known}, mod.dim)
+    several = len(blocks) > 1
+    out = {}
+    for subset, subset_ids in ids.items():
+        pids = [p for p in subset_ids if any(p in per for per, _ in blocks.values())]
+        cols = []
+        for per, dim in blocks.values():
+            x = np.stack([per.get(p, np.zeros(dim, np.float32)) for p in pids]) if pids else np.zeros((0, dim))
+            cols.append(x)
+            if several:
+                cols.append(np.array([[p in per] for p in pids], float).reshape(-1, 1))
+        out[subset] = (pids, np.concatenate(cols, axis=1).astype(np.float64) if cols else np.zeros((len(pids), 0)))
+    return out
+
+
+def _step_at(fn, times: np.ndarray) -> np.ndarray:
+    """A scikit-survival step function evaluated anywhere (1 before its first time, last value after)."""
+    idx = np.searchsorted(fn.x, times, side="right") - 1
+    return np.where(idx < 0, 1.0, fn.y[np.clip(idx, 0, len(fn.y) - 1)])
+
+
+def _survival_frame(pids, risk, surv_fns, edges) -> pd.DataFrame:
+    df = pd.DataFrame({"patient_id": pids, "risk": np.asarray(risk, float)})
+    finite = np.asarray(edges[1:-1], float)
+    for k, t in enumerate(finite):
+        df[f"surv_{k}"] = [float(_step_at(fn, np.array([t]))[0]) for fn in surv_fns]
+    df[f"surv_{len(finite)}"] = [float(fn.y[-1]) for fn in surv_fns]  # past the last finite edge
+    return df
+
+
+def _candidates(method: str, seed: int):
+    """(hyper-parameter label, unfitted estimator) pairs to choose among on validation."""
+    if method == "rsf":
+        from sksurv.ensemble import RandomSurvivalForest
+
+        return [(f"min_samples_leaf={m}", RandomSurvivalForest(n_estimators=100, min_samples_leaf=m, max_features="sqrt",
+                                                               n_jobs=1, random_state=seed)) for m in (5, 15, 30)]
+    if method == "rf":
+        from sklearn.ensemble import RandomForestClassifier
+
+        return [(f"min_samples_leaf={m}", RandomForestClassifier(n_estimators=100, min_samples_leaf=m, random_state=seed))
+                for m in (1, 5, 15)]
+    if method == "logreg":
+        from sklearn.linear_model import LogisticRegression
+
+        return [(f"C={c}", LogisticRegression(C=c, penalty="elasticnet", l1_ratio=0.5, solver="saga", max_iter=5000,
+                                              random_state=seed)) for c in (0.01, 0.1, 1.0, 10.0)]
+    raise InputError(f"unknown baseline {method!r}; choose from {SURVIVAL + CLASSIFICATION}")
+
+
+def _predict_survival(method: str, est, x: np.ndarray, pids: list[str], edges, alpha=None) -> pd.DataFrame:
+    if not pids:  # e.g. no test patient of this fold has the modality
+        return _survival_frame([], [], [], edges)
+    if method == "coxnet":
+        return _survival_frame(pids, est.predict(x, alpha=alpha), est.predict_survival_function(x, alpha=alpha), edges)
+    return _survival_frame(pids, est.predict(x), est.predict_survival_function(x), edges)
+
+
+def _predict_classes(est, x: np.ndarray, pids: list[str], classes: list[str]) -> pd.DataFrame:
+    proba = np.zeros((len(pids), len(classes)))
+    if len(pids):
+        proba[:, est.classes_] = est.predict_proba(x)  # a class absent in training keeps probability 0
+    return pd.DataFrame({"patient_id": pids, **{f"p_{c}": proba[:, k] for k, c in enumerate(classes)}})
+
+
+def fit_baseline(method: str, data: dict[str, tuple[list[str], np.ndarray]], labels: pd.DataFrame, targets: Targets,
+                 seed: int = 0, where: str = "") -> tuple[dict[str, pd.DataFrame], dict]:
+    """Fit on train, choose the hyper-parameter on validation; predictions per subset and the choice."""
+    lab = labels.set_index("patient_id")
+    train_ids, x_train = data["train"]
+    if len(train_ids) < 5:
+        raise InputError(f"{where}: baseline {method!r} has {len(train_ids)} training patients; it needs at least 5")
+    val_ids, x_val = data["val"]
+    task = targets.task
+
+    def with_labels(pred):
+        return pred.merge(lab, left_on="patient_id", right_index=True, how="left")
+
+    if task == "survival":
+        from sksurv.util import Surv
+
+        y = Surv.from_arrays(lab.loc[train_ids, "event"].astype(bool).to_numpy(), lab.loc[train_ids, "time"].to_numpy(float))
+        if not y["event"].any():
+            raise InputError(f"{where}: baseline {method!r}: no event among the fold's training patients")
+        edges = targets.bins
+        if method == "coxnet":
+            from sksurv.linear_model import CoxnetSurvivalAnalysis
+
+            est = CoxnetSurvivalAnalysis(l1_ratio=0.5, alpha_min_ratio=0.01, n_alphas=30, fit_baseline_model=True)
+            est.fit(x_train, y)
+            options = [(f"alpha={a:.4g}", est, a) for a in est.alphas_]
+        else:
+            options = [(label, e.fit(x_train, y), None) for label, e in _candidates(method, seed)]
+        predict = lambda e, x, ids, a: _predict_survival(method, e, x, ids, edges, a)  # noqa: E731
+    else:
+        y = np.array([targets.per_patient[p][0] for p in train_ids])
+        if len(np.unique(y)) < 2:
+            raise InputError(f"{where}: baseline {method!r}: one class only among the fold's training patients")
+        options = [(label, e.fit(x_train, y), None) for label, e in _candidates(method, seed)]
+        predict = lambda e, x, ids, a: _predict_classes(e, x, ids, targets.classes)  # noqa: E731
+
+    scores = []
+    for label, est, alpha in options:
+        s = headline(with_labels(predict(est, x_val, val_ids, alpha)), task) if val_ids else np.nan
+        scores.append(-np.inf if np.isnan(s) else s)
+    best = int(np.argmax(scores)) if np.isfinite(scores).any() else len(options) // 2
+    label, est, alpha = options[best]
+    chosen = {"method": method, "chosen": label, "val_score": None if not np.isfinite(scores[best]) else float(scores[best]),
+              "candidates": [o[0] for o in options]}
+    log.info("%s: %s chose %s on validation (%s)", where, method, label, chosen["val_score"])
+    preds = {s: predict(est, data[s][1], data[s][0], alpha) for s in ("test", "val")}
+    return preds, chosen
+
+
+def ensemble(block_predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Late fusion: per patient and subset, the mean of the blocks' curves/risks or probabilities."""
+    frames = []
+    for name, p in block_predictions.items():
+        cols = [c for c in p.columns if c == "risk" or c.startswith(("surv_", "p_"))]
+        frames.append(p[["patient_id", "subset", *cols]].assign(_block=name))
+    if not frames:
+        raise InputError("the ensemble needs the predictions of at least one block")
+    both = pd.concat(frames, ignore_index=True)
+    value_cols = [c for c in both.columns if c not in ("patient_id", "subset", "_block")]
+    out = both.groupby(["patient_id", "subset"], sort=True)[value_cols].mean().reset_index()
+    out["n_blocks"] = both.groupby(["patient_id", "subset"], sort=True)["_block"].nunique().to_numpy()
+    if any(c.startswith("p_") for c in value_cols):  # renormalise (all blocks share the classes)
+        p = [c for c in value_cols if c.startswith("p_")]
+        out[p] = out[p].div(out[p].sum(axis=1), axis=0)
+    return out
+

@@ -1,0 +1,107 @@
+"""Evaluation stages: score predictions, fit baselines, build the ensemble, summarise all models.
+
+Every model -- LegoBlock, LegoMerge, LegoFuse, baseline, ensemble -- ends as the same two files,
+``predictions.parquet`` (per patient and subset, labels merged in) and ``metrics.json``, so the
+summary, the bootstrap and the figures treat them all alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from lego.data.fold_data import fold_ids, make_targets
+from lego.errors import InputError
+from lego.evaluation.baselines import design_matrices, ensemble, fit_baseline
+from lego.evaluation.metrics import score_subset
+from lego.io import write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalOptions:
+    """Metric settings shared by every model (config section ``evaluation``)."""
+
+    horizons: list[float] = field(default_factory=lambda: [12.0, 36.0, 60.0])
+    tau_quantile: float = 0.8
+    n_boot: int = 1000
+    ci: float = 0.95
+    seed: int = 0
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "EvalOptions":
+        return cls(**json.loads(text)) if text else cls()
+
+
+def write_evaluation(pred: dict[str, pd.DataFrame], labels: pd.DataFrame, ids: dict[str, list[str]], task: str,
+                     edges: list[float] | None, opts: EvalOptions, name: str, fold: int, out_dir: str | Path,
+                     extra: dict | None = None, not_fitted: str | None = None) -> dict:
+    """Score ``pred`` (subset -> predictions) on test and validation and write both files.
+
+    ``not_fitted``: why the model has no predictions; it becomes every metric's missing reason.
+    """
+    train = labels[labels["patient_id"].isin(ids["train"])]
+    results = {"model": name, "fold": int(fold), "task": task, "bins": list(edges) if edges else None, **(extra or {})}
+    frames = []
+    for subset in ("test", "val"):
+        p = pred[subset].merge(labels, on="patient_id", how="left")
+        results[subset] = score_subset(p, task, train, edges, opts.horizons, opts.tau_quantile)
+        if not_fitted:
+            results[subset]["missing"] = {k: f"not fitted: {not_fitted}" for k in results[subset]["missing"]}
+        frames.append(p.assign(subset=subset))
+    predictions = pd.concat(frames, ignore_index=True)
+    predictions.insert(1, "subset", predictions.pop("subset"))
+    write_parquet(predictions, Path(out_dir) / "predictions.parquet")
+    write_json(results, Path(out_dir) / "metrics.json")
+    return results
+
+
+def run_baselines(methods: list[str], source: str, modalities: dict[str, dict], labels: str, folds: str, fold: int,
+                  task: str, n_bins: int, opts: EvalOptions, out_root: str, seed: int = 0) -> dict[str, dict]:
+    """Fit baselines on one input (a modality, or ``early``: several) of one fold and evaluate each.
+
+    The in-fold design matrices are built once and shared by the methods; each method writes
+    ``<out_root>/<method>-<source>/fold<k>/{predictions.parquet,metrics.json}``.
+    """
+    lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), fold)
+    where = f"baselines on {source}, fold {fold}"
+    targets = make_targets(lab, ids["train"], task, n_bins, where)
+    data = design_matrices(modalities, lab, ids, targets, seed, where)
+    results = {}
+    for method in methods:
+        name = f"{method}-{source}"
+        try:
+            preds, chosen = fit_baseline(method, data, lab, targets, seed, f"{name}, fold {fold}")
+        except (InputError, ArithmeticError) as e:
+            # Documented fallback: a baseline that cannot be fitted on this fold (too few patients,
+            # no event, a numerical failure) predicts nobody; every metric is missing with the reason.
+            log.warning("%s", e)
+            empty = pd.DataFrame({"patient_id": pd.Series([], dtype=str)})
+            preds, chosen = {"test": empty, "val": empty}, {"method": method, "chosen": None, "failed": str(e)}
+        failed = chosen.get("failed")
+        extra = {"baseline": chosen, "modalities": sorted(modalities), "n_features": int(data["train"][1].shape[1])}
+        results[name] = write_evaluation(preds, lab, ids, task, targets.bins or None, opts, name, fold,
+                                         Path(out_root) / name / f"fold{fold}", extra, failed)
+    return results
+
+
+def run_ensemble(block_metrics: list[str], labels: str, folds: str, opts: EvalOptions, out_dir: str, name: str = "ensemble") -> dict:
+    """Late-fusion ensemble of one fold's evaluated blocks (their predictions.parquet files)."""
+    rows = [json.loads(Path(f).read_text()) for f in block_metrics]
+    if not rows:
+        raise InputError("the ensemble needs at least one block's metrics.json")
+    if len({r["fold"] for r in rows}) != 1:
+        raise InputError(f"the ensemble's blocks come from different folds: {sorted({r['fold'] for r in rows})}")
+    fold, task, edges = rows[0]["fold"], rows[0]["task"], rows[0].get("bins")
+    preds = {r["model"]: pd.read_parquet(Path(f).with_name("predictions.parquet")) for r, f in zip(rows, block_metrics)}
+    label_cols = [c for c in ("time", "event", "label") if c in next(iter(preds.values())).columns]
+    both = ensemble({m: p.drop(columns=label_cols) for m, p in preds.items()})
+    lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), fold)
+    per_subset = {s: both[both["subset"] == s].drop(columns="subset").reset_index(drop=True) for s in ("test", "val")}
+    return write_evaluation(per_subset, lab, ids, task, edges, opts, name, fold, out_dir, {"blocks": sorted(preds)})
+

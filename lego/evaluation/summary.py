@@ -1,0 +1,146 @@
+"""The run's tables: every model x metric over folds, per-fold values, and paired comparisons.
+
+* ``metrics.tsv``: per model and metric the test mean and std over the folds where the metric
+  exists, the validation mean and std, how many folds had it, the missing folds with reasons, and
+  for the headline metric (Harrell's C / AUC) a 95 % fold-stratified bootstrap CI.
+* ``folds.tsv``: one row per model, fold, subset and metric (value or reason).
+* ``comparisons.tsv``: LegoMerge, LegoFuse and the late-fusion ensemble against every single block
+  (the one with the best *validation* score -- never test -- is marked and listed first), and
+  merge/fuse against the ensemble; each a paired bootstrap of the difference on the test patients
+  both models predict (a block only predicts patients with its modality, so the blocks' own-set
+  means are not comparable with each other or with the merge).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lego.evaluation.bootstrap import mean_ci, paired_difference
+from lego.evaluation.metrics import CLASSIFICATION_METRICS, HEADLINE, LOWER_IS_BETTER
+from lego.io import write_tsv
+
+log = logging.getLogger(__name__)
+
+LEGO = ("merge", "fuse")
+
+
+def model_kind(name: str) -> str:
+    if name.startswith("block-"):
+        return "block"
+    if name in LEGO:
+        return "lego"
+    return "ensemble" if name == "ensemble" else "baseline"
+
+
+def _metric_names(rows: list[dict], task: str) -> list[str]:
+    if task != "survival":
+        return list(CLASSIFICATION_METRICS)
+    horizons = sorted({k for r in rows for k in r["test"] if k.startswith("auc_")}, key=lambda k: float(k[4:]))
+    return ["c_index", "uno_c", *horizons, "mean_auc", "ibs"]
+
+
+def folds_table(rows: list[dict], task: str) -> pd.DataFrame:
+    names = _metric_names(rows, task)
+    out = []
+    for r in rows:
+        for subset in ("test", "val"):
+            res = r[subset]
+            for m in names:
+                out.append({"model": r["model"], "fold": r["fold"], "subset": subset, "metric": m, "value": res.get(m),
+                            "n": res.get("n", 0), "missing": res.get("missing", {}).get(m, "" if m in res else "not computed")})
+    df = pd.DataFrame(out)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    return df
+
+
+def _test_frames(preds: dict[tuple[str, int], pd.DataFrame], model: str, folds: list[int]) -> list[pd.DataFrame]:
+    return [preds.get((model, f), pd.DataFrame()) for f in folds]
+
+
+def _paired_frames(preds, a: str, b: str, folds: list[int], task: str) -> list[pd.DataFrame]:
+    """Per fold: test patients both models predict, labels once, predictions prefixed a_/b_."""
+    out = []
+    label_cols = ["time", "event"] if task == "survival" else ["label"]
+    for f in folds:
+        pa, pb = preds.get((a, f)), preds.get((b, f))
+        if pa is None or pb is None:
+            out.append(pd.DataFrame())
+            continue
+        keep = lambda p: [c for c in p.columns if c == "risk" or c.startswith("p_")]  # noqa: E731
+        left = pa[["patient_id", *label_cols, *keep(pa)]].rename(columns={c: f"a_{c}" for c in keep(pa)})
+        right = pb[["patient_id", *keep(pb)]].rename(columns={c: f"b_{c}" for c in keep(pb)})
+        out.append(left.merge(right, on="patient_id").dropna(subset=label_cols))
+    return out
+
+
+def summarise(metric_files: list[str], out_dir: str | Path, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Write metrics.tsv, folds.tsv and comparisons.tsv under ``out_dir``; return them."""
+    rows = [json.loads(Path(f).read_text()) for f in metric_files]
+    if not rows:
+        raise ValueError("no metrics files to summarise")
+    task = rows[0]["task"]
+    key = HEADLINE[task]
+    preds = {}
+    for r, f in zip(rows, metric_files):
+        p = pd.read_parquet(Path(f).with_name("predictions.parquet"))
+        preds[(r["model"], r["fold"])] = p[p["subset"] == "test"].reset_index(drop=True)
+    folds = sorted({r["fold"] for r in rows})
+    long = folds_table(rows, task)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+
+    table = []
+    for model in models:
+        mine = long[long["model"] == model]
+        for metric in _metric_names(rows, task):
+            t = mine[(mine["metric"] == metric) & (mine["subset"] == "test")]
+            v = mine[(mine["metric"] == metric) & (mine["subset"] == "val")]
+            missing = "; ".join(f"fold {fo}: {why}" for fo, val, why in zip(t["fold"], t["value"], t["missing"]) if np.isnan(val))
+            row = {"model": model, "kind": model_kind(model), "metric": metric, "test_mean": t["value"].mean(),
+                   "test_std": t["value"].std(), "ci_low": np.nan, "ci_high": np.nan, "val_mean": v["value"].mean(),
+                   "val_std": v["value"].std(), "folds": int(t["value"].notna().sum()), "n_test": t["n"].mean(),
+                   "missing": missing}
+            if metric == key:
+                row["ci_low"], row["ci_high"] = mean_ci(_test_frames(preds, model, folds), task, n_boot, level, seed)
+            table.append(row)
+    metrics = pd.DataFrame(table)
+    comparisons = _comparisons(metrics, preds, folds, task, key, n_boot, level, seed)
+    out_dir = Path(out_dir)
+    write_tsv(metrics.round(4), out_dir / "metrics.tsv")
+    write_tsv(long.round(4), out_dir / "folds.tsv")
+    write_tsv(comparisons.round(4), out_dir / "comparisons.tsv")
+    return {"metrics": metrics, "folds": long, "comparisons": comparisons}
+
+
+def best_block(metrics: pd.DataFrame, key: str) -> str | None:
+    """The single block with the best *validation* mean of the headline metric."""
+    blocks = metrics[(metrics["kind"] == "block") & (metrics["metric"] == key)].dropna(subset=["val_mean"])
+    if blocks.empty:
+        return None
+    order = blocks.sort_values("val_mean", ascending=key in LOWER_IS_BETTER)
+    return str(order.iloc[0]["model"])
+
+
+def _comparisons(metrics, preds, folds, task, key, n_boot, level, seed) -> pd.DataFrame:
+    models = set(metrics["model"])
+    ref = best_block(metrics, key)
+    blocks = sorted(m for m in models if model_kind(m) == "block")
+    pairs = [(m, b, "best block (validation)" if b == ref else "block")
+             for m in ("merge", "fuse", "ensemble") if m in models for b in sorted(blocks, key=lambda b: b != ref)]
+    pairs += [(m, "ensemble", "late-fusion ensemble") for m in LEGO if m in models and "ensemble" in models]
+    head = metrics[metrics["metric"] == key].set_index("model")
+    out = []
+    for a, b, what in pairs:
+        frames = _paired_frames(preds, a, b, folds, task)
+        res = paired_difference(frames, task, n_boot, level, seed)
+        out.append({"model": a, "reference": b, "reference_is": what, "metric": key,
+                    "own_sets_difference": head.loc[a, "test_mean"] - head.loc[b, "test_mean"],
+                    "paired_difference": res["difference"], "ci_low": res["ci_low"], "ci_high": res["ci_high"],
+                    "p_not_better": res["p_not_better"], "n_paired": float(np.mean([len(f) for f in frames]))})
+    return pd.DataFrame(out, columns=["model", "reference", "reference_is", "metric", "own_sets_difference",
+                                      "paired_difference", "ci_low", "ci_high", "p_not_better", "n_paired"])
+
