@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas costs ~0.3 s to import; per-slide jobs (embedding) never need it
+    import pandas as pd
 
 
 @contextlib.contextmanager

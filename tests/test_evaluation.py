@@ -237,3 +237,14 @@ def test_summary_copes_with_a_model_that_predicts_nobody(tmp_path):
     m = summarise(files, tmp_path / "summary", n_boot=50)["metrics"].set_index(["model", "metric"])
     assert m.loc[("coxnet-x", "c_index"), "folds"] == 0 and np.isnan(m.loc[("coxnet-x", "c_index"), "ci_low"])
     assert "not fitted: too few patients" in m.loc[("coxnet-x", "c_index"), "missing"]
+
+
+def test_figures_show_a_model_without_predictions_as_such(tmp_path):
+    from lego.evaluation.figures import risk_groups
+
+    rng = np.random.default_rng(7)
+    ok = pd.DataFrame({"patient_id": [f"P{i}" for i in range(40)], "time": rng.exponential(10, 40),
+                       "event": rng.integers(0, 2, 40), "risk": rng.normal(size=40), "fold": np.repeat([0, 1], 20)})
+    empty = pd.DataFrame({"patient_id": [], "time": [], "event": [], "fold": []})
+    risk_groups({"block-x": ok, "coxnet-x": empty}, "survival", tmp_path / "km.png")
+    assert (tmp_path / "km.png").stat().st_size > 5000

@@ -48,7 +48,10 @@ def risk_groups(predictions: dict[str, pd.DataFrame], task: str, path: str | Pat
     fig, axes = _grid(len(predictions))
     for ax, (model, pred) in zip(axes, predictions.items()):
         ax.set_title(model, fontsize=10)
-        if task == "survival":
+        if not len(pred) or not any(c == "risk" or c.startswith("p_") for c in pred.columns):
+            ax.text(0.5, 0.5, "no test predictions\n(see metrics.tsv, missing)", ha="center", va="center", fontsize=8)
+            ax.axis("off")
+        elif task == "survival":
             _km_panel(ax, pred)
         else:
             _roc_panel(ax, pred)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from lego.errors import SlideError
 from lego.io import atomic_path, read_parquet_metadata, write_parquet
@@ -130,6 +129,8 @@ def segment_tissue(slide: Slide, params: TissueParams) -> Tissue:
 
 def write_tissue(tissue: Tissue, path: str | Path) -> None:
     """Contours as parquet (one row per contour, list columns x and y) with the metadata attached."""
+    import pandas as pd  # lazily: per-slide embedding jobs import this module but never need pandas
+
     df = pd.DataFrame(
         {
             "contour_id": np.arange(len(tissue.contours), dtype=np.int32),
@@ -143,6 +144,8 @@ def write_tissue(tissue: Tissue, path: str | Path) -> None:
 
 
 def read_tissue(path: str | Path) -> Tissue:
+    import pandas as pd  # lazily: per-slide embedding jobs import this module but never need pandas
+
     df = pd.read_parquet(path)
     meta = read_parquet_metadata(path)
     contours = [np.stack([np.asarray(x), np.asarray(y)], axis=1).astype(np.int64) for x, y in zip(df["x"], df["y"])]
