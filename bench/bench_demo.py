@@ -1,0 +1,59 @@
+"""The whole demo pipeline on this machine: wall time and peak memory, cold and fully cached.
+
+Run by hand:  .venv/bin/python bench/bench_demo.py [--cold] [--cores 2]
+Writes bench/results/demo_pipeline.json.
+
+``--cold`` runs the demo from nothing in a temporary working directory (about 9 minutes on 2
+cores); without it, the repository's finished demo run (`snakemake --cores 2` done before) is
+used. Either way it then times `snakemake --cores N` with nothing to do and `snakemake -n`: a
+finished run must answer in seconds. Peak memory is GNU time's maximum resident set size, which
+covers Snakemake and the largest of its jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def timed(workdir: Path, *args: str) -> dict:
+    cmd = ["/usr/bin/time", "-f", "MAXRSS_KB %M", SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory",
+           str(workdir), "--configfile", str(REPO / "config" / "config.yaml"), *args]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"snakemake {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    peak = int(proc.stderr.rsplit("MAXRSS_KB", 1)[1].split()[0]) / 1024
+    return {"wall_s": round(wall, 2), "peak_rss_mb": round(peak), "nothing_to_do": "Nothing to be done" in proc.stdout + proc.stderr}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--cold", action="store_true", help="run the demo from nothing first (about 9 minutes)")
+    ap.add_argument("--cores", type=int, default=2)
+    args = ap.parse_args()
+    result = {"cores": args.cores}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp) if args.cold else REPO
+        if args.cold:
+            result["cold"] = timed(workdir, "--cores", str(args.cores))
+        result["cached_run"] = timed(workdir, "--cores", str(args.cores))
+        result["cached_dry_run"] = timed(workdir, "-n")
+    if not result["cached_run"]["nothing_to_do"]:
+        raise SystemExit("the finished demo still had work to do; run `snakemake --cores 2` first")
+    write_result("demo_pipeline", result)
+
+
+if __name__ == "__main__":
+    main()
