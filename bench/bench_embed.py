@@ -1,12 +1,17 @@
 """Embedding throughput of each registered encoder on real slide patches (CPU or GPU as found).
 
-Run by hand:  .venv/bin/python bench/bench_embed.py [--patches 256] [--batch-size 32]
-Writes bench/results/embedding.json. resnet50_trunc runs with random weights (its real weights
-are user-supplied); speed does not depend on the weight values.
+Run by hand:  .venv/bin/python bench/bench_embed.py [--patches 256] [--batch-size 32] [--workers 1]
+Writes bench/results/embedding.json (embedding_gpu.json on a GPU). resnet50_trunc runs with
+random weights (its real weights are user-supplied); speed does not depend on the weight values.
 
-Per encoder: the pipeline (`embed_slide`: DataLoader reader workers, batches of ``--batch-size``,
-inference mode) against the obvious loop -- read one patch with OpenSlide, embed it alone -- over
-the same patches, with the ratio, and the peak RSS growth of each (ru_maxrss before/after).
+Per encoder, after one warm-up batch (so neither side pays the one-off start-up):
+- ``pipeline``: ``embed_slide`` as the workflow runs it -- DataLoader reader workers, batches of
+  ``--batch-size``, uint8 transfer, autocast on CUDA -- over ``--patches`` patches;
+- ``one_at_a_time``: the obvious loop -- read one patch with OpenSlide, resize, embed it alone --
+  over the first ``--loop-patches`` of the same patches, same precision;
+- ``compute_only``: the model alone on patches already in memory at batch sizes 1, 8, 32 (and 128
+  on a GPU), which separates what batching buys the model from what the reader costs.
+Peak memory: the process's ru_maxrss after each encoder, and torch's peak GPU allocation per phase.
 """
 
 from __future__ import annotations
@@ -19,10 +24,26 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bench_slide, write_result  # noqa: E402
+from common import bench_slide, gpu_peak_mb, write_result  # noqa: E402
 
 
-def one_at_a_time(path, grid, enc, n: int) -> float:
+def _reset_gpu_peak() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _embed(enc, batch, dev):
+    import torch
+
+    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
+        out = enc.embed(batch.to(dev, non_blocking=True))
+    return out.float().cpu()  # the pipeline also brings every batch back to the host
+
+
+def one_at_a_time(path, grid, enc, dev, n: int) -> float:
     """Seconds for the naive loop: read a patch, resize, embed it alone (first ``n`` patches)."""
     import cv2
     import torch
@@ -31,33 +52,52 @@ def one_at_a_time(path, grid, enc, n: int) -> float:
     from lego.slides.reader import open_slide
 
     level, px = int(grid.attrs["read_level"]), int(grid.attrs["read_px"])
-    enc.model.eval()
     t0 = time.perf_counter()
     with open_slide(path) as slide, torch.inference_mode():
         for x, y in grid.coords[:n]:
             patch = slide.read_rgb(int(x), int(y), level, (px, px))
             if patch.shape[0] != enc.input_px:
                 patch = cv2.resize(patch, (enc.input_px, enc.input_px), interpolation=cv2.INTER_AREA)
-            enc.embed(to_chw_uint8(patch).unsqueeze(0))
+            _embed(enc, to_chw_uint8(patch).unsqueeze(0), dev)
     return time.perf_counter() - t0
+
+
+def compute_only(enc, dev, batch_sizes: list[int], n: int) -> dict[str, float]:
+    """Patches/s of the model alone on random uint8 patches held in memory, per batch size."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    with torch.inference_mode():
+        for bs in batch_sizes:
+            batch = torch.randint(0, 256, (bs, 3, enc.input_px, enc.input_px), dtype=torch.uint8, generator=gen)
+            _embed(enc, batch, dev)  # warm-up at this shape (cuDNN picks its kernels here)
+            reps = max(1, n // bs)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                _embed(enc, batch, dev)
+            out[str(bs)] = round(reps * bs / (time.perf_counter() - t0), 1)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--patches", type=int, default=256)
+    ap.add_argument("--loop-patches", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
 
     import torch
 
-    from lego.slides.embed import embed_slide
+    from lego.slides.embed import embed_slide, resolve_device
     from lego.slides.encoders import create_encoder, list_encoders
     from lego.slides.encoders.resnet50_trunc import ResNet50Trunc
     from lego.slides.patches import PatchGrid, PatchParams, make_patch_grid, write_patches
     from lego.slides.reader import open_slide
     from lego.slides.tissue import TissueParams, segment_tissue
 
+    dev = resolve_device("auto")
     path = bench_slide()
     tmp = Path(tempfile.mkdtemp())
     with open_slide(path) as slide:
@@ -65,28 +105,41 @@ def main() -> None:
     grid = PatchGrid(grid.coords[: args.patches], grid.tissue_fraction[: args.patches], grid.attrs)
     write_patches(grid, tmp / "patches.h5")
     torch.save(ResNet50Trunc().state_dict(), tmp / "r50.pth")
+    sizes = [1, 8, 32] + ([128] if dev.type == "cuda" else [])
+    n_loop = min(args.patches, args.loop_patches)
 
     results = {}
     for name in list_encoders():
         enc = create_encoder(name, str(tmp / "r50.pth") if name == "resnet50_trunc" else None)
+        enc.model.to(dev).eval()
+        with torch.inference_mode():
+            _embed(enc, torch.zeros((args.batch_size, 3, enc.input_px, enc.input_px), dtype=torch.uint8), dev)
+        _reset_gpu_peak()
         t0 = time.perf_counter()
-        stats = embed_slide(path, tmp / "patches.h5", enc, tmp / f"{name}.h5", batch_size=args.batch_size, num_workers=args.workers)
+        stats = embed_slide(path, tmp / "patches.h5", enc, tmp / f"{name}.h5", batch_size=args.batch_size,
+                            num_workers=args.workers)
         wall = time.perf_counter() - t0
-        loop_s = one_at_a_time(path, grid, enc, min(args.patches, 64))
-        n_loop = min(args.patches, 64)
+        pipeline_gpu_mb = gpu_peak_mb()
+        _reset_gpu_peak()
+        loop_s = one_at_a_time(path, grid, enc, dev, n_loop)
+        loop_gpu_mb = gpu_peak_mb()
         results[name] = {
             "dim": enc.dim,
             "input_px": enc.input_px,
             "patches": stats["patches"],
-            "seconds": round(wall, 2),
-            "patches_per_s": round(stats["patches"] / wall, 1),
+            "pipeline_s": round(wall, 2),
+            "pipeline_patches_per_s": round(stats["patches"] / wall, 1),
+            "one_at_a_time_patches": n_loop,
             "one_at_a_time_patches_per_s": round(n_loop / loop_s, 1),
             "speedup_vs_one_at_a_time": round((stats["patches"] / wall) / (n_loop / loop_s), 2),
+            "compute_only_patches_per_s_by_batch": compute_only(enc, dev, sizes, 1024 if dev.type == "cuda" else max(64, args.batch_size * 4)),
             "peak_rss_mb_after": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "pipeline_gpu_peak_mb": pipeline_gpu_mb,
+            "one_at_a_time_gpu_peak_mb": loop_gpu_mb,
         }
         print(name, results[name], flush=True)
     write_result("embedding", {"slide": path.name, "batch_size": args.batch_size, "workers": args.workers,
-                               "device": "cuda" if torch.cuda.is_available() else "cpu", "encoders": results})
+                               "device": str(dev), "encoders": results})
 
 
 if __name__ == "__main__":

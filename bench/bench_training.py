@@ -1,7 +1,7 @@
 """Block training cost: seconds per epoch, samples/s, peak memory and the data-loading share.
 
 Run by hand:  .venv/bin/python bench/bench_training.py [--epochs 3] [--device auto]
-Writes bench/results/block_training.json.
+Writes bench/results/block_training.json (block_training_gpu.json on a GPU).
 
 Three configurations, each in its own process (so its peak RSS is its own): a tabular block
 (SNN encoder, 2,000 features, 512 patients) and bag blocks (ABMIL encoder, 1,024-dim patch
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import gpu_peak_mb, write_result  # noqa: E402
 
 CASES = {
     "tabular_2000_features": {"kind": "tabular", "patients": 512, "dim": 2000, "tokens": 1, "batch": 16},
@@ -64,7 +64,9 @@ def one_case(name: str, epochs: int, device: str) -> dict:
             x, mask = x.to(dev), mask.to(dev)
             y = {k: v.to(dev) for k, v in target_tensors(b, targets).items()}
             t1 = time.perf_counter()
-            loss = nll_survival_loss(block(x, mask)[1], y["bin"], y["event"])
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):  # as the trainer
+                logits = block(x, mask)[1]
+            loss = nll_survival_loss(logits.float(), y["bin"], y["event"])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -81,6 +83,7 @@ def one_case(name: str, epochs: int, device: str) -> dict:
         "samples_per_s": round(case["patients"] / float(np.mean(steady)), 1),
         "loading_share": round(load_s / (load_s + compute_s), 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "gpu_peak_mb": gpu_peak_mb(),
         "input_mb": round(case["patients"] * case["tokens"] * case["dim"] * 4 / 2**20),
         "parameters": sum(p.numel() for p in block.parameters()),
     }

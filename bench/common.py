@@ -12,7 +12,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
-RESULTS = HERE / "results"
+RESULTS = Path(os.environ.get("BENCH_RESULTS", HERE / "results"))
 
 
 def bench_slide(width: int = 16384, height: int = 12288, seed: int = 0) -> Path:
@@ -39,12 +39,25 @@ def machine() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda": torch.cuda.is_available(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch_threads": torch.get_num_threads(),
     }
 
 
+def gpu_peak_mb() -> int | None:
+    """Peak GPU memory allocated by torch in this process (None on the CPU)."""
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else None
+
+
 def write_result(name: str, result: dict) -> Path:
-    RESULTS.mkdir(exist_ok=True)
+    """Write ``results/NAME.json`` (``NAME_gpu.json`` when a GPU was used, so CPU numbers stay)."""
+    import torch
+
+    if torch.cuda.is_available():
+        name += "_gpu"
+    RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), **result}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -39,6 +39,18 @@ def test_efficientnet_uses_the_shipped_imagenet_weights():
         assert a.model(x).shape == (2, 1280)
 
 
+def test_cpu_micro_batches_and_channels_last_give_the_plain_features():
+    """The CPU fast path (NHWC, compute batches of 4) must not change what a batch embeds to."""
+    enc = create_encoder("efficientnet_lite0")
+    assert enc.channels_last and enc.cpu_batch == 4
+    x = torch.randint(0, 256, (9, 3, 224, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fast = enc.embed(x)
+        plain = enc.model.to(memory_format=torch.contiguous_format)(enc.prepare(x))
+    assert fast.shape == (9, 1280)
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
+
+
 def test_resnet50_trunc_needs_a_local_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="needs local weights"):
         create_encoder("resnet50_trunc")

@@ -170,3 +170,13 @@ def test_reading_past_the_slide_edge_gives_white(fixtures_dir):
     assert region.shape == (8, 8, 3) and region.dtype == np.uint8
     assert (region[:4] == 255).all() and (region[:, :4] == 255).all()
     assert (region[4:, 4:] < 255).any(), "the scanned area keeps its pixels"
+
+
+@pytest.mark.parametrize("origin", [(-4, -4), (16, 16)], ids=["past-the-edge", "inside"])
+def test_channel_first_read_matches_rgb_read(fixtures_dir, origin):
+    """The embedding reader's fast channel-first path must give exactly the pixels of read_rgb."""
+    with open_slide(fixtures_dir / "small.svs") as s:
+        rgb = s.read_rgb(*origin, 0, (24, 16))
+        chw = s.read_chw(*origin, 0, (24, 16))
+    assert rgb.shape == (16, 24, 3) and chw.shape == (3, 16, 24) and chw.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(chw, rgb.transpose(2, 0, 1))

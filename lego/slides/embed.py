@@ -60,12 +60,13 @@ class PatchDataset(Dataset):
         if self._slide is None:
             self._slide = open_slide(self.slide_path, self.mpp_fallback)
         x, y = self.coords[i]
-        patch = self._slide.read_rgb(int(x), int(y), self.level, (self.read_px, self.read_px))
+        region = (int(x), int(y), self.level, (self.read_px, self.read_px))
         size = self.encoder.input_px
-        if patch.shape[0] != size:
-            interp = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
-            patch = cv2.resize(patch, (size, size), interpolation=interp)
-        return to_chw_uint8(patch)
+        if self.read_px == size:  # no resizing: straight to the encoder's channel-first layout
+            return torch.from_numpy(self._slide.read_chw(*region))
+        patch = self._slide.read_rgb(*region)
+        interp = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
+        return to_chw_uint8(cv2.resize(patch, (size, size), interpolation=interp))
 
 
 def embed_slide(

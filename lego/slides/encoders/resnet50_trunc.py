@@ -79,4 +79,4 @@ def build(checkpoint: str | None = None) -> Encoder:
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
         raise ConfigError(f"{checkpoint}: not a torchvision ResNet-50 state dict ({first})") from None
-    return Encoder("resnet50_trunc", 1024, 224, net, digest_state_dict(state))
+    return Encoder("resnet50_trunc", 1024, 224, net, digest_state_dict(state), channels_last=True, cpu_batch=4)
