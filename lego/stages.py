@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lego.data.fold_data import (ModalityTensors, apply_modality, collate, fit_modality, fold_ids,
+from lego.data.fold_data import (ModalityTensors, apply_modality, collate, fold_ids, load_fold_modality,
                                  load_modality_table, make_targets)
 from lego.errors import InputError
 from lego.io import write_json
@@ -51,18 +51,9 @@ def train_block(modality: str, kind: str, data: str, labels: str, folds: str, fo
                 out_dir: str, categorical: list[str] | None = None, device: str = "auto") -> dict:
     """Train one modality's LegoBlock on every training patient of the fold who has the modality."""
     where = f"modality {modality!r}, fold {fold}"
-    lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), fold)
-    table = load_modality_table(kind, data)
     seed = int(spec.get("seed", 0))
-    targets = make_targets(lab, ids["train"], task, spec.get("n_bins", 4), where)
-    if task == "classification" and min(t[0] for t in targets.per_patient.values()) < 0:
-        raise InputError(f"{where}: unknown class label")
-    mod = fit_modality(modality, kind, table, ids["train"], categorical, spec.get("max_patches", 4096), seed, where,
-                       preprocess=spec.get("preprocess"), targets=targets)
-    train_ids = [p for p in ids["train"] if p in mod.per_patient]
-    val_ids = [p for p in ids["val"] if p in mod.per_patient]
-    if not train_ids:
-        raise InputError(f"{where}: zero training patients have this modality; it cannot be trained in this fold")
+    inputs = load_fold_modality(modality, kind, data, labels, folds, fold, task, spec, where, categorical)
+    targets, mod, train_ids, val_ids = inputs.targets, inputs.mod, inputs.train_ids, inputs.val_ids
     if task == "survival" and sum(targets.per_patient[p][1] for p in train_ids) == 0:
         log.warning("%s: no events among training patients; the block learns from censoring only", where)
     seed_everything(seed)

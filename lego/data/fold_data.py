@@ -188,3 +188,34 @@ def fold_ids(folds: pd.DataFrame, fold: int) -> dict[str, list[str]]:
     if f.empty:
         raise InputError(f"fold {fold} is not in the folds table (folds: {sorted(folds['fold'].unique())})")
     return {s: sorted(f.loc[f["subset"] == s, "patient_id"]) for s in ("train", "val", "test")}
+
+
+@dataclass
+class FoldModality:
+    """One modality's training inputs for one fold: what a block and the ABMIL baseline share."""
+
+    labels: pd.DataFrame
+    ids: dict[str, list[str]]  # the fold's train / val / test patients (all of them)
+    targets: Targets
+    mod: ModalityTensors
+    train_ids: list[str]  # training patients who have the modality
+    val_ids: list[str]
+
+
+def load_fold_modality(modality: str, kind: str, data: str | Path, labels: str | Path, folds: str | Path, fold: int,
+                       task: str, spec: dict, where: str, categorical: list[str] | None = None) -> FoldModality:
+    """Targets fitted on the fold's training patients and the modality's in-fold preprocessed tensors.
+
+    ``spec``: the block's settings (``n_bins``, ``max_patches``, ``seed``, ``preprocess``).
+    """
+    lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), fold)
+    targets = make_targets(lab, ids["train"], task, spec.get("n_bins", 4), where)
+    if task == "classification" and min(t[0] for t in targets.per_patient.values()) < 0:
+        raise InputError(f"{where}: unknown class label")
+    mod = fit_modality(modality, kind, load_modality_table(kind, data), ids["train"], categorical,
+                       spec.get("max_patches", 4096), int(spec.get("seed", 0)), where,
+                       preprocess=spec.get("preprocess"), targets=targets)
+    train_ids = [p for p in ids["train"] if p in mod.per_patient]
+    if not train_ids:
+        raise InputError(f"{where}: zero training patients have this modality; it cannot be trained in this fold")
+    return FoldModality(lab, ids, targets, mod, train_ids, [p for p in ids["val"] if p in mod.per_patient])

@@ -13,8 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lego.data.fold_data import fit_modality, fold_ids, load_modality_table, make_targets
-from lego.errors import InputError
+from lego.data.fold_data import load_fold_modality
 from lego.evaluation.stages import EvalOptions, write_evaluation
 from lego.io import atomic_path, write_json
 from lego.models.encoders import ABMIL
@@ -47,18 +46,13 @@ def run_abmil(modality: str, data: str, labels: str, folds: str, fold: int, task
     from lego.stages import predict
 
     where = f"abmil-{modality}, fold {fold}"
-    lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), fold)
     seed = int(spec.get("seed", 0))
-    targets = make_targets(lab, ids["train"], task, spec.get("n_bins", 4), where)
-    mod = fit_modality(modality, "wsi", load_modality_table("wsi", data), ids["train"], None,
-                       spec.get("max_patches", 4096), seed, where)
-    train_ids = [p for p in ids["train"] if p in mod.per_patient]
-    if not train_ids:
-        raise InputError(f"{where}: zero training patients have this modality")
+    inputs = load_fold_modality(modality, "wsi", data, labels, folds, fold, task, spec, where)
+    lab, ids, targets, mod, train_ids = inputs.labels, inputs.ids, inputs.targets, inputs.mod, inputs.train_ids
     seed_everything(seed)
     model = PlainABMIL(modality, mod.dim, targets.n_outputs, spec.get("encoder_width", 256), spec.get("dropout", 0.25))
     tcfg = TrainConfig(**{k: spec[k] for k in TrainConfig.__dataclass_fields__ if k in spec})
-    history = train(model, {modality: mod}, targets, train_ids, [p for p in ids["val"] if p in mod.per_patient], tcfg,
+    history = train(model, {modality: mod}, targets, train_ids, inputs.val_ids, tcfg,
                     resolve_device(device), where)
     model = model.cpu().eval()
     config = {"kind": "abmil", "modality": modality, "task": task, "bins": targets.bins, "classes": targets.classes}
