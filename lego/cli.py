@@ -277,10 +277,9 @@ def cmd_ensemble(a) -> None:
 
 
 def cmd_summarise(a) -> None:
-    from lego.evaluation.stages import EvalOptions
     from lego.evaluation.summary import summarise
 
-    opts = EvalOptions.from_json(a.evaluation)
+    opts = _eval_options(a)
     tables = summarise(a.metrics, a.out_dir, opts.n_boot, opts.ci, opts.seed)
     fmt = lambda v: f"{v:.3f}"  # noqa: E731
     print(tables["metrics"].drop(columns="missing").to_string(index=False, float_format=fmt))
