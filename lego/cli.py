@@ -141,8 +141,10 @@ def cmd_make_folds(a) -> None:
     from lego.data.folds import make_folds
     from lego.io import write_parquet
 
-    folds = make_folds(pd.read_parquet(a.labels), a.method, a.n_folds, a.seeds, tuple(a.fractions), a.stratify)
-    write_parquet(folds, a.out, metadata={"method": a.method, "seeds": a.seeds, "fractions": a.fractions})
+    folds = make_folds(pd.read_parquet(a.labels), a.method, a.n_folds, a.seeds, tuple(a.fractions), a.stratify,
+                       a.repeats, a.path)
+    write_parquet(folds, a.out, metadata={"method": a.method, "seeds": a.seeds, "fractions": a.fractions,
+                                          "repeats": a.repeats, "path": a.path})
     log.info("%s", folds.groupby(["fold", "subset"]).size().unstack().to_string())
 
 
@@ -218,6 +220,25 @@ def cmd_merge(a) -> None:
     from lego.stages import merge
 
     merge(a.blocks, a.method, a.head, a.out_dir)
+
+
+def cmd_select_block(a) -> None:
+    from lego.selection import select_candidate
+
+    select_candidate(a.candidates, a.out_dir)
+
+
+def cmd_merge_tuned(a) -> None:
+    from lego.stages import merge_tuned
+
+    _threads(a.threads)
+    merge_tuned(a.blocks, _named_paths(a.data), a.labels, a.folds, a.out_dir, a.head)
+
+
+def cmd_select_variant(a) -> None:
+    from lego.stages import select_variant
+
+    select_variant(a.metrics, a.out_dir, a.name)
 
 
 def cmd_fuse(a) -> None:
@@ -426,8 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("make-folds", cmd_make_folds, "Patient-level train/val/test folds (default: 5 random 70/15/15 splits, seeds 1..5).")
     p.add_argument("--labels", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--method", choices=["random_split", "kfold"], default="random_split")
+    p.add_argument("--method", choices=["random_split", "kfold", "file"], default="random_split",
+                   help="random_split (default), kfold, or file (published splits from --path)")
     p.add_argument("--n-folds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=1, help="kfold: repeated cross-validation (default 1)")
+    p.add_argument("--path", default=None,
+                   help="file: folder of splits_<k>.csv (MCAT/PORPOISE/CLAM) or a patient_id,fold,subset table")
     p.add_argument("--seeds", type=int, nargs="*", default=None)
     p.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.15, 0.15])
     p.add_argument("--stratify", action="store_true")
@@ -470,6 +495,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocks", nargs="+", required=True, help="block model directories of one fold")
     p.add_argument("--method", choices=["sum", "mean", "harmonic"], default="harmonic")
     p.add_argument("--head", choices=["slerp", "linear"], default="slerp")
+    p.add_argument("--out-dir", required=True)
+
+    p = add("select-block", cmd_select_block,
+            "Keep the grid candidate with the best validation score (C-index or AUC) of one block and fold.")
+    p.add_argument("--candidates", nargs="+", required=True, help="candidate block directories (each with history.json)")
+    p.add_argument("--out-dir", required=True)
+
+    p = add("merge-tuned", cmd_merge_tuned,
+            "LegoMerge using validation: latents normalised, blocks weighted, subset and method chosen on validation.")
+    p.add_argument("--blocks", nargs="+", required=True, help="block model directories of one fold")
+    p.add_argument("--data", nargs="+", required=True, metavar="MODALITY=PARQUET")
+    p.add_argument("--head", choices=["slerp", "linear"], default="slerp", help="head merge (default slerp)")
+    p.add_argument("--out-dir", required=True)
+    model_args(p)
+
+    p = add("select-variant", cmd_select_variant,
+            "Report, per fold, the MM-Lego variant (merge, tuned merge, fuse) with the best validation score.")
+    p.add_argument("--metrics", nargs="+", required=True, help="the variants' eval metrics.json files of one fold")
+    p.add_argument("--name", default="lego", help="model name in the summary (default lego)")
     p.add_argument("--out-dir", required=True)
 
     p = add("fuse", cmd_fuse, "LegoFuse a fold's blocks (stack or weave) and fine-tune for a few epochs.")

@@ -6,8 +6,12 @@ the Snakemake rules stay thin and every stage can be run by hand through the ``l
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
+
+import numpy as np
 
 import pandas as pd
 import torch
@@ -15,14 +19,17 @@ import torch
 from lego.data.fold_data import (ModalityTensors, apply_modality, collate, fold_ids, load_fold_modality,
                                  load_modality_table, make_targets)
 from lego.errors import InputError
-from lego.io import write_json
+from lego.evaluation.metrics import HEADLINE
+from lego.io import atomic_path, write_json
 from lego.models import io as model_io
 from lego.models.block import BlockConfig, LegoBlock
+from lego.models.fitted import fit_cox_encoder
 from lego.models.fuse import LegoFuse
 from lego.models.merge import LegoMerge
 from lego.slides.embed import resolve_device
 from lego.survival.loss import risk_score, survival_curve
 from lego.evaluation.stages import EvalOptions, write_evaluation
+from lego.selection import latent_scale, merge_weights, subsets, validation_score
 from lego.train import TrainConfig, seed_everything, train
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,7 @@ def train_block(modality: str, kind: str, data: str, labels: str, folds: str, fo
     seed_everything(seed)
     cfg = BlockConfig(in_dim=mod.dim, n_outputs=targets.n_outputs, **{k: spec[k] for k in ARCH_KEYS if k in spec})
     block = LegoBlock(cfg)
+    fitted = fit_cox_encoder(block.encoder, mod, targets, train_ids, val_ids, where) if cfg.encoder == "coxnet" else None
     tcfg = TrainConfig(**{k: spec[k] for k in TRAIN_KEYS if k in spec})
     dev = resolve_device(device)
     result = train(SingleBlock(modality, block), {modality: mod}, targets, train_ids, val_ids, tcfg, dev, where)
@@ -66,8 +74,11 @@ def train_block(modality: str, kind: str, data: str, labels: str, folds: str, fo
         "kind": "block", "modality": modality, "modality_kind": kind, "fold": fold, "task": task,
         "block": cfg.to_dict(), "train": tcfg.to_dict(), "preprocess": mod.state, "bins": targets.bins,
         "classes": targets.classes, "n_train": len(train_ids), "n_val": len(val_ids),
+        **({"fitted_encoder": fitted} if fitted else {}),
     }
-    model_io.save(block.cpu(), config, out_dir)
+    block.cpu().eval()
+    result["val_score"] = validation_score(predict(block, config, {modality: mod}, val_ids), inputs.labels, task)
+    model_io.save(block, config, out_dir)
     write_json(result, Path(out_dir) / "history.json")
     log.info("%s: %d train / %d val patients, best epoch %d, val loss %.4f",
              where, len(train_ids), len(val_ids), result["best_epoch"], result["best_val_loss"])
@@ -90,7 +101,7 @@ def _load_blocks(block_dirs: list[str]) -> tuple[dict[str, LegoBlock], dict[str,
 def _combined_config(kind: str, configs: dict[str, dict], **extra) -> dict:
     first = next(iter(configs.values()))
     return {"kind": kind, "fold": first["fold"], "task": first["task"], "bins": first["bins"],
-            "classes": first["classes"], "blocks": configs, **extra}
+            "classes": first["classes"], "blocks": configs, "order": list(configs), **extra}
 
 
 def merge(block_dirs: list[str], method: str, head_method: str, out_dir: str) -> None:
@@ -99,6 +110,58 @@ def merge(block_dirs: list[str], method: str, head_method: str, out_dir: str) ->
     model = LegoMerge(blocks, method, head_method)
     model_io.save(model, _combined_config("merge", configs, method=method, head_method=head_method), out_dir)
     log.info("merged %s (%s latents, %s heads)", ", ".join(blocks), method, head_method)
+
+
+def merge_tuned(block_dirs: list[str], data: dict[str, str], labels: str, folds: str, out_dir: str,
+                head_method: str = "slerp", methods: tuple[str, ...] = ("harmonic", "mean")) -> dict:
+    """LegoMerge that uses what validation knows (still no training).
+
+    Each block's latent is divided by its RMS on the fold's training patients; blocks are weighted
+    by how far their validation score is above chance; the latent merge method and the subset of
+    blocks (two or more) are chosen on the fold's validation patients. Test patients are not read.
+    """
+    blocks, configs = _load_blocks(block_dirs)
+    first = next(iter(configs.values()))
+    lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), first["fold"])
+    mods = _fold_modalities(configs, data)
+    scales = {m: latent_scale(blocks[m], mods[m], ids["train"]) for m in blocks}
+    block_scores = {m: json.loads((Path(d) / "history.json").read_text()).get("val_score")
+                    for m, d in zip(configs, block_dirs)}
+    weights = merge_weights(block_scores)
+    tried = []
+    for subset in subsets(list(blocks)):
+        for method in methods:
+            model = LegoMerge({m: blocks[m] for m in subset}, method, head_method, weights, scales)
+            cfg = _combined_config("merge", {m: configs[m] for m in subset}, method=method, head_method=head_method,
+                                   weights={m: weights[m] for m in subset}, scales={m: scales[m] for m in subset})
+            val_ids = [p for p in ids["val"] if any(p in mods[m].per_patient for m in subset)]
+            score = validation_score(predict(model, cfg, {m: mods[m] for m in subset}, val_ids), lab, first["task"])
+            tried.append({"blocks": subset, "method": method, "val_score": score, "model": model, "config": cfg})
+    best = max(tried, key=lambda t: (-np.inf if t["val_score"] is None else t["val_score"], len(t["blocks"])))
+    config = {**best["config"], "selection": {"block_val_scores": block_scores, "tried": [
+        {k: t[k] for k in ("blocks", "method", "val_score")} for t in tried]}}
+    model_io.save(best["model"], config, out_dir)
+    log.info("tuned merge of fold %s: %s (%s), validation %s", first["fold"], best["blocks"], best["method"], best["val_score"])
+    return config
+
+
+def select_variant(metrics_files: list[str], out_dir: str, name: str = "lego") -> dict:
+    """The MM-Lego variant (merge, tuned merge, fuse) with the best validation score; its test results are copied."""
+    rows = [json.loads(Path(f).read_text()) for f in metrics_files]
+    if len({r["fold"] for r in rows}) != 1:
+        raise InputError(f"variants come from different folds: {sorted({r['fold'] for r in rows})}")
+    key = HEADLINE[rows[0]["task"]]
+    score = lambda r: -np.inf if r["val"].get(key) is None else r["val"][key]  # noqa: E731
+    best = max(range(len(rows)), key=lambda i: score(rows[i]))
+    chosen = {**rows[best], "model": name, "variant": rows[best]["model"],
+              "variant_val_scores": {r["model"]: r["val"].get(key) for r in rows}}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "predictions.parquet") as tmp:
+        shutil.copyfile(Path(metrics_files[best]).with_name("predictions.parquet"), tmp)
+    write_json(chosen, out / "metrics.json")
+    log.info("fold %s: %s chose %s on validation", rows[0]["fold"], name, chosen["variant"])
+    return chosen
 
 
 def _fold_modalities(configs: dict[str, dict], data: dict[str, str], seed: int = 0) -> dict[str, ModalityTensors]:
@@ -129,7 +192,8 @@ def fuse(block_dirs: list[str], data: dict[str, str], labels: str, folds: str, s
         return sum(p in mods[m].per_patient for m in mods)
     train_ids = [p for p in ids["train"] if n_mod(p) >= 2]
     val_ids = [p for p in ids["val"] if n_mod(p) >= 1]
-    tcfg = TrainConfig(**{k: spec[k] for k in TRAIN_KEYS if k in spec})
+    # The un-tuned chain is a candidate (epoch -1): fusing never ends worse on validation than it started.
+    tcfg = TrainConfig(**{"keep_initial": True, **{k: spec[k] for k in TRAIN_KEYS if k in spec}})
     result = train(model, mods, targets, train_ids, val_ids, tcfg, resolve_device(device), where)
     config = _combined_config("fuse", configs, mode=model.mode, head_method=spec.get("head_method", "slerp"),
                               train=tcfg.to_dict(), freeze=sorted(frozen))

@@ -33,6 +33,9 @@ class TrainConfig:
     scheduler: str = "none"  # none | cosine | plateau
     alpha: float = 0.4
     seed: int = 0
+    # The starting weights are a candidate too (epoch -1): fine-tuning (LegoFuse) then can never
+    # end worse on validation than the model it started from.
+    keep_initial: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +93,10 @@ def train(model: nn.Module, modalities: dict[str, ModalityTensors], targets: Tar
     gen = torch.Generator().manual_seed(cfg.seed)
     best = {"val_loss": math.inf, "epoch": -1, "state": None}
     history = []
+    if cfg.keep_initial and val_ids:
+        val = evaluate_loss(model, val_ids, modalities, targets, cfg, device)
+        history.append({"epoch": -1, "train_loss": None, "val_loss": val, "lr": 0.0})
+        best = {"val_loss": val, "epoch": -1, "state": _snapshot(model)}
     use_amp = device.type == "cuda"
     progress = _progress(cfg.epochs, where)
     for epoch in range(cfg.epochs):
@@ -115,9 +122,11 @@ def train(model: nn.Module, modalities: dict[str, ModalityTensors], targets: Tar
         val = evaluate_loss(model, val_ids, modalities, targets, cfg, device) if val_ids else run / n
         history.append({"epoch": epoch, "train_loss": run / n, "val_loss": val, "lr": opt.param_groups[0]["lr"]})
         if val < best["val_loss"] - 1e-6:
-            best = {"val_loss": val, "epoch": epoch, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            best = {"val_loss": val, "epoch": epoch, "state": _snapshot(model)}
         if sched is not None:
             sched.step(val) if cfg.scheduler == "plateau" else sched.step()
+        log.info("%s: epoch %d train loss %.4f val loss %.4f (best %.4f at epoch %d)",
+                 where, epoch, run / n, val, best["val_loss"], best["epoch"])
         progress.update(1)
         progress.set_postfix(train=f"{run / n:.3f}", val=f"{val:.3f}")
         if epoch - best["epoch"] >= cfg.patience:
@@ -126,6 +135,11 @@ def train(model: nn.Module, modalities: dict[str, ModalityTensors], targets: Tar
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     return {"history": history, "best_epoch": best["epoch"], "best_val_loss": best["val_loss"]}
+
+
+def _snapshot(model: nn.Module) -> dict:
+    """A deep copy of the weights (a plain state_dict would keep following the live tensors)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _progress(total: int, desc: str):

@@ -43,7 +43,8 @@ checkpoint index_slides:
 
 rule make_folds:
     input:
-        rules.ingest_labels.output[0],
+        labels=rules.ingest_labels.output[0],
+        sources=FOLD_SOURCES,
     output:
         f"{OUT}/cohort/folds.parquet",
     params:
@@ -56,7 +57,7 @@ rule make_folds:
         mem_mb=2000,
         runtime=5,
     shell:
-        "lego make-folds --labels {input:q} {params.args} --out {output:q} > {log:q} 2>&1"
+        "lego make-folds --labels {input.labels:q} {params.args} --out {output:q} > {log:q} 2>&1"
 
 
 rule cohort_table:

@@ -9,7 +9,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from lego.config import load_schema, validate_config
-from lego.errors import ConfigError
+from lego.data.folds import fold_files, n_folds_in
+from lego.errors import ConfigError, LegoError
+from lego.selection import grid_candidates
 from helpers import cli_args, print_summary, put_python_bin_on_path, slide_table
 
 put_python_bin_on_path()
@@ -34,11 +36,27 @@ def feature_set(modality):
 
 TRAIN_RUN = config["model"]["train"]
 _folds = config["folds"]
-FOLDS = list(range(len(_folds["seeds"]) if _folds.get("seeds") else _folds["n_folds"]))
+if _folds["method"] == "file":
+    if not _folds.get("path"):
+        raise WorkflowError("folds.method is 'file' but folds.path is not set; point it at a splits_<k>.csv folder or a fold table")
+    try:  # the number of folds must be known when the DAG is built
+        FOLD_SOURCES = fold_files(_folds["path"])
+        FOLDS = list(range(n_folds_in(_folds["path"])))
+    except (LegoError, OSError) as exc:
+        raise WorkflowError(f"folds.path: {exc}") from None
+elif _folds["method"] == "kfold":
+    FOLD_SOURCES, FOLDS = [], list(range(_folds["n_folds"] * _folds["repeats"]))
+else:
+    FOLD_SOURCES = []
+    FOLDS = list(range(len(_folds["seeds"]) if _folds.get("seeds") else _folds["n_folds"]))
 _build = config["model"]["build"]
 MODELS = [f"block-{m}" for m in MODALITIES] if "blocks" in _build else []
-if len(MODALITIES) >= 2:
-    MODELS += [name for name in ("merge", "fuse") if name in _build]
+# MM-Lego variants (model name -> build keyword); "lego" is the one chosen on validation per fold.
+VARIANTS = {"merge": "merge", "merge-tuned": "tuned_merge", "fuse": "fuse"}
+LEGO_VARIANTS = [name for name, key in VARIANTS.items() if key in _build] if len(MODALITIES) >= 2 else []
+MODELS += LEGO_VARIANTS
+if len(LEGO_VARIANTS) >= 2:
+    MODELS.append("lego")
 
 EVALUATION = config["evaluation"]
 # Metric settings reach every evaluation job; bootstrap settings only the summary (so changing
@@ -99,6 +117,28 @@ def block_spec(modality):
     return spec
 
 
+def block_grid(modality):
+    """The modality's hyper-parameter candidates (a list of overrides; one empty dict without a grid)."""
+    grid = MODALITIES[modality].get("block", {}).get("grid", config["model"].get("grid"))
+    return grid_candidates(grid)
+
+
+def candidate_spec(modality, candidate):
+    """block_spec with one grid candidate applied (select_k goes into the table preprocessing)."""
+    spec = block_spec(modality)
+    spec.pop("grid", None)
+    overrides = dict(block_grid(modality)[int(candidate)])
+    if "select_k" in overrides:
+        spec["preprocess"] = {**spec.get("preprocess", {}), "select_k": overrides.pop("select_k")}
+    spec.update(overrides)
+    return spec
+
+
+def block_candidates(wildcards):
+    n = len(block_grid(wildcards.modality))
+    return [f"{OUT}/blocks/{wildcards.modality}/fold{wildcards.fold}/candidates/c{i}/model.safetensors" for i in range(n)]
+
+
 def fuse_spec():
     fuse = dict(config["model"]["fuse"])
     return {**fuse, "alpha": config["model"]["train"]["alpha"], "patience": fuse["epochs"],
@@ -109,10 +149,18 @@ def model_modalities(model):
     return [model.removeprefix("block-")] if model.startswith("block-") else list(MODALITIES)
 
 
-def model_weights(wildcards):
+def model_dir(wildcards):
     if wildcards.model.startswith("block-"):
-        return f"{OUT}/blocks/{wildcards.model.removeprefix('block-')}/fold{wildcards.fold}/model.safetensors"
-    return f"{OUT}/{wildcards.model}/fold{wildcards.fold}/model.safetensors"
+        return f"{OUT}/blocks/{wildcards.model.removeprefix('block-')}/fold{wildcards.fold}"
+    return f"{OUT}/{wildcards.model}/fold{wildcards.fold}"
+
+
+def model_weights(wildcards):
+    return f"{model_dir(wildcards)}/model.safetensors"
+
+
+def model_config(wildcards):
+    return f"{model_dir(wildcards)}/config.json"
 
 
 def model_data(wildcards):
@@ -129,7 +177,8 @@ wildcard_constraints:
     wsi=_alternatives(WSI),
     encoder=r"[A-Za-z0-9_]+",
     modality=_alternatives(list(MODALITIES)),
-    model=r"block-[^/]+|merge|fuse",
+    model=r"block-[^/]+|merge|merge-tuned|fuse",
+    candidate=r"\d+",
     source=_alternatives(list(MODALITIES) + ["early"]),
     fold=r"\d+",
 

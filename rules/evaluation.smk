@@ -6,6 +6,7 @@
 rule evaluate:
     input:
         model=model_weights,
+        config=model_config,
         data=model_data,
         labels=rules.ingest_labels.output[0],
         folds=rules.make_folds.output[0],
@@ -95,6 +96,27 @@ rule abmil_baseline:
         "lego abmil --modality {wildcards.wsi} --data {input.data:q} --labels {input.labels:q} --folds {input.folds:q} "
         "--fold {wildcards.fold} --task {params.task} --spec {params.spec:q} --evaluation {params.evaluation:q} "
         "{params.run} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule select_lego:
+    input:
+        expand(f"{OUT}/eval/{{model}}/fold{{{{fold}}}}/metrics.json", model=LEGO_VARIANTS),
+        expand(f"{OUT}/eval/{{model}}/fold{{{{fold}}}}/predictions.parquet", model=LEGO_VARIANTS),
+    output:
+        metrics=f"{OUT}/eval/lego/fold{{fold}}/metrics.json",
+        predictions=f"{OUT}/eval/lego/fold{{fold}}/predictions.parquet",
+    params:
+        metrics=lambda w, input: " ".join(shlex.quote(p) for p in input if p.endswith("metrics.json")),
+        out_dir=lambda w, output: os.path.dirname(output.metrics),
+    log:
+        f"{OUT}/logs/select_lego/fold{{fold}}.log",
+    conda:
+        "../envs/models.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "lego select-variant --metrics {params.metrics} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule ensemble:

@@ -8,20 +8,20 @@ rule train_block:
         labels=rules.ingest_labels.output[0],
         folds=rules.make_folds.output[0],
     output:
-        weights=f"{OUT}/blocks/{{modality}}/fold{{fold}}/model.safetensors",
-        config=f"{OUT}/blocks/{{modality}}/fold{{fold}}/config.json",
-        history=f"{OUT}/blocks/{{modality}}/fold{{fold}}/history.json",
+        weights=f"{OUT}/blocks/{{modality}}/fold{{fold}}/candidates/c{{candidate}}/model.safetensors",
+        config=f"{OUT}/blocks/{{modality}}/fold{{fold}}/candidates/c{{candidate}}/config.json",
+        history=f"{OUT}/blocks/{{modality}}/fold{{fold}}/candidates/c{{candidate}}/history.json",
     params:
         kind=lambda w: MODALITIES[w.modality]["kind"],
-        spec=lambda w: json.dumps(block_spec(w.modality), sort_keys=True),
+        spec=lambda w: json.dumps(candidate_spec(w.modality, w.candidate), sort_keys=True),
         categorical=lambda w: cli_args({"categorical": MODALITIES[w.modality].get("categorical") or None}),
         task=config["cohort"]["task"],
         run=cli_args({k: TRAIN_RUN[k] for k in ("device", "threads")}),
         out_dir=lambda w, output: os.path.dirname(output.weights),
     log:
-        f"{OUT}/logs/train_block/{{modality}}/fold{{fold}}.log",
+        f"{OUT}/logs/train_block/{{modality}}/fold{{fold}}/c{{candidate}}.log",
     benchmark:
-        f"{OUT}/benchmarks/train_block/{{modality}}/fold{{fold}}.tsv"
+        f"{OUT}/benchmarks/train_block/{{modality}}/fold{{fold}}/c{{candidate}}.tsv"
     threads: TRAIN_RUN["threads"]
     conda:
         "../envs/models.yaml"
@@ -35,14 +35,46 @@ rule train_block:
         "--spec {params.spec:q} {params.categorical} {params.run} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
+rule select_block:
+    input:
+        block_candidates,
+    output:
+        weights=f"{OUT}/blocks/{{modality}}/fold{{fold}}/model.safetensors",
+        config=f"{OUT}/blocks/{{modality}}/fold{{fold}}/config.json",
+        history=f"{OUT}/blocks/{{modality}}/fold{{fold}}/history.json",
+        selection=f"{OUT}/blocks/{{modality}}/fold{{fold}}/selection.json",
+    params:
+        candidates=lambda w, input: " ".join(shlex.quote(os.path.dirname(p)) for p in input),
+        out_dir=lambda w, output: os.path.dirname(output.weights),
+    log:
+        f"{OUT}/logs/select_block/{{modality}}/fold{{fold}}.log",
+    conda:
+        "../envs/models.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "lego select-block --candidates {params.candidates} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+def fold_blocks(wildcards):
+    """Every selected block of a fold: weights, config and history (all are read)."""
+    return [f"{OUT}/blocks/{m}/fold{wildcards.fold}/{f}" for m in MODALITIES
+            for f in ("model.safetensors", "config.json", "history.json")]
+
+
+def block_dirs(input_files):
+    return " ".join(shlex.quote(os.path.dirname(p)) for p in input_files if p.endswith("model.safetensors"))
+
+
 rule merge:
     input:
-        lambda w: expand(f"{OUT}/blocks/{{m}}/fold{w.fold}/model.safetensors", m=MODALITIES),
+        fold_blocks,
     output:
         weights=f"{OUT}/merge/fold{{fold}}/model.safetensors",
         config=f"{OUT}/merge/fold{{fold}}/config.json",
     params:
-        blocks=lambda w, input: " ".join(shlex.quote(os.path.dirname(p)) for p in input),
+        blocks=lambda w, input: block_dirs(input),
         method=config["model"]["merge"]["method"],
         head=config["model"]["merge"]["head"],
         out_dir=lambda w, output: os.path.dirname(output.weights),
@@ -58,9 +90,39 @@ rule merge:
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
+rule merge_tuned:
+    input:
+        blocks=fold_blocks,
+        data=expand(f"{OUT}/modalities/{{m}}.parquet", m=MODALITIES),
+        labels=rules.ingest_labels.output[0],
+        folds=rules.make_folds.output[0],
+    output:
+        weights=f"{OUT}/merge-tuned/fold{{fold}}/model.safetensors",
+        config=f"{OUT}/merge-tuned/fold{{fold}}/config.json",
+    params:
+        blocks=lambda w, input: block_dirs(input.blocks),
+        data=lambda w, input: " ".join(f"{m}={shlex.quote(p)}" for m, p in zip(MODALITIES, input.data)),
+        head=config["model"]["merge"]["head"],
+        run=cli_args({"threads": TRAIN_RUN["threads"]}),
+        out_dir=lambda w, output: os.path.dirname(output.weights),
+    log:
+        f"{OUT}/logs/merge_tuned/fold{{fold}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/merge_tuned/fold{{fold}}.tsv"
+    threads: TRAIN_RUN["threads"]
+    conda:
+        "../envs/models.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    shell:
+        "lego merge-tuned --blocks {params.blocks} --data {params.data} --labels {input.labels:q} --folds {input.folds:q} "
+        "--head {params.head} {params.run} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
 rule fuse:
     input:
-        blocks=lambda w: expand(f"{OUT}/blocks/{{m}}/fold{w.fold}/model.safetensors", m=MODALITIES),
+        blocks=fold_blocks,
         data=expand(f"{OUT}/modalities/{{m}}.parquet", m=MODALITIES),
         labels=rules.ingest_labels.output[0],
         folds=rules.make_folds.output[0],
@@ -69,7 +131,7 @@ rule fuse:
         config=f"{OUT}/fuse/fold{{fold}}/config.json",
         history=f"{OUT}/fuse/fold{{fold}}/history.json",
     params:
-        blocks=lambda w, input: " ".join(shlex.quote(os.path.dirname(p)) for p in input.blocks),
+        blocks=lambda w, input: block_dirs(input.blocks),
         data=lambda w, input: " ".join(f"{m}={shlex.quote(p)}" for m, p in zip(MODALITIES, input.data)),
         spec=json.dumps(fuse_spec(), sort_keys=True),
         run=cli_args({k: TRAIN_RUN[k] for k in ("device", "threads")}),

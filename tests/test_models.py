@@ -261,9 +261,9 @@ def test_save_load_round_trips_predictions_exactly(kind, tmp_path):
     if kind == "block":
         model, config = blocks["a"], {"kind": "block", "block": blocks["a"].cfg.to_dict()}
     elif kind == "merge":
-        model, config = LegoMerge(blocks, "harmonic", "slerp"), {"kind": "merge", "blocks": cfgs, "method": "harmonic", "head_method": "slerp"}
+        model, config = LegoMerge(blocks, "harmonic", "slerp"), {"kind": "merge", "blocks": cfgs, "order": list(cfgs), "method": "harmonic", "head_method": "slerp"}
     else:
-        model, config = LegoFuse(blocks, "weave"), {"kind": "fuse", "blocks": cfgs, "mode": "weave", "head_method": "slerp"}
+        model, config = LegoFuse(blocks, "weave"), {"kind": "fuse", "blocks": cfgs, "order": list(cfgs), "mode": "weave", "head_method": "slerp"}
     model.eval()
     inputs = collate(["p1", "p2"], {
         "a": ModalityTensors("a", "tabular", {"p1": torch.randn(1, 6), "p2": torch.randn(1, 6)}, {}, 6),

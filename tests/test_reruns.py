@@ -23,7 +23,8 @@ from tests.workflow_runs import BIN, REPO, dry_run_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 N_FOLDS = 2  # the demo_run fixture's folds
-DOWNSTREAM_OF_ONE_BLOCK = {"merge": N_FOLDS, "fuse": N_FOLDS, "evaluate": 3 * N_FOLDS, "ensemble": N_FOLDS, "summarise": 1,
+DOWNSTREAM_OF_ONE_BLOCK = {"select_block": N_FOLDS, "merge": N_FOLDS, "merge_tuned": N_FOLDS, "fuse": N_FOLDS,
+                           "evaluate": 4 * N_FOLDS, "select_lego": N_FOLDS, "ensemble": N_FOLDS, "summarise": 1,
                            "figures": 1, "provenance": 1, "all": 1}
 BASELINES_OF_ONE_MODALITY = {"baselines": N_FOLDS}  # early fusion (the demo config has no per-modality baselines)
 
@@ -102,7 +103,7 @@ def test_a_run_killed_mid_training_resumes(finished):
     edit_config(finished, lambda c: c["modalities"]["rna"].update(block={"lr": 0.002}))
     kept = {p: p.stat().st_mtime_ns for p in (out / "blocks" / "cnv").rglob("model.safetensors")}
     # Snakemake may start either fold's RNA block first: interrupt whichever starts first.
-    logs = {log: log.stat().st_mtime_ns for log in (out / "logs" / "train_block" / "rna").glob("fold*.log")}
+    logs = {log: log.stat().st_mtime_ns for log in (out / "logs" / "train_block" / "rna").glob("fold*/c*.log")}
     assert len(logs) == N_FOLDS
     cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(finished),
            "--configfile", str(finished / "config.yaml"), "--cores", "1"]
@@ -120,7 +121,7 @@ def test_a_run_killed_mid_training_resumes(finished):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
-    model = out / "blocks" / "rna" / started[0].stem / "model.safetensors"
+    model = out / "blocks" / "rna" / started[0].parent.name / "candidates" / started[0].stem / "model.safetensors"
     assert not model.exists(), "an interrupted job leaves no output that could pass for finished"
     snakemake(finished, "--unlock")  # a SIGKILLed Snakemake cannot release its lock (Ctrl-C / SIGTERM do)
     jobs = dry_run_jobs(finished, "--rerun-incomplete")

@@ -30,6 +30,15 @@ class ModalityTensors:
     state: dict  # fitted preprocessing, JSON-serialisable
     dim: int
 
+    def __post_init__(self) -> None:
+        # Tables have one token per patient: keep them as one dense matrix too, so a batch is a
+        # single index_select instead of a Python loop (most of a tabular epoch's time otherwise).
+        self.index: dict[str, int] = {}
+        self.dense: torch.Tensor | None = None
+        if self.per_patient and all(t.shape[0] == 1 for t in self.per_patient.values()):
+            self.index = {pid: i for i, pid in enumerate(self.per_patient)}
+            self.dense = torch.cat([self.per_patient[p] for p in self.index]).unsqueeze(1)
+
 
 def load_modality_table(kind: str, path: str | Path) -> pd.DataFrame:
     df = pd.read_parquet(path)
@@ -156,6 +165,9 @@ def collate(ids: list[str], modalities: dict[str, ModalityTensors]) -> dict[str,
     """
     out = {}
     for name, mod in modalities.items():
+        if mod.dense is not None:
+            out[name] = _collate_dense(ids, mod)
+            continue
         tensors = [mod.per_patient.get(pid) for pid in ids]
         t_max = max((t.shape[0] for t in tensors if t is not None), default=1)
         x = torch.zeros(len(ids), t_max, mod.dim)
@@ -170,6 +182,16 @@ def collate(ids: list[str], modalities: dict[str, ModalityTensors]) -> dict[str,
             present[i] = True
         out[name] = (x, mask, present)
     return out
+
+
+def _collate_dense(ids: list[str], mod: ModalityTensors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``collate`` for one-token modalities: absent patients get a zero token, masked as present."""
+    rows = torch.tensor([mod.index.get(pid, -1) for pid in ids], dtype=torch.long)
+    present = rows >= 0
+    x = mod.dense.index_select(0, rows.clamp_min(0))
+    if not bool(present.all()):
+        x = x * present[:, None, None]
+    return x, torch.ones(len(ids), 1, dtype=torch.bool), present
 
 
 def target_tensors(ids: list[str], targets: Targets) -> dict[str, torch.Tensor]:

@@ -26,7 +26,7 @@ from lego.io import write_tsv
 
 log = logging.getLogger(__name__)
 
-LEGO = ("merge", "fuse")
+LEGO = ("merge", "merge-tuned", "fuse", "lego")
 
 
 def model_kind(name: str) -> str:
@@ -130,8 +130,10 @@ def _comparisons(metrics, preds, folds, task, key, n_boot, level, seed) -> pd.Da
     ref = best_block(metrics, key)
     blocks = sorted(m for m in models if model_kind(m) == "block")
     pairs = [(m, b, "best block (validation)" if b == ref else "block")
-             for m in ("merge", "fuse", "ensemble") if m in models for b in sorted(blocks, key=lambda b: b != ref)]
+             for m in (*LEGO, "ensemble") if m in models for b in sorted(blocks, key=lambda b: b != ref)]
     pairs += [(m, "ensemble", "late-fusion ensemble") for m in LEGO if m in models and "ensemble" in models]
+    early = sorted(m for m in models if model_kind(m) == "baseline" and m.endswith("-early"))
+    pairs += [("lego", b, "classical baseline (all modalities)") for b in early if "lego" in models]
     head = metrics[metrics["metric"] == key].set_index("model")
     out = []
     for a, b, what in pairs:

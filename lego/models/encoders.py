@@ -4,6 +4,14 @@
 * ``abmil``: gated-attention MIL for patch bags; the softmax runs over each bag's patches with
   padded rows masked out (never over the batch), giving one slide-level token.
 * ``none``: a per-token linear projection, keeping every token (the block attends to all patches).
+* ``coxnet``: a pre-fitted elastic-net Cox model (fitted on the fold's training patients, its
+  penalty chosen on validation; see :mod:`lego.models.fitted`) as a frozen encoder: its
+  standardised linear predictor, expanded to ``width`` by a small trainable map. The MM-Lego
+  premise is that a block wraps any unimodal encoder, pre-trained or not; this is the strongest
+  classical encoder of omics tables on a few hundred patients.
+* ``linear``: input dropout then one linear map, no hidden layer: the low-variance choice for
+  sparse binary tables (mutations) and small clinical tables, where a deep SNN on a few hundred
+  patients mostly fits noise (the Cox-linear model is the strong classical baseline there).
 
 Every encoder works token by token or pools within a bag only, so a sample's output never depends
 on the other samples in the batch or on how much padding the batch needed.
@@ -70,6 +78,35 @@ class TokenProjection(nn.Module):
         return self.net(x), mask
 
 
+class LinearEncoder(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int = 256, dropout: float = 0.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, out_dim))
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(x), mask
+
+
+class CoxLinear(nn.Module):
+    """Frozen linear predictor (buffers ``coef``, ``center``, ``scale``) -> trainable width-d tokens."""
+
+    def __init__(self, in_dim: int, out_dim: int = 256):
+        super().__init__()
+        self.register_buffer("coef", torch.zeros(in_dim))
+        self.register_buffer("center", torch.zeros(()))
+        self.register_buffer("scale", torch.ones(()))
+        self.proj = nn.Sequential(nn.Linear(1, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lp = (x @ self.coef - self.center) / self.scale
+        return self.proj(lp.unsqueeze(-1)), mask
+
+
+ENCODERS = ("snn", "abmil", "none", "linear", "coxnet")
+
+
 def build_encoder(name: str, in_dim: int, width: int = 256, dropout: float = 0.25) -> nn.Module:
     if name == "snn":
         return SNN(in_dim, width=width, dropout=dropout)
@@ -77,4 +114,8 @@ def build_encoder(name: str, in_dim: int, width: int = 256, dropout: float = 0.2
         return ABMIL(in_dim, out_dim=width, dropout=dropout)
     if name == "none":
         return TokenProjection(in_dim, out_dim=width)
-    raise ValueError(f"unknown modality encoder {name!r}; use snn, abmil or none")
+    if name == "linear":
+        return LinearEncoder(in_dim, out_dim=width, dropout=dropout)
+    if name == "coxnet":
+        return CoxLinear(in_dim, out_dim=width)
+    raise ValueError(f"unknown modality encoder {name!r}; use one of {', '.join(ENCODERS)}")

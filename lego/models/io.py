@@ -25,12 +25,26 @@ def build(config: dict) -> torch.nn.Module:
     kind = config["kind"]
     if kind == "block":
         return LegoBlock(BlockConfig(**config["block"]))
-    blocks = {m: LegoBlock(BlockConfig(**c["block"])) for m, c in config["blocks"].items()}
+    blocks = {m: LegoBlock(BlockConfig(**config["blocks"][m]["block"])) for m in block_order(config)}
     if kind == "merge":
-        return LegoMerge(blocks, config["method"], config["head_method"])
+        return LegoMerge(blocks, config["method"], config["head_method"], config.get("weights"), config.get("scales"))
     if kind == "fuse":
         return LegoFuse(blocks, config["mode"], config["head_method"])
     raise InputError(f"unknown model kind {kind!r} in config")
+
+
+def block_order(config: dict) -> list[str]:
+    """The blocks' order as trained. JSON files are written with sorted keys, so the order of
+    ``config["blocks"]`` is not the training order; LegoFuse chains blocks, so rebuilding it in
+    another order gives a different model (silently). Merges are order-free."""
+    order = config.get("order")
+    if order is None:
+        if config["kind"] == "fuse":
+            raise InputError("this LegoFuse config has no block 'order' (written by an older version); run the fuse step again")
+        return sorted(config["blocks"])
+    if sorted(order) != sorted(config["blocks"]):
+        raise InputError(f"config 'order' {order} does not name the same blocks as 'blocks' {sorted(config['blocks'])}")
+    return list(order)
 
 
 def save(model: torch.nn.Module, config: dict, out_dir: str | Path) -> None:

@@ -97,9 +97,16 @@ def merge_heads(heads: list[Head], method: str = "slerp", weights: torch.Tensor 
 
 
 class LegoMerge(nn.Module):
-    """Blocks in a fixed modality order, a latent merge and a merged head; nothing trained."""
+    """Blocks in a fixed modality order, a latent merge and a merged head; nothing trained.
 
-    def __init__(self, blocks: dict[str, LegoBlock], method: str = "harmonic", head_method: str = "slerp"):
+    ``weights`` (per block, e.g. from validation) weight both the latent merge and the head merge;
+    ``scales`` divide each block's latent first, so blocks whose latents live at different
+    magnitudes (RMS 1.6 vs 1.2 on TCGA-UCEC) count by their weight, not by their scale. Without
+    either, this is the paper's training-free merge.
+    """
+
+    def __init__(self, blocks: dict[str, LegoBlock], method: str = "harmonic", head_method: str = "slerp",
+                 weights: dict[str, float] | None = None, scales: dict[str, float] | None = None):
         super().__init__()
         if len(blocks) < 2:
             raise ValueError("LegoMerge needs at least two blocks")
@@ -109,17 +116,21 @@ class LegoMerge(nn.Module):
         self.modalities = list(blocks)
         self.blocks = nn.ModuleDict(blocks)
         self.method, self.head_method = method, head_method
-        self.head = merge_heads([b.head for b in blocks.values()], head_method)
+        self.weights = [float((weights or {}).get(m, 1.0)) for m in self.modalities]
+        self.scales = [float((scales or {}).get(m, 1.0)) for m in self.modalities]
+        if min(self.weights) <= 0 or min(self.scales) <= 0:
+            raise ValueError(f"merge weights and scales must be positive; got {self.weights} and {self.scales}")
+        self.head = merge_heads([b.head for b in blocks.values()], head_method, torch.tensor(self.weights))
 
     def forward(self, inputs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs[m] = (x, mask, present); patients missing a modality use the latents they have."""
         latents, present = [], []
         for m in self.modalities:
             x, mask, pres = inputs[m]
-            latents.append(self.blocks[m].latent_from(x, mask))
+            latents.append(self.blocks[m].latent_from(x, mask) / self.scales[len(latents)])
             present.append(pres)
         present_t = torch.stack(present)
         if not present_t.any(0).all():
             raise ValueError("a patient in the batch has none of the merged modalities")
-        merged = merge_latents(torch.stack(latents), present_t, self.method)
+        merged = merge_latents(torch.stack(latents), present_t, self.method, torch.tensor(self.weights))
         return merged, self.head(merged)

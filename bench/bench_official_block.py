@@ -1,0 +1,112 @@
+"""Tabular LegoBlock training speed against the official MM-Lego block, side by side in one process.
+
+Run by hand, with a checkout of the official code (not part of this project; it needs einops,
+POT, lightning, tensorly importable, e.g. via PYTHONPATH):
+
+    PYTHONPATH=/path/to/mm-lego:/path/to/its/deps .venv/bin/python bench/bench_official_block.py
+
+Sizes are the official code's defaults for an SNN-wrapped tabular block ("snn-block": SNN
+2,189 -> 4 x 256, latent 64 x 64, depth 2, 8 heads x 64, weight sharing), 300 patients, batch
+64, 2 threads; our block is built at the same sizes. Both run the same epoch: shuffled batches,
+forward, the discrete-time survival NLL, backward, AdamW step. Ours is timed twice: the bare
+loop (as the official block) and through our trainer's batch assembly (``collate``), which is
+what a pipeline job pays. Epochs alternate between the two models so machine noise hits both.
+Writes bench/results/official_block.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
+
+N, DIM, BATCH = 300, 2189, 64
+
+
+def official_block():
+    from mm_lego.models import SNN
+    from mm_lego.models import LegoBlock as Official
+
+    enc = SNN(input_dim=DIM, n_classes=4, final_head=False)
+    return Official(in_shape=(1, DIM), num_classes=4, encoder=enc)
+
+
+def our_block():
+    from lego.models.block import BlockConfig, LegoBlock
+
+    cfg = BlockConfig(in_dim=DIM, n_outputs=4, encoder="snn", encoder_width=256, latent_rows=64, latent_dim=64,
+                      depth=2, heads=8, head_dim=64, dropout=0.0, share_weights=True)
+    return LegoBlock(cfg)
+
+
+def main() -> None:
+    import numpy as np
+    import torch
+
+    from lego.data.fold_data import ModalityTensors, Targets, collate, target_tensors
+    from lego.survival.loss import nll_survival_loss
+    from lego.train import batches
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    ids = [f"P{i:03d}" for i in range(N)]
+    x = torch.from_numpy(rng.normal(size=(N, 1, DIM)).astype(np.float32))
+    y = {"bin": torch.from_numpy(rng.integers(0, 4, N)), "event": torch.from_numpy(rng.integers(0, 2, N))}
+    mod = ModalityTensors("rna", "tabular", {p: x[i] for i, p in enumerate(ids)}, {}, DIM)
+    targets = Targets("survival", {p: (int(y["bin"][i]), int(y["event"][i]), 1.0) for i, p in enumerate(ids)}, bins=[0, 1, 2, 3, float("inf")])
+    models = {"official": official_block(), "ours": our_block()}
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
+    gen = torch.Generator().manual_seed(0)
+
+    def epoch_bare(name):
+        model, opt = models[name], opts[name]
+        model.train()
+        for idx in torch.randperm(N, generator=gen).split(BATCH):
+            out = model(x[idx]) if name == "official" else model(x[idx], torch.ones(len(idx), 1, dtype=torch.bool))[1]
+            loss = nll_survival_loss(out, y["bin"][idx], y["event"][idx], 0.4)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    def epoch_trainer():
+        model, opt = models["ours"], opts["ours"]
+        model.train()
+        for b in batches(ids, BATCH, gen):
+            xb, mb, _ = collate(b, {"rna": mod})["rna"]
+            yb = target_tensors(b, targets)
+            loss = nll_survival_loss(model(xb, mb)[1], yb["bin"], yb["event"], 0.4)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    runs = {"official": lambda: epoch_bare("official"), "ours_bare": lambda: epoch_bare("ours"), "ours_trainer": epoch_trainer}
+    times = {k: [] for k in runs}
+    for k, fn in runs.items():
+        fn()  # warm-up
+    for _ in range(a.epochs):
+        for k, fn in runs.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
+    result = {"patients": N, "features": DIM, "batch": BATCH, "threads": a.threads, "epochs": a.epochs,
+              "parameters": params, "median_s_per_epoch": med, "all_s_per_epoch": times,
+              "ours_trainer_vs_official": med["ours_trainer"] / med["official"]}
+    for k, v in med.items():
+        print(f"{k:14s} {v:.3f} s/epoch")
+    print("parameters", params)
+    write_result("official_block", result)
+
+
+if __name__ == "__main__":
+    main()

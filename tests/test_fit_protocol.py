@@ -1,0 +1,242 @@
+"""Model fitting protocol on a small synthetic cohort: fold files, LegoFuse reload and fallback,
+validation-chosen blocks and merges (issue: MM-Lego that earns its place)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lego.data.fold_data import fold_ids, make_targets
+from lego.data.folds import make_folds, n_folds_in
+from lego.errors import InputError
+from lego.models import io as model_io
+from lego.stages import _fold_modalities, fuse, train_block
+from lego.train import TrainConfig, evaluate_loss
+
+
+def cohort(tmp_path, n=90, seed=0):
+    """Labels, two tabular modalities carrying signal, and 70/15/15 folds, as parquet files."""
+    rng = np.random.default_rng(seed)
+    ids = [f"P{i:03d}" for i in range(n)]
+    a, b = rng.normal(size=(n, 5)), rng.normal(size=(n, 4))
+    hazard = np.exp(0.9 * a[:, 0] + 0.7 * b[:, 1])
+    time = rng.exponential(30 / hazard)
+    cens = rng.exponential(60, n)
+    labels = pd.DataFrame({"patient_id": ids, "time": np.minimum(time, cens), "event": (time <= cens).astype(int)})
+    paths = {"labels": tmp_path / "labels.parquet", "folds": tmp_path / "folds.parquet"}
+    labels.to_parquet(paths["labels"])
+    make_folds(labels, n_folds=2).to_parquet(paths["folds"])
+    for name, x in (("zeta", a), ("alpha", b)):  # training order zeta -> alpha; sorted order differs
+        df = pd.DataFrame(x, columns=[f"{name}{j}" for j in range(x.shape[1])]).astype(np.float32)
+        df.insert(0, "patient_id", ids)
+        paths[name] = tmp_path / f"{name}.parquet"
+        df.to_parquet(paths[name])
+    return paths
+
+
+SMALL = {"latent_rows": 4, "latent_dim": 16, "encoder_width": 16, "heads": 2, "head_dim": 8, "epochs": 3, "batch_size": 16}
+
+
+def test_reloaded_fuse_reproduces_its_best_validation_loss(tmp_path):
+    p = cohort(tmp_path)
+    dirs = []
+    for m in ("zeta", "alpha"):
+        d = tmp_path / "blocks" / m
+        train_block(m, "tabular", str(p[m]), str(p["labels"]), str(p["folds"]), 0, "survival", SMALL, str(d), device="cpu")
+        dirs.append(str(d))
+    data = {m: str(p[m]) for m in ("zeta", "alpha")}
+    spec = {"epochs": 3, "lr": 1e-3, "batch_size": 16, "patience": 3, "freeze": []}
+    result = fuse(dirs, data, str(p["labels"]), str(p["folds"]), spec, str(tmp_path / "fuse"), "cpu")
+    model, config = model_io.load(tmp_path / "fuse")
+    assert config["order"] == ["zeta", "alpha"] and list(model.modalities) == ["zeta", "alpha"]
+    ids = fold_ids(pd.read_parquet(p["folds"]), 0)
+    mods = _fold_modalities(config["blocks"], data)
+    targets = make_targets(pd.read_parquet(p["labels"]), ids["train"], "survival", bins=config["bins"])
+    val_ids = [i for i in ids["val"] if any(i in m.per_patient for m in mods.values())]
+    loss = evaluate_loss(model, val_ids, mods, targets, TrainConfig(batch_size=16), torch.device("cpu"))
+    assert loss == pytest.approx(result["best_val_loss"], rel=1e-5)
+    # The un-tuned chain was a candidate: the history starts at epoch -1 and nothing beats the best.
+    hist = json.loads((tmp_path / "fuse" / "history.json").read_text())["history"]
+    assert hist[0]["epoch"] == -1 and min(h["val_loss"] for h in hist) == pytest.approx(result["best_val_loss"])
+
+
+def test_a_fuse_config_without_order_is_refused(tmp_path):
+    with pytest.raises(InputError, match="no block 'order'"):
+        model_io.block_order({"kind": "fuse", "blocks": {"a": {}, "b": {}}})
+
+
+# ----------------------------------------------------------------- folds from files
+
+def labels_for(ids):
+    return pd.DataFrame({"patient_id": ids, "time": np.arange(len(ids)) + 1.0, "event": [i % 2 for i in range(len(ids))]})
+
+
+def write_mcat_splits(folder, ids, k=3):
+    folder.mkdir()
+    for f in range(k):
+        test = ids[f::k]
+        train = [i for i in ids if i not in test]
+        col = pd.Series(test + [None] * (len(train) - len(test)))
+        pd.DataFrame({"train": train, "val": col}).to_csv(folder / f"splits_{f}.csv")
+
+
+def test_mcat_split_files_test_their_val_column_and_carve_validation_from_train(tmp_path, caplog):
+    ids = [f"P{i:02d}" for i in range(40)]
+    write_mcat_splits(tmp_path / "splits", ids + ["GHOST"])
+    labels = labels_for(ids + ["NOSPLIT"])
+    assert n_folds_in(tmp_path / "splits") == 3
+    folds = make_folds(labels, "file", path=tmp_path / "splits", stratify=True, fractions=(0.7, 0.15, 0.15))
+    assert "1 patient(s) in the split file have no labels" in caplog.text and "GHOST" in caplog.text
+    assert "1 labelled patient(s) are in no split" in caplog.text
+    for f in range(3):
+        sub = folds[folds.fold == f]
+        assert set(sub.loc[sub.subset == "test", "patient_id"]) == set((ids + ["GHOST"])[f::3]) - {"GHOST"}
+        assert (sub.subset == "val").sum() > 0 and not sub.patient_id.duplicated().any()
+    again = make_folds(labels, "file", path=tmp_path / "splits", stratify=True)
+    pd.testing.assert_frame_equal(folds, again)  # seeded
+
+
+def test_split_files_with_a_test_column_keep_their_validation(tmp_path):
+    ids = [f"P{i:02d}" for i in range(30)]
+    (tmp_path / "s").mkdir()
+    pd.DataFrame({"train": ids[:20], "val": ids[20:25] + [None] * 15, "test": ids[25:] + [None] * 15}).to_csv(tmp_path / "s" / "splits_0.csv")
+    folds = make_folds(labels_for(ids), "file", path=tmp_path / "s")
+    assert sorted(folds.loc[folds.subset == "val", "patient_id"]) == ids[20:25]
+    assert sorted(folds.loc[folds.subset == "test", "patient_id"]) == ids[25:]
+
+
+def test_long_fold_table_and_its_errors(tmp_path):
+    ids = [f"P{i:02d}" for i in range(12)]
+    rows = [(p, 0, "train" if i < 8 else "val" if i < 10 else "test") for i, p in enumerate(ids)]
+    path = tmp_path / "folds.csv"
+    pd.DataFrame(rows, columns=["patient_id", "fold", "subset"]).to_csv(path, index=False)
+    assert n_folds_in(path) == 1
+    assert len(make_folds(labels_for(ids), "file", path=path)) == 12
+    pd.DataFrame(rows + [("P00", 0, "test")], columns=["patient_id", "fold", "subset"]).to_csv(path, index=False)
+    with pytest.raises(InputError, match="P00 appears in more than one subset of fold 0"):
+        make_folds(labels_for(ids), "file", path=path)
+    with pytest.raises(InputError, match="no splits_<k>.csv"):
+        n_folds_in(tmp_path)
+
+
+def test_repeated_kfold_tests_every_patient_once_per_repeat():
+    labels = labels_for([f"P{i:02d}" for i in range(50)])
+    folds = make_folds(labels, "kfold", n_folds=5, repeats=3, stratify=True)
+    assert sorted(folds.fold.unique()) == list(range(15))
+    test = folds[folds.subset == "test"]
+    for r in range(3):
+        rep = test[test.fold.between(5 * r, 5 * r + 4)]
+        assert sorted(rep.patient_id) == sorted(labels.patient_id)
+    assert set(test[test.fold < 5].groupby("patient_id").fold.first().items()) != set(
+        (p, f - 5) for p, f in test[test.fold.between(5, 9)].groupby("patient_id").fold.first().items())
+
+
+# ----------------------------------------------------------------- choices on validation
+
+def test_grid_candidates_are_every_combination_in_a_stable_order():
+    from lego.selection import grid_candidates
+
+    assert grid_candidates({}) == [{}]
+    grid = grid_candidates({"lr": [0.1, 0.2], "encoder": ["linear", "snn"]})
+    assert grid == [{"encoder": "linear", "lr": 0.1}, {"encoder": "linear", "lr": 0.2},
+                    {"encoder": "snn", "lr": 0.1}, {"encoder": "snn", "lr": 0.2}]
+
+
+def test_select_candidate_keeps_the_best_validation_score(tmp_path):
+    from lego.selection import select_candidate
+
+    dirs = []
+    for i, score in enumerate([0.61, None, 0.74, 0.74]):
+        d = tmp_path / f"c{i}"
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(bytes([i]))
+        (d / "config.json").write_text("{}")
+        (d / "history.json").write_text(json.dumps({"val_score": score, "best_val_loss": 1.0 - i / 10}))
+        dirs.append(str(d))
+    choice = select_candidate(dirs, str(tmp_path / "out"))
+    # c2 and c3 tie on the score; c3 has the lower validation loss.
+    assert choice["chosen"] == "c3" and (tmp_path / "out" / "model.safetensors").read_bytes() == bytes([3])
+    assert json.loads((tmp_path / "out" / "selection.json").read_text())["candidates"]["c1"] is None
+
+
+def trained_blocks(tmp_path, spec=SMALL, names=("zeta", "alpha"), n=90):
+    p = cohort(tmp_path, n)
+    dirs = []
+    for m in names:
+        d = tmp_path / "blocks" / m
+        train_block(m, "tabular", str(p[m]), str(p["labels"]), str(p["folds"]), 0, "survival", spec, str(d), device="cpu")
+        dirs.append(str(d))
+    return p, dirs
+
+
+def test_tuned_merge_never_reads_test_patients_and_records_its_choice(tmp_path, monkeypatch):
+    from lego import stages
+
+    p, dirs = trained_blocks(tmp_path)
+    data = {m: str(p[m]) for m in ("zeta", "alpha")}
+    test_ids = set(fold_ids(pd.read_parquet(p["folds"]), 0)["test"])
+    seen = []
+    real_predict = stages.predict
+    monkeypatch.setattr(stages, "predict", lambda m, c, mods, ids, **k: seen.extend(ids) or real_predict(m, c, mods, ids, **k))
+    config = stages.merge_tuned(dirs, data, str(p["labels"]), str(p["folds"]), str(tmp_path / "tuned"))
+    assert seen and not (set(seen) & test_ids), "only validation patients are predicted"
+    tried = config["selection"]["tried"]
+    assert {tuple(t["blocks"]) for t in tried} == {("zeta", "alpha")} and {t["method"] for t in tried} == {"harmonic", "mean"}
+    assert set(config["weights"]) == set(config["scales"]) == set(config["order"])
+    model, cfg = model_io.load(tmp_path / "tuned")  # the weights and scales rebuild the same model
+    assert model.weights == [cfg["weights"][m] for m in cfg["order"]]
+
+
+def test_merge_weights_and_scales_change_the_merge():
+    from lego.models.block import BlockConfig, LegoBlock
+    from lego.models.merge import LegoMerge
+    from lego.data.fold_data import ModalityTensors, collate
+    from lego.selection import merge_weights
+
+    assert merge_weights({"a": 0.7, "b": 0.45, "c": None}) == pytest.approx({"a": 0.2, "b": 0.01, "c": 0.01})
+    torch.manual_seed(0)
+    blocks = {m: LegoBlock(BlockConfig(3, 4, latent_rows=4, latent_dim=8, heads=1, head_dim=4, encoder_width=8, init_seed=i)).eval()
+              for i, m in enumerate("ab")}
+    mods = {m: ModalityTensors(m, "tabular", {"p": torch.randn(1, 3)}, {}, 3) for m in "ab"}
+    inputs = collate(["p"], mods)
+    plain = LegoMerge(blocks, "mean", "linear")(inputs)[1]
+    only_a = LegoMerge(blocks, "mean", "linear", weights={"a": 1.0, "b": 1e-9})(inputs)[0]
+    torch.testing.assert_close(only_a, blocks["a"].latent_from(*inputs["a"][:2]), rtol=1e-4, atol=1e-5)
+    scaled = LegoMerge(blocks, "mean", "linear", scales={"a": 2.0, "b": 1.0})(inputs)[1]
+    assert not torch.allclose(plain, scaled)
+    with pytest.raises(ValueError, match="positive"):
+        LegoMerge(blocks, weights={"a": 0.0, "b": 1.0})
+
+
+def test_select_variant_uses_validation_only(tmp_path):
+    from lego.stages import select_variant
+
+    files = []
+    for name, val, test in (("merge", 0.60, 0.90), ("merge-tuned", 0.70, 0.50), ("fuse", None, 0.99)):
+        d = tmp_path / name
+        d.mkdir()
+        pd.DataFrame({"patient_id": ["p"], "subset": ["test"], "risk": [test]}).to_parquet(d / "predictions.parquet")
+        (d / "metrics.json").write_text(json.dumps({"model": name, "fold": 0, "task": "survival",
+                                                     "val": {"c_index": val}, "test": {"c_index": test}}))
+        files.append(str(d / "metrics.json"))
+    chosen = select_variant(files, str(tmp_path / "lego"))
+    assert chosen["variant"] == "merge-tuned" and chosen["model"] == "lego" and chosen["test"]["c_index"] == 0.5
+    assert pd.read_parquet(tmp_path / "lego" / "predictions.parquet")["risk"].tolist() == [0.5]
+
+
+def test_coxnet_encoder_is_fitted_in_fold_saved_and_reloaded(tmp_path):
+    spec = {**SMALL, "encoder": "coxnet"}
+    p, dirs = trained_blocks(tmp_path, spec, names=("zeta",), n=400)
+    block, config = model_io.load(dirs[0])
+    fitted = config["fitted_encoder"]
+    assert fitted["nonzero"] >= 1 and fitted["alpha"] > 0
+    coef = block.encoder.coef
+    assert coef.abs().sum() > 0 and int((coef != 0).sum()) == fitted["nonzero"]
+    # zeta0 carries the hazard in the synthetic cohort: it has the largest coefficient.
+    assert int(coef.abs().argmax()) == 0
+    hist = json.loads((tmp_path / "blocks" / "zeta" / "history.json").read_text())
+    assert hist["val_score"] is not None and 0 <= hist["val_score"] <= 1
