@@ -25,10 +25,17 @@ log = logging.getLogger(__name__)
 MODEL_FILES = ("model.safetensors", "config.json", "history.json")
 
 
-def grid_candidates(grid: dict[str, list] | None) -> list[dict]:
-    """The hyper-parameter grid as a list of settings (keys sorted, so numbering is stable)."""
+def grid_candidates(grid: dict[str, list] | list[dict] | None) -> list[dict]:
+    """The hyper-parameter grid as a list of settings.
+
+    A mapping of lists is every combination (keys sorted, so numbering is stable); a list of
+    mappings is taken as the candidates themselves, in order (for grids that are not a product,
+    e.g. feature selection for some encoders only).
+    """
     if not grid:
         return [{}]
+    if isinstance(grid, list):
+        return [dict(c) for c in grid]
     keys = sorted(grid)
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 

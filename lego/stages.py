@@ -23,7 +23,7 @@ from lego.evaluation.metrics import HEADLINE
 from lego.io import atomic_path, write_json
 from lego.models import io as model_io
 from lego.models.block import BlockConfig, LegoBlock
-from lego.models.fitted import fit_cox_encoder
+from lego.models.fitted import cross_fitted_scores, fit_cox_encoder, score_modality
 from lego.models.fuse import LegoFuse
 from lego.models.merge import LegoMerge
 from lego.slides.embed import resolve_device
@@ -66,15 +66,22 @@ def train_block(modality: str, kind: str, data: str, labels: str, folds: str, fo
     seed_everything(seed)
     cfg = BlockConfig(in_dim=mod.dim, n_outputs=targets.n_outputs, **{k: spec[k] for k in ARCH_KEYS if k in spec})
     block = LegoBlock(cfg)
-    fitted = fit_cox_encoder(block.encoder, mod, targets, train_ids, val_ids, where) if cfg.encoder == "coxnet" else None
     tcfg = TrainConfig(**{k: spec[k] for k in TRAIN_KEYS if k in spec})
     dev = resolve_device(device)
-    result = train(SingleBlock(modality, block), {modality: mod}, targets, train_ids, val_ids, tcfg, dev, where)
+    fitted, train_mod = None, mod
+    if cfg.encoder == "coxnet":
+        fitted = fit_cox_encoder(block.encoder, mod, targets, train_ids, val_ids, where)
+        oof = cross_fitted_scores(block.encoder, mod, targets, train_ids, fitted["alphas"], fitted["alpha_index"], seed=seed)
+        train_mod = score_modality(block.encoder, mod, train_ids + val_ids, oof)
+        block.encoder.takes_score = True
+    result = train(SingleBlock(modality, block), {modality: train_mod}, targets, train_ids, val_ids, tcfg, dev, where)
+    if fitted is not None:
+        block.encoder.takes_score = False
     config = {
         "kind": "block", "modality": modality, "modality_kind": kind, "fold": fold, "task": task,
         "block": cfg.to_dict(), "train": tcfg.to_dict(), "preprocess": mod.state, "bins": targets.bins,
         "classes": targets.classes, "n_train": len(train_ids), "n_val": len(val_ids),
-        **({"fitted_encoder": fitted} if fitted else {}),
+        **({"fitted_encoder": {k: v for k, v in fitted.items() if k != "alphas"}} if fitted else {}),
     }
     block.cpu().eval()
     result["val_score"] = validation_score(predict(block, config, {modality: mod}, val_ids), inputs.labels, task)

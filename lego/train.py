@@ -83,7 +83,8 @@ def train(model: nn.Module, modalities: dict[str, ModalityTensors], targets: Tar
     seed_everything(cfg.seed)
     model.to(device)
     params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # The fused AdamW kernel (CPU and CUDA) updates all parameters in one pass: same maths, fewer copies.
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     if cfg.scheduler == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     elif cfg.scheduler == "plateau":

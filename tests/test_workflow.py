@@ -24,11 +24,11 @@ def test_demo_front_half_runs_end_to_end(demo_run):
     assert not patients["has_wsi"].all() and patients["n_modalities"].min() >= 1
     table = pd.read_table(out / "summary" / "metrics.tsv")
     summary = table[table["metric"] == "c_index"].set_index("model")
-    lego = ["block-wsi", "block-cnv", "block-rna", "merge", "fuse"]
+    lego = ["block-wsi", "block-cnv", "block-rna", "merge", "merge-tuned", "fuse", "lego"]
     baselines = ["coxnet-early", "rsf-early"]  # the demo config fits baselines on all modalities only
     assert set(summary.index) == set(lego + baselines + ["abmil-wsi", "ensemble"])
     # 30 patients: a fold's test set may hold one or two slide patients, too few for a C-index.
-    assert (summary.loc[["block-cnv", "block-rna", "merge", "fuse"], "folds"] == 2).all()
+    assert (summary.loc[["block-cnv", "block-rna", "merge", "merge-tuned", "fuse", "lego"], "folds"] == 2).all()
     # A metric is there for every fold, or its missing folds say why.
     assert ((table["folds"] == 2) | table["missing"].str.contains("fold", na=False)).all(), table.to_string()
     assert {"c_index", "uno_c", "mean_auc", "ibs", "auc_12"} <= set(table["metric"])
@@ -36,7 +36,11 @@ def test_demo_front_half_runs_end_to_end(demo_run):
         preds = pd.read_parquet(out / "eval" / model / "fold0" / "predictions.parquet")
         assert set(preds["subset"]) <= {"test", "val"} and preds["risk"].notna().all()
     comparisons = pd.read_table(out / "summary" / "comparisons.tsv")
-    assert {"merge", "fuse", "ensemble"} <= set(comparisons["model"])
+    assert {"merge", "merge-tuned", "fuse", "lego", "ensemble"} <= set(comparisons["model"])
+    assert "classical baseline (all modalities)" in set(comparisons["reference_is"])
+    for fold in (0, 1):  # the variant each fold reports was chosen on validation and is named
+        chosen = json.loads((out / "eval" / "lego" / f"fold{fold}" / "metrics.json").read_text())
+        assert chosen["variant"] in ("merge", "merge-tuned", "fuse") and set(chosen["variant_val_scores"]) == {"merge", "merge-tuned", "fuse"}
     for name in ("risk_groups", "folds", "merge_vs_ensemble", "qc_thumbnails"):
         assert (out / "summary" / "figures" / f"{name}.png").stat().st_size > 5000
     folds = pd.read_parquet(out / "cohort" / "folds.parquet")

@@ -57,13 +57,18 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
-        q = self.to_q(self.norm_q(x))
         k, v = self.to_kv(self.norm_ctx(ctx)).chunk(2, dim=-1)
         split = lambda t: t.view(b, t.shape[1], self.heads, self.head_dim).transpose(1, 2)  # noqa: E731
-        q, k, v = split(q), split(k), split(v)
-        attn_mask = mask[:, None, None, :]  # (B, 1, 1, T): True = attend
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        out = torch.nan_to_num(out)  # rows of an absent modality (no token at all)
+        k, v = split(k), split(v)
+        if ctx.shape[1] == 1:
+            # One context token (a table, a pooled bag): softmax over one key is 1, so every query
+            # reads that token's value -- exact, and it skips the attention kernel. A patient
+            # whose token is masked (absent modality) reads nothing, as the masked kernel gives.
+            out = (v * mask[:, None, :, None]).expand(b, self.heads, n, self.head_dim)
+        else:
+            q = split(self.to_q(self.norm_q(x)))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # True = attend
+            out = torch.nan_to_num(out)  # rows of an absent modality (no token at all)
         return self.out(out.transpose(1, 2).reshape(b, n, -1))
 
 

@@ -89,10 +89,17 @@ class LinearEncoder(nn.Module):
 
 
 class CoxLinear(nn.Module):
-    """Frozen linear predictor (buffers ``coef``, ``center``, ``scale``) -> trainable width-d tokens."""
+    """Frozen linear predictor (buffers ``coef``, ``center``, ``scale``) -> trainable width-d tokens.
+
+    ``takes_score``: the input already is the standardised linear predictor (B, T, 1). Training
+    uses it to feed training patients their cross-fitted (out-of-fold) predictor: in-sample
+    predictions of a fitted model are over-confident, and a block trained on them learns a map
+    that does not fit the predictor's spread on new patients.
+    """
 
     def __init__(self, in_dim: int, out_dim: int = 256):
         super().__init__()
+        self.takes_score = False
         self.register_buffer("coef", torch.zeros(in_dim))
         self.register_buffer("center", torch.zeros(()))
         self.register_buffer("scale", torch.ones(()))
@@ -100,7 +107,7 @@ class CoxLinear(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lp = (x @ self.coef - self.center) / self.scale
+        lp = x[..., 0] if self.takes_score else (x @ self.coef - self.center) / self.scale
         return self.proj(lp.unsqueeze(-1)), mask
 
 

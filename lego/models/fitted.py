@@ -23,6 +23,33 @@ def _dense(mod, ids: list[str]) -> np.ndarray:
     return np.concatenate([mod.per_patient[p].numpy() for p in ids]).astype(np.float64)
 
 
+def _surv(targets, ids: list[str]):
+    from sksurv.util import Surv
+
+    return Surv.from_arrays(np.array([bool(targets.per_patient[p][1]) for p in ids]),
+                            np.array([targets.per_patient[p][2] for p in ids], dtype=float))
+
+
+def cross_fitted_scores(encoder: CoxLinear, mod, targets, train_ids: list[str], alphas: list[float], best: int,
+                        n_splits: int = 5, seed: int = 0) -> dict[str, float]:
+    """Out-of-fold standardised linear predictor of each training patient (the penalty fixed at
+    ``alpha``, each part's model fitted on the other parts), on the full model's scale."""
+    from sklearn.model_selection import StratifiedKFold
+    from sksurv.linear_model import CoxnetSurvivalAnalysis
+
+    x, y = _dense(mod, train_ids), _surv(targets, train_ids)
+    n_splits = max(2, min(n_splits, int(y["event"].sum()), int((~y["event"]).sum()) or n_splits))
+    out = np.zeros(len(train_ids))
+    for fit, held in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(x, y["event"]):
+        # The full path (warm starts down to the chosen penalty): one small alpha alone can diverge.
+        est = CoxnetSurvivalAnalysis(l1_ratio=0.5, alphas=alphas[: best + 1], max_iter=100000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(x[fit], y[fit])
+        out[held] = x[held] @ est.coef_[:, -1]
+    return {p: (v - float(encoder.center)) / float(encoder.scale) for p, v in zip(train_ids, out)}
+
+
 def fit_cox_encoder(encoder: CoxLinear, mod, targets, train_ids: list[str], val_ids: list[str], where: str) -> dict:
     """Fit an elastic-net Cox model (l1_ratio 0.5) and write its coefficients into ``encoder``.
 
@@ -59,7 +86,17 @@ def fit_cox_encoder(encoder: CoxLinear, mod, targets, train_ids: list[str], val_
     encoder.coef.copy_(torch.as_tensor(coef, dtype=torch.float32))
     encoder.center.fill_(float(lp.mean()))
     encoder.scale.fill_(float(lp.std()) if lp.std() > 1e-8 else 1.0)
-    chosen = {"alpha": float(est.alphas_[best]), "nonzero": int((coef != 0).sum()), "val_score": score}
+    chosen = {"alpha": float(est.alphas_[best]), "alpha_index": best, "alphas": [float(a) for a in est.alphas_[: best + 1]], "nonzero": int((coef != 0).sum()), "val_score": score}
     log.info("%s: coxnet encoder alpha %.4g, %d non-zero coefficients, validation C %s",
              where, chosen["alpha"], chosen["nonzero"], score)
     return chosen
+
+
+def score_modality(encoder: CoxLinear, mod, ids: list[str], overrides: dict[str, float]):
+    """A one-feature modality holding each patient's standardised predictor (``overrides`` first)."""
+    from lego.data.fold_data import ModalityTensors
+
+    with torch.no_grad():
+        full = {p: float((mod.per_patient[p][0] @ encoder.coef - encoder.center) / encoder.scale) for p in ids}
+    per = {p: torch.tensor([[overrides.get(p, full[p])]], dtype=torch.float32) for p in ids}
+    return ModalityTensors(mod.name, mod.kind, per, mod.state, 1)
