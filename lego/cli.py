@@ -232,7 +232,7 @@ def cmd_merge_tuned(a) -> None:
     from lego.stages import merge_tuned
 
     _threads(a.threads)
-    merge_tuned(a.blocks, _named_paths(a.data), a.labels, a.folds, a.out_dir, a.head)
+    merge_tuned(a.blocks, _named_paths(a.data), a.labels, a.folds, a.out_dir, a.head, a.search)
 
 
 def cmd_select_variant(a) -> None:
@@ -507,6 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocks", nargs="+", required=True, help="block model directories of one fold")
     p.add_argument("--data", nargs="+", required=True, metavar="MODALITY=PARQUET")
     p.add_argument("--head", choices=["slerp", "linear"], default="slerp", help="head merge (default slerp)")
+    p.add_argument("--search", action="store_true",
+                   help="also choose the block subset and the latent merge on validation (default: all blocks, weighted mean)")
     p.add_argument("--out-dir", required=True)
     model_args(p)
 

@@ -103,6 +103,7 @@ rule merge_tuned:
         blocks=lambda w, input: block_dirs(input.blocks),
         data=lambda w, input: " ".join(f"{m}={shlex.quote(p)}" for m, p in zip(MODALITIES, input.data)),
         head=config["model"]["merge"]["head"],
+        search=cli_args({"search": config["model"]["merge"]["search"]}),
         run=cli_args({"threads": TRAIN_RUN["threads"]}),
         out_dir=lambda w, output: os.path.dirname(output.weights),
     log:
@@ -117,7 +118,7 @@ rule merge_tuned:
         runtime=20,
     shell:
         "lego merge-tuned --blocks {params.blocks} --data {params.data} --labels {input.labels:q} --folds {input.folds:q} "
-        "--head {params.head} {params.run} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--head {params.head} {params.search} {params.run} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule fuse:

@@ -182,13 +182,15 @@ def test_tuned_merge_never_reads_test_patients_and_records_its_choice(tmp_path, 
     seen = []
     real_predict = stages.predict
     monkeypatch.setattr(stages, "predict", lambda m, c, mods, ids, **k: seen.extend(ids) or real_predict(m, c, mods, ids, **k))
-    config = stages.merge_tuned(dirs, data, str(p["labels"]), str(p["folds"]), str(tmp_path / "tuned"))
+    config = stages.merge_tuned(dirs, data, str(p["labels"]), str(p["folds"]), str(tmp_path / "tuned"), search=True)
     assert seen and not (set(seen) & test_ids), "only validation patients are predicted"
     tried = config["selection"]["tried"]
     assert {tuple(t["blocks"]) for t in tried} == {("zeta", "alpha")} and {t["method"] for t in tried} == {"harmonic", "mean"}
     assert set(config["weights"]) == set(config["scales"]) == set(config["order"])
     model, cfg = model_io.load(tmp_path / "tuned")  # the weights and scales rebuild the same model
     assert model.weights == [cfg["weights"][m] for m in cfg["order"]]
+    plain = stages.merge_tuned(dirs, data, str(p["labels"]), str(p["folds"]), str(tmp_path / "plain"))
+    assert [(t["blocks"], t["method"]) for t in plain["selection"]["tried"]] == [(["zeta", "alpha"], "mean")]
 
 
 def test_merge_weights_and_scales_change_the_merge():
