@@ -493,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("merge", cmd_merge, "LegoMerge a fold's blocks (no training): merged latents and merged head.")
     p.add_argument("--blocks", nargs="+", required=True, help="block model directories of one fold")
-    p.add_argument("--method", choices=["sum", "mean", "harmonic"], default="harmonic")
+    p.add_argument("--method", choices=["sum", "mean", "harmonic", "readout"], default="harmonic", help="latent merge (default harmonic)")
     p.add_argument("--head", choices=["slerp", "linear"], default="slerp")
     p.add_argument("--out-dir", required=True)
 

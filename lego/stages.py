@@ -126,9 +126,10 @@ def merge_tuned(block_dirs: list[str], data: dict[str, str], labels: str, folds:
     Each block's latent is divided by its RMS on the fold's training patients, and blocks are
     weighted (latents and heads) by how far their validation score is above chance: a block no
     better than chance on validation keeps a floor weight of 0.01, i.e. it is all but left out.
-    The latents are merged by their weighted mean. ``search`` also tries every subset of two or
-    more blocks with the mean and harmonic merges and keeps the best on validation -- off by
-    default: with 10-25 validation events, the best of ~20 tries is mostly luck, and the merge's
+    Two merges of all blocks are tried and the better on validation kept: the weighted mean of
+    the latents, and ``readout`` (each latent read by the merged head, logits averaged).
+    ``search`` also tries every subset of two or more blocks and the harmonic merge -- off by
+    default: with 10-25 validation events, the best of ~30 tries is mostly luck, and the merge's
     validation score (which chooses the reported MM-Lego variant) would be inflated.
     """
     blocks, configs = _load_blocks(block_dirs)
@@ -139,7 +140,8 @@ def merge_tuned(block_dirs: list[str], data: dict[str, str], labels: str, folds:
     block_scores = {m: json.loads((Path(d) / "history.json").read_text()).get("val_score")
                     for m, d in zip(configs, block_dirs)}
     weights = merge_weights(block_scores)
-    options = [(s, m) for s in subsets(list(blocks)) for m in ("mean", "harmonic")] if search else [(list(blocks), "mean")]
+    methods = ("mean", "readout", "harmonic") if search else ("mean", "readout")
+    options = [(s, m) for s in (subsets(list(blocks)) if search else [list(blocks)]) for m in methods]
     tried = []
     for subset, method in options:
         model = LegoMerge({m: blocks[m] for m in subset}, method, head_method, weights, scales)

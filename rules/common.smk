@@ -139,6 +139,16 @@ def block_candidates(wildcards):
     return [f"{OUT}/blocks/{wildcards.modality}/fold{wildcards.fold}/candidates/c{i}/model.safetensors" for i in range(n)]
 
 
+def fold_blocks(wildcards):
+    """Every selected block of a fold: weights, config and history (all are read)."""
+    return [f"{OUT}/blocks/{m}/fold{wildcards.fold}/{f}" for m in MODALITIES
+            for f in ("model.safetensors", "config.json", "history.json")]
+
+
+def block_dirs(input_files):
+    return " ".join(shlex.quote(os.path.dirname(p)) for p in input_files if p.endswith("model.safetensors"))
+
+
 def fuse_spec():
     fuse = dict(config["model"]["fuse"])
     return {**fuse, "alpha": config["model"]["train"]["alpha"], "patience": fuse["epochs"],

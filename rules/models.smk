@@ -57,16 +57,6 @@ rule select_block:
         "lego select-block --candidates {params.candidates} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
-def fold_blocks(wildcards):
-    """Every selected block of a fold: weights, config and history (all are read)."""
-    return [f"{OUT}/blocks/{m}/fold{wildcards.fold}/{f}" for m in MODALITIES
-            for f in ("model.safetensors", "config.json", "history.json")]
-
-
-def block_dirs(input_files):
-    return " ".join(shlex.quote(os.path.dirname(p)) for p in input_files if p.endswith("model.safetensors"))
-
-
 rule merge:
     input:
         fold_blocks,

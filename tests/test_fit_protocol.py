@@ -185,12 +185,12 @@ def test_tuned_merge_never_reads_test_patients_and_records_its_choice(tmp_path, 
     config = stages.merge_tuned(dirs, data, str(p["labels"]), str(p["folds"]), str(tmp_path / "tuned"), search=True)
     assert seen and not (set(seen) & test_ids), "only validation patients are predicted"
     tried = config["selection"]["tried"]
-    assert {tuple(t["blocks"]) for t in tried} == {("zeta", "alpha")} and {t["method"] for t in tried} == {"harmonic", "mean"}
+    assert {tuple(t["blocks"]) for t in tried} == {("zeta", "alpha")} and {t["method"] for t in tried} == {"harmonic", "mean", "readout"}
     assert set(config["weights"]) == set(config["scales"]) == set(config["order"])
     model, cfg = model_io.load(tmp_path / "tuned")  # the weights and scales rebuild the same model
     assert model.weights == [cfg["weights"][m] for m in cfg["order"]]
     plain = stages.merge_tuned(dirs, data, str(p["labels"]), str(p["folds"]), str(tmp_path / "plain"))
-    assert [(t["blocks"], t["method"]) for t in plain["selection"]["tried"]] == [(["zeta", "alpha"], "mean")]
+    assert [(t["blocks"], t["method"]) for t in plain["selection"]["tried"]] == [(["zeta", "alpha"], "mean"), (["zeta", "alpha"], "readout")]
 
 
 def test_merge_weights_and_scales_change_the_merge():
@@ -212,6 +212,12 @@ def test_merge_weights_and_scales_change_the_merge():
     assert not torch.allclose(plain, scaled)
     with pytest.raises(ValueError, match="positive"):
         LegoMerge(blocks, weights={"a": 0.0, "b": 1.0})
+    # readout: each latent through the merged head, logits averaged with the weights.
+    readout = LegoMerge(blocks, "readout", "linear", weights={"a": 3.0, "b": 1.0})
+    per = [readout.head(blocks[m].latent_from(*inputs[m][:2])) for m in "ab"]
+    torch.testing.assert_close(readout(inputs)[1], (3 * per[0] + per[1]) / 4)
+    only_b = collate(["q"], {"a": ModalityTensors("a", "tabular", {}, {}, 3), "b": ModalityTensors("b", "tabular", {"q": torch.randn(1, 3)}, {}, 3)})
+    torch.testing.assert_close(readout(only_b)[1], readout.head(blocks["b"].latent_from(*only_b["b"][:2])))
 
 
 def test_select_variant_uses_validation_only(tmp_path):
@@ -242,3 +248,4 @@ def test_coxnet_encoder_is_fitted_in_fold_saved_and_reloaded(tmp_path):
     assert int(coef.abs().argmax()) == 0
     hist = json.loads((tmp_path / "blocks" / "zeta" / "history.json").read_text())
     assert hist["val_score"] is not None and 0 <= hist["val_score"] <= 1
+
