@@ -83,14 +83,7 @@ def train(model: nn.Module, modalities: dict[str, ModalityTensors], targets: Tar
     seed_everything(cfg.seed)
     model.to(device)
     params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
-    # The fused AdamW kernel (CPU and CUDA) updates all parameters in one pass: same maths, fewer copies.
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    if cfg.scheduler == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
-    elif cfg.scheduler == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, cfg.patience // 3))
-    else:
-        sched = None
+    opt, sched = _optimiser(params, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     best = {"val_loss": math.inf, "epoch": -1, "state": None}
     history = []
@@ -136,6 +129,17 @@ def train(model: nn.Module, modalities: dict[str, ModalityTensors], targets: Tar
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     return {"history": history, "best_epoch": best["epoch"], "best_val_loss": best["val_loss"]}
+
+
+def _optimiser(params: list, cfg: TrainConfig):
+    """AdamW and the optional per-epoch schedule. The fused AdamW kernel (CPU and CUDA) updates
+    all parameters in one pass: same maths, fewer copies."""
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    if cfg.scheduler == "cosine":
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+    if cfg.scheduler == "plateau":
+        return opt, torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, cfg.patience // 3))
+    return opt, None
 
 
 def _snapshot(model: nn.Module) -> dict:
