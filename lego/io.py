@@ -59,6 +59,14 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy ``src`` to ``dst`` through a temporary name, so ``dst`` is whole or absent."""
+    import shutil
+
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
 def write_tsv(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write ``df`` as a tab-separated table atomically."""
     with atomic_path(path) as tmp:

@@ -10,15 +10,13 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from lego.errors import InputError
-from lego.io import atomic_path, write_json
+from lego.io import copy_atomic, write_json
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +59,7 @@ def select_candidate(candidate_dirs: list[str], out_dir: str) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in MODEL_FILES:
-        with atomic_path(out / name) as tmp:
-            shutil.copyfile(Path(candidate_dirs[best]) / name, tmp)
+        copy_atomic(Path(candidate_dirs[best]) / name, out / name)
     choice = {"chosen": Path(candidate_dirs[best]).name, "candidates": {Path(d).name: s[0] if np.isfinite(s[0]) else None
                                                                         for d, s in zip(candidate_dirs, scores)}}
     write_json(choice, out / "selection.json")

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
-
 import pandas as pd
 import torch
 
@@ -20,7 +18,7 @@ from lego.data.fold_data import (ModalityTensors, apply_modality, collate, fold_
                                  load_modality_table, make_targets)
 from lego.errors import InputError
 from lego.evaluation.metrics import HEADLINE
-from lego.io import atomic_path, write_json
+from lego.io import copy_atomic, write_json
 from lego.models import io as model_io
 from lego.models.block import BlockConfig, LegoBlock
 from lego.models.fitted import cross_fitted_scores, fit_cox_encoder, score_modality
@@ -70,8 +68,8 @@ def train_block(modality: str, kind: str, data: str, labels: str, folds: str, fo
     dev = resolve_device(device)
     fitted, train_mod = None, mod
     if cfg.encoder == "coxnet":
-        fitted = fit_cox_encoder(block.encoder, mod, targets, train_ids, val_ids, where)
-        oof = cross_fitted_scores(block.encoder, mod, targets, train_ids, fitted["alphas"], fitted["alpha_index"], seed=seed)
+        fitted, path = fit_cox_encoder(block.encoder, mod, targets, train_ids, val_ids, where)
+        oof = cross_fitted_scores(block.encoder, mod, targets, train_ids, path, seed=seed)
         train_mod = score_modality(block.encoder, mod, train_ids + val_ids, oof)
         block.encoder.takes_score = True
     result = train(SingleBlock(modality, block), {modality: train_mod}, targets, train_ids, val_ids, tcfg, dev, where)
@@ -81,7 +79,7 @@ def train_block(modality: str, kind: str, data: str, labels: str, folds: str, fo
         "kind": "block", "modality": modality, "modality_kind": kind, "fold": fold, "task": task,
         "block": cfg.to_dict(), "train": tcfg.to_dict(), "preprocess": mod.state, "bins": targets.bins,
         "classes": targets.classes, "n_train": len(train_ids), "n_val": len(val_ids),
-        **({"fitted_encoder": {k: v for k, v in fitted.items() if k != "alphas"}} if fitted else {}),
+        **({"fitted_encoder": fitted} if fitted else {}),
     }
     block.cpu().eval()
     result["val_score"] = validation_score(predict(block, config, {modality: mod}, val_ids), inputs.labels, task)
@@ -170,8 +168,7 @@ def select_variant(metrics_files: list[str], out_dir: str, name: str = "lego") -
               "variant_val_scores": {r["model"]: r["val"].get(key) for r in rows}}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "predictions.parquet") as tmp:
-        shutil.copyfile(Path(metrics_files[best]).with_name("predictions.parquet"), tmp)
+    copy_atomic(Path(metrics_files[best]).with_name("predictions.parquet"), out / "predictions.parquet")
     write_json(chosen, out / "metrics.json")
     log.info("fold %s: %s chose %s on validation", rows[0]["fold"], name, chosen["variant"])
     return chosen

@@ -139,6 +139,11 @@ def block_candidates(wildcards):
     return [f"{OUT}/blocks/{wildcards.modality}/fold{wildcards.fold}/candidates/c{i}/model.safetensors" for i in range(n)]
 
 
+def named_paths(names, paths):
+    """MODALITY=PATH arguments for the lego CLI, every path shell-quoted."""
+    return " ".join(f"{m}={shlex.quote(p)}" for m, p in zip(names, paths))
+
+
 def fold_blocks(wildcards):
     """Every selected block of a fold: weights, config and history (all are read)."""
     return [f"{OUT}/blocks/{m}/fold{wildcards.fold}/{f}" for m in MODALITIES

@@ -15,7 +15,7 @@ rule evaluate:
         predictions=f"{OUT}/eval/{{model}}/fold{{fold}}/predictions.parquet",
     params:
         model_dir=lambda w, input: os.path.dirname(input.model),
-        data=lambda w, input: " ".join(f"{m}={shlex.quote(p)}" for m, p in zip(model_modalities(w.model), input.data)),
+        data=lambda w, input: named_paths(model_modalities(w.model), input.data),
         evaluation=METRIC_OPTIONS,
         run=cli_args({"threads": TRAIN_RUN["threads"]}),
         out_dir=lambda w, output: os.path.dirname(output.metrics),
@@ -43,7 +43,7 @@ rule baselines:
         predictions=expand(f"{OUT}/eval/{{method}}-{{{{source}}}}/fold{{{{fold}}}}/predictions.parquet", method=BASELINE_METHODS),
     params:
         methods=" ".join(BASELINE_METHODS),
-        data=lambda w, input: " ".join(f"{m}={shlex.quote(p)}" for m, p in zip(baseline_modalities(w.source), input.data)),
+        data=lambda w, input: named_paths(baseline_modalities(w.source), input.data),
         modalities=lambda w: json.dumps(baseline_specs(w.source), sort_keys=True),
         task=config["cohort"]["task"],
         n_bins=config["model"]["n_bins"],

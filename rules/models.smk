@@ -91,7 +91,7 @@ rule merge_tuned:
         config=f"{OUT}/merge-tuned/fold{{fold}}/config.json",
     params:
         blocks=lambda w, input: block_dirs(input.blocks),
-        data=lambda w, input: " ".join(f"{m}={shlex.quote(p)}" for m, p in zip(MODALITIES, input.data)),
+        data=lambda w, input: named_paths(MODALITIES, input.data),
         head=config["model"]["merge"]["head"],
         search=cli_args({"search": config["model"]["merge"]["search"]}),
         run=cli_args({"threads": TRAIN_RUN["threads"]}),
@@ -123,7 +123,7 @@ rule fuse:
         history=f"{OUT}/fuse/fold{{fold}}/history.json",
     params:
         blocks=lambda w, input: block_dirs(input.blocks),
-        data=lambda w, input: " ".join(f"{m}={shlex.quote(p)}" for m, p in zip(MODALITIES, input.data)),
+        data=lambda w, input: named_paths(MODALITIES, input.data),
         spec=json.dumps(fuse_spec(), sort_keys=True),
         run=cli_args({k: TRAIN_RUN[k] for k in ("device", "threads")}),
         out_dir=lambda w, output: os.path.dirname(output.weights),

@@ -38,6 +38,7 @@ class ModalityTensors:
         if self.per_patient and all(t.shape[0] == 1 for t in self.per_patient.values()):
             self.index = {pid: i for i, pid in enumerate(self.per_patient)}
             self.dense = torch.cat([self.per_patient[p] for p in self.index]).unsqueeze(1)
+            self.per_patient = {pid: self.dense[i] for pid, i in self.index.items()}  # views: one copy in memory
 
 
 def load_modality_table(kind: str, path: str | Path) -> pd.DataFrame:

@@ -105,16 +105,17 @@ def make_folds(
         return read_fold_file(path, patients, val_share, (seeds or [1])[0], stratify)
     else:
         raise InputError(f"unknown fold method {method!r}; use random_split, kfold or file")
-    return _checked(pd.DataFrame(rows, columns=["patient_id", "fold", "subset"]), len(ids), fractions)
+    return _checked(pd.DataFrame(rows, columns=["patient_id", "fold", "subset"]),
+                    f"{len(ids)} patients are too few for fractions {list(fractions)}")
 
 
-def _checked(folds: pd.DataFrame, n_patients: int, fractions) -> pd.DataFrame:
+def _checked(folds: pd.DataFrame, why: str) -> pd.DataFrame:
+    """Every fold has train, val and test patients (``why`` says what to change otherwise)."""
     counts = folds.groupby(["fold", "subset"]).size().unstack(fill_value=0).reindex(columns=list(SUBSETS), fill_value=0)
     empty = counts[(counts == 0).any(axis=1)]
     if len(empty):
         raise InputError(
-            f"fold {empty.index[0]} has an empty subset ({empty.iloc[0].to_dict()}); "
-            f"{n_patients} patients are too few for fractions {list(fractions)}"
+            f"fold {empty.index[0]} has an empty subset ({empty.iloc[0].to_dict()}); {why}"
         )
     return folds.sort_values(["fold", "patient_id"]).reset_index(drop=True)
 
@@ -191,7 +192,8 @@ def read_fold_file(path: str | Path, patients: pd.DataFrame, val_share: float, s
             f = pd.concat([f[f["subset"] == "test"], pd.DataFrame({"patient_id": train, "fold": fold, "subset": "train"}),
                            pd.DataFrame({"patient_id": val, "fold": fold, "subset": "val"})])
         out.append(f)
-    return _checked(pd.concat(out, ignore_index=True), len(known), ("file", val_share))
+    return _checked(pd.concat(out, ignore_index=True),
+                    f"the split file {path} leaves it empty among the {len(known)} labelled patients")
 
 
 def report_mismatch(path: Path, in_file: set[str], labelled: set[str]) -> dict[str, list[str]]:

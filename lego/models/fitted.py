@@ -30,10 +30,10 @@ def _surv(targets, ids: list[str]):
                             np.array([targets.per_patient[p][2] for p in ids], dtype=float))
 
 
-def cross_fitted_scores(encoder: CoxLinear, mod, targets, train_ids: list[str], alphas: list[float], best: int,
+def cross_fitted_scores(encoder: CoxLinear, mod, targets, train_ids: list[str], path: list[float],
                         n_splits: int = 5, seed: int = 0) -> dict[str, float]:
-    """Out-of-fold standardised linear predictor of each training patient (the penalty fixed at
-    ``alpha``, each part's model fitted on the other parts), on the full model's scale."""
+    """Out-of-fold standardised linear predictor of each training patient (each part's model
+    fitted on the other parts along ``path``, down to the chosen penalty), on the full model's scale."""
     from sklearn.model_selection import StratifiedKFold
     from sksurv.linear_model import CoxnetSurvivalAnalysis
 
@@ -42,7 +42,7 @@ def cross_fitted_scores(encoder: CoxLinear, mod, targets, train_ids: list[str], 
     out = np.zeros(len(train_ids))
     for fit, held in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(x, y["event"]):
         # The full path (warm starts down to the chosen penalty): one small alpha alone can diverge.
-        est = CoxnetSurvivalAnalysis(l1_ratio=0.5, alphas=alphas[: best + 1], max_iter=100000)
+        est = CoxnetSurvivalAnalysis(l1_ratio=0.5, alphas=path, max_iter=100000)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             est.fit(x[fit], y[fit])
@@ -50,46 +50,45 @@ def cross_fitted_scores(encoder: CoxLinear, mod, targets, train_ids: list[str], 
     return {p: (v - float(encoder.center)) / float(encoder.scale) for p, v in zip(train_ids, out)}
 
 
-def fit_cox_encoder(encoder: CoxLinear, mod, targets, train_ids: list[str], val_ids: list[str], where: str) -> dict:
+def fit_cox_encoder(encoder: CoxLinear, mod, targets, train_ids: list[str], val_ids: list[str],
+                    where: str) -> tuple[dict, list[float]]:
     """Fit an elastic-net Cox model (l1_ratio 0.5) and write its coefficients into ``encoder``.
 
-    Returns what was chosen. Survival task only: the encoder is a Cox linear predictor.
+    Returns what was chosen and the penalty path down to it (which cross-fitting refits along).
+    Survival task only: the encoder is a Cox linear predictor.
     """
     from sksurv.linear_model import CoxnetSurvivalAnalysis
-    from sksurv.metrics import concordance_index_censored
-    from sksurv.util import Surv
+
+    from lego.survival.metrics import c_index
 
     if targets.task != "survival":
         raise InputError(f"{where}: the coxnet encoder needs a survival task; use linear or snn for classification")
-    time = np.array([targets.per_patient[p][2] for p in train_ids])
-    event = np.array([bool(targets.per_patient[p][1]) for p in train_ids])
-    if not event.any():
+    y = _surv(targets, train_ids)
+    if not y["event"].any():
         raise InputError(f"{where}: the coxnet encoder needs at least one event among the training patients")
     x = _dense(mod, train_ids)
     est = CoxnetSurvivalAnalysis(l1_ratio=0.5, alpha_min_ratio=0.01, n_alphas=30, max_iter=100000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est.fit(x, Surv.from_arrays(event, time))
+        est.fit(x, y)
     coefs = est.coef_  # (features, alphas)
     best, score = coefs.shape[1] // 2, None
-    v_event = np.array([bool(targets.per_patient[p][1]) for p in val_ids])
-    if val_ids and v_event.any():
+    yv = _surv(targets, val_ids)
+    if val_ids and yv["event"].any():
         xv = _dense(mod, val_ids)
-        v_time = np.array([targets.per_patient[p][2] for p in val_ids])
-        scores = []
-        for j in range(coefs.shape[1]):
-            lp = xv @ coefs[:, j]
-            scores.append(concordance_index_censored(v_event, v_time, lp)[0] if np.ptp(lp) > 0 else 0.5)
+        lps = [xv @ coefs[:, j] for j in range(coefs.shape[1])]
+        scores = [c_index(yv["time"], yv["event"], lp) if np.ptp(lp) > 0 else 0.5 for lp in lps]
+        scores = np.nan_to_num(scores, nan=0.5)  # no comparable pair: as uninformative as a constant
         best, score = int(np.argmax(scores)), float(np.max(scores))
     coef = coefs[:, best]
     lp = x @ coef
     encoder.coef.copy_(torch.as_tensor(coef, dtype=torch.float32))
     encoder.center.fill_(float(lp.mean()))
     encoder.scale.fill_(float(lp.std()) if lp.std() > 1e-8 else 1.0)
-    chosen = {"alpha": float(est.alphas_[best]), "alpha_index": best, "alphas": [float(a) for a in est.alphas_[: best + 1]], "nonzero": int((coef != 0).sum()), "val_score": score}
+    chosen = {"alpha": float(est.alphas_[best]), "alpha_index": best, "nonzero": int((coef != 0).sum()), "val_score": score}
     log.info("%s: coxnet encoder alpha %.4g, %d non-zero coefficients, validation C %s",
              where, chosen["alpha"], chosen["nonzero"], score)
-    return chosen
+    return chosen, [float(a) for a in est.alphas_[: best + 1]]
 
 
 def score_modality(encoder: CoxLinear, mod, ids: list[str], overrides: dict[str, float]):
