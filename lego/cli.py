@@ -225,7 +225,7 @@ def cmd_merge(a) -> None:
 def cmd_select_block(a) -> None:
     from lego.selection import select_candidate
 
-    select_candidate(a.candidates, a.out_dir)
+    select_candidate(a.candidates, a.out_dir, a.rule)
 
 
 def cmd_merge_tuned(a) -> None:
@@ -498,8 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
 
     p = add("select-block", cmd_select_block,
-            "Keep the grid candidate with the best validation score (C-index or AUC) of one block and fold.")
+            "Keep the grid candidate chosen on validation (C-index or AUC) of one block and fold.")
     p.add_argument("--candidates", nargs="+", required=True, help="candidate block directories (each with history.json)")
+    p.add_argument("--rule", choices=["one_se", "best"], default="one_se",
+                   help="one_se: first listed within one bootstrap SE of the best; best: highest score (default one_se)")
     p.add_argument("--out-dir", required=True)
 
     p = add("merge-tuned", cmd_merge_tuned,

@@ -21,13 +21,13 @@ from lego.evaluation.metrics import HEADLINE
 from lego.io import copy_atomic, write_json
 from lego.models import io as model_io
 from lego.models.block import BlockConfig, LegoBlock
-from lego.models.fitted import cross_fitted_scores, fit_cox_encoder, score_modality
+from lego.models.fitted import prepare_cox_encoder, ranking_kept, ranking_penalty
 from lego.models.fuse import LegoFuse
 from lego.models.merge import LegoMerge
 from lego.slides.embed import resolve_device
 from lego.survival.loss import risk_score, survival_curve
 from lego.evaluation.stages import EvalOptions, write_evaluation
-from lego.selection import latent_scale, merge_weights, subsets, validation_score
+from lego.selection import latent_scale, merge_weights, subsets, validation_score, validation_se
 from lego.train import TrainConfig, seed_everything, train
 
 log = logging.getLogger(__name__)
@@ -66,15 +66,15 @@ def train_block(modality: str, kind: str, data: str, labels: str, folds: str, fo
     block = LegoBlock(cfg)
     tcfg = TrainConfig(**{k: spec[k] for k in TRAIN_KEYS if k in spec})
     dev = resolve_device(device)
-    fitted, train_mod = None, mod
+    fitted, train_mod, penalty, scores = None, mod, None, []
     if cfg.encoder == "coxnet":
-        fitted, path = fit_cox_encoder(block.encoder, mod, targets, train_ids, val_ids, where)
-        oof = cross_fitted_scores(block.encoder, mod, targets, train_ids, path, seed=seed)
-        train_mod = score_modality(block.encoder, mod, train_ids + val_ids, oof)
-        block.encoder.takes_score = True
-    result = train(SingleBlock(modality, block), {modality: train_mod}, targets, train_ids, val_ids, tcfg, dev, where)
+        fitted, train_mod, scores = prepare_cox_encoder(block.encoder, mod, targets, train_ids, val_ids, where, seed)
+        penalty = ranking_penalty(block, scores)
+    result = train(SingleBlock(modality, block), {modality: train_mod}, targets, train_ids, val_ids, tcfg, dev, where,
+                   penalty=penalty)
     if fitted is not None:
-        block.encoder.takes_score = False
+        fitted["ranking_kept"] = ranking_kept(block, scores)
+        block.encoder.takes_score = False  # from now on it reads the modality's features
     config = {
         "kind": "block", "modality": modality, "modality_kind": kind, "fold": fold, "task": task,
         "block": cfg.to_dict(), "train": tcfg.to_dict(), "preprocess": mod.state, "bins": targets.bins,
@@ -82,7 +82,9 @@ def train_block(modality: str, kind: str, data: str, labels: str, folds: str, fo
         **({"fitted_encoder": fitted} if fitted else {}),
     }
     block.cpu().eval()
-    result["val_score"] = validation_score(predict(block, config, {modality: mod}, val_ids), inputs.labels, task)
+    val_pred = predict(block, config, {modality: mod}, val_ids)
+    result["val_score"] = validation_score(val_pred, inputs.labels, task)
+    result["val_score_se"] = validation_se(val_pred, inputs.labels, task, seed=seed)
     model_io.save(block, config, out_dir)
     write_json(result, Path(out_dir) / "history.json")
     log.info("%s: %d train / %d val patients, best epoch %d, val loss %.4f",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -76,8 +77,13 @@ def _to(inputs: dict, device: torch.device) -> dict:
 
 
 def train(model: nn.Module, modalities: dict[str, ModalityTensors], targets: Targets, train_ids: list[str],
-          val_ids: list[str], cfg: TrainConfig, device: torch.device, where: str, params: list | None = None) -> dict:
-    """Fit ``model`` (forward(inputs) -> (latent, logits)); returns the per-epoch history."""
+          val_ids: list[str], cfg: TrainConfig, device: torch.device, where: str, params: list | None = None,
+          penalty: Callable[[], torch.Tensor] | None = None) -> dict:
+    """Fit ``model`` (forward(inputs) -> (latent, logits)); returns the per-epoch history.
+
+    ``penalty``: an extra training-loss term (a shape constraint, e.g. a fitted score's ranking
+    kept), added at every step; validation loss and early stopping use the task loss only.
+    """
     if not train_ids:
         raise LegoError(f"{where}: no training patients")
     seed_everything(cfg.seed)
@@ -108,7 +114,7 @@ def train(model: nn.Module, modalities: dict[str, ModalityTensors], targets: Tar
                     "or check the inputs for extreme values"
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss + penalty() if penalty is not None else loss).backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
             run += loss.item() * len(b)

@@ -45,6 +45,7 @@ rule select_block:
         selection=f"{OUT}/blocks/{{modality}}/fold{{fold}}/selection.json",
     params:
         candidates=lambda w, input: " ".join(shlex.quote(os.path.dirname(p)) for p in input),
+        rule=config["model"]["selection"],
         out_dir=lambda w, output: os.path.dirname(output.weights),
     log:
         f"{OUT}/logs/select_block/{{modality}}/fold{{fold}}.log",
@@ -54,7 +55,7 @@ rule select_block:
         mem_mb=1000,
         runtime=5,
     shell:
-        "lego select-block --candidates {params.candidates} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "lego select-block --candidates {params.candidates} --rule {params.rule} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule merge:

@@ -157,10 +157,43 @@ def test_select_candidate_keeps_the_best_validation_score(tmp_path):
         (d / "config.json").write_text("{}")
         (d / "history.json").write_text(json.dumps({"val_score": score, "best_val_loss": 1.0 - i / 10}))
         dirs.append(str(d))
-    choice = select_candidate(dirs, str(tmp_path / "out"))
+    choice = select_candidate(dirs, str(tmp_path / "out"), rule="best")
     # c2 and c3 tie on the score; c3 has the lower validation loss.
     assert choice["chosen"] == "c3" and (tmp_path / "out" / "model.safetensors").read_bytes() == bytes([3])
     assert json.loads((tmp_path / "out" / "selection.json").read_text())["candidates"]["c1"] is None
+
+
+def test_one_se_rule_keeps_the_first_candidate_within_one_standard_error():
+    from lego.selection import choose
+
+    scores, ses = [0.70, None, 0.74, 0.80], [0.05, None, 0.05, 0.08]
+    assert choose(scores, ses, "best") == (3, None)
+    index, threshold = choose(scores, ses, "one_se")
+    # 0.70 is not within 0.80 - 0.08 but 0.74 is: the first listed within reach wins.
+    assert index == 2 and threshold == pytest.approx(0.72)
+    assert choose([0.70, 0.79, 0.80], [0.01, 0.01, 0.02], "one_se")[0] == 1
+    assert choose([0.79, 0.70, 0.80], [0.01, 0.01, 0.02], "one_se")[0] == 0
+    # Without a standard error the rule falls back to the best score.
+    assert choose([0.6, 0.7], [None, None], "one_se") == (1, None)
+    with pytest.raises(ValueError, match="one_se"):
+        choose([0.6], [0.1], "median")
+
+
+def test_validation_se_is_a_seeded_bootstrap_that_shrinks_with_more_patients():
+    from lego.selection import validation_se
+
+    rng = np.random.default_rng(0)
+
+    def frames(n):
+        risk = rng.normal(size=n)
+        time = np.exp(-risk + rng.normal(size=n))
+        pred = pd.DataFrame({"patient_id": [f"p{i}" for i in range(n)], "risk": risk})
+        return pred, pd.DataFrame({"patient_id": pred.patient_id, "time": time, "event": rng.random(n) < 0.6})
+
+    small, big = frames(40), frames(400)
+    assert validation_se(*small, "survival") == validation_se(*small, "survival")  # seeded
+    assert validation_se(*big, "survival") < validation_se(*small, "survival")
+    assert validation_se(small[0].iloc[:0], small[1], "survival") is None
 
 
 def trained_blocks(tmp_path, spec=SMALL, names=("zeta", "alpha"), n=90):
@@ -249,3 +282,42 @@ def test_coxnet_encoder_is_fitted_in_fold_saved_and_reloaded(tmp_path):
     hist = json.loads((tmp_path / "blocks" / "zeta" / "history.json").read_text())
     assert hist["val_score"] is not None and 0 <= hist["val_score"] <= 1
 
+
+
+def test_a_fitted_score_block_keeps_the_predictors_ranking(tmp_path):
+    # Noisy cohort, many epochs at a high learning rate: free, the block bends the one-number map.
+    spec = {**SMALL, "encoder": "coxnet", "epochs": 30, "patience": 30, "lr": 0.01}
+    p, dirs = trained_blocks(tmp_path, spec, names=("alpha",), n=160)
+    block, config = model_io.load(dirs[0])
+    assert config["fitted_encoder"]["ranking_kept"] == 1.0
+    hist = json.loads((tmp_path / "blocks" / "alpha" / "history.json").read_text())
+    # The block's validation C is the fitted Cox predictor's own (no ranking lost to the block).
+    assert hist["val_score"] == pytest.approx(config["fitted_encoder"]["val_score"], abs=1e-9)
+    assert hist["val_score_se"] > 0
+
+
+def test_ranking_penalty_is_zero_for_a_monotone_block_and_positive_otherwise():
+    from lego.models.block import BlockConfig, LegoBlock
+    from lego.models.fitted import ranking_kept, ranking_penalty
+
+    torch.manual_seed(0)
+    block = LegoBlock(BlockConfig(in_dim=3, n_outputs=4, encoder="coxnet", latent_rows=2, latent_dim=8,
+                                  encoder_width=8, heads=1, head_dim=4))
+    block.encoder.takes_score = True
+    scores = list(np.linspace(-3, 3, 50))
+    opt = torch.optim.Adam(block.parameters(), lr=0.01)
+    penalty = ranking_penalty(block, scores)
+    # Push the risk to fall with the score, then let the penalty undo it.
+    grid = torch.linspace(-3, 3, 16).view(-1, 1, 1)
+    for _ in range(30):
+        logits = block(grid, torch.ones(16, 1, dtype=torch.bool))[1]
+        loss = (logits.sum(1) * grid.view(-1)).mean()  # high score -> low hazard logits
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert ranking_kept(block, scores) < 0.5 and penalty().item() > 0
+    for _ in range(200):
+        opt.zero_grad()
+        penalty().backward()
+        opt.step()
+    assert ranking_kept(block, scores) == 1.0 and penalty().item() == pytest.approx(0.0, abs=1e-6)
