@@ -21,7 +21,8 @@ from lego.evaluation.metrics import HEADLINE
 from lego.io import copy_atomic, write_json
 from lego.models import io as model_io
 from lego.models.block import BlockConfig, LegoBlock
-from lego.models.fitted import prepare_cox_encoder, ranking_kept, ranking_penalty
+from lego.models.encoders import FITTED
+from lego.models.fitted import prepare_fitted_encoder, ranking_kept, ranking_penalty, start_monotone
 from lego.models.fuse import LegoFuse
 from lego.models.merge import LegoMerge
 from lego.slides.embed import resolve_device
@@ -67,9 +68,11 @@ def train_block(modality: str, kind: str, data: str, labels: str, folds: str, fo
     tcfg = TrainConfig(**{k: spec[k] for k in TRAIN_KEYS if k in spec})
     dev = resolve_device(device)
     fitted, train_mod, penalty, scores = None, mod, None, []
-    if cfg.encoder == "coxnet":
-        fitted, train_mod, scores = prepare_cox_encoder(block.encoder, mod, targets, train_ids, val_ids, where, seed)
+    if cfg.encoder in FITTED:
+        fitted, train_mod, scores = prepare_fitted_encoder(cfg.encoder, block.encoder, mod, targets, train_ids, val_ids,
+                                                           where, seed)
         penalty = ranking_penalty(block, scores)
+        fitted["warm_up_steps"] = start_monotone(block, penalty)
     result = train(SingleBlock(modality, block), {modality: train_mod}, targets, train_ids, val_ids, tcfg, dev, where,
                    penalty=penalty)
     if fitted is not None:

@@ -321,3 +321,38 @@ def test_ranking_penalty_is_zero_for_a_monotone_block_and_positive_otherwise():
         penalty().backward()
         opt.step()
     assert ranking_kept(block, scores) == 1.0 and penalty().item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_forest_encoder_reproduces_scikit_survival_and_survives_a_reload(tmp_path):
+    from safetensors.torch import load_model, save_model
+    from sksurv.ensemble import RandomSurvivalForest
+    from sksurv.util import Surv
+
+    from lego.models.encoders import ForestScore
+    from lego.models.fitted import FOREST_LEAVES, fit_rsf
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(160, 12))
+    x[:, :4] = x[:, :4] > 0.8  # binary columns, as in mutation tables: thresholds at 0.5
+    y = Surv.from_arrays(rng.random(160) < 0.6, rng.exponential(10 * np.exp(-x[:, 0] - x[:, 5])))
+    enc = ForestScore(12, 8)
+    chosen, refit = fit_rsf(enc, x[:100], y[:100], x[100:130], y[100:130], seed=0)
+    assert chosen["min_samples_leaf"] in FOREST_LEAVES and chosen["val_score"] > 0.5
+    reference = RandomSurvivalForest(n_estimators=100, min_samples_leaf=chosen["min_samples_leaf"], max_features="sqrt",
+                                     random_state=0).fit(x[:100], y[:100])
+    new = torch.tensor(x[130:], dtype=torch.float32).unsqueeze(1)
+    expected = reference.predict(x[130:].astype(np.float32))
+    np.testing.assert_allclose(enc.raw_score(new)[:, 0].numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(refit(x[:100], y[:100])(x[130:]), expected, rtol=1e-9)
+    save_model(enc, str(tmp_path / "forest.safetensors"))
+    again = ForestScore(12, 8)  # node tables sized from the file
+    load_model(again, str(tmp_path / "forest.safetensors"))
+    assert torch.equal(again.raw_score(new), enc.raw_score(new))
+
+
+def test_rsf_block_trains_reloads_and_keeps_the_forests_ranking(tmp_path):
+    p, dirs = trained_blocks(tmp_path, {**SMALL, "encoder": "rsf"}, names=("zeta",), n=160)
+    block, config = model_io.load(dirs[0])
+    hist = json.loads((tmp_path / "blocks" / "zeta" / "history.json").read_text())
+    assert config["fitted_encoder"]["ranking_kept"] == 1.0
+    assert hist["val_score"] == pytest.approx(config["fitted_encoder"]["val_score"], abs=1e-9)

@@ -9,6 +9,9 @@
   standardised linear predictor, expanded to ``width`` by a small trainable map. The MM-Lego
   premise is that a block wraps any unimodal encoder, pre-trained or not; this is the strongest
   classical encoder of omics tables on a few hundred patients.
+* ``rsf``: a random survival forest fitted the same way (its leaf size chosen on validation),
+  its trees stored as tensors: the non-linear classical encoder (interactions, thresholds) that
+  wins on some cohorts' clinical and mutation tables.
 * ``linear``: input dropout then one linear map, no hidden layer: the low-variance choice for
   sparse binary tables (mutations) and small clinical tables, where a deep SNN on a few hundred
   patients mostly fits noise (the Cox-linear model is the strong classical baseline there).
@@ -88,30 +91,83 @@ class LinearEncoder(nn.Module):
         return self.net(x), mask
 
 
-class CoxLinear(nn.Module):
-    """Frozen linear predictor (buffers ``coef``, ``center``, ``scale``) -> trainable width-d tokens.
+class FittedScore(nn.Module):
+    """A frozen classical risk model (fitted in the fold; see :mod:`lego.models.fitted`) whose
+    standardised score is expanded to ``out_dim`` tokens by a small trainable map.
 
-    ``takes_score``: the input already is the standardised linear predictor (B, T, 1). Training
-    uses it to feed training patients their cross-fitted (out-of-fold) predictor: in-sample
-    predictions of a fitted model are over-confident, and a block trained on them learns a map
-    that does not fit the predictor's spread on new patients.
+    ``takes_score``: the input already is the standardised score (B, T, 1). Training uses it to
+    feed training patients their cross-fitted (out-of-fold) score: in-sample predictions of a
+    fitted model are over-confident, and a block trained on them learns a map that does not fit
+    the score's spread on new patients.
     """
 
-    def __init__(self, in_dim: int, out_dim: int = 256):
+    def __init__(self, out_dim: int = 256):
         super().__init__()
         self.takes_score = False
-        self.register_buffer("coef", torch.zeros(in_dim))
         self.register_buffer("center", torch.zeros(()))
         self.register_buffer("scale", torch.ones(()))
         self.proj = nn.Sequential(nn.Linear(1, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
         self.out_dim = out_dim
 
+    def raw_score(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) features -> (B, T) un-standardised risk score."""
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lp = x[..., 0] if self.takes_score else (x @ self.coef - self.center) / self.scale
+        lp = x[..., 0] if self.takes_score else (self.raw_score(x) - self.center) / self.scale
         return self.proj(lp.unsqueeze(-1)), mask
 
 
-ENCODERS = ("snn", "abmil", "none", "linear", "coxnet")
+class CoxLinear(FittedScore):
+    """An elastic-net Cox model's linear predictor (buffer ``coef``)."""
+
+    def __init__(self, in_dim: int, out_dim: int = 256):
+        super().__init__(out_dim)
+        self.register_buffer("coef", torch.zeros(in_dim))
+
+    def raw_score(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.coef
+
+
+class ForestScore(FittedScore):
+    """A random survival forest's risk (mean over trees of the leaf's summed cumulative hazard).
+
+    Trees are stored as padded node tables (``left``, ``right``, ``feature``, ``threshold``,
+    ``value``; leaves point to themselves), so the forest lives in safetensors like any weight
+    and is evaluated by ``steps`` vectorised descents. Thresholds stay float64, as scikit-learn
+    compares them, so every sample reaches the very leaf it reaches in scikit-survival.
+    """
+
+    TABLES = {"left": torch.long, "right": torch.long, "feature": torch.long, "threshold": torch.float64,
+              "value": torch.float32}
+
+    def __init__(self, in_dim: int, out_dim: int = 256):
+        super().__init__(out_dim)
+        self.in_dim = in_dim
+        for name, dtype in self.TABLES.items():
+            self.register_buffer(name, torch.zeros(1, 1, dtype=dtype))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def raw_score(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1]).double()
+        trees = torch.arange(self.left.shape[0], device=x.device)[None, :]
+        node = torch.zeros(flat.shape[0], trees.shape[1], dtype=torch.long, device=x.device)
+        for _ in range(int(self.steps)):
+            value = flat.gather(1, self.feature[trees, node])
+            node = torch.where(value <= self.threshold[trees, node], self.left[trees, node], self.right[trees, node])
+        return self.value[trees, node].mean(1).reshape(x.shape[:-1])
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The node tables' sizes depend on the fitted trees: take them from the file.
+        for name in self.TABLES:
+            key = prefix + name
+            if key in state_dict and state_dict[key].dim() == 2:
+                self._buffers[name] = torch.zeros(state_dict[key].shape, dtype=self.TABLES[name])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+ENCODERS = ("snn", "abmil", "none", "linear", "coxnet", "rsf")
+FITTED = ("coxnet", "rsf")  # classical models fitted in the fold, then frozen
 
 
 def build_encoder(name: str, in_dim: int, width: int = 256, dropout: float = 0.25) -> nn.Module:
@@ -125,4 +181,6 @@ def build_encoder(name: str, in_dim: int, width: int = 256, dropout: float = 0.2
         return LinearEncoder(in_dim, out_dim=width, dropout=dropout)
     if name == "coxnet":
         return CoxLinear(in_dim, out_dim=width)
+    if name == "rsf":
+        return ForestScore(in_dim, out_dim=width)
     raise ValueError(f"unknown modality encoder {name!r}; use one of {', '.join(ENCODERS)}")

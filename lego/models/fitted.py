@@ -2,21 +2,27 @@
 a LegoBlock (the block's latent, layers and head are trained on top of them as usual).
 
 Only the fold's training patients fit the model; its one hyper-parameter (the elastic-net
-penalty) is chosen on the fold's validation patients, as for the Coxnet baseline.
+penalty, the forest's leaf size) is chosen on the fold's validation patients, as for the
+Coxnet and RSF baselines. Each fitter returns what it chose and a ``refit`` used to cross-fit
+the training patients' scores.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from lego.errors import InputError
-from lego.models.encoders import CoxLinear
+from lego.models.encoders import CoxLinear, FittedScore, ForestScore
 
 log = logging.getLogger(__name__)
+
+Refit = Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]
+FOREST_LEAVES = (5, 15, 30)  # the RSF baseline's grid
 
 
 def _dense(mod, ids: list[str]) -> np.ndarray:
@@ -30,84 +36,147 @@ def _surv(targets, ids: list[str]):
                             np.array([targets.per_patient[p][2] for p in ids], dtype=float))
 
 
-def cross_fitted_scores(encoder: CoxLinear, mod, targets, train_ids: list[str], path: list[float],
-                        n_splits: int = 5, seed: int = 0) -> dict[str, float]:
-    """Out-of-fold standardised linear predictor of each training patient (each part's model
-    fitted on the other parts along ``path``, down to the chosen penalty), on the full model's scale."""
-    from sklearn.model_selection import StratifiedKFold
+def _quiet_fit(est, x, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return est.fit(x, y)
+
+
+def _val_c(scores: list[np.ndarray], yv) -> list[float]:
+    from lego.survival.metrics import c_index
+
+    out = [c_index(yv["time"], yv["event"], s) if np.ptp(s) > 0 else 0.5 for s in scores]
+    return list(np.nan_to_num(out, nan=0.5))  # no comparable pair: as uninformative as a constant
+
+
+def _standardise(encoder: FittedScore, train_scores: np.ndarray) -> None:
+    encoder.center.fill_(float(train_scores.mean()))
+    encoder.scale.fill_(float(train_scores.std()) if train_scores.std() > 1e-8 else 1.0)
+
+
+def fit_coxnet(encoder: CoxLinear, x, y, xv, yv, seed: int) -> tuple[dict, Refit]:
+    """Elastic-net Cox (l1_ratio 0.5) along a 30-penalty path; the penalty chosen on validation."""
     from sksurv.linear_model import CoxnetSurvivalAnalysis
+
+    est = _quiet_fit(CoxnetSurvivalAnalysis(l1_ratio=0.5, alpha_min_ratio=0.01, n_alphas=30, max_iter=100000), x, y)
+    coefs = est.coef_  # (features, alphas)
+    best, score = coefs.shape[1] // 2, None
+    if yv is not None:
+        scores = _val_c([xv @ coefs[:, j] for j in range(coefs.shape[1])], yv)
+        best, score = int(np.argmax(scores)), float(np.max(scores))
+    coef = coefs[:, best]
+    encoder.coef.copy_(torch.as_tensor(coef, dtype=torch.float32))
+    _standardise(encoder, x @ coef)
+    path = [float(a) for a in est.alphas_[: best + 1]]
+
+    def refit(xf, yf):
+        # The full path (warm starts down to the chosen penalty): one small alpha alone can diverge.
+        part = _quiet_fit(CoxnetSurvivalAnalysis(l1_ratio=0.5, alphas=path, max_iter=100000), xf, yf)
+        return lambda xh: xh @ part.coef_[:, -1]
+
+    chosen = {"alpha": float(est.alphas_[best]), "alpha_index": best, "nonzero": int((coef != 0).sum()), "val_score": score}
+    return chosen, refit
+
+
+def _forest(leaf: int, seed: int):
+    from sksurv.ensemble import RandomSurvivalForest
+
+    return RandomSurvivalForest(n_estimators=100, min_samples_leaf=leaf, max_features="sqrt", n_jobs=1, random_state=seed)
+
+
+def store_forest(encoder: ForestScore, forest, x: np.ndarray) -> None:
+    """Write a fitted scikit-survival forest into the encoder's node tables.
+
+    A leaf's value is the tree's prediction for a training row that lands in it (every leaf holds
+    in-bag training rows); the forest's risk is the mean over trees, as scikit-survival's.
+    """
+    trees = [t.tree_ for t in forest.estimators_]
+    n = max(t.node_count for t in trees)
+    tables = {name: np.zeros((len(trees), n), dtype=np.float64) for name in ForestScore.TABLES}
+    for i, (est, t) in enumerate(zip(forest.estimators_, trees)):
+        own = np.arange(n)
+        leaf = np.ones(n, bool)
+        leaf[: t.node_count] = t.children_left == -1
+        tables["left"][i] = np.where(leaf, own, np.pad(t.children_left, (0, n - t.node_count)))
+        tables["right"][i] = np.where(leaf, own, np.pad(t.children_right, (0, n - t.node_count)))
+        tables["feature"][i] = np.where(leaf, 0, np.pad(t.feature, (0, n - t.node_count)))
+        tables["threshold"][i] = np.where(leaf, np.inf, np.pad(t.threshold, (0, n - t.node_count)))
+        reached, pred = est.apply(x.astype(np.float32)), est.predict(x)
+        tables["value"][i, reached] = pred
+    for name, dtype in ForestScore.TABLES.items():
+        encoder._buffers[name] = torch.as_tensor(tables[name]).to(dtype)
+    encoder.steps.fill_(max(t.max_depth for t in trees))
+
+
+def fit_rsf(encoder: ForestScore, x, y, xv, yv, seed: int) -> tuple[dict, Refit]:
+    """Random survival forest (100 trees, sqrt features); the leaf size chosen on validation."""
+    forests = [_quiet_fit(_forest(leaf, seed), x, y) for leaf in FOREST_LEAVES]
+    best, score = 1, None
+    if yv is not None:
+        scores = _val_c([f.predict(xv) for f in forests], yv)
+        best, score = int(np.argmax(scores)), float(np.max(scores))
+    store_forest(encoder, forests[best], x)
+    _standardise(encoder, forests[best].predict(x))
+    leaf = FOREST_LEAVES[best]
+
+    def refit(xf, yf):
+        return _quiet_fit(_forest(leaf, seed), xf, yf).predict
+
+    chosen = {"min_samples_leaf": leaf, "nodes": int(encoder.left.shape[1]), "val_score": score}
+    return chosen, refit
+
+
+FITTERS = {"coxnet": fit_coxnet, "rsf": fit_rsf}
+
+
+def fit_encoder(name: str, encoder: FittedScore, mod, targets, train_ids: list[str], val_ids: list[str], where: str,
+                seed: int = 0) -> tuple[dict, Refit]:
+    """Fit the classical model ``name`` on the training patients into ``encoder`` (survival only)."""
+    if targets.task != "survival":
+        raise InputError(f"{where}: the {name} encoder needs a survival task; use linear or snn for classification")
+    y = _surv(targets, train_ids)
+    if not y["event"].any():
+        raise InputError(f"{where}: the {name} encoder needs at least one event among the training patients")
+    yv = _surv(targets, val_ids) if val_ids else None
+    yv = yv if yv is not None and yv["event"].any() else None
+    chosen, refit = FITTERS[name](encoder, _dense(mod, train_ids), y, _dense(mod, val_ids) if yv is not None else None,
+                                  yv, seed)
+    log.info("%s: %s encoder %s", where, name, chosen)
+    return chosen, refit
+
+
+def cross_fitted_scores(encoder: FittedScore, mod, targets, train_ids: list[str], refit: Refit,
+                        n_splits: int = 5, seed: int = 0) -> dict[str, float]:
+    """Out-of-fold standardised score of each training patient (each part scored by the model
+    refitted on the other parts with the chosen hyper-parameter), on the full model's scale."""
+    from sklearn.model_selection import StratifiedKFold
 
     x, y = _dense(mod, train_ids), _surv(targets, train_ids)
     n_splits = max(2, min(n_splits, int(y["event"].sum()), int((~y["event"]).sum()) or n_splits))
     out = np.zeros(len(train_ids))
     for fit, held in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(x, y["event"]):
-        # The full path (warm starts down to the chosen penalty): one small alpha alone can diverge.
-        est = CoxnetSurvivalAnalysis(l1_ratio=0.5, alphas=path, max_iter=100000)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            est.fit(x[fit], y[fit])
-        out[held] = x[held] @ est.coef_[:, -1]
+        out[held] = refit(x[fit], y[fit])(x[held])
     return {p: (v - float(encoder.center)) / float(encoder.scale) for p, v in zip(train_ids, out)}
 
 
-def fit_cox_encoder(encoder: CoxLinear, mod, targets, train_ids: list[str], val_ids: list[str],
-                    where: str) -> tuple[dict, list[float]]:
-    """Fit an elastic-net Cox model (l1_ratio 0.5) and write its coefficients into ``encoder``.
-
-    Returns what was chosen and the penalty path down to it (which cross-fitting refits along).
-    Survival task only: the encoder is a Cox linear predictor.
-    """
-    from sksurv.linear_model import CoxnetSurvivalAnalysis
-
-    from lego.survival.metrics import c_index
-
-    if targets.task != "survival":
-        raise InputError(f"{where}: the coxnet encoder needs a survival task; use linear or snn for classification")
-    y = _surv(targets, train_ids)
-    if not y["event"].any():
-        raise InputError(f"{where}: the coxnet encoder needs at least one event among the training patients")
-    x = _dense(mod, train_ids)
-    est = CoxnetSurvivalAnalysis(l1_ratio=0.5, alpha_min_ratio=0.01, n_alphas=30, max_iter=100000)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        est.fit(x, y)
-    coefs = est.coef_  # (features, alphas)
-    best, score = coefs.shape[1] // 2, None
-    yv = _surv(targets, val_ids)
-    if val_ids and yv["event"].any():
-        xv = _dense(mod, val_ids)
-        lps = [xv @ coefs[:, j] for j in range(coefs.shape[1])]
-        scores = [c_index(yv["time"], yv["event"], lp) if np.ptp(lp) > 0 else 0.5 for lp in lps]
-        scores = np.nan_to_num(scores, nan=0.5)  # no comparable pair: as uninformative as a constant
-        best, score = int(np.argmax(scores)), float(np.max(scores))
-    coef = coefs[:, best]
-    lp = x @ coef
-    encoder.coef.copy_(torch.as_tensor(coef, dtype=torch.float32))
-    encoder.center.fill_(float(lp.mean()))
-    encoder.scale.fill_(float(lp.std()) if lp.std() > 1e-8 else 1.0)
-    chosen = {"alpha": float(est.alphas_[best]), "alpha_index": best, "nonzero": int((coef != 0).sum()), "val_score": score}
-    log.info("%s: coxnet encoder alpha %.4g, %d non-zero coefficients, validation C %s",
-             where, chosen["alpha"], chosen["nonzero"], score)
-    return chosen, [float(a) for a in est.alphas_[: best + 1]]
-
-
-def score_modality(encoder: CoxLinear, mod, ids: list[str], overrides: dict[str, float]):
-    """A one-feature modality holding each patient's standardised predictor (``overrides`` first)."""
+def score_modality(encoder: FittedScore, mod, ids: list[str], overrides: dict[str, float]):
+    """A one-feature modality holding each patient's standardised score (``overrides`` first)."""
     from lego.data.fold_data import ModalityTensors
 
     with torch.no_grad():
-        full = {p: float((mod.per_patient[p][0] @ encoder.coef - encoder.center) / encoder.scale) for p in ids}
-    per = {p: torch.tensor([[overrides.get(p, full[p])]], dtype=torch.float32) for p in ids}
+        full = encoder.raw_score(torch.cat([mod.per_patient[p] for p in ids]).unsqueeze(1))[:, 0]
+        full = ((full - encoder.center) / encoder.scale).tolist()
+    per = {p: torch.tensor([[overrides.get(p, full[i])]], dtype=torch.float32) for i, p in enumerate(ids)}
     return ModalityTensors(mod.name, mod.kind, per, mod.state, 1)
 
 
-def prepare_cox_encoder(encoder: CoxLinear, mod, targets, train_ids: list[str], val_ids: list[str], where: str,
-                        seed: int = 0):
+def prepare_fitted_encoder(name: str, encoder: FittedScore, mod, targets, train_ids: list[str], val_ids: list[str],
+                           where: str, seed: int = 0):
     """Fit the encoder and switch it to reading scores; returns (what was chosen, the training
     modality of scores -- cross-fitted for training patients, full-model for validation -- and
-    every predictor value the block will meet, for its ranking constraint)."""
-    fitted, path = fit_cox_encoder(encoder, mod, targets, train_ids, val_ids, where)
-    oof = cross_fitted_scores(encoder, mod, targets, train_ids, path, seed=seed)
+    every score value the block will meet, for its ranking constraint)."""
+    fitted, refit = fit_encoder(name, encoder, mod, targets, train_ids, val_ids, where, seed)
+    oof = cross_fitted_scores(encoder, mod, targets, train_ids, refit, seed=seed)
     train_mod = score_modality(encoder, mod, train_ids + val_ids, oof)
     full = score_modality(encoder, mod, train_ids, {})
     encoder.takes_score = True
@@ -139,6 +208,22 @@ def ranking_penalty(block, scores: list[float], weight: float = 10.0):
         return weight * torch.relu(risk[:-1] - risk[1:]).sum()
 
     return penalty
+
+
+def start_monotone(block, penalty, max_steps: int = 500, lr: float = 0.01) -> int:
+    """Fit the untrained block to the constraint alone before training (steps taken).
+
+    Why: early stopping may keep an early epoch, and a random initial map from score to risk is
+    as likely to fall as to rise; started monotone, every epoch's block keeps the ranking."""
+    opt = torch.optim.Adam([p for p in block.parameters() if p.requires_grad], lr=lr)
+    for step in range(max_steps):
+        loss = penalty()
+        if loss.item() == 0.0:
+            return step
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return max_steps
 
 
 def ranking_kept(block, scores: list[float]) -> float:
