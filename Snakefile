@@ -32,3 +32,7 @@ rule all:
 
 onsuccess:
     print_summary(f"{OUT}/summary/metrics.tsv")
+
+
+onerror:
+    report_failed_jobs(log)

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from lego.errors import LegoError
+from lego.errors import InputError, LegoError
 
 log = logging.getLogger("lego")
 
@@ -115,7 +115,14 @@ def cmd_import_features(a) -> None:
         write_failed_bag(a.out, a.slide_name, f"[import_features] no feature file {src}")
         log.warning("%s: FAILED, recorded: no feature file", a.slide_name)
         return
-    bag = import_feature_file(src, a.out, a.slide_name)
+    try:
+        bag = import_feature_file(src, a.out, a.slide_name)
+    except InputError as exc:
+        if not a.record_failure:
+            raise
+        write_failed_bag(a.out, a.slide_name, f"[import_features] {exc}")
+        log.warning("%s: FAILED, recorded: %s", a.slide_name, exc)
+        return
     log.info("%s: imported %d x %d features", a.slide_name, *bag.features.shape)
 
 
@@ -263,7 +270,6 @@ def cmd_evaluate(a) -> None:
 
 
 def cmd_baselines(a) -> None:
-    from lego.errors import InputError
     from lego.evaluation.stages import run_baselines
 
     _threads(a.threads)
@@ -608,7 +614,21 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"lego {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # unreadable or unwritable paths: the path and the reason, not a traceback
+        if args.debug:
+            raise
+        print(f"lego {args.command}: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a file-system error, naming the path and what to check."""
+    where = exc.filename or ""
+    reason = exc.strerror or " ".join(str(exc).split())
+    hint = {PermissionError: "check the folder's permissions", FileNotFoundError: "check the path, or run the step that makes it"}
+    fix = next((h for t, h in hint.items() if isinstance(exc, t)), "check the file and the disk")
+    return f"{where + ': ' if where else ''}{reason}; {fix}"
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ first second with the key's dotted path, not deep inside a job.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,9 @@ def _dotted(path) -> str:
 def _explain(error) -> str:
     """One readable line for a schema error, naming the key path."""
     where = _dotted(error.absolute_path)
+    if "propertyNames" in error.schema_path:
+        return (f"config key '{where}': name {error.instance!r} is not allowed; use letters, digits and underscores, "
+                "starting with a letter (names become file names and command-line words)")
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         hint = f" (allowed keys: {', '.join(allowed)})" if allowed else ""
@@ -71,26 +75,72 @@ def _check_consistency(config: dict[str, Any]) -> None:
     labels = config["cohort"]["labels"]
     if task == "classification" and not labels.get("label_column"):
         raise ConfigError("config key 'cohort.labels.label_column': required when cohort.task is 'classification'")
-    if task == "survival" and not (labels.get("censorship_column") or labels.get("event_column")):
-        raise ConfigError(
-            "config key 'cohort.labels': set censorship_column (1 = censored) or event_column (1 = event)"
-        )
+    if task == "survival":
+        if labels.get("censorship_column") and labels.get("event_column"):
+            raise ConfigError("config key 'cohort.labels': set censorship_column (1 = censored) or event_column "
+                              "(1 = event), not both")
+        if not labels.get("event_column"):
+            labels["censorship_column"] = labels.get("censorship_column") or "censorship"  # MCAT's default
     folds = config["folds"]
     if abs(sum(folds["fractions"]) - 1.0) > 1e-6:
         raise ConfigError(f"config key 'folds.fractions': must sum to 1 (got {folds['fractions']})")
     seeds = folds.get("seeds")
     if seeds is not None and len(seeds) != folds["n_folds"]:
         raise ConfigError(f"config key 'folds.seeds': needs {folds['n_folds']} seeds (one per fold), got {len(seeds)}")
+    _check_regexes(config)
     wsi = [m for m, spec in config["modalities"].items() if spec["kind"] == "wsi"]
     if wsi and not (config["slides"]["dir"] or config["slides"]["list"]):
         if not all(config["modalities"][m].get("features_dir") for m in wsi):
             raise ConfigError(f"config key 'slides': modality {wsi[0]!r} is a WSI modality; set slides.dir or slides.list")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping.
+
+    Why: YAML parsers keep the last of two equal keys silently, so a second ``rna:`` section
+    would quietly replace the first (a block named rna trained on CNV columns)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"{key_node.start_mark.name}: key {key!r} appears twice in one section "
+                                  f"(lines {seen[key]} and {line}); keep one (the last would silently win)")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file safely, refusing duplicate keys; errors name the file (and line)."""
+    try:
+        with open(path) as fh:
+            return yaml.load(fh, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+
+
+def _check_regexes(config: dict[str, Any]) -> None:
+    """Compile every regex of the config now, not in a job halfway through the run."""
+    found = [("slides.patient_id.regex", config.get("slides", {}).get("patient_id", {}).get("regex"))]
+    for name, spec in config["modalities"].items():
+        found.append((f"modalities.{name}.include", spec.get("include")))
+        found += [(f"modalities.{name}.exclude[{i}]", r) for i, r in enumerate(spec.get("exclude") or [])]
+    for key, pattern in found:
+        if pattern is None:
+            continue
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"config key '{key}': {pattern!r} is not a valid regular expression ({exc})") from None
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file and validate it."""
-    with open(path) as fh:
-        config = yaml.safe_load(fh) or {}
+    config = read_yaml(path) or {}
     try:
         return validate_config(config)
     except ConfigError as exc:

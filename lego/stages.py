@@ -95,6 +95,9 @@ def train_block(modality: str, kind: str, data: str, labels: str, folds: str, fo
     return result
 
 
+MERGE_SHAPE = ("latent_rows", "latent_dim", "depth", "heads", "head_dim", "n_outputs")  # what merge and fuse combine
+
+
 def _load_blocks(block_dirs: list[str]) -> tuple[dict[str, LegoBlock], dict[str, dict]]:
     blocks, configs = {}, {}
     for d in block_dirs:
@@ -105,6 +108,10 @@ def _load_blocks(block_dirs: list[str]) -> tuple[dict[str, LegoBlock], dict[str,
     bins = {tuple(c["bins"]) for c in configs.values()}
     if len(folds) != 1 or len(bins) != 1:
         raise InputError(f"blocks come from different folds or bin edges ({sorted(folds)}); merge blocks of one fold only")
+    shapes = {m: tuple(c["block"][k] for k in MERGE_SHAPE) for m, c in configs.items()}
+    if len(set(shapes.values())) > 1:
+        shown = "; ".join(f"{m}: {dict(zip(MERGE_SHAPE, v))}" for m, v in shapes.items())
+        raise InputError(f"blocks of different shapes cannot merge ({shown}); train them with one model.block setting")
     return blocks, configs
 
 
@@ -227,6 +234,12 @@ def predict(model: torch.nn.Module, config: dict, mods: dict[str, ModalityTensor
             outs.append(wrapped(collate(ids[i : i + batch_size], mods))[1])
     n_out = len(config["bins"]) - 1 if config["task"] == "survival" else len(config["classes"])
     logits = torch.cat(outs) if outs else torch.zeros(0, n_out)
+    bad = ~torch.isfinite(logits).all(dim=1)
+    if bad.any():
+        first = ids[int(bad.nonzero()[0])]
+        raise InputError(f"model for {config.get('modality') or config['kind']} (fold {config.get('fold')}) gives non-finite "
+                         f"predictions for {int(bad.sum())} patient(s), e.g. {first}; check that patient's input "
+                         "features for extreme values, and retrain the model")
     df = pd.DataFrame({"patient_id": ids})
     if config["task"] == "survival":
         df["risk"] = risk_score(logits).numpy()

@@ -68,8 +68,8 @@ rule cohort_table:
     output:
         f"{OUT}/cohort/patients.parquet",
     params:
-        tabular=" ".join(f"{m}={OUT}/modalities/{m}.parquet" for m in TABULAR),
-        wsi=" ".join(f"{m}={OUT}/modalities/{m}.parquet" for m in WSI),
+        tabular=lambda w, input: named_paths(TABULAR, input.tabular),
+        wsi=lambda w, input: named_paths(WSI, input.wsi),
     log:
         f"{OUT}/logs/cohort_table.log",
     conda:
@@ -89,7 +89,7 @@ rule collect_qc:
     output:
         f"{OUT}/qc/failed.tsv",
     params:
-        manifests=" ".join(f"{m}={OUT}/modalities/{m}.parquet" for m in WSI),
+        manifests=lambda w, input: named_paths(WSI, input.manifests),
     log:
         f"{OUT}/logs/collect_qc.log",
     conda:

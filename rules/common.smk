@@ -8,15 +8,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
-from lego.config import load_schema, validate_config
+from lego.config import load_schema, read_yaml, validate_config
 from lego.data.folds import fold_files, n_folds_in
 from lego.errors import ConfigError, LegoError
 from lego.selection import grid_candidates
-from helpers import cli_args, print_summary, put_python_bin_on_path, slide_table
+from helpers import cli_args, print_summary, put_python_bin_on_path, report_failed_jobs, slide_table, warn_unmatched
 
 put_python_bin_on_path()
 
 try:
+    for _path in workflow.configfiles:  # Snakemake's YAML reader keeps the last of duplicate keys
+        read_yaml(_path)
     validate_config(config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml"))
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
@@ -200,7 +202,9 @@ wildcard_constraints:
 
 def slides():
     """Slide table from the index_slides checkpoint (re-read when it changes)."""
-    return slide_table(checkpoints.index_slides.get().output.slides)
+    output = checkpoints.index_slides.get().output
+    warn_unmatched(output.unmatched)
+    return slide_table(output.slides)
 
 
 def slide_path(wildcards):

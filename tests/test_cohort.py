@@ -51,6 +51,28 @@ def test_too_few_patients():
         make_folds(patients(3))
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_folds": 0}, "n_folds must be at least 1"),
+    ({"method": "kfold", "n_folds": 1}, "kfold needs n_folds >= 2"),
+    ({"seeds": []}, "seeds is empty"),
+    ({"method": "kfold", "repeats": 0}, "repeats must be at least 1"),
+])
+def test_fold_counts_that_make_no_folds_are_refused(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        make_folds(patients(), **kwargs)
+
+
+def test_make_folds_cli_exits_2_with_one_line(tmp_path, capsys):
+    from lego.cli import main
+
+    patients().to_parquet(tmp_path / "labels.parquet")
+    assert main(["make-folds", "--labels", str(tmp_path / "labels.parquet"), "--n-folds", "0",
+                 "--out", str(tmp_path / "folds.parquet")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("lego make-folds: error: n_folds must be at least 1")
+    assert not (tmp_path / "folds.parquet").exists()
+
+
 def test_patient_id_rules():
     sid = "TCGA-2F-A9KO-01Z-00-DX1.195576CF-B739-4BD9-B15B-4A70AE287D3E"
     assert patient_of(sid) == "TCGA-2F-A9KO"
@@ -68,6 +90,34 @@ def test_index_slides_reports_unmatched_and_ignores_other_files(tmp_path):
     assert set(slides["patient_id"]) == {"TCGA-AA-0001"}
     assert unmatched["slide_id"].tolist() == ["TCGA-ZZ-9999-01Z"]
     assert "TCGA-ZZ-9999 has no outcome" in unmatched["reason"].iloc[0]
+
+
+def test_index_slides_records_link_loops_and_brace_names_and_goes_on(tmp_path):
+    d = tmp_path / "slides"
+    d.mkdir()
+    (d / "TCGA-AA-0001-01Z.svs").write_bytes(b"x")
+    (d / "TCGA-AA-0002-{x}.svs").write_bytes(b"x")
+    (d / "loop.svs").symlink_to(d / "loop.svs")
+    (d / "gone.svs").symlink_to(d / "missing.svs")
+    slides, unmatched = index_slides(d, extensions=[".svs"], patients=["TCGA-AA-0001", "TCGA-AA-0002"])
+    assert slides["slide_id"].tolist() == ["TCGA-AA-0001-01Z"]
+    reasons = dict(zip(unmatched["slide_id"], unmatched["reason"]))
+    assert "link loop" in reasons["loop"] and "link loop" in reasons["gone"]
+    assert "rename the file" in reasons["TCGA-AA-0002-{x}"]
+
+
+def test_index_slides_stops_when_no_slide_matches_and_names_the_setting(tmp_path, caplog):
+    d = tmp_path / "slides"
+    d.mkdir()
+    for name in ("lab7_P0001_HE.svs", "lab7_P0002_HE.svs"):
+        (d / name).write_bytes(b"x")
+    with pytest.raises(InputError, match=r'none of the 2 slides .*lab7_P0001_HE.*regex: "\^\.\{5\}\(\.\{5\}\)"'):
+        index_slides(d, extensions=[".svs"], patients=["P0001", "P0002"])
+    (d / "P0003_HE.svs").write_bytes(b"x")
+    with caplog.at_level("WARNING"):
+        slides, unmatched = index_slides(d, extensions=[".svs"], prefix_length=5, patients=["P0001", "P0002", "P0003"])
+    assert slides["slide_id"].tolist() == ["P0003_HE"] and len(unmatched) == 2
+    assert "2 slide(s) match no labelled patient" in caplog.text and "regex" in caplog.text
 
 
 def test_index_slides_from_a_list_and_duplicates(tmp_path):

@@ -21,7 +21,7 @@ def test_demo_config_is_valid_and_defaults_are_filled():
     assert "encoder" not in cfg["modalities"]["rna"]  # wsi defaults must not leak into tabular modalities
 
 
-SHIPPED = sorted(p for p in (REPO / "config").glob("*.yaml") if p.name != "schema.yaml")
+SHIPPED = sorted(p for p in (REPO / "config").rglob("*.yaml") if p.name != "schema.yaml")
 
 
 @pytest.mark.parametrize("example", SHIPPED, ids=lambda p: p.name)
@@ -62,6 +62,66 @@ def test_cross_field_rules():
     cfg = demo_config()
     cfg["folds"]["seeds"] = [1, 2]
     with pytest.raises(ConfigError, match="5 seeds"):
+        validate_config(cfg)
+
+
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
+    text = (REPO / "config" / "config.yaml").read_text()
+    path = tmp_path / "dup.yaml"
+    path.write_text(text.replace("modalities:\n", "modalities:\n  rna:\n    kind: tabular\n    path: cnv.csv\n", 1))
+    with pytest.raises(ConfigError, match=r"dup\.yaml: key 'rna' appears twice in one section \(lines \d+ and \d+\)"):
+        load_config(path)
+    path.write_text("cohort: {name: a, name: b}\n")
+    with pytest.raises(ConfigError, match="'name' appears twice"):
+        load_config(path)
+    path.write_text("cohort: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("name", ["x||touch F;#", "a b", "rna/..", "-x", "", "x" * 65, "{x}"])
+def test_modality_names_are_safe_identifiers(name):
+    cfg = demo_config()
+    cfg["modalities"][name] = cfg["modalities"].pop("rna")
+    with pytest.raises(ConfigError, match="modalities"):
+        validate_config(cfg)
+
+
+def test_invalid_regexes_fail_at_config_time():
+    cfg = demo_config()
+    cfg["modalities"]["rna"]["include"] = "_rnaseq($"
+    with pytest.raises(ConfigError, match=r"modalities\.rna\.include.*not a valid regular expression"):
+        validate_config(cfg)
+    cfg = demo_config()
+    cfg["modalities"]["rna"]["exclude"] = ["ok", "[bad"]
+    with pytest.raises(ConfigError, match=r"modalities\.rna\.exclude\[1\]"):
+        validate_config(cfg)
+    cfg = demo_config()
+    cfg["slides"] = {"patient_id": {"regex": "(unclosed"}}
+    with pytest.raises(ConfigError, match=r"slides\.patient_id\.regex"):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize("key, value", [("latent_rows", 1_000_000_000), ("encoder_width", 10**6), ("depth", 1000)])
+def test_sizes_have_sane_maxima(key, value):
+    cfg = demo_config()
+    cfg.setdefault("model", {}).setdefault("block", {})[key] = value
+    with pytest.raises(ConfigError, match=rf"model\.block\.{key}.*maximum"):
+        validate_config(cfg)
+
+
+def test_event_column_alone_just_works():
+    cfg = demo_config()
+    labels = cfg["cohort"]["labels"]
+    labels.pop("censorship_column")
+    labels["event_column"] = "dead"
+    assert validate_config(cfg)["cohort"]["labels"]["censorship_column"] is None
+    cfg = demo_config()
+    cfg["cohort"]["labels"].pop("censorship_column")
+    assert validate_config(cfg)["cohort"]["labels"]["censorship_column"] == "censorship"  # MCAT's default
+    cfg = demo_config()
+    cfg["cohort"]["labels"]["event_column"] = "dead"
+    with pytest.raises(ConfigError, match="not both"):
         validate_config(cfg)
 
 

@@ -151,3 +151,51 @@ def test_bad_feature_files(tmp_path):
     write_feature_bag(tmp_path / "nan.h5", np.array([[np.nan, 1.0]]), np.zeros((1, 2)), {})
     with pytest.raises(InputError, match="NaN"):
         read_feature_bag(tmp_path / "nan.h5")
+
+
+def _external(path, feats):
+    with h5py.File(path, "w") as f:
+        f["features"] = np.asarray(feats, dtype=np.float32)
+        f["coords"] = np.zeros((len(feats), 2), dtype=np.int64)
+
+
+BAD_IMPORTS = {
+    "truncated": (lambda p: (_external(p, np.ones((50, 8))), p.write_bytes(p.read_bytes()[:1500])), "not a readable HDF5"),
+    "nan": (lambda p: _external(p, [[np.nan, 1.0]]), "NaN or infinite"),
+    "inf": (lambda p: _external(p, [[np.inf, 1.0]]), "NaN or infinite"),
+    "zero rows": (lambda p: _external(p, np.zeros((0, 8))), "0 patch features"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_IMPORTS))
+def test_import_features_records_a_bad_file_and_goes_on(case, tmp_path, capsys):
+    from lego.cli import main
+    from lego.slides.features import bag_info
+
+    make, reason = BAD_IMPORTS[case]
+    make(tmp_path / "src.h5")
+    args = ["import-features", "--src", str(tmp_path / "src.h5"), "--out", str(tmp_path / "out.h5"), "--slide-name", "S1"]
+    assert main(args) == 2 and reason in capsys.readouterr().err  # without --record-failure: one line, exit 2
+    assert main(args + ["--record-failure"]) == 0
+    info = bag_info(tmp_path / "out.h5")
+    assert info["status"] == "failed" and reason in info["reason"] and info["reason"].startswith("[import_features]")
+
+
+def test_feature_manifest_fails_empty_unreadable_and_odd_width_bags(tmp_path):
+    import pandas as pd
+
+    from lego.data.cohort_table import build_patients_table, feature_manifest
+
+    write_feature_bag(tmp_path / "a.h5", np.ones((3, 8)), np.zeros((3, 2)), {})
+    write_feature_bag(tmp_path / "b.h5", np.ones((2, 8)), np.zeros((2, 2)), {})
+    write_feature_bag(tmp_path / "c.h5", np.ones((2, 5)), np.zeros((2, 2)), {})  # another encoder's width
+    write_feature_bag(tmp_path / "d.h5", np.ones((0, 8)), np.zeros((0, 2)), {})  # "ok" but no patch
+    (tmp_path / "e.h5").write_text("garbage")
+    slides = pd.DataFrame({"slide_id": list("abcde"), "patient_id": ["P1", "P1", "P2", "P3", "P4"]})
+    manifest = feature_manifest(slides, {s: tmp_path / f"{s}.h5" for s in "abcde"}).set_index("slide_id")
+    assert manifest["status"].to_dict() == {"a": "ok", "b": "ok", "c": "failed", "d": "failed", "e": "failed"}
+    assert "5-dimensional features where the other slides have 8" in manifest.loc["c", "reason"]
+    assert "0 rows" in manifest.loc["d", "reason"] and "unreadable" in manifest.loc["e", "reason"]
+    labels = pd.DataFrame({"patient_id": ["P1", "P2", "P3", "P4"]})
+    table = build_patients_table(labels, {}, {"wsi": manifest.reset_index()}).set_index("patient_id")
+    assert table["has_wsi"].to_dict() == {"P1": True, "P2": False, "P3": False, "P4": False}

@@ -274,3 +274,91 @@ def test_save_load_round_trips_predictions_exactly(kind, tmp_path):
     loaded, _ = model_io.load(tmp_path)
     torch.testing.assert_close(run(loaded), run(model), rtol=0, atol=0)
     assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.pkl"))
+
+
+def _saved_block(path):
+    b = block(seed=0)
+    model_io.save(b, {"kind": "block", "block": b.cfg.to_dict()}, path)
+    return b
+
+
+def _nan_weights(path):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path / "model.safetensors")
+    name = next(k for k in tensors if tensors[k].is_floating_point())
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] = float("nan")
+    save_file(tensors, path / "model.safetensors")
+
+
+def _rows(rows):
+    torch.manual_seed(0)
+    return LegoBlock(BlockConfig(6, 4, latent_rows=rows, latent_dim=16, heads=2, head_dim=8, encoder_width=32)).eval()
+
+
+def _swapped_shape(path):
+    other = _rows(5)
+    model_io.save(other, {"kind": "block", "block": other.cfg.to_dict()}, path / "other")
+    (path / "model.safetensors").write_bytes((path / "other" / "model.safetensors").read_bytes())
+
+
+def _set_config(path, change):
+    import json
+
+    cfg = json.loads((path / "config.json").read_text())
+    change(cfg)
+    (path / "config.json").write_text(json.dumps(cfg))
+
+
+TAMPER = {
+    "empty weights": (lambda p: (p / "model.safetensors").write_bytes(b""), "does not hold this model's weights"),
+    "truncated weights": (lambda p: (p / "model.safetensors").write_bytes((p / "model.safetensors").read_bytes()[:200]),
+                          "does not hold this model's weights"),
+    "random weights file": (lambda p: (p / "model.safetensors").write_bytes(np.random.default_rng(0).bytes(5000)),
+                            "does not hold this model's weights"),
+    "swapped tensor shape": (_swapped_shape, "does not hold this model's weights"),
+    "NaN weight": (_nan_weights, "NaN or infinite"),
+    "invalid JSON": (lambda p: (p / "config.json").write_text("{not json"), "not a valid model config"),
+    "incomplete config": (lambda p: _set_config(p, lambda c: c.pop("block")), "not a valid model config"),
+    "unknown key": (lambda p: _set_config(p, lambda c: c["block"].update(colour="red")), "not a valid model config"),
+    "absurd size": (lambda p: _set_config(p, lambda c: c["block"].update(latent_rows=10**9)), "latent_rows"),
+    "unknown kind": (lambda p: _set_config(p, lambda c: c.update(kind="tree")), "unknown model kind"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPER))
+def test_a_tampered_model_folder_is_one_clear_error(case, tmp_path):
+    from lego.errors import InputError
+
+    _saved_block(tmp_path)
+    tamper, message = TAMPER[case]
+    tamper(tmp_path)
+    with pytest.raises(InputError, match=message) as info:
+        model_io.load(tmp_path)
+    assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_blocks_of_different_latent_sizes_refuse_to_merge(tmp_path):
+    from lego.errors import InputError
+    from lego.stages import _load_blocks
+
+    dirs = []
+    for name, rows in (("a", 4), ("b", 6)):
+        b = _rows(rows)
+        model_io.save(b, {"kind": "block", "modality": name, "fold": 0, "bins": [0, 1, 2], "block": b.cfg.to_dict()},
+                      tmp_path / name)
+        dirs.append(str(tmp_path / name))
+    with pytest.raises(InputError, match="different shapes cannot merge.*latent_rows"):
+        _load_blocks(dirs)
+
+
+def test_non_finite_predictions_are_refused_naming_the_model():
+    from lego.errors import InputError
+    from lego.stages import predict
+
+    b = block(seed=0)
+    mod = ModalityTensors("a", "tabular", {"p1": torch.randn(1, 6), "p2": torch.full((1, 6), float("inf"))}, {}, 6)
+    with pytest.raises(InputError, match="model for a .*non-finite predictions for 1 patient.*p2"):
+        predict(b, {"kind": "block", "modality": "a", "fold": 0, "task": "survival", "bins": [0, 1, 2, 3, 4]},
+                {"a": mod}, ["p1", "p2"])

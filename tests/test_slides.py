@@ -180,3 +180,16 @@ def test_channel_first_read_matches_rgb_read(fixtures_dir, origin):
         chw = s.read_chw(*origin, 0, (24, 16))
     assert rgb.shape == (16, 24, 3) and chw.shape == (3, 16, 24) and chw.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(chw, rgb.transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("command", ["extract", "embed"])
+def test_a_missing_upstream_file_is_one_line_exit_2(command, demo_slides, tmp_path, capsys):
+    from lego.cli import main
+
+    slide = str(demo_slides[0])
+    args = (["extract", "--slide", slide, "--tissue", str(tmp_path / "none.parquet"), "--out", str(tmp_path / "p.h5")]
+            if command == "extract" else
+            ["embed", "--slide", slide, "--patches", str(tmp_path / "none.h5"), "--encoder", "stain_texture", "--out", str(tmp_path / "f.h5")])
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lego ")]
+    assert len(err) == 1 and "none." in err[0] and "Traceback" not in err[0]

@@ -67,8 +67,9 @@ def test_conflicting_duplicate_rows(tmp_path):
 @pytest.mark.parametrize(
     "time, status, message",
     [
-        (-1.0, 0, "missing or negative for patient P2"),
-        (None, 0, "missing or negative for patient P2"),
+        (-1.0, 0, "missing, negative or infinite for patient P2"),
+        (None, 0, "missing, negative or infinite for patient P2"),
+        (float("inf"), 0, "missing, negative or infinite for patient P2"),
         ("ten", 0, "non-numeric value 'ten' for patient P2"),
         (3.0, 2, "must be 0 or 1 but is 2 for patient P2"),
     ],
@@ -233,3 +234,23 @@ def test_selection_in_a_fold_ignores_validation_and_test_outcomes():
                      targets=make_targets(shuffled, train, "survival"))
     assert a.state["transform"]["state"]["numeric"] == b.state["transform"]["state"]["numeric"]
     assert "f0" in a.state["transform"]["state"]["numeric"]
+
+
+def test_a_semicolon_table_names_the_delimiter(tmp_path):
+    p = tmp_path / "labels.csv"
+    p.write_text("case_id;survival_months;censorship\nP1;3;0\n")
+    with pytest.raises(InputError, match="labels.csv: read as one column .* semicolon-delimited"):
+        ingest_labels(p)
+
+
+def test_an_omics_row_without_an_id_is_refused_with_its_line(tmp_path):
+    p = tmp_path / "rna.csv"
+    p.write_text("case_id,g1_rnaseq\nP1,1\n,2\nP3,3\n")
+    with pytest.raises(InputError, match=r"rna.csv: modality 'rna': 1 row\(s\) without a patient ID .*line 3"):
+        prepare_modality(p, "rna")
+
+
+def test_an_all_constant_table_is_one_clear_error():
+    df = pd.DataFrame({"patient_id": list("abcd"), "g": [1.0] * 4, "h": [2.0] * 4})
+    with pytest.raises(InputError, match="no feature varies among the 4 training patients"):
+        TabularTransform().fit(df)

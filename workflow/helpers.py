@@ -42,6 +42,52 @@ def slide_table(path: str) -> pd.DataFrame:
     return _read(str(path), os.path.getmtime(path))
 
 
+def failed_job_messages(snakemake_log: str, tail: int = 3) -> list[str]:
+    """For each "Error in rule" of a Snakemake log, the rule and the last lines of its job logs.
+
+    Why: Snakemake prints only "check log file(s)"; the one-line, actionable message every
+    ``lego`` command writes sits in the job's log. ``lego ... error:`` lines are shown alone.
+    """
+    lines = Path(snakemake_log).read_text(errors="replace").splitlines()
+    out: list[str] = []
+    rule = None
+    for line in lines:
+        if line.startswith("Error in rule "):
+            rule = line[len("Error in rule "):].rstrip(":")
+        elif rule and line.strip().startswith("log: "):
+            paths = line.strip()[len("log: "):].split(" (check log")[0]
+            for path in (p.strip() for p in paths.split(",")):
+                text = Path(path).read_text(errors="replace").splitlines() if os.path.exists(path) else []
+                errors = [t for t in text if t.startswith("lego ") and ": error: " in t]
+                shown = errors[-1:] or [t for t in text if t.strip()][-tail:] or ["(empty log)"]
+                out.append(f"rule {rule} failed ({path}):\n  " + "\n  ".join(shown))
+            rule = None
+    return out
+
+
+def report_failed_jobs(snakemake_logs) -> None:
+    """``onerror``: print what each failed job's log says (see :func:`failed_job_messages`)."""
+    for path in [snakemake_logs] if isinstance(snakemake_logs, str) else list(snakemake_logs or []):
+        if os.path.exists(path):
+            for message in failed_job_messages(path):
+                print(message, file=sys.stderr)
+
+
+_WARNED: set[str] = set()
+
+
+def warn_unmatched(path: str) -> None:
+    """Print, once per run, how many slides were left out by indexing (the QC table's count,
+    an example and its reason): a log file alone is where nobody looks."""
+    if path in _WARNED or not os.path.exists(path):
+        return
+    _WARNED.add(path)
+    table = pd.read_csv(path, sep="\t")
+    if len(table):
+        print(f"WARNING: {len(table)} slide(s) left out at indexing ({path}), e.g. {table['slide_id'].iloc[0]}: "
+              f"{table['reason'].iloc[0]}", file=sys.stderr)
+
+
 def put_python_bin_on_path() -> None:
     """Let jobs find the ``lego`` installed beside the Python running Snakemake.
 

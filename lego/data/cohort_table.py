@@ -40,4 +40,12 @@ def feature_manifest(slides: pd.DataFrame, feature_files: dict[str, str | Path])
         for s in slides.itertuples()
     ]
     cols = ["slide_id", "patient_id", "features", "status", "reason", "n_patches", "dim", "encoder", "encoder_digest"]
-    return pd.DataFrame(rows, columns=cols)
+    manifest = pd.DataFrame(rows, columns=cols)
+    ok = manifest["status"] == "ok"
+    if ok.any():  # one bag of another width (another encoder) must not reach training as a numpy error
+        common = int(manifest.loc[ok, "dim"].mode().max())
+        odd = ok & (manifest["dim"] != common)
+        manifest.loc[odd, "status"] = "failed"
+        manifest.loc[odd, "reason"] = [f"[features] {d}-dimensional features where the other slides have {common}; "
+                                       "embed every slide with one encoder" for d in manifest.loc[odd, "dim"]]
+    return manifest

@@ -86,6 +86,12 @@ def make_folds(
         raise InputError(f"need at least 3 patients to make train/val/test folds, got {len(ids)}")
     if method == "kfold" and n_folds < 2:
         raise InputError(f"kfold needs n_folds >= 2 (got {n_folds}); for one split use random_split")
+    if method == "random_split" and seeds is None and n_folds < 1:
+        raise InputError(f"n_folds must be at least 1 (got {n_folds})")
+    if seeds is not None and len(seeds) == 0:
+        raise InputError("seeds is empty: give one seed per fold")
+    if repeats < 1:
+        raise InputError(f"repeats must be at least 1 (got {repeats})")
     strata = _strata(patients, stratify)
     val_share = fractions[1] / (fractions[0] + fractions[1])
     if method == "random_split":

@@ -66,11 +66,11 @@ def ingest_labels(
     if task == "survival":
         _require(df, path, time_column, "survival time")
         time = _numeric(df, path, time_column, ids)
-        bad = time.isna() | (time < 0)
+        bad = time.isna() | (time < 0) | ~np.isfinite(time.astype(float))
         if bad.any():
             i = bad.idxmax()
             raise InputError(
-                f"{path}: survival time {time_column!r} is missing or negative for patient {ids[i]} "
+                f"{path}: survival time {time_column!r} is missing, negative or infinite for patient {ids[i]} "
                 f"(value {_show(df.at[i, time_column])}, line {_lines(df, bad)}); correct the follow-up or drop the patient"
             )
         status_col = censorship_column or event_column

@@ -35,6 +35,39 @@ def slide_id_of(path: Path, extensions: list[str]) -> str:
     return path.stem
 
 
+UNSAFE_NAME = re.compile(r"[{}\x00-\x1f]")  # Snakemake reads braces as wildcards; control characters break logs
+
+
+def patient_id_hint(slide_id: str, patients: list[str] | set[str]) -> str:
+    """The ``slides.patient_id`` setting that would match ``slide_id`` to a labelled patient."""
+    found = [(slide_id.find(p), p) for p in patients if p and p in slide_id]
+    if not found:
+        return ("no labelled patient ID occurs in the slide ID (check the labels table, or list the "
+                "slides in slides.list with a patient_id column)")
+    start, pid = min(found, key=lambda f: (f[0], -len(f[1])))
+    if start == 0:
+        return f"slides.patient_id: {{prefix_length: {len(pid)}}} would match it to patient {pid!r}"
+    return f'slides.patient_id: {{regex: "^.{{{start}}}(.{{{len(pid)}}})"}} would match it to patient {pid!r}'
+
+
+def _scan_dir(d: Path, extensions: list[str]) -> tuple[list[dict], list[dict]]:
+    """Slide files of a folder, and entries that look like slides but cannot be used (QC records)."""
+    rows, bad = [], []
+    suffixes = tuple(e.lower() for e in extensions)
+    for p in sorted(d.iterdir()):
+        if not p.name.lower().endswith(suffixes):
+            continue
+        sid = slide_id_of(p, extensions)
+        if p.is_symlink() and not p.exists():
+            bad.append({"slide_id": sid, "path": str(p), "reason": "broken symbolic link or link loop; fix or remove the link"})
+        elif UNSAFE_NAME.search(p.name):
+            bad.append({"slide_id": sid, "path": str(p),
+                        "reason": "file name contains '{', '}' or a control character; rename the file"})
+        elif p.is_file():
+            rows.append({"slide_id": sid, "path": str(p.resolve()), "patient_id": None})
+    return rows, bad
+
+
 def index_slides(
     slide_dir: str | Path | None = None,
     slide_list: str | Path | None = None,
@@ -45,14 +78,12 @@ def index_slides(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return ``(slides, unmatched)``: matched slides and those naming no known patient."""
     extensions = extensions or [".svs"]
-    rows = []
+    rows, bad = [], []
     if slide_dir:
         d = Path(slide_dir)
         if not d.is_dir():
             raise InputError(f"{d}: slide directory not found; check slides.dir in the config")
-        for p in sorted(d.iterdir()):
-            if p.is_file() and p.name.lower().endswith(tuple(e.lower() for e in extensions)):
-                rows.append({"slide_id": slide_id_of(p, extensions), "path": str(p.resolve()), "patient_id": None})
+        rows, bad = _scan_dir(d, extensions)
     if slide_list:
         table = read_table(slide_list)
         if "path" not in table.columns:
@@ -62,6 +93,10 @@ def index_slides(
             p = Path(str(r["path"]))
             p = p if p.is_absolute() else (base / p)
             pid = r.get("patient_id") if "patient_id" in table.columns else None
+            if UNSAFE_NAME.search(p.name):
+                bad.append({"slide_id": slide_id_of(p, extensions), "path": str(p),
+                            "reason": "file name contains '{', '}' or a control character; rename the file"})
+                continue
             rows.append({"slide_id": slide_id_of(p, extensions), "path": str(p.resolve()), "patient_id": pid})
     slides = pd.DataFrame(rows, columns=["slide_id", "patient_id", "path"])
     dup = slides["slide_id"].duplicated(keep=False)
@@ -79,6 +114,13 @@ def index_slides(
         "no patient ID could be derived (check slides.patient_id)" if pd.isna(p) else f"patient {p} has no outcome in the labels table"
         for p in unmatched["patient_id"]
     ]
-    if len(unmatched):
-        log.warning("%d slide(s) match no labelled patient and are left out, e.g. %s", len(unmatched), unmatched["slide_id"].iloc[0])
-    return slides[matched].sort_values("slide_id").reset_index(drop=True), unmatched.reset_index(drop=True)
+    if len(unmatched) and known is not None:
+        example = unmatched["slide_id"].iloc[0]
+        hint = f"{unmatched['reason'].iloc[0]}; {patient_id_hint(example, known)}"
+        if not matched.any():
+            raise InputError(f"none of the {len(slides)} slides matches a labelled patient (e.g. slide {example!r}); {hint}")
+        log.warning("%d slide(s) match no labelled patient and are left out, e.g. %s; %s", len(unmatched), example, hint)
+    unmatched = pd.concat([unmatched, pd.DataFrame(bad, columns=["slide_id", "path", "reason"])], ignore_index=True)
+    for r in bad:
+        log.warning("slide %s left out: %s", r["path"], r["reason"])
+    return slides[matched].sort_values("slide_id").reset_index(drop=True), unmatched

@@ -15,6 +15,7 @@ and a sample's output is independent of batch composition and padding.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 
 import torch
@@ -38,6 +39,18 @@ class BlockConfig:
     dropout: float = 0.25
     share_weights: bool = False
     init_seed: int = 0  # latent, layers and head start identical across modalities (mergeable)
+
+    # Bounds far above any real block: a damaged or hostile config fails here, not in a 100 GB allocation.
+    LIMITS = {"in_dim": 1 << 24, "n_outputs": 1 << 12, "encoder_width": 1 << 13, "latent_rows": 1 << 12,
+              "latent_dim": 1 << 12, "depth": 64, "heads": 64, "head_dim": 1 << 10}
+
+    def __post_init__(self) -> None:
+        for key, limit in self.LIMITS.items():
+            value = getattr(self, key)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 1 <= value <= limit:
+                raise ValueError(f"block setting {key}={value!r} is not an integer between 1 and {limit}")
+        if not 0 <= float(self.dropout) < 1:
+            raise ValueError(f"block setting dropout={self.dropout!r} is not in [0, 1)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -39,18 +39,17 @@ def read_feature_bag(path: str | Path) -> FeatureBag:
     """Read any supported feature file; raise InputError naming the file if it is not one."""
     path = Path(path)
     try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputError(f"{path}: not a readable HDF5 feature file ({exc})") from None
-    with f:
-        key = next((k for k in FEATURE_KEYS if k in f), None)
-        if key is None:
-            raise InputError(f"{path}: no 'features' (TRIDENT/CLAM) or 'feats' (STAMP) dataset; found {list(f.keys())}")
-        feats = np.asarray(f[key][:], dtype=np.float32)
-        coords = np.asarray(f["coords"][:]) if "coords" in f else np.zeros((len(feats), 2))
-        attrs = _attrs(f)
-        attrs.update({f"coords.{k}": v for k, v in _attrs(f["coords"]).items()} if "coords" in f else {})
-        attrs.update({f"features.{k}": v for k, v in _attrs(f[key]).items()})
+        with h5py.File(path, "r") as f:
+            key = next((k for k in FEATURE_KEYS if k in f), None)
+            if key is None:
+                raise InputError(f"{path}: no 'features' (TRIDENT/CLAM) or 'feats' (STAMP) dataset; found {list(f.keys())}")
+            feats = np.asarray(f[key][:], dtype=np.float32)
+            coords = np.asarray(f["coords"][:]) if "coords" in f else np.zeros((len(feats), 2))
+            attrs = _attrs(f)
+            attrs.update({f"coords.{k}": v for k, v in _attrs(f["coords"]).items()} if "coords" in f else {})
+            attrs.update({f"features.{k}": v for k, v in _attrs(f[key]).items()})
+    except (OSError, KeyError, ValueError) as exc:  # truncated or damaged HDF5 fails at open or at read
+        raise InputError(f"{path}: not a readable HDF5 feature file ({' '.join(str(exc).split())[:200]})") from None
     if feats.ndim == 3 and feats.shape[0] == 1:
         feats = feats[0]
     if coords.ndim == 3 and coords.shape[0] == 1:
@@ -65,18 +64,28 @@ def read_feature_bag(path: str | Path) -> FeatureBag:
 
 
 def bag_info(path: str | Path) -> dict:
-    """Status, size and provenance of a feature file without loading the features."""
-    with h5py.File(path, "r") as f:
-        key = next((k for k in FEATURE_KEYS if k in f), None)
-        if key is None:
-            raise InputError(f"{path}: no 'features' or 'feats' dataset")
-        shape = f[key].shape[-2:]
-        attrs = _attrs(f)
+    """Status, size and provenance of a feature file without loading the features.
+
+    A file that cannot be read, or an "ok" file with no patch, is reported as failed (with the
+    reason) instead of stopping the collection: one bad slide must not stop a cohort."""
+    try:
+        with h5py.File(path, "r") as f:
+            key = next((k for k in FEATURE_KEYS if k in f), None)
+            if key is None:
+                raise InputError(f"no 'features' or 'feats' dataset; found {list(f.keys())}")
+            shape = f[key].shape[-2:]
+            attrs = _attrs(f)
+    except (OSError, InputError, KeyError, ValueError) as exc:
+        return {"status": "failed", "reason": f"[features] unreadable feature file {path}: {' '.join(str(exc).split())[:200]}",
+                "n_patches": 0, "dim": 0, "encoder": "", "encoder_digest": ""}
+    status, reason = str(attrs.get("status", "ok")), str(attrs.get("reason", ""))
+    if status == "ok" and (len(shape) < 2 or shape[0] == 0):
+        status, reason = "failed", "[features] no patch features (0 rows): no usable tissue or patches"
     return {
-        "status": str(attrs.get("status", "ok")),
-        "reason": str(attrs.get("reason", "")),
-        "n_patches": int(shape[0]),
-        "dim": int(shape[1]),
+        "status": status,
+        "reason": reason,
+        "n_patches": int(shape[0]) if len(shape) else 0,
+        "dim": int(shape[1]) if len(shape) > 1 else 0,
         "encoder": str(attrs.get("encoder", "")),
         "encoder_digest": str(attrs.get("encoder_digest", "")),
     }
@@ -106,6 +115,10 @@ def write_failed_bag(path: str | Path, slide_name: str, reason: str, encoder: st
 def import_feature_file(src: str | Path, dst: str | Path, slide_name: str) -> FeatureBag:
     """Convert an existing TRIDENT/CLAM/STAMP file into our layout, keeping its provenance."""
     bag = read_feature_bag(src)
+    if bag.attrs.get("status", "ok") != "ok":
+        raise InputError(f"{src}: the source file records a failed slide ({bag.attrs.get('reason', 'no reason given')})")
+    if len(bag.features) == 0:
+        raise InputError(f"{src}: 0 patch features; a slide with no patches cannot be used")
     encoder = bag.attrs.get("encoder") or bag.attrs.get("features.encoder") or bag.attrs.get("extractor") or "external"
     attrs = {
         "encoder": str(encoder),

@@ -54,7 +54,13 @@ def prepare_modality(
             f"{path}: modality {modality!r} selects no column (include={include!r}, exclude={exclude}); "
             f"first columns are {list(df.columns[:8])}"
         )
-    ids = df[id_column].astype(str).str.strip()
+    raw_ids = df[id_column].astype("string").str.strip()
+    no_id = raw_ids.isna() | (raw_ids == "")
+    if no_id.any():
+        lines = ", ".join(str(i + 2) for i in np.flatnonzero(no_id.to_numpy())[:5])
+        raise InputError(f"{path}: modality {modality!r}: {int(no_id.sum())} row(s) without a patient ID in column "
+                         f"{id_column!r} (line {lines}); fill the ID or drop the row")
+    ids = raw_ids.astype(str)
     numeric = [c for c in feats if c not in categorical]
     raw = df[numeric].apply(lambda col: col.astype(int) if col.dtype == bool else col)
     values = raw.apply(pd.to_numeric, errors="coerce")

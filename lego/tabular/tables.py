@@ -9,6 +9,17 @@ import pandas as pd
 from lego.errors import InputError
 
 
+def _check_delimiter(df: pd.DataFrame, path: Path) -> None:
+    """One column whose name holds another separator: the file uses a delimiter we did not expect."""
+    if len(df.columns) != 1:
+        return
+    header = str(df.columns[0])
+    for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
+        if sep in header:
+            fix = "save it as .tsv" if sep == "\t" else "save it with ',' as the delimiter (or as .tsv)"
+            raise InputError(f"{path}: read as one column {header[:60]!r}: the file looks {name}-delimited; {fix}")
+
+
 def read_table(path: str | Path, **kwargs) -> pd.DataFrame:
     """Read a table by extension; drop a leading unnamed index column (as in the BLCA file)."""
     path = Path(path)
@@ -28,6 +39,7 @@ def read_table(path: str | Path, **kwargs) -> pd.DataFrame:
         raise
     except Exception as exc:  # pandas raises many types for malformed files
         raise InputError(f"{path}: cannot be read as a table ({type(exc).__name__}: {exc})") from None
+    _check_delimiter(df, path)
     first = df.columns[0] if len(df.columns) else None
     if first is not None and (str(first).startswith("Unnamed: 0") or str(first) == ""):
         df = df.drop(columns=[first])

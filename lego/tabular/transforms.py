@@ -97,6 +97,10 @@ class TabularTransform:
             binary = np.all((x == 0) | (x == 1), axis=0)
             mean, std = np.where(binary, 0.0, mean), np.where(binary, 1.0, std)
         idx = np.flatnonzero(keep)
+        if not len(idx) and not self.categorical:
+            raise InputError(f"no feature varies among the {len(x)} training patients (all {len(numeric)} column(s) "
+                             f"constant or below preprocess.min_variance={self.min_variance}); check the table "
+                             "or lower preprocess.min_variance")
         self.state = {
             "numeric": [numeric[i] for i in idx],
             "lo": lo[idx].tolist(),
