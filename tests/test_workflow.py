@@ -163,3 +163,23 @@ def test_workflow_lint_is_clean(tmp_path):
     proc = snakemake(tmp_path, "--lint", check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Lints for rule" not in proc.stdout + proc.stderr
+
+
+def test_a_failed_jobs_message_reaches_the_console(tmp_path):
+    config = write_config(tmp_path)
+    (tmp_path / "labels.csv").write_text("case_id;survival_months;censorship\nP1;3;0\n")
+    config["cohort"]["labels"]["path"] = str(tmp_path / "labels.csv")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "--cores", "1", f"results/{config['cohort']['name']}/cohort/labels.parquet", check=False)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "rule ingest_labels failed" in output and "lego ingest-labels: error:" in output
+    assert "semicolon-delimited" in output
+
+
+def test_duplicate_config_keys_stop_the_workflow(tmp_path):
+    write_config(tmp_path)
+    text = (tmp_path / "config.yaml").read_text()
+    (tmp_path / "config.yaml").write_text(text + "results_dir: elsewhere\n")
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and "key 'results_dir' appears twice" in proc.stdout + proc.stderr
