@@ -69,6 +69,18 @@ def test_one_modality_input_file_reruns_its_preparation_and_blocks(finished):
     assert jobs == Counter(expected), jobs
 
 
+def test_a_replaced_model_file_reruns_what_reads_it(finished):
+    """Every file a rule reads is an input: a block's config.json edited by hand (or copied over
+    from another run) reruns the merges, the fuse and the evaluations that read it."""
+    cfg = finished / "results" / "demo" / "blocks" / "rna" / "fold0" / "config.json"
+    time.sleep(0.01)
+    cfg.write_text(cfg.read_text())  # same content, newer file: Snakemake must notice
+    jobs = dry_run_jobs(finished)
+    for rule in ("merge", "merge_tuned", "fuse", "evaluate"):
+        assert jobs[rule] >= 1, (rule, jobs)
+    assert "train_block" not in jobs and "select_block" not in jobs, jobs
+
+
 def test_new_encoder_re_embeds_without_re_extracting(finished):
     edit_config(finished, lambda c: c["modalities"]["wsi"].update(encoder="efficientnet_lite0"))
     jobs = dry_run_jobs(finished)

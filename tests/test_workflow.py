@@ -183,3 +183,13 @@ def test_duplicate_config_keys_stop_the_workflow(tmp_path):
     (tmp_path / "config.yaml").write_text(text + "results_dir: elsewhere\n")
     proc = snakemake(tmp_path, "-n", check=False)
     assert proc.returncode != 0 and "key 'results_dir' appears twice" in proc.stdout + proc.stderr
+
+
+def test_a_results_dir_with_spaces_and_quotes_works(tmp_path):
+    config = write_config(tmp_path, results_dir="my results/it's here")
+    text = (tmp_path / "config.yaml").read_text().replace("results/demo_input", "my results/it's here/demo_input")
+    (tmp_path / "config.yaml").write_text(text)
+    out = f"my results/it's here/{config['cohort']['name']}"
+    targets = [f"{out}/cohort/folds.parquet", f"{out}/modalities/rna.parquet"]
+    snakemake(tmp_path, "--cores", "2", *targets)
+    assert all((tmp_path / t).exists() for t in targets)
