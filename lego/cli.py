@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+import lego
 from lego.errors import InputError, LegoError
 
 log = logging.getLogger("lego")
@@ -364,6 +365,7 @@ def _add_slide_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lego", description=__doc__.split("\n")[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {lego.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn, help_: str) -> argparse.ArgumentParser:
@@ -614,10 +616,22 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"lego {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except json.JSONDecodeError as exc:  # --spec, --config-json, --modalities ... are JSON
+        if args.debug:
+            raise
+        print(f"lego {args.command}: error: an argument is not valid JSON ({exc}); check the quoting", file=sys.stderr)
+        return 2
     except OSError as exc:  # unreadable or unwritable paths: the path and the reason, not a traceback
         if args.debug:
             raise
         print(f"lego {args.command}: error: {_os_error(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if args.debug or not type(exc).__module__.startswith("pyarrow"):
+            raise
+        # A damaged or non-parquet file passed where a parquet file is expected.
+        print(f"lego {args.command}: error: cannot read a parquet input ({' '.join(str(exc).split())[:300]}); "
+              "re-run the step that wrote it", file=sys.stderr)
         return 2
     return 0
 

@@ -25,7 +25,7 @@ from lego.models.encoders import FITTED
 from lego.models.fitted import prepare_fitted_encoder, ranking_kept, ranking_penalty, start_monotone
 from lego.models.fuse import LegoFuse
 from lego.models.merge import LegoMerge
-from lego.slides.embed import resolve_device
+from lego.device import resolve_device
 from lego.survival.loss import risk_score, survival_curve
 from lego.evaluation.stages import EvalOptions, write_evaluation
 from lego.selection import latent_scale, merge_weights, subsets, validation_score, validation_se

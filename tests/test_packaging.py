@@ -51,5 +51,82 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "lego.cli", "ingest-labels", "--table", str(bad), "--out", str(tmp_path / "o.parquet")],
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "missing or negative for patient P1" in proc.stderr and "Traceback" not in proc.stderr
+    assert "missing, negative or infinite for patient P1" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o.parquet").exists()
+
+
+# Import name -> distribution, for the packages some environments leave out.
+OPTIONAL_IMPORTS = {"cv2": "opencv-python-headless", "openslide": "openslide-python", "skimage": "scikit-image",
+                    "tifffile": "tifffile", "imagecodecs": "imagecodecs", "torch": "torch", "sksurv": "scikit-survival",
+                    "matplotlib": "matplotlib", "h5py": "h5py", "safetensors": "safetensors", "timm": "timm",
+                    "torchvision": "torchvision"}
+BLOCKER = """
+import contextlib, io, json, sys, importlib.abc
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split('.')[0] in {blocked!r}:
+            raise ImportError('not in this environment: ' + name)
+sys.meta_path.insert(0, Blocker())
+from lego.cli import main
+results = {{}}
+for argv in {runs!r}:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except BaseException as exc:  # an import error or a traceback would land here
+            code = repr(exc)
+    results[argv[0]] = [code, err.getvalue()[-1500:]]
+print(json.dumps(results))
+"""
+
+
+def rule_commands() -> list[tuple[str, str]]:
+    """(environment, lego subcommand) of every rule that runs one."""
+    out = set()
+    for smk in (REPO / "rules").glob("*.smk"):
+        for block in re.split(r"\n(?=(?:checkpoint|rule) )", smk.read_text()):
+            env = re.search(r'conda:\s*\n\s*"\.\./envs/([a-z]+)\.yaml"', block)
+            for cmd in re.findall(r"\blego ([a-z][a-z-]+)", block):
+                if env:
+                    out.add((env.group(1), cmd))
+    return sorted(out)
+
+
+def dummy_args(command: str, tmp_path) -> list[str]:
+    """Every required option of ``command`` with a value that passes argparse (files that do not exist)."""
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    argv = [command]
+    for action in sub._actions:
+        if not action.required or not action.option_strings:
+            continue
+        value = action.choices[0] if action.choices else ("0" if action.type is int else f"m={tmp_path}/{command}/missing")
+        argv += [action.option_strings[0], str(value)]
+    return argv
+
+
+@pytest.mark.parametrize("env", sorted({env for env, _ in rule_commands()}))
+def test_each_rule_command_imports_with_only_its_environments_packages(env, tmp_path):
+    """Under --software-deployment-method conda a rule sees only its env's packages: its command
+    must get past its imports (and then fail on the missing inputs with one line, exit 2)."""
+    import json
+
+    present = {re.split(r"[<>=!~ \\[]", r)[0].lower() for r in env_requirements(REPO / "envs" / f"{env}.yaml")}
+    blocked = sorted(name for name, dist in OPTIONAL_IMPORTS.items() if dist not in present)
+    runs = [dummy_args(cmd, tmp_path) for e, cmd in rule_commands() if e == env]
+    proc = subprocess.run([sys.executable, "-c", BLOCKER.format(blocked=blocked, runs=runs)], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for command, (code, err) in json.loads(proc.stdout.splitlines()[-1]).items():
+        assert "not in this environment" not in err and "not in this environment" not in str(code), (env, command, err)
+        assert code in (0, 2) and "Traceback" not in err, (env, command, code, err)  # 0: it made something of nothing
+
+
+def test_version_and_build_requirements():
+    import lego
+
+    proc = subprocess.run([sys.executable, "-m", "lego.cli", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"lego {lego.__version__}"
+    # license = "MIT" (a PEP 639 expression) needs setuptools >= 77 to build (offline --no-build-isolation installs).
+    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+    assert "setuptools>=77" in requires

@@ -42,7 +42,7 @@ def run_abmil(modality: str, data: str, labels: str, folds: str, fold: int, task
     """Train plain ABMIL on one fold (every training patient with the modality) and evaluate it."""
     from safetensors.torch import save_model
 
-    from lego.slides.embed import resolve_device
+    from lego.device import resolve_device
     from lego.stages import predict
 
     where = f"abmil-{modality}, fold {fold}"

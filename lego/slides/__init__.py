@@ -1,5 +1,5 @@
-"""Whole-slide image handling: reading, tissue segmentation, patch grids and patch encoders."""
+"""Whole-slide image handling: reading, tissue segmentation, patch grids and patch encoders.
 
-from lego.slides.reader import Slide, open_slide
-
-__all__ = ["Slide", "open_slide"]
+Nothing is imported here: the model stages read feature files (``lego.slides.features``) in
+environments without OpenSlide or OpenCV, so importing this package must not load them.
+"""

@@ -5,9 +5,7 @@ CUDA with autocast when a GPU is visible and on the CPU otherwise.
 from __future__ import annotations
 
 import logging
-import os
 import time
-import warnings
 from pathlib import Path
 
 import cv2
@@ -15,27 +13,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lego.device import resolve_device
 from lego.slides.encoders import Encoder, to_chw_uint8
 from lego.slides.features import write_feature_bag
 from lego.slides.patches import read_patches
 from lego.slides.reader import open_slide
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when visible, else CPU with a warning if a GPU was expected."""
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            warnings.warn("device 'cuda' requested but no GPU is visible; running on CPU", stacklevel=2)
-            return torch.device("cpu")
-        return torch.device("cuda")
-    allocated = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    if device == "auto" and allocated not in ("", "-1", "NoDevFiles"):
-        # A scheduler (e.g. SLURM --gpus) assigned a GPU, but this torch build or node cannot use it.
-        log.warning("GPU %s was allocated to this job (CUDA_VISIBLE_DEVICES) but torch sees no CUDA device; "
-                    "running on the CPU", allocated)
-    return torch.device("cpu")
 
 
 class PatchDataset(Dataset):
