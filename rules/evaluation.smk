@@ -21,6 +21,8 @@ rule evaluate:
         out_dir=lambda w, output: os.path.dirname(output.metrics),
     log:
         f"{OUT}/logs/evaluate/{{model}}/fold{{fold}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/evaluate/{{model}}/fold{{fold}}.tsv"
     threads: TRAIN_RUN["threads"]
     conda:
         "../envs/models.yaml"

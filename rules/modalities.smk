@@ -15,6 +15,8 @@ rule prepare_modality:
         args=lambda w: cli_args({k: MODALITIES[w.tabular].get(k) for k in PREPARE_KEYS}),
     log:
         f"{OUT}/logs/prepare_modality/{{tabular}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/prepare_modality/{{tabular}}.tsv"
     conda:
         "../envs/tabular.yaml"
     resources:
