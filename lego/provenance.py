@@ -89,7 +89,8 @@ def job_costs(benchmarks_dir: Path) -> pd.DataFrame:
         if bench.empty:
             continue
         last = bench.iloc[-1]
-        rows.append({"rule": rel.parts[0], "job": str(rel.with_suffix(""))[len(rel.parts[0]) + 1 :] or rel.stem,
+        parts = rel.with_suffix("").parts  # <rule>/<job...>.tsv, or <rule>.tsv for a one-job rule
+        rows.append({"rule": parts[0], "job": "/".join(parts[1:]) or parts[0],
                      "wall_s": float(last["s"]), "max_rss_mb": float(last.get("max_rss", float("nan")))})
     return pd.DataFrame(rows, columns=["rule", "job", "wall_s", "max_rss_mb"])
 

@@ -30,6 +30,7 @@ def test_job_costs_and_run_record(tmp_path):
     pd.DataFrame({"s": [1.0], "max_rss": [90.0]}).to_csv(bench / "fuse.tsv", sep="\t", index=False)
     jobs = job_costs(bench)
     assert jobs.set_index("rule").loc["train_block", "job"] == "rna/fold0"
+    assert jobs.set_index("rule").loc["fuse", "job"] == "fuse"  # a one-job rule: not "fuse.tsv"
     assert jobs["wall_s"].sum() == 13.5
     labels = tmp_path / "labels.csv"
     labels.write_text("case_id,survival_months,censorship\nA,1,0\n")

@@ -104,7 +104,7 @@ def print_summary(path: str) -> None:
         return
     table = pd.read_table(path)
     headline = table[table["metric"] == table["metric"].iloc[0]].drop(columns=["missing"], errors="ignore")
-    fmt = lambda v: f"{v:.3f}"  # noqa: E731
+    fmt = lambda v: f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.3f}"  # noqa: E731  (counts stay counts)
     print(f"\nSummary ({path}; every metric there, per fold in folds.tsv):")
     print(headline.to_string(index=False, float_format=fmt))
     comparisons = Path(path).with_name("comparisons.tsv")
