@@ -319,13 +319,14 @@ def cmd_figures(a) -> None:
 
     from lego.evaluation.figures import fold_dots, merge_vs_ensemble, qc_thumbnails, risk_groups
     from lego.evaluation.metrics import HEADLINE
+    from lego.io import read_json
 
     metrics = pd.read_csv(Path(a.summary_dir) / "metrics.tsv", sep="\t")
     folds = pd.read_csv(Path(a.summary_dir) / "folds.tsv", sep="\t")
     preds = {}
     task = "survival"
     for f in a.metrics:
-        row = json.loads(Path(f).read_text())
+        row = read_json(f)
         task = row["task"]
         p = pd.read_parquet(Path(f).with_name("predictions.parquet"))
         preds.setdefault(row["model"], []).append(p[p["subset"] == "test"].assign(fold=row["fold"]))

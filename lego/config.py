@@ -133,9 +133,11 @@ def _check_regexes(config: dict[str, Any]) -> None:
         if pattern is None:
             continue
         try:
-            re.compile(pattern)
+            compiled = re.compile(pattern)
         except re.error as exc:
             raise ConfigError(f"config key '{key}': {pattern!r} is not a valid regular expression ({exc})") from None
+        if key == "slides.patient_id.regex" and compiled.groups < 1:
+            raise ConfigError(f"config key '{key}': {pattern!r} has no capture group; put the patient ID in ( )")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -53,6 +53,21 @@ def read_parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return {k.decode()[5:]: json.loads(v) for k, v in raw.items() if k.startswith(b"lego.")}
 
 
+def read_json(path: str | os.PathLike, kind: type = dict) -> Any:
+    """A JSON file of the expected top-level type; any problem is one InputError naming the file."""
+    from lego.errors import InputError
+
+    try:
+        obj = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found; run the step that writes it") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}); re-run the step that wrote it") from None
+    if not isinstance(obj, kind):
+        raise InputError(f"{path}: expected a JSON {kind.__name__}, found {type(obj).__name__}; re-run the step that wrote it")
+    return obj
+
+
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` as indented JSON atomically."""
     with atomic_path(path) as tmp:

@@ -8,7 +8,6 @@ predicted, after the choice, by the evaluation stage.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lego.io import copy_atomic, write_json
+from lego.io import copy_atomic, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +76,19 @@ def choose(scores: list[float | None], ses: list[float | None], rule: str = "one
     """
     if rule not in RULES:
         raise ValueError(f"unknown selection rule {rule!r}; use one of {RULES}")
-    vals = [-np.inf if s is None else s for s in scores]
-    neg_loss = [-np.inf if loss is None else -loss for loss in (losses or [None] * len(vals))]
+    vals = [float(s) if isinstance(s, (int, float)) and np.isfinite(s) else -np.inf for s in scores]
+    neg_loss = [-float(x) if isinstance(x, (int, float)) and np.isfinite(x) else -np.inf for x in (losses or [None] * len(vals))]
     best = max(range(len(vals)), key=lambda i: (vals[i], neg_loss[i]))
-    if rule == "best" or not np.isfinite(vals[best]) or ses[best] is None:
+    se = ses[best]
+    if rule == "best" or not np.isfinite(vals[best]) or not isinstance(se, (int, float)) or not np.isfinite(se):
         return best, None
-    threshold = vals[best] - ses[best]
+    threshold = vals[best] - se
     return next(i for i, v in enumerate(vals) if v >= threshold), float(threshold)
 
 
 def select_candidate(candidate_dirs: list[str], out_dir: str, rule: str = "one_se") -> dict:
     """Copy the candidate chosen on validation (see :func:`choose`) into ``out_dir``."""
-    hists = [json.loads((Path(d) / "history.json").read_text()) for d in candidate_dirs]
+    hists = [read_json(Path(d) / "history.json", dict) for d in candidate_dirs]
     scores = [h.get("val_score") for h in hists]
     chosen, threshold = choose(scores, [h.get("val_score_se") for h in hists], rule, [h.get("best_val_loss") for h in hists])
     out = Path(out_dir)

@@ -6,7 +6,6 @@ the Snakemake rules stay thin and every stage can be run by hand through the ``l
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from lego.data.fold_data import (ModalityTensors, apply_modality, collate, fold_
                                  load_modality_table, make_targets)
 from lego.errors import InputError
 from lego.evaluation.metrics import HEADLINE
-from lego.io import copy_atomic, write_json
+from lego.io import copy_atomic, read_json, write_json
 from lego.models import io as model_io
 from lego.models.block import BlockConfig, LegoBlock
 from lego.models.encoders import FITTED
@@ -35,6 +34,17 @@ log = logging.getLogger(__name__)
 
 ARCH_KEYS = ("encoder", "encoder_width", "latent_rows", "latent_dim", "depth", "heads", "head_dim", "dropout", "share_weights")
 TRAIN_KEYS = tuple(TrainConfig.__dataclass_fields__)
+SPEC_KEYS = frozenset(ARCH_KEYS + TRAIN_KEYS + ("max_patches", "n_bins", "preprocess", "seed"))
+
+
+def check_spec(spec, where: str) -> dict:
+    """A block's --spec: a mapping of known settings (a typo must not silently fall back to a default)."""
+    if not isinstance(spec, dict):
+        raise InputError(f"{where}: the block spec must be a JSON object, got {type(spec).__name__}")
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        raise InputError(f"{where}: unknown block setting(s) {unknown}; known: {', '.join(sorted(SPEC_KEYS))}")
+    return spec
 
 
 class SingleBlock(torch.nn.Module):
@@ -57,14 +67,17 @@ def train_block(modality: str, kind: str, data: str, labels: str, folds: str, fo
                 out_dir: str, categorical: list[str] | None = None, device: str = "auto") -> dict:
     """Train one modality's LegoBlock on every training patient of the fold who has the modality."""
     where = f"modality {modality!r}, fold {fold}"
-    seed = int(spec.get("seed", 0))
+    seed = int(check_spec(spec, where).get("seed", 0))
     inputs = load_fold_modality(modality, kind, data, labels, folds, fold, task, spec, where, categorical)
     targets, mod, train_ids, val_ids = inputs.targets, inputs.mod, inputs.train_ids, inputs.val_ids
     if task == "survival" and sum(targets.per_patient[p][1] for p in train_ids) == 0:
         log.warning("%s: no events among training patients; the block learns from censoring only", where)
     seed_everything(seed)
-    cfg = BlockConfig(in_dim=mod.dim, n_outputs=targets.n_outputs, **{k: spec[k] for k in ARCH_KEYS if k in spec})
-    block = LegoBlock(cfg)
+    try:
+        cfg = BlockConfig(in_dim=mod.dim, n_outputs=targets.n_outputs, **{k: spec[k] for k in ARCH_KEYS if k in spec})
+        block = LegoBlock(cfg)
+    except ValueError as exc:  # an unknown encoder, a size out of range
+        raise InputError(f"{where}: {exc}") from None
     tcfg = TrainConfig(**{k: spec[k] for k in TRAIN_KEYS if k in spec})
     dev = resolve_device(device)
     fitted, train_mod, penalty, scores = None, mod, None, []
@@ -147,7 +160,7 @@ def merge_tuned(block_dirs: list[str], data: dict[str, str], labels: str, folds:
     lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), first["fold"])
     mods = _fold_modalities(configs, data)
     scales = {m: latent_scale(blocks[m], mods[m], ids["train"]) for m in blocks}
-    block_scores = {m: json.loads((Path(d) / "history.json").read_text()).get("val_score")
+    block_scores = {m: read_json(Path(d) / "history.json").get("val_score")
                     for m, d in zip(configs, block_dirs)}
     weights = merge_weights(block_scores)
     methods = ("mean", "readout", "harmonic") if search else ("mean", "readout")
@@ -170,7 +183,7 @@ def merge_tuned(block_dirs: list[str], data: dict[str, str], labels: str, folds:
 
 def select_variant(metrics_files: list[str], out_dir: str, name: str = "lego") -> dict:
     """The MM-Lego variant (merge, tuned merge, fuse) with the best validation score; its test results are copied."""
-    rows = [json.loads(Path(f).read_text()) for f in metrics_files]
+    rows = [read_json(f) for f in metrics_files]
     if len({r["fold"] for r in rows}) != 1:
         raise InputError(f"variants come from different folds: {sorted({r['fold'] for r in rows})}")
     key = HEADLINE[rows[0]["task"]]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from lego.data.fold_data import ModalityTensors, Targets, collate, target_tensors
-from lego.errors import LegoError
+from lego.errors import ConfigError, LegoError
 from lego.survival.loss import classification_loss, nll_survival_loss
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,19 @@ class TrainConfig:
     # The starting weights are a candidate too (epoch -1): fine-tuning (LegoFuse) then can never
     # end worse on validation than the model it started from.
     keep_initial: bool = False
+
+    def __post_init__(self) -> None:
+        """Settings that would train nothing, or crash mid-run, fail here with the key's name."""
+        checks = {"epochs": (int, 0), "batch_size": (int, 1), "patience": (int, 1), "lr": (float, 0.0),
+                  "weight_decay": (float, 0.0), "alpha": (float, 0.0)}
+        for key, (kind, low) in checks.items():
+            value = getattr(self, key)
+            ok = isinstance(value, int if kind is int else (int, float)) and not isinstance(value, bool)
+            if not ok or value < low or (key in ("epochs", "lr") and value <= 0):
+                raise ConfigError(f"training setting {key}={value!r} is not a valid {'positive ' if key in ('epochs', 'lr') else ''}"
+                                  f"{'integer' if kind is int else 'number'}{f' >= {low}' if key not in ('epochs', 'lr') else ''}")
+        if self.scheduler not in ("none", "cosine", "plateau"):
+            raise ConfigError(f"training setting scheduler={self.scheduler!r}; use none, cosine or plateau")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -207,9 +207,19 @@ def target_tensors(ids: list[str], targets: Targets) -> dict[str, torch.Tensor]:
 
 
 def fold_ids(folds: pd.DataFrame, fold: int) -> dict[str, list[str]]:
+    missing = {"patient_id", "fold", "subset"} - set(folds.columns)
+    if missing:
+        raise InputError(f"the folds table has no column(s) {sorted(missing)}; make it with `lego make-folds`")
     f = folds[folds["fold"] == fold]
     if f.empty:
-        raise InputError(f"fold {fold} is not in the folds table (folds: {sorted(folds['fold'].unique())})")
+        raise InputError(f"fold {fold} is not in the folds table (folds: {sorted(int(k) for k in folds['fold'].unique())})")
+    twice = f["patient_id"][f["patient_id"].duplicated()]
+    if len(twice):  # in two subsets of one fold: a leak, never a valid split
+        raise InputError(f"fold {fold}: patient {twice.iloc[0]} appears {int((f['patient_id'] == twice.iloc[0]).sum())} "
+                         f"times ({len(set(twice))} patient(s) affected); a patient belongs to one subset per fold")
+    unknown = sorted(set(f["subset"]) - {"train", "val", "test"})
+    if unknown:
+        raise InputError(f"fold {fold}: unknown subset name(s) {unknown}; use train, val and test")
     return {s: sorted(f.loc[f["subset"] == s, "patient_id"]) for s in ("train", "val", "test")}
 
 

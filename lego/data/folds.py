@@ -90,6 +90,8 @@ def make_folds(
         raise InputError(f"n_folds must be at least 1 (got {n_folds})")
     if seeds is not None and len(seeds) == 0:
         raise InputError("seeds is empty: give one seed per fold")
+    if seeds is not None and method == "random_split" and len(set(seeds)) != len(seeds):
+        raise InputError(f"seeds {list(seeds)} repeat a value: two folds would be the same split")
     if repeats < 1:
         raise InputError(f"repeats must be at least 1 (got {repeats})")
     strata = _strata(patients, stratify)

@@ -57,7 +57,7 @@ def ingest_labels(
     ``event`` is 1 for an observed event, 0 for censored (converted from MCAT's censorship).
     """
     path = Path(path)
-    df = read_table(path)
+    df = read_table(path, text_columns=(id_column,))
     _require(df, path, id_column, "patient ID")
     ids = df[id_column].astype("string").str.strip()
     if ids.isna().any() or (ids == "").any():

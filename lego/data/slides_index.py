@@ -22,7 +22,7 @@ def patient_of(slide_id: str, prefix_length: int = 12, regex: str | None = None)
     """Patient ID of a slide: regex group 1 when given, else the first ``prefix_length`` characters."""
     if regex:
         m = re.search(regex, slide_id)
-        return m.group(1) if m else None
+        return m.group(1) if m and m.re.groups else None
     return slide_id[:prefix_length] if len(slide_id) >= prefix_length else None
 
 
@@ -48,6 +48,18 @@ def patient_id_hint(slide_id: str, patients: list[str] | set[str]) -> str:
     if start == 0:
         return f"slides.patient_id: {{prefix_length: {len(pid)}}} would match it to patient {pid!r}"
     return f'slides.patient_id: {{regex: "^.{{{start}}}(.{{{len(pid)}}})"}} would match it to patient {pid!r}'
+
+
+def _check_regex(regex: str | None) -> None:
+    if not regex:
+        return
+    try:
+        groups = re.compile(regex).groups
+    except re.error as exc:
+        raise InputError(f"slides.patient_id.regex {regex!r} is not a valid regular expression ({exc})") from None
+    if groups < 1:
+        raise InputError(f"slides.patient_id.regex {regex!r} has no capture group; put the patient ID in ( ), "
+                         "e.g. '^(TCGA-..-....)'")
 
 
 def _scan_dir(d: Path, extensions: list[str]) -> tuple[list[dict], list[dict]]:
@@ -78,6 +90,7 @@ def index_slides(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return ``(slides, unmatched)``: matched slides and those naming no known patient."""
     extensions = extensions or [".svs"]
+    _check_regex(regex)
     rows, bad = [], []
     if slide_dir:
         d = Path(slide_dir)

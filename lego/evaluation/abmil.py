@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import pandas as pd
-import torch
 from torch import nn
 
 from lego.data.fold_data import load_fold_modality

@@ -18,7 +18,7 @@ from lego.data.fold_data import fold_ids, make_targets
 from lego.errors import InputError
 from lego.evaluation.baselines import design_matrices, ensemble, fit_baseline
 from lego.evaluation.metrics import score_subset
-from lego.io import write_json, write_parquet
+from lego.io import read_json, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def run_baselines(methods: list[str], source: str, modalities: dict[str, dict], 
 
 def run_ensemble(block_metrics: list[str], labels: str, folds: str, opts: EvalOptions, out_dir: str, name: str = "ensemble") -> dict:
     """Late-fusion ensemble of one fold's evaluated blocks (their predictions.parquet files)."""
-    rows = [json.loads(Path(f).read_text()) for f in block_metrics]
+    rows = [read_json(f) for f in block_metrics]
     if not rows:
         raise InputError("the ensemble needs at least one block's metrics.json")
     if len({r["fold"] for r in rows}) != 1:

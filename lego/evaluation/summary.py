@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -22,7 +21,8 @@ import pandas as pd
 
 from lego.evaluation.bootstrap import mean_ci, paired_difference
 from lego.evaluation.metrics import CLASSIFICATION_METRICS, HEADLINE, LOWER_IS_BETTER
-from lego.io import write_tsv
+from lego.errors import InputError
+from lego.io import read_json, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,17 @@ def _paired_frames(preds, a: str, b: str, folds: list[int], task: str) -> list[p
 
 def summarise(metric_files: list[str], out_dir: str | Path, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, pd.DataFrame]:
     """Write metrics.tsv, folds.tsv and comparisons.tsv under ``out_dir``; return them."""
-    rows = [json.loads(Path(f).read_text()) for f in metric_files]
+    rows = [read_json(f) for f in metric_files]
     if not rows:
-        raise ValueError("no metrics files to summarise")
+        raise InputError("no metrics files to summarise")
+    for r, f in zip(rows, metric_files):
+        if not {"model", "fold", "task"} <= set(r):
+            raise InputError(f"{f}: not a metrics.json written by `lego evaluate` (needs model, fold and task)")
+    seen: dict[tuple, str] = {}
+    for r, f in zip(rows, metric_files):  # the same model and fold twice would count as two folds
+        if (r["model"], r["fold"]) in seen:
+            raise InputError(f"{f}: model {r['model']!r} fold {r['fold']} is already given by {seen[(r['model'], r['fold'])]}")
+        seen[(r["model"], r["fold"])] = f
     task = rows[0]["task"]
     key = HEADLINE[task]
     preds = {}

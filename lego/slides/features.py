@@ -48,7 +48,7 @@ def read_feature_bag(path: str | Path) -> FeatureBag:
             attrs = _attrs(f)
             attrs.update({f"coords.{k}": v for k, v in _attrs(f["coords"]).items()} if "coords" in f else {})
             attrs.update({f"features.{k}": v for k, v in _attrs(f[key]).items()})
-    except (OSError, KeyError, ValueError) as exc:  # truncated or damaged HDF5 fails at open or at read
+    except (OSError, KeyError, ValueError, TypeError) as exc:  # truncated or damaged HDF5 fails at open or at read
         raise InputError(f"{path}: not a readable HDF5 feature file ({' '.join(str(exc).split())[:200]})") from None
     if feats.ndim == 3 and feats.shape[0] == 1:
         feats = feats[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lego.errors import SlideError
+from lego.errors import InputError, SlideError
 from lego.slides.features import write_failed_bag
 from lego.slides.patches import PatchParams, make_patch_grid, read_patches, write_failed_patches, write_patches
 from lego.slides.reader import open_slide
@@ -45,7 +45,14 @@ def run_segment(slide_path, tissue_out, png_out, params: TissueParams, mpp_fallb
 def run_extract(slide_path, tissue_in, patches_out, params: PatchParams, mpp_fallback=None, record_failure=False) -> str:
     """Lay out the patch grid of one slide; a slide that failed segmentation stays failed."""
     name = Path(slide_path).name
-    tissue = read_tissue(tissue_in)
+    try:
+        tissue = read_tissue(tissue_in)
+    except InputError as exc:  # a damaged upstream file is this slide's failure, not the batch's
+        if not record_failure:
+            raise
+        reason = f"[extract_patches] {exc}"
+        write_failed_patches(name, reason, patches_out)
+        return reason
     try:
         if tissue.meta.get("status") != "ok":
             raise SlideError(slide_path, tissue.meta.get("reason", "segmentation failed"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lego.errors import SlideError
+from lego.errors import InputError, SlideError
 from lego.io import atomic_path, read_parquet_metadata, write_parquet
 from lego.slides.reader import Slide
 
@@ -146,10 +146,14 @@ def write_tissue(tissue: Tissue, path: str | Path) -> None:
 def read_tissue(path: str | Path) -> Tissue:
     import pandas as pd  # lazily: per-slide embedding jobs import this module but never need pandas
 
-    df = pd.read_parquet(path)
-    meta = read_parquet_metadata(path)
-    contours = [np.stack([np.asarray(x), np.asarray(y)], axis=1).astype(np.int64) for x, y in zip(df["x"], df["y"])]
-    return Tissue(contours, df["is_hole"].astype(bool).tolist(), df["parent"].astype(int).tolist(), meta)
+    try:
+        df = pd.read_parquet(path)
+        meta = read_parquet_metadata(path)
+        contours = [np.stack([np.asarray(x), np.asarray(y)], axis=1).astype(np.int64) for x, y in zip(df["x"], df["y"])]
+        return Tissue(contours, df["is_hole"].astype(bool).tolist(), df["parent"].astype(int).tolist(), meta)
+    except (KeyError, ValueError, TypeError) as exc:  # not a tissue table written by `lego segment`
+        raise InputError(f"{path}: not a tissue table written by `lego segment` ({type(exc).__name__}: {exc}); "
+                         "run segmentation again") from None
 
 
 def write_failed_tissue(slide_name: str, reason: str, parquet: str | Path, png: str | Path) -> None:

@@ -39,7 +39,7 @@ def prepare_modality(
 ) -> pd.DataFrame:
     """One row per patient with ``patient_id`` and the modality's typed feature columns."""
     path = Path(path)
-    df = read_table(path)
+    df = read_table(path, text_columns=(id_column,))
     if id_column not in df.columns:
         raise InputError(f"{path}: modality {modality!r}: no ID column {id_column!r}; set modalities.{modality}.id_column")
     categorical = list(categorical or [])

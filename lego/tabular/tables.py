@@ -20,8 +20,13 @@ def _check_delimiter(df: pd.DataFrame, path: Path) -> None:
             raise InputError(f"{path}: read as one column {header[:60]!r}: the file looks {name}-delimited; {fix}")
 
 
-def read_table(path: str | Path, **kwargs) -> pd.DataFrame:
-    """Read a table by extension; drop a leading unnamed index column (as in the BLCA file)."""
+def read_table(path: str | Path, text_columns: tuple[str, ...] = (), **kwargs) -> pd.DataFrame:
+    """Read a table by extension; drop a leading unnamed index column (as in the BLCA file).
+
+    ``text_columns`` (IDs) are read as text: "00012" must not become the number 12.
+    """
+    if text_columns:
+        kwargs["dtype"] = {**kwargs.get("dtype", {}), **{c: str for c in text_columns}}
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found; check the path in the config")

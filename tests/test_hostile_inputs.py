@@ -1,0 +1,123 @@
+"""Hostile or careless inputs found by an adversarial sweep: each is one clear line, or a record in
+a batch, never a traceback and never a silently different result."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import pandas as pd
+import pytest
+
+from lego.cli import main
+from lego.errors import InputError
+from tests.test_fit_protocol import SMALL, cohort
+
+
+def lego_fails(args: list[str], capsys, *phrases: str) -> str:
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lego ")]
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    for phrase in phrases:
+        assert phrase in err[0], err[0]
+    return err[0]
+
+
+def test_ids_with_leading_zeros_stay_text(tmp_path):
+    from lego.data.labels import ingest_labels
+    from lego.tabular.modality import prepare_modality
+
+    (tmp_path / "labels.csv").write_text("case_id,survival_months,censorship\n00012,3,0\n012,4,1\n")
+    (tmp_path / "rna.csv").write_text("case_id,g_rnaseq\n00012,1.5\n012,2.5\n")
+    assert ingest_labels(tmp_path / "labels.csv")["patient_id"].tolist() == ["00012", "012"]
+    assert prepare_modality(tmp_path / "rna.csv", "rna")["patient_id"].tolist() == ["00012", "012"]
+
+
+@pytest.mark.parametrize("spec, phrase", [
+    ({"epochs": 0}, "epochs=0"),
+    ({"epochs": "ten"}, "epochs='ten'"),
+    ({"lr": -1}, "lr=-1"),
+    ({"batch_size": 0}, "batch_size=0"),
+    ({"epoch": 1}, "unknown block setting(s) ['epoch']"),
+    ({"encoder": "foo"}, "unknown modality encoder 'foo'"),
+    ([1, 2], "must be a JSON object"),
+])
+def test_a_bad_block_spec_is_one_line(spec, phrase, tmp_path, capsys):
+    p = cohort(tmp_path, 60)
+    args = ["train-block", "--modality", "zeta", "--kind", "tabular", "--data", str(p["zeta"]), "--labels", str(p["labels"]),
+            "--folds", str(p["folds"]), "--fold", "0", "--task", "survival", "--spec", json.dumps(spec),
+            "--out-dir", str(tmp_path / "out")]
+    lego_fails(args, capsys, phrase)
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_a_patient_in_two_subsets_of_a_fold_is_a_leak_and_refused(tmp_path):
+    from lego.data.fold_data import fold_ids
+
+    folds = pd.DataFrame({"patient_id": ["A", "A", "B"], "fold": [0, 0, 0], "subset": ["train", "test", "val"]})
+    with pytest.raises(InputError, match="patient A appears 2 times"):
+        fold_ids(folds, 0)
+    with pytest.raises(InputError, match=r"unknown subset name\(s\) \['validation'\]"):
+        fold_ids(folds.assign(patient_id=["A", "B", "C"], subset=["train", "validation", "test"]), 0)
+
+
+def test_a_nan_validation_score_never_wins():
+    from lego.selection import choose
+
+    assert choose([float("nan"), 0.6], [0.1, 0.05], "best")[0] == 1
+    assert choose([float("nan"), 0.6], [float("nan"), 0.05], "one_se")[0] == 1
+
+
+def test_select_block_names_a_damaged_history_file(tmp_path, capsys):
+    for i, text in enumerate(['{"val_score": 0.6}', "[1, 2]"]):
+        (tmp_path / f"c{i}").mkdir()
+        (tmp_path / f"c{i}" / "history.json").write_text(text)
+    lego_fails(["select-block", "--candidates", str(tmp_path / "c0"), str(tmp_path / "c1"), "--out-dir", str(tmp_path / "o")],
+               capsys, "c1/history.json", "expected a JSON dict")
+
+
+def test_summarise_refuses_the_same_fold_twice(tmp_path):
+    from lego.evaluation.summary import summarise
+
+    f = tmp_path / "m" / "metrics.json"
+    f.parent.mkdir()
+    f.write_text(json.dumps({"model": "block-a", "fold": 0, "task": "survival", "test": {}, "val": {}}))
+    with pytest.raises(InputError, match="fold 0 is already given"):
+        summarise([str(f), str(f)], tmp_path / "out")
+
+
+@pytest.mark.parametrize("regex, phrase", [("P\\d+", "no capture group"), ("(P", "not a valid regular expression")])
+def test_index_slides_checks_the_patient_regex(regex, phrase, tmp_path):
+    from lego.data.slides_index import index_slides
+
+    (tmp_path / "P1.svs").write_bytes(b"x")
+    with pytest.raises(InputError, match=phrase):
+        index_slides(tmp_path, extensions=[".svs"], regex=regex, patients=["P1"])
+
+
+def test_import_features_records_a_features_group(tmp_path, capsys):
+    from lego.slides.features import bag_info
+
+    with h5py.File(tmp_path / "src.h5", "w") as f:
+        f.create_group("features")
+    args = ["import-features", "--src", str(tmp_path / "src.h5"), "--out", str(tmp_path / "out.h5"), "--slide-name", "S1"]
+    assert main(args + ["--record-failure"]) == 0
+    assert bag_info(tmp_path / "out.h5")["status"] == "failed"
+
+
+def test_extract_records_a_damaged_tissue_file_in_batch_mode(demo_slides, tmp_path):
+    from lego.slides.patches import PatchParams, read_patches
+    from lego.slides.stages import run_extract
+
+    pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "t.parquet")
+    reason = run_extract(demo_slides[0], tmp_path / "t.parquet", tmp_path / "p.h5", PatchParams(), record_failure=True)
+    assert reason.startswith("[extract_patches]") and "not a tissue table" in reason
+    assert read_patches(tmp_path / "p.h5").attrs["status"] == "failed"
+    with pytest.raises(InputError, match="not a tissue table"):
+        run_extract(demo_slides[0], tmp_path / "t.parquet", tmp_path / "q.h5", PatchParams())
+
+
+def test_the_small_spec_used_by_these_tests_is_valid():
+    from lego.stages import check_spec
+
+    assert check_spec(dict(SMALL), "x") == SMALL
