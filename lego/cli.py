@@ -363,6 +363,75 @@ def _add_slide_args(p: argparse.ArgumentParser) -> None:
                    help="on a bad slide, write failure records (status=failed + reason) instead of exiting non-zero")
 
 
+# Help for options shared by several commands (or too plain to repeat at each add_argument):
+# applied wherever an option has none, so every option explains itself in --help.
+OPTION_HELP = {
+    "--out": "output file (written under a temporary name, then renamed)",
+    "--out-dir": "output folder (created if missing)",
+    "--out-tissue": "tissue contours (parquet)",
+    "--out-png": "tissue overlay thumbnail (PNG)",
+    "--patients": "number of synthetic patients",
+    "--seed": "random seed (same seed, same result)",
+    "--task": "survival (discrete-time hazards, C-index) or classification (cross-entropy, AUC)",
+    "--id-column": "column holding the patient ID (read as text: leading zeros kept)",
+    "--time-column": "follow-up time column (any unit; bins and horizons use the same unit)",
+    "--label-column": "class label column (classification task)",
+    "--dir": "folder of slide files (one level, by extension)",
+    "--ext": "slide file extensions to index",
+    "--seg-downsample": "downsample factor of the thumbnail tissue is segmented on",
+    "--method": "method (see the choices)",
+    "--saturation-threshold": "HSV saturation (0-255) above which a pixel is tissue (method fixed)",
+    "--median-blur": "median blur kernel in pixels (odd)",
+    "--close-px": "morphological closing radius in thumbnail pixels",
+    "--min-tissue-area-um2": "smallest tissue region kept, in square micrometres",
+    "--min-hole-area-um2": "smallest hole kept inside tissue, in square micrometres",
+    "--patch-px": "patch size in pixels at the target magnification",
+    "--min-tissue-fraction": "share of a patch that must be tissue (0-1)",
+    "--overlap": "overlap between neighbouring patches (0 to <1)",
+    "--batch-size": "patches per forward pass",
+    "--num-workers": "data-loader processes reading patches",
+    "--device": "auto (CUDA when visible), cpu or cuda",
+    "--progress": "show a progress bar (terminals only; logs get per-step lines)",
+    "--src": "existing TRIDENT/CLAM/STAMP feature file (.h5)",
+    "--slide-name": "slide ID recorded in the output",
+    "--record-failure": "batch mode: on a bad item write a failure record (status=failed, reason) and exit 0",
+    "--table": "input table (CSV, TSV or parquet)",
+    "--modality": "modality name (as in the config)",
+    "--categorical": "columns to one-hot encode (categories fitted on training patients)",
+    "--labels": "patient outcome table written by ingest-labels (parquet)",
+    "--n-folds": "number of folds",
+    "--seeds": "one seed per fold (random_split; default 1..n_folds)",
+    "--fractions": "train, validation and test shares (sum to 1)",
+    "--stratify": "keep the event rate (or class mix) equal across subsets",
+    "--slides": "slide index written by index-slides (parquet)",
+    "--features-dir": "folder of per-slide feature files (<slide>.h5)",
+    "--tabular": "tabular modalities as NAME=PATH (parquet written by prepare-modality)",
+    "--wsi": "slide modalities as NAME=PATH (feature manifests)",
+    "--kind": "modality kind",
+    "--fold": "fold number (from the folds table)",
+    "--head": "how block heads are merged: slerp (spherical mean) or linear",
+    "--data": "each modality's prepared data as NAME=PATH",
+    "--blocks": "block model folders of one fold",
+    "--model-dir": "model folder (model.safetensors + config.json)",
+    "--methods": "baseline methods to fit",
+    "--folds": "folds table written by make-folds (parquet)",
+    "--manifest": "feature manifests as NAME=PATH",
+    "--unmatched": "unmatched-slide tables written by index-slides (TSV)",
+}
+
+
+def _fill_help(parser: argparse.ArgumentParser) -> None:
+    """Give every option of every subcommand a help line (and show its default)."""
+    for sub in parser._subparsers._group_actions[0].choices.values():
+        for action in sub._actions:
+            if action.option_strings and action.help is None:
+                action.help = OPTION_HELP.get(action.option_strings[0], "see the README")
+            shown = action.default is not None and action.default is not False and action.default != [] \
+                and action.default is not argparse.SUPPRESS
+            if action.option_strings and shown and "default" not in (action.help or ""):
+                action.help = f"{action.help} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lego", description=__doc__.split("\n")[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -603,6 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", nargs="*", default=[], metavar="NAME=MANIFEST")
     p.add_argument("--unmatched", nargs="*", default=[])
     p.add_argument("--out", required=True)
+    _fill_help(parser)
     return parser
 
 

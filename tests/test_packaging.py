@@ -45,6 +45,13 @@ def test_every_subcommand_explains_itself(command):
     assert len(proc.stdout.splitlines()) > 3
 
 
+def test_every_option_has_help():
+    subs = build_parser()._subparsers._group_actions[0].choices
+    missing = [(name, a.option_strings[0]) for name, sub in subs.items() for a in sub._actions
+               if a.option_strings and not a.help]
+    assert missing == []
+
+
 def test_cli_reports_bad_input_without_traceback(tmp_path):
     bad = tmp_path / "labels.csv"
     bad.write_text("case_id,survival_months,censorship\nP1,-3,0\n")
