@@ -432,17 +432,22 @@ def _fill_help(parser: argparse.ArgumentParser) -> None:
                 action.help = f"{action.help} (default: %(default)s)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lego", description=__doc__.split("\n")[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {lego.__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def eval_args(p: argparse.ArgumentParser) -> None:
+    """The evaluation options every command that scores predictions takes."""
+    p.add_argument("--evaluation", default=None,
+                   help='JSON: {"horizons", "tau_quantile", "n_boot", "ci", "seed"} (config section evaluation)')
 
-    def add(name: str, fn, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(func=fn)
-        return p
 
+def model_args(p: argparse.ArgumentParser) -> None:
+    """Labels, folds and where the model runs: shared by every model command."""
+    p.add_argument("--labels", required=True, help="labels.parquet")
+    p.add_argument("--folds", required=True, help="folds.parquet")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+
+
+def _cohort_commands(add) -> None:
+    """The demo cohort, outcomes and the slide index."""
     p = add("make-demo", cmd_make_demo, "Write the synthetic demo cohort (slides, MCAT omics CSV, clinical CSV) from a seed.")
     p.add_argument("--out", required=True)
     p.add_argument("--patients", type=int, default=250)
@@ -471,6 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--unmatched", required=True, help="TSV of slides that match no labelled patient")
 
+
+
+def _slide_commands(add) -> None:
+    """Per-slide stages: tissue, patches, embeddings, imported features."""
     p = add("segment", cmd_segment, "Segment tissue (CLAM-style HSV saturation); write contours parquet + QC PNG.")
     _add_slide_args(p)
     p.add_argument("--out-tissue", required=True)
@@ -512,6 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("encoders", cmd_encoders, "List the registered patch encoders.")
 
+
+
+def _table_commands(add) -> None:
+    """Tabular modalities, folds and the per-patient cohort table."""
     p = add("prepare-modality", cmd_prepare_modality, "Select, validate and type one tabular modality; write a parquet table.")
     p.add_argument("--table", required=True)
     p.add_argument("--modality", required=True)
@@ -547,16 +560,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wsi", nargs="*", default=[], metavar="NAME=MANIFEST")
     p.add_argument("--out", required=True)
 
-    def eval_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--evaluation", default=None,
-                       help='JSON: {"horizons", "tau_quantile", "n_boot", "ci", "seed"} (config section evaluation)')
 
-    def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--labels", required=True, help="labels.parquet")
-        p.add_argument("--folds", required=True, help="folds.parquet")
-        p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
 
+def _model_commands(add) -> None:
+    """LegoBlocks, merges, fuse and evaluation."""
     p = add("train-block", cmd_train_block,
             "Train one modality's LegoBlock for one fold on every training patient who has that modality.")
     p.add_argument("--modality", required=True)
@@ -613,6 +620,10 @@ def build_parser() -> argparse.ArgumentParser:
     eval_args(p)
     model_args(p)
 
+
+
+def _evaluation_commands(add) -> None:
+    """Baselines, summaries, figures, provenance and QC."""
     p = add("baselines", cmd_baselines,
             "Fit reference models (coxnet, rsf, logreg, rf) on one input of one fold with in-fold preprocessing; "
             "evaluate each.")
@@ -672,6 +683,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", nargs="*", default=[], metavar="NAME=MANIFEST")
     p.add_argument("--unmatched", nargs="*", default=[])
     p.add_argument("--out", required=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lego", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {lego.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=fn)
+        return p
+
+    for group in (_cohort_commands, _slide_commands, _table_commands, _model_commands, _evaluation_commands):
+        group(add)
     _fill_help(parser)
     return parser
 
