@@ -152,6 +152,7 @@ rule summarise:
         metrics=report(f"{OUT}/summary/metrics.tsv", caption="../workflow/report/metrics.rst", category="Tables"),
         folds=report(f"{OUT}/summary/folds.tsv", caption="../workflow/report/folds_table.rst", category="Tables"),
         comparisons=report(f"{OUT}/summary/comparisons.tsv", caption="../workflow/report/comparisons.rst", category="Tables"),
+        tables=report(f"{OUT}/summary/tables.html", caption="../workflow/report/tables.rst", category="Tables"),
     params:
         evaluation=BOOTSTRAP_OPTIONS,
         out_dir=lambda w, output: os.path.dirname(output.metrics),

@@ -208,6 +208,8 @@ def test_summary_picks_the_best_block_on_validation_and_reports_missing_folds(tm
     assert merge_rows.iloc[0]["reference"] == "block-good" and merge_rows.iloc[0]["reference_is"] == "best block (validation)"
     assert set(merge_rows["reference"]) == {"block-good", "block-bad"}
     assert (tmp_path / "summary" / "folds.tsv").exists() and (tmp_path / "summary" / "comparisons.tsv").exists()
+    page = (tmp_path / "summary" / "tables.html").read_text()  # the report shows numbers, not downloads
+    assert page.count("<table") == 3 and "block-good" in page and f"{m.loc[('merge', 'c_index'), 'test_mean']:.3f}" in page
 
 
 def test_a_baseline_that_cannot_be_fitted_is_missing_with_the_reason(tmp_path):

@@ -121,7 +121,32 @@ def summarise(metric_files: list[str], out_dir: str | Path, n_boot: int = 1000, 
     write_tsv(metrics.round(4), out_dir / "metrics.tsv")
     write_tsv(long.round(4), out_dir / "folds.tsv")
     write_tsv(comparisons.round(4), out_dir / "comparisons.tsv")
-    return {"metrics": metrics, "folds": long, "comparisons": comparisons}
+    tables = {"metrics": metrics, "folds": long, "comparisons": comparisons}
+    write_tables_html(tables, out_dir / "tables.html")
+    return tables
+
+
+TABLE_TITLES = {"metrics": "Every model and metric over the folds (metrics.tsv)",
+                "comparisons": "Paired comparisons on shared test patients (comparisons.tsv)",
+                "folds": "Per fold, subset and metric (folds.tsv)"}
+
+
+def write_tables_html(tables: dict[str, pd.DataFrame], path: Path) -> None:
+    """The summary tables as one self-contained HTML page, so the Snakemake report shows the
+    numbers in the page instead of offering three downloads."""
+    from lego.io import atomic_path
+
+    style = ("body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse;margin-bottom:2em}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} th{background:#f3f3f3}"
+             "td:first-child{text-align:left}")
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{style}</style></head><body>"]
+    for key in ("metrics", "comparisons", "folds"):
+        frame = tables[key]
+        parts.append(f"<h3>{TABLE_TITLES[key]}</h3>")
+        parts.append(frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="", border=0))
+    parts.append("</body></html>")
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("\n".join(parts), encoding="utf-8")
 
 
 def best_block(metrics: pd.DataFrame, key: str) -> str | None:
