@@ -270,6 +270,12 @@ def cmd_evaluate(a) -> None:
     log.info("%s fold %s: test %s | val %s", a.name, result["fold"], result["test"], result["val"])
 
 
+def cmd_predict(a) -> None:
+    from lego.stages import predict_cohort
+
+    predict_cohort(a.model_dir, _named_paths(a.data), a.out_dir, a.labels, _eval_options(a))
+
+
 def cmd_baselines(a) -> None:
     from lego.evaluation.stages import run_baselines
 
@@ -624,6 +630,15 @@ def _model_commands(add) -> None:
 
 def _evaluation_commands(add) -> None:
     """Baselines, summaries, figures, provenance and QC."""
+    p = add("predict", cmd_predict,
+            "Apply a trained block, merge or fuse to a new cohort (no labels needed); with --labels, external metrics.")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--data", nargs="+", required=True, metavar="NAME=PATH",
+                   help="each modality's table prepared by prepare-modality (or a feature manifest) for the new cohort")
+    p.add_argument("--labels", default=None, help="outcomes of the new cohort (ingest-labels parquet), for metrics")
+    eval_args(p)
+    p.add_argument("--out-dir", required=True)
+
     p = add("baselines", cmd_baselines,
             "Fit reference models (coxnet, rsf, logreg, rf) on one input of one fold with in-fold preprocessing; "
             "evaluate each.")

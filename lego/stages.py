@@ -209,6 +209,41 @@ def _fold_modalities(configs: dict[str, dict], data: dict[str, str], seed: int =
     return out
 
 
+def predict_cohort(model_dir: str, data: dict[str, str], out_dir: str, labels: str | None = None,
+                   opts: EvalOptions | None = None) -> dict:
+    """Apply a trained block, merge or fuse to a new cohort (external validation or deployment).
+
+    The model's saved preprocessing is reused as is (a column it was trained on and the new
+    table lacks is an error, never a silent zero). Every patient with at least one of the
+    model's modalities is predicted (a merge or fuse uses the modalities each patient has).
+    With ``labels``, the same metrics as evaluation are computed on these patients; metrics that
+    need a censoring distribution (Uno's C, the Brier score) estimate it on the new cohort itself.
+    """
+    from lego.evaluation.metrics import score_subset
+    from lego.io import write_parquet
+
+    model, config = model_io.load(model_dir)
+    mods = _fold_modalities(_inputs_for(config), data)
+    ids = sorted(set().union(*(m.per_patient for m in mods.values())))
+    if not ids:
+        raise InputError(f"none of the given tables holds a patient for the model in {model_dir}")
+    pred = predict(model, config, mods, ids)
+    result = {"model_dir": str(model_dir), "kind": config["kind"], "fold": config.get("fold"), "task": config["task"],
+              "n": len(ids), "modalities": {m: len(t.per_patient) for m, t in mods.items()}}
+    if labels:
+        lab = pd.read_parquet(labels)
+        known = pred.merge(lab, on="patient_id", how="inner")
+        result["labelled"] = len(known)
+        result["external"] = score_subset(known, config["task"], lab, config["bins"] or None,
+                                          (opts or EvalOptions()).horizons, (opts or EvalOptions()).tau_quantile)
+        pred = pred.merge(lab, on="patient_id", how="left")
+    write_parquet(pred, Path(out_dir) / "predictions.parquet")
+    write_json(result, Path(out_dir) / "metrics.json")
+    log.info("%s: predicted %d patients%s", model_dir, len(ids),
+             f"; external {result['external']}" if labels else "")
+    return result
+
+
 def fuse(block_dirs: list[str], data: dict[str, str], labels: str, folds: str, spec: dict, out_dir: str, device: str = "auto") -> dict:
     """LegoFuse: chain the blocks and fine-tune for a few epochs on patients with >= 2 modalities."""
     blocks, configs = _load_blocks(block_dirs)

@@ -356,3 +356,28 @@ def test_rsf_block_trains_reloads_and_keeps_the_forests_ranking(tmp_path):
     hist = json.loads((tmp_path / "blocks" / "zeta" / "history.json").read_text())
     assert config["fitted_encoder"]["ranking_kept"] == 1.0
     assert hist["val_score"] == pytest.approx(config["fitted_encoder"]["val_score"], abs=1e-9)
+
+
+def test_a_trained_merge_predicts_a_new_cohort_with_external_metrics(tmp_path, capsys):
+    from lego.cli import main
+    from lego.stages import merge
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "new").mkdir()
+    _, dirs = trained_blocks(tmp_path / "train", {**SMALL, "encoder": "coxnet", "epochs": 5}, n=200)
+    merge(dirs, "harmonic", "slerp", str(tmp_path / "merge"))
+    new = cohort(tmp_path / "new", n=200, seed=5)  # a second, freshly drawn cohort: no folds needed
+    data = [f"{m}={new[m]}" for m in ("zeta", "alpha")]
+    assert main(["predict", "--model-dir", str(tmp_path / "merge"), "--data", *data, "--labels", str(new["labels"]),
+                 "--out-dir", str(tmp_path / "ext")]) == 0
+    result = json.loads((tmp_path / "ext" / "metrics.json").read_text())
+    assert result["n"] == 200 and result["labelled"] == 200 and result["external"]["c_index"] > 0.6
+    pred = pd.read_parquet(tmp_path / "ext" / "predictions.parquet")
+    assert len(pred) == 200 and pred["risk"].notna().all()
+    # Without labels: predictions only. A table lacking a trained-on column: one clear line.
+    assert main(["predict", "--model-dir", dirs[0], "--data", f"zeta={new['zeta']}", "--out-dir", str(tmp_path / "p")]) == 0
+    pd.read_parquet(new["zeta"]).drop(columns="zeta0").to_parquet(tmp_path / "short.parquet")
+    capsys.readouterr()
+    assert main(["predict", "--model-dir", dirs[0], "--data", f"zeta={tmp_path / 'short.parquet'}",
+                 "--out-dir", str(tmp_path / "q")]) == 2
+    assert "lacks 1 feature(s)" in capsys.readouterr().err
