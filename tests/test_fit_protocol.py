@@ -191,6 +191,12 @@ def test_validation_se_is_a_seeded_bootstrap_that_shrinks_with_more_patients():
         return pred, pd.DataFrame({"patient_id": pred.patient_id, "time": time, "event": rng.random(n) < 0.6})
 
     small, big = frames(40), frames(400)
+    from lego.selection import _bootstrap_c
+    from lego.survival.metrics import c_index
+
+    whole = small[1].merge(small[0], on="patient_id")
+    t, e, r = whole["time"].to_numpy(), whole["event"].to_numpy(bool), whole["risk"].to_numpy()
+    assert _bootstrap_c(t, e, r, [np.arange(len(t))])[0] == pytest.approx(c_index(t, e, r), abs=1e-12)
     assert validation_se(*small, "survival") == validation_se(*small, "survival")  # seeded
     assert validation_se(*big, "survival") < validation_se(*small, "survival")
     assert validation_se(small[0].iloc[:0], small[1], "survival") is None
