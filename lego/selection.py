@@ -67,11 +67,14 @@ def validation_se(pred: pd.DataFrame, labels: pd.DataFrame, task: str, n_boot: i
 def _bootstrap_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray, draws: list[np.ndarray]) -> list[float]:
     """Harrell's C of each bootstrap sample from one matrix of pairs (fast: no refit per sample).
 
-    Pair (i, j) is comparable when i had the event before j's time; concordant when i's risk is
-    higher (ties count one half). A sample's C weighs each pair by how often both patients were drawn.
+    Pairs as scikit-survival counts them: (i, j) is comparable when i had the event before j's
+    time, or at j's time with j censored; concordant when i's risk is higher (risks within 1e-8
+    count one half). A sample's C weighs each pair by how often both patients were drawn.
     """
-    comparable = (time[:, None] < time[None, :]) & event[:, None]
-    score = np.where(risk[:, None] > risk[None, :], 1.0, np.where(risk[:, None] == risk[None, :], 0.5, 0.0))
+    later = (time[:, None] < time[None, :]) | ((time[:, None] == time[None, :]) & ~event[None, :])
+    comparable = later & event[:, None]
+    diff = risk[:, None] - risk[None, :]
+    score = np.where(np.abs(diff) <= 1e-8, 0.5, (diff > 0).astype(float))
     concordant = comparable * score
     out = []
     for d in draws:

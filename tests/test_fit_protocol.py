@@ -197,6 +197,10 @@ def test_validation_se_is_a_seeded_bootstrap_that_shrinks_with_more_patients():
     whole = small[1].merge(small[0], on="patient_id")
     t, e, r = whole["time"].to_numpy(), whole["event"].to_numpy(bool), whole["risk"].to_numpy()
     assert _bootstrap_c(t, e, r, [np.arange(len(t))])[0] == pytest.approx(c_index(t, e, r), abs=1e-12)
+    for _ in range(50):  # tied times and tied risks, counted as scikit-survival counts them
+        t, e, r = rng.integers(1, 5, 12).astype(float), rng.random(12) < 0.6, rng.integers(0, 4, 12).astype(float)
+        if e.any() and np.isfinite(c_index(t, e, r)):
+            assert _bootstrap_c(t, e, r, [np.arange(12)])[0] == pytest.approx(c_index(t, e, r), abs=1e-12)
     assert validation_se(*small, "survival") == validation_se(*small, "survival")  # seeded
     assert validation_se(*big, "survival") < validation_se(*small, "survival")
     assert validation_se(small[0].iloc[:0], small[1], "survival") is None
