@@ -71,8 +71,14 @@ def test_resnet50_trunc_needs_a_local_checkpoint(tmp_path):
 
 def test_pickled_modules_are_refused(tmp_path):
     torch.save(ResNet50Trunc(), tmp_path / "module.pth")  # a whole pickled module, not a state dict
-    with pytest.raises(Exception, match="(?i)weights_only|unsupported|Unpickl"):
+    with pytest.raises(ConfigError, match="module.pth: not a readable weights file .*unpickle arbitrary objects"):
         create_encoder("resnet50_trunc", str(tmp_path / "module.pth"))
+    (tmp_path / "empty.pth").write_bytes(b"")
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(ConfigError, match="empty.pth: not a readable weights file"):
+        create_encoder("resnet50_trunc", str(tmp_path / "empty.pth"))
+    with pytest.raises(ConfigError, match="list.pth: holds a list, not a state dict"):
+        create_encoder("resnet50_trunc", str(tmp_path / "list.pth"))
 
 
 @pytest.fixture(scope="module")

@@ -114,15 +114,27 @@ def digest_state_dict(state: dict[str, torch.Tensor]) -> str:
 
 
 def load_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """Load weights from safetensors or a torch file without unpickling arbitrary objects."""
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
+    """Load weights from safetensors or a torch file without unpickling arbitrary objects.
 
-        return load_file(path)
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    A damaged file, a pickle of anything but tensors, or a file that holds no state dict is one
+    ConfigError naming the file (never a traceback, never an unpickled object)."""
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:  # pickle, zip and safetensors errors of every kind
+        why = ("it is not a tensors-only file, and loading it would unpickle arbitrary objects (refused)"
+               if "Unpickl" in type(exc).__name__ else f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}")
+        raise ConfigError(f"{path}: not a readable weights file ({why}); use a safetensors or state-dict .pth file") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ConfigError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
