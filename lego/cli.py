@@ -426,10 +426,37 @@ OPTION_HELP = {
 }
 
 
+# Numeric options with a valid range (low, high; inclusive; within the schema's): argparse then
+# refuses 0 patches, negative sizes or an overlap of 1 with one line, before any work starts.
+RANGES = {
+    "--patch-px": (8, 1 << 15), "--patch-mpp": (1e-3, 100.0), "--batch-size": (1, 1 << 16),
+    "--num-workers": (0, 256), "--threads": (0, 1024), "--patients": (8, 1_000_000),
+    "--workers": (1, 256), "--seg-downsample": (1, 1024), "--median-blur": (1, 255),
+    "--close-px": (0, 1000), "--n-bins": (2, 50), "--min-tissue-fraction": (0.0, 1.0),
+    "--overlap": (0.0, 0.999999), "--n-folds": (1, 100), "--repeats": (1, 100),
+    "--saturation-threshold": (0, 255), "--min-tissue-area-um2": (0.0, 1e12), "--min-hole-area-um2": (0.0, 1e12),
+}
+
+
+def _ranged(kind: type, low: float, high: float):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside [{low:g}, {high:g}]")
+        return value
+
+    return parse
+
+
 def _fill_help(parser: argparse.ArgumentParser) -> None:
     """Give every option of every subcommand a help line (and show its default)."""
     for sub in parser._subparsers._group_actions[0].choices.values():
         for action in sub._actions:
+            if action.option_strings and action.option_strings[0] in RANGES and action.type in (int, float):
+                action.type = _ranged(action.type, *RANGES[action.option_strings[0]])
             if action.option_strings and action.help is None:
                 action.help = OPTION_HELP.get(action.option_strings[0], "see the README")
             shown = action.default is not None and action.default is not False and action.default != [] \

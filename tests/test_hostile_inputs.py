@@ -121,3 +121,15 @@ def test_the_small_spec_used_by_these_tests_is_valid():
     from lego.stages import check_spec
 
     assert check_spec(dict(SMALL), "x") == SMALL
+
+
+@pytest.mark.parametrize("args", [
+    ["extract", "--slide", "s", "--tissue", "t", "--out", "o", "--patch-px", "0"],
+    ["extract", "--slide", "s", "--tissue", "t", "--out", "o", "--overlap", "1"],
+    ["make-demo", "--out", "o", "--patients", "0"],
+    ["embed", "--slide", "s", "--patches", "p", "--encoder", "stain_texture", "--out", "o", "--batch-size", "0"],
+])
+def test_out_of_range_numbers_are_refused_by_the_parser(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2 and "is outside" in capsys.readouterr().err
