@@ -66,11 +66,14 @@ def test_make_folds_cli_exits_2_with_one_line(tmp_path, capsys):
     from lego.cli import main
 
     patients().to_parquet(tmp_path / "labels.parquet")
-    assert main(["make-folds", "--labels", str(tmp_path / "labels.parquet"), "--n-folds", "0",
+    assert main(["make-folds", "--labels", str(tmp_path / "labels.parquet"), "--method", "kfold", "--n-folds", "1",
                  "--out", str(tmp_path / "folds.parquet")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("lego make-folds: error: n_folds must be at least 1")
+    assert err[-1].startswith("lego make-folds: error: kfold needs n_folds >= 2")
     assert not (tmp_path / "folds.parquet").exists()
+    with pytest.raises(SystemExit) as info:  # --n-folds 0 never reaches make_folds: the parser refuses it
+        main(["make-folds", "--labels", str(tmp_path / "labels.parquet"), "--n-folds", "0", "--out", str(tmp_path / "f")])
+    assert info.value.code == 2 and "is outside" in capsys.readouterr().err
 
 
 def test_patient_id_rules():
