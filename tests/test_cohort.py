@@ -56,6 +56,7 @@ def test_too_few_patients():
     ({"method": "kfold", "n_folds": 1}, "kfold needs n_folds >= 2"),
     ({"seeds": []}, "seeds is empty"),
     ({"method": "kfold", "repeats": 0}, "repeats must be at least 1"),
+    ({"method": "kfold", "n_folds": 200}, "needs at least 200 patients"),
 ])
 def test_fold_counts_that_make_no_folds_are_refused(kwargs, message):
     with pytest.raises(InputError, match=message):

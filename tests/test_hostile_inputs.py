@@ -133,3 +133,28 @@ def test_out_of_range_numbers_are_refused_by_the_parser(args, capsys):
     with pytest.raises(SystemExit) as info:
         main(args)
     assert info.value.code == 2 and "is outside" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, phrase", [
+    ("", "the split file is empty"),
+    ("train,val\nX1,X2\n", "none of its patient IDs is in the labels table"),
+])
+def test_bad_split_files_are_one_line(content, phrase, tmp_path):
+    from lego.data.folds import make_folds
+
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "splits_0.csv").write_text(content)
+    labels = pd.DataFrame({"patient_id": [f"P{i}" for i in range(20)], "time": range(1, 21), "event": [1, 0] * 10})
+    with pytest.raises(InputError, match=phrase):
+        make_folds(labels, method="file", path=tmp_path / "splits")
+
+
+def test_a_fold_table_with_a_bad_fold_number_names_the_line(tmp_path):
+    from lego.data.folds import n_folds_in
+
+    pd.DataFrame({"patient_id": ["A", "B"], "fold": ["0", "0a"], "subset": ["train", "test"]}).to_csv(tmp_path / "f.csv", index=False)
+    with pytest.raises(InputError, match=r"line 3: fold '0a' is not a fold number"):
+        n_folds_in(tmp_path / "f.csv")
+    pd.DataFrame({"patient_id": ["A", "B"], "fold": [0, 3], "subset": ["train", "test"]}).to_csv(tmp_path / "g.csv", index=False)
+    with pytest.raises(InputError, match=r"folds are numbered \[0, 3\]"):
+        n_folds_in(tmp_path / "g.csv")

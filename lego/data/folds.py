@@ -86,6 +86,8 @@ def make_folds(
         raise InputError(f"need at least 3 patients to make train/val/test folds, got {len(ids)}")
     if method == "kfold" and n_folds < 2:
         raise InputError(f"kfold needs n_folds >= 2 (got {n_folds}); for one split use random_split")
+    if method == "kfold" and n_folds > len(ids):
+        raise InputError(f"kfold with {n_folds} folds needs at least {n_folds} patients; the labels hold {len(ids)}")
     if method == "random_split" and seeds is None and n_folds < 1:
         raise InputError(f"n_folds must be at least 1 (got {n_folds})")
     if seeds is not None and len(seeds) == 0:
@@ -157,13 +159,26 @@ def _read_long_table(path: Path) -> pd.DataFrame:
     bad = ~df["subset"].isin(SUBSETS)
     if bad.any():
         raise InputError(f"{path}: line {int(np.flatnonzero(bad)[0]) + 2}: subset {df['subset'][bad].iloc[0]!r}; use train, val or test")
-    df = df.assign(patient_id=df["patient_id"].astype(str).str.strip(), fold=pd.to_numeric(df["fold"], errors="raise").astype(int))
+    fold = pd.to_numeric(df["fold"], errors="coerce")
+    bad = fold.isna() | (fold != fold.round()) | (fold < 0)
+    if bad.any():
+        raise InputError(f"{path}: line {int(np.flatnonzero(bad)[0]) + 2}: fold {df['fold'][bad].iloc[0]!r} is not a "
+                         "fold number (0, 1, 2, ...)")
+    df = df.assign(patient_id=df["patient_id"].astype(str).str.strip(), fold=fold.astype(int))
+    found = sorted(int(k) for k in df["fold"].unique())
+    if found != list(range(len(found))):
+        raise InputError(f"{path}: folds are numbered {found}; expected 0 .. {len(found) - 1}")
     return df[["patient_id", "fold", "subset"]]
 
 
 def _read_split_csv(file: Path, fold: int) -> pd.DataFrame:
     """One MCAT/PORPOISE/CLAM split file: columns train, val[, test] of case IDs (ragged, NaN-padded)."""
-    df = pd.read_csv(file, dtype=str)
+    try:
+        df = pd.read_csv(file, dtype=str)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{file}: the split file is empty; it needs columns 'train' and 'val'") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(f"{file}: not a readable CSV split file ({' '.join(str(exc).split())[:160]})") from None
     cols = [c for c in ("train", "val", "test") if c in df.columns]
     if "train" not in cols or "val" not in cols:
         raise InputError(f"{file}: a split file needs columns 'train' and 'val' (and optionally 'test'); has {list(df.columns)}")
@@ -190,6 +205,9 @@ def read_fold_file(path: str | Path, patients: pd.DataFrame, val_share: float, s
     report_mismatch(path, set(raw["patient_id"]), set(patients["patient_id"].astype(str)))
     known = patients.assign(patient_id=patients["patient_id"].astype(str)).set_index("patient_id")
     raw = raw[raw["patient_id"].isin(known.index)]
+    if raw.empty:
+        raise InputError(f"{path}: none of its patient IDs is in the labels table; check that both use the same "
+                         "IDs (e.g. TCGA case IDs, 12 characters) and cohort.labels.id_column")
     strata = _strata(known.reset_index(), stratify)
     strata_of = dict(zip(known.index, strata))
     out = []
