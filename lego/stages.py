@@ -121,6 +121,11 @@ def _load_blocks(block_dirs: list[str]) -> tuple[dict[str, LegoBlock], dict[str,
     bins = {tuple(c["bins"]) for c in configs.values()}
     if len(folds) != 1 or len(bins) != 1:
         raise InputError(f"blocks come from different folds or bin edges ({sorted(folds)}); merge blocks of one fold only")
+    if len(blocks) < len(block_dirs):
+        raise InputError(f"two of the block folders {block_dirs} hold the same modality; give one block per modality")
+    if len(blocks) < 2:
+        raise InputError(f"merging and fusing need blocks of at least two modalities; got {sorted(blocks)} "
+                         f"from {len(block_dirs)} folder(s) (one block per modality)")
     shapes = {m: tuple(c["block"][k] for k in MERGE_SHAPE) for m, c in configs.items()}
     if len(set(shapes.values())) > 1:
         shown = "; ".join(f"{m}: {dict(zip(MERGE_SHAPE, v))}" for m, v in shapes.items())
@@ -244,6 +249,19 @@ def predict_cohort(model_dir: str, data: dict[str, str], out_dir: str, labels: s
     return result
 
 
+FREEZABLE = ("encoders", "latents")
+
+
+def _freeze_set(freeze, where: str) -> set[str]:
+    """What a fuse keeps fixed: a list of known names (a string would be read letter by letter)."""
+    if not isinstance(freeze, list) or not all(isinstance(f, str) for f in freeze):
+        raise InputError(f"{where}: freeze must be a list of names ({', '.join(FREEZABLE)}), got {freeze!r}")
+    unknown = sorted(set(freeze) - set(FREEZABLE))
+    if unknown:
+        raise InputError(f"{where}: unknown freeze name(s) {unknown}; use {', '.join(FREEZABLE)}")
+    return set(freeze)
+
+
 def fuse(block_dirs: list[str], data: dict[str, str], labels: str, folds: str, spec: dict, out_dir: str, device: str = "auto") -> dict:
     """LegoFuse: chain the blocks and fine-tune for a few epochs on patients with >= 2 modalities."""
     blocks, configs = _load_blocks(block_dirs)
@@ -254,8 +272,11 @@ def fuse(block_dirs: list[str], data: dict[str, str], labels: str, folds: str, s
     mods = _fold_modalities(configs, data, int(spec.get("seed", 0)))
     targets = make_targets(lab, ids["train"], task, bins=first["bins"] or None, classes=first["classes"] or None)
     seed_everything(int(spec.get("seed", 0)))
-    model = LegoFuse(blocks, spec.get("mode", "stack"), spec.get("head_method", "slerp"))
-    frozen = set(spec.get("freeze", ["encoders"]))
+    try:
+        model = LegoFuse(blocks, spec.get("mode", "stack"), spec.get("head_method", "slerp"))
+    except ValueError as exc:  # an unknown mode or head merge
+        raise InputError(f"{where}: {exc}") from None
+    frozen = _freeze_set(spec.get("freeze", ["encoders"]), where)
     for name, p in model.named_parameters():
         p.requires_grad = not (("encoders" in frozen and ".encoder." in name) or ("latents" in frozen and name.endswith(".latent")))
     def n_mod(p):

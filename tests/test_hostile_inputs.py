@@ -158,3 +158,34 @@ def test_a_fold_table_with_a_bad_fold_number_names_the_line(tmp_path):
     pd.DataFrame({"patient_id": ["A", "B"], "fold": [0, 3], "subset": ["train", "test"]}).to_csv(tmp_path / "g.csv", index=False)
     with pytest.raises(InputError, match=r"folds are numbered \[0, 3\]"):
         n_folds_in(tmp_path / "g.csv")
+
+
+@pytest.mark.parametrize("text, phrase", [
+    ('{"nboot": 5}', "unknown evaluation setting(s) ['nboot']"),
+    ("[1]", "must be a JSON object"),
+    ('{"horizons": "12"}', "evaluation setting horizons='12'"),
+    ('{"tau_quantile": 5}', "tau_quantile=5"),
+    ('{"n_boot": "many"}', "n_boot='many'"),
+])
+def test_bad_evaluation_options_are_one_line(text, phrase):
+    from lego.errors import ConfigError
+    from lego.evaluation.stages import EvalOptions
+
+    with pytest.raises(ConfigError, match=phrase.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):
+        EvalOptions.from_json(text)
+
+
+def test_merge_and_fuse_refuse_one_block_two_of_a_modality_and_bad_specs(tmp_path):
+    from lego.stages import fuse, merge
+    from tests.test_fit_protocol import trained_blocks
+
+    p, dirs = trained_blocks(tmp_path, SMALL)
+    with pytest.raises(InputError, match="at least two modalities"):
+        merge(dirs[:1], "harmonic", "slerp", str(tmp_path / "m1"))
+    with pytest.raises(InputError, match="hold the same modality"):
+        merge([dirs[0], dirs[0], dirs[1]], "harmonic", "slerp", str(tmp_path / "m2"))
+    data = {m: str(p[m]) for m in ("zeta", "alpha")}
+    for spec, phrase in (({"mode": "foo"}, "unknown fuse mode 'foo'"), ({"freeze": "encoders"}, "freeze must be a list"),
+                         ({"freeze": ["encoder"]}, r"unknown freeze name\(s\) \['encoder'\]")):
+        with pytest.raises(InputError, match=phrase):
+            fuse(dirs, data, str(p["labels"]), str(p["folds"]), {"epochs": 1, **spec}, str(tmp_path / "f"), "cpu")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from lego.data.fold_data import fold_ids, make_targets
-from lego.errors import InputError
+from lego.errors import ConfigError, InputError
 from lego.evaluation.baselines import design_matrices, ensemble, fit_baseline
 from lego.evaluation.metrics import score_subset
 from lego.io import read_json, write_json, write_parquet
@@ -33,9 +33,32 @@ class EvalOptions:
     ci: float = 0.95
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """Settings that would crash a metric deep in a job fail here, naming the key."""
+        num = (int, float)
+        horizons_ok = isinstance(self.horizons, list) and all(isinstance(h, num) and h > 0 for h in self.horizons)
+        checks = {"horizons": horizons_ok,
+                  "tau_quantile": isinstance(self.tau_quantile, num) and 0 < self.tau_quantile <= 1,
+                  "n_boot": isinstance(self.n_boot, int) and not isinstance(self.n_boot, bool) and self.n_boot >= 1,
+                  "ci": isinstance(self.ci, num) and 0 < self.ci < 1,
+                  "seed": isinstance(self.seed, int) and not isinstance(self.seed, bool)}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"evaluation setting {bad[0]}={getattr(self, bad[0])!r} is not valid (horizons: positive "
+                              "times; tau_quantile in (0, 1]; n_boot >= 1; ci in (0, 1); seed an integer)")
+
     @classmethod
     def from_json(cls, text: str | None) -> "EvalOptions":
-        return cls(**json.loads(text)) if text else cls()
+        """Options from the ``--evaluation`` JSON; unknown keys are refused (a typo must not fall back)."""
+        if not text:
+            return cls()
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ConfigError(f"--evaluation must be a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown evaluation setting(s) {unknown}; known: {', '.join(cls.__dataclass_fields__)}")
+        return cls(**data)
 
 
 def write_evaluation(pred: dict[str, pd.DataFrame], labels: pd.DataFrame, ids: dict[str, list[str]], task: str,
