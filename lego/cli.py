@@ -750,29 +750,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("numexpr").setLevel(logging.WARNING)
     try:
         args.func(args)
-    except LegoError as exc:
-        if args.debug:
-            raise
-        print(f"lego {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except json.JSONDecodeError as exc:  # --spec, --config-json, --modalities ... are JSON
-        if args.debug:
-            raise
-        print(f"lego {args.command}: error: an argument is not valid JSON ({exc}); check the quoting", file=sys.stderr)
-        return 2
-    except OSError as exc:  # unreadable or unwritable paths: the path and the reason, not a traceback
-        if args.debug:
-            raise
-        print(f"lego {args.command}: error: {_os_error(exc)}", file=sys.stderr)
-        return 2
     except Exception as exc:
-        if args.debug or not type(exc).__module__.startswith("pyarrow"):
+        message = _user_error(exc)
+        if message is None or args.debug:
             raise
-        # A damaged or non-parquet file passed where a parquet file is expected.
-        print(f"lego {args.command}: error: cannot read a parquet input ({' '.join(str(exc).split())[:300]}); "
-              "re-run the step that wrote it", file=sys.stderr)
+        print(f"lego {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
+
+
+def _user_error(exc: Exception) -> str | None:
+    """The one-line message for an error caused by the user's input; None for a bug (traceback)."""
+    if isinstance(exc, LegoError):
+        return str(exc)
+    if isinstance(exc, json.JSONDecodeError):  # --spec, --config-json, --modalities ... are JSON
+        return f"an argument is not valid JSON ({exc}); check the quoting"
+    if isinstance(exc, OSError):  # unreadable or unwritable paths: the path and the reason
+        return _os_error(exc)
+    if type(exc).__module__.startswith("pyarrow"):  # a damaged or non-parquet file where parquet is expected
+        return f"cannot read a parquet input ({' '.join(str(exc).split())[:300]}); re-run the step that wrote it"
+    return None
 
 
 def _os_error(exc: OSError) -> str:

@@ -123,6 +123,17 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
 
 
+def regex_problem(pattern: str, groups: int = 0) -> str | None:
+    """What is wrong with a user's regex (``groups``: capture groups it must have), or None."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        return f"{pattern!r} is not a valid regular expression ({exc})"
+    if compiled.groups < groups:
+        return f"{pattern!r} has no capture group; put the patient ID in ( ), e.g. '^(TCGA-..-....)'"
+    return None
+
+
 def _check_regexes(config: dict[str, Any]) -> None:
     """Compile every regex of the config now, not in a job halfway through the run."""
     found = [("slides.patient_id.regex", config.get("slides", {}).get("patient_id", {}).get("regex"))]
@@ -130,14 +141,9 @@ def _check_regexes(config: dict[str, Any]) -> None:
         found.append((f"modalities.{name}.include", spec.get("include")))
         found += [(f"modalities.{name}.exclude[{i}]", r) for i, r in enumerate(spec.get("exclude") or [])]
     for key, pattern in found:
-        if pattern is None:
-            continue
-        try:
-            compiled = re.compile(pattern)
-        except re.error as exc:
-            raise ConfigError(f"config key '{key}': {pattern!r} is not a valid regular expression ({exc})") from None
-        if key == "slides.patient_id.regex" and compiled.groups < 1:
-            raise ConfigError(f"config key '{key}': {pattern!r} has no capture group; put the patient ID in ( )")
+        problem = regex_problem(pattern, 1 if key == "slides.patient_id.regex" else 0) if pattern is not None else None
+        if problem:
+            raise ConfigError(f"config key '{key}': {problem}")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -87,18 +87,15 @@ def test_modality_names_are_safe_identifiers(name):
         validate_config(cfg)
 
 
-def test_invalid_regexes_fail_at_config_time():
+@pytest.mark.parametrize("set_bad, message", [
+    (lambda c: c["modalities"]["rna"].update(include="_rnaseq($"), r"modalities\.rna\.include.*not a valid regular expression"),
+    (lambda c: c["modalities"]["rna"].update(exclude=["ok", "[bad"]), r"modalities\.rna\.exclude\[1\]"),
+    (lambda c: c.update(slides={"patient_id": {"regex": "(unclosed"}}), r"slides\.patient_id\.regex"),
+])
+def test_invalid_regexes_fail_at_config_time(set_bad, message):
     cfg = demo_config()
-    cfg["modalities"]["rna"]["include"] = "_rnaseq($"
-    with pytest.raises(ConfigError, match=r"modalities\.rna\.include.*not a valid regular expression"):
-        validate_config(cfg)
-    cfg = demo_config()
-    cfg["modalities"]["rna"]["exclude"] = ["ok", "[bad"]
-    with pytest.raises(ConfigError, match=r"modalities\.rna\.exclude\[1\]"):
-        validate_config(cfg)
-    cfg = demo_config()
-    cfg["slides"] = {"patient_id": {"regex": "(unclosed"}}
-    with pytest.raises(ConfigError, match=r"slides\.patient_id\.regex"):
+    set_bad(cfg)
+    with pytest.raises(ConfigError, match=message):
         validate_config(cfg)
 
 

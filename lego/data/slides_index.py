@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lego.config import regex_problem
 from lego.errors import InputError
 from lego.tabular.tables import read_table
 
@@ -51,15 +52,17 @@ def patient_id_hint(slide_id: str, patients: list[str] | set[str]) -> str:
 
 
 def _check_regex(regex: str | None) -> None:
-    if not regex:
-        return
-    try:
-        groups = re.compile(regex).groups
-    except re.error as exc:
-        raise InputError(f"slides.patient_id.regex {regex!r} is not a valid regular expression ({exc})") from None
-    if groups < 1:
-        raise InputError(f"slides.patient_id.regex {regex!r} has no capture group; put the patient ID in ( ), "
-                         "e.g. '^(TCGA-..-....)'")
+    problem = regex_problem(regex, groups=1) if regex else None
+    if problem:
+        raise InputError(f"slides.patient_id.regex {problem}")
+
+
+def _unusable_name(p: Path, extensions: list[str]) -> dict | None:
+    """A QC record for a slide file whose name Snakemake cannot carry, else None."""
+    if not UNSAFE_NAME.search(p.name):
+        return None
+    return {"slide_id": slide_id_of(p, extensions), "path": str(p),
+            "reason": "file name contains '{', '}' or a control character; rename the file"}
 
 
 def _scan_dir(d: Path, extensions: list[str]) -> tuple[list[dict], list[dict]]:
@@ -72,9 +75,8 @@ def _scan_dir(d: Path, extensions: list[str]) -> tuple[list[dict], list[dict]]:
         sid = slide_id_of(p, extensions)
         if p.is_symlink() and not p.exists():
             bad.append({"slide_id": sid, "path": str(p), "reason": "broken symbolic link or link loop; fix or remove the link"})
-        elif UNSAFE_NAME.search(p.name):
-            bad.append({"slide_id": sid, "path": str(p),
-                        "reason": "file name contains '{', '}' or a control character; rename the file"})
+        elif (record := _unusable_name(p, extensions)) is not None:
+            bad.append(record)
         elif p.is_file():
             rows.append({"slide_id": sid, "path": str(p.resolve()), "patient_id": None})
     return rows, bad
@@ -106,9 +108,8 @@ def index_slides(
             p = Path(str(r["path"]))
             p = p if p.is_absolute() else (base / p)
             pid = r.get("patient_id") if "patient_id" in table.columns else None
-            if UNSAFE_NAME.search(p.name):
-                bad.append({"slide_id": slide_id_of(p, extensions), "path": str(p),
-                            "reason": "file name contains '{', '}' or a control character; rename the file"})
+            if (record := _unusable_name(p, extensions)) is not None:
+                bad.append(record)
                 continue
             rows.append({"slide_id": slide_id_of(p, extensions), "path": str(p.resolve()), "patient_id": pid})
     slides = pd.DataFrame(rows, columns=["slide_id", "patient_id", "path"])

@@ -83,12 +83,11 @@ def summarise(metric_files: list[str], out_dir: str | Path, n_boot: int = 1000, 
     rows = [read_json(f) for f in metric_files]
     if not rows:
         raise InputError("no metrics files to summarise")
+    seen: dict[tuple, str] = {}
     for r, f in zip(rows, metric_files):
         if not {"model", "fold", "task"} <= set(r):
             raise InputError(f"{f}: not a metrics.json written by `lego evaluate` (needs model, fold and task)")
-    seen: dict[tuple, str] = {}
-    for r, f in zip(rows, metric_files):  # the same model and fold twice would count as two folds
-        if (r["model"], r["fold"]) in seen:
+        if (r["model"], r["fold"]) in seen:  # the same model and fold twice would count as two folds
             raise InputError(f"{f}: model {r['model']!r} fold {r['fold']} is already given by {seen[(r['model'], r['fold'])]}")
         seen[(r["model"], r["fold"])] = f
     task = rows[0]["task"]

@@ -194,6 +194,14 @@ def _score_grid(scores: list[float], n: int = 64) -> tuple[torch.Tensor, torch.T
     return grid, torch.ones(n, 1, dtype=torch.bool)
 
 
+def _grid_risk(block, grid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The block's risk at each grid score (the block reads scores: ``takes_score`` is on)."""
+    from lego.survival.loss import risk_score
+
+    device = block.latent.device
+    return risk_score(block(grid.to(device), mask.to(device))[1].float())
+
+
 def ranking_penalty(block, scores: list[float], weight: float = 10.0):
     """A training-loss term that keeps the block's risk non-decreasing in the fitted predictor.
 
@@ -202,12 +210,10 @@ def ranking_penalty(block, scores: list[float], weight: float = 10.0):
     predictor's validation C 0.73 became 0.40 through the block). Monotone, the block keeps
     the fitted model's ranking (its C) and learns the survival curve's calibration.
     """
-    from lego.survival.loss import risk_score
-
     grid, mask = _score_grid(scores)
 
     def penalty() -> torch.Tensor:
-        risk = risk_score(block(grid.to(block.latent.device), mask.to(block.latent.device))[1].float())
+        risk = _grid_risk(block, grid, mask)
         return weight * torch.relu(risk[:-1] - risk[1:]).sum()
 
     return penalty
@@ -231,14 +237,10 @@ def start_monotone(block, penalty, max_steps: int = 500, lr: float = 0.01) -> in
 
 def ranking_kept(block, scores: list[float]) -> float:
     """Share of predictor-grid pairs (lower, higher) whose risk does not fall (1 = monotone, ~0 = reversed)."""
-    from lego.survival.loss import risk_score
-
-    grid, mask = _score_grid(scores)
-    grid, mask = grid.to(block.latent.device), mask.to(block.latent.device)
     was = block.training
     block.eval()
     with torch.no_grad():
-        risk = risk_score(block(grid, mask)[1].float())
+        risk = _grid_risk(block, *_score_grid(scores))
     block.train(was)
     upper = torch.triu(torch.ones(len(risk), len(risk), dtype=torch.bool, device=risk.device), diagonal=1)
     return float((risk[None, :] >= risk[:, None] - 1e-6)[upper].float().mean())
