@@ -246,7 +246,7 @@ def cmd_merge_tuned(a) -> None:
 def cmd_select_variant(a) -> None:
     from lego.stages import select_variant
 
-    select_variant(a.metrics, a.out_dir, a.name)
+    select_variant(a.metrics, a.out_dir, a.name, a.rule)
 
 
 def cmd_fuse(a) -> None:
@@ -633,9 +633,12 @@ def _model_commands(add) -> None:
     model_args(p)
 
     p = add("select-variant", cmd_select_variant,
-            "Report, per fold, the MM-Lego variant (merge, tuned merge, fuse) with the best validation score.")
+            "Report, per fold, the MM-Lego variant (merge, tuned merge, fuse) chosen on validation.")
     p.add_argument("--metrics", nargs="+", required=True, help="the variants' eval metrics.json files of one fold")
     p.add_argument("--name", default="lego", help="model name in the summary (default lego)")
+    p.add_argument("--rule", choices=["one_se", "best"], default="one_se",
+                   help="one_se: the first of tuned merge, merge, fuse within one bootstrap SE of the best validation "
+                        "score; best: the highest validation score (default one_se)")
     p.add_argument("--out-dir", required=True)
 
     p = add("fuse", cmd_fuse, "LegoFuse a fold's blocks (stack or weave) and fine-tune for a few epochs.")

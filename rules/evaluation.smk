@@ -110,6 +110,7 @@ rule select_lego:
     params:
         metrics=lambda w, input: " ".join(shlex.quote(p) for p in input if p.endswith("metrics.json")),
         out_dir=lambda w, output: os.path.dirname(output.metrics),
+        rule=config["model"]["selection"],
     log:
         f"{OUT}/logs/select_lego/fold{{fold}}.log",
     conda:
@@ -118,7 +119,7 @@ rule select_lego:
         mem_mb=1000,
         runtime=5,
     shell:
-        "lego select-variant --metrics {params.metrics} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "lego select-variant --metrics {params.metrics} --rule {params.rule:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule ensemble:

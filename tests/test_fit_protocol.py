@@ -279,6 +279,40 @@ def test_select_variant_uses_validation_only(tmp_path):
     assert pd.read_parquet(tmp_path / "lego" / "predictions.parquet")["risk"].tolist() == [0.5]
 
 
+def _variant(tmp_path, name: str, risk_val: np.ndarray, time: np.ndarray, event: np.ndarray, test_c: float) -> str:
+    from lego.evaluation.metrics import headline
+
+    d = tmp_path / name
+    d.mkdir(parents=True)
+    val = pd.DataFrame({"patient_id": [f"p{i}" for i in range(len(time))], "subset": "val", "risk": risk_val,
+                        "time": time, "event": event})
+    val.to_parquet(d / "predictions.parquet")
+    (d / "metrics.json").write_text(json.dumps({"model": name, "fold": 0, "task": "survival",
+                                                 "val": {"c_index": headline(val, "survival")}, "test": {"c_index": test_c}}))
+    return str(d / "metrics.json")
+
+
+def test_select_variant_prefers_the_tuned_merge_unless_another_is_clearly_better(tmp_path):
+    from lego.stages import select_variant
+
+    rng = np.random.default_rng(0)
+    n = 60
+    time, event, signal = rng.exponential(10, n), rng.random(n) < 0.5, rng.normal(size=n)
+    truth = -np.log(time)  # higher risk, shorter time
+    files = [_variant(tmp_path, "fuse", truth + 1.5 * signal, time, event, 0.9),  # listed first: order is by name
+             _variant(tmp_path, "merge-tuned", truth + 1.8 * signal, time, event, 0.6),
+             _variant(tmp_path, "merge", truth + 3 * rng.normal(size=n), time, event, 0.5)]
+    scores = {json.loads(open(f).read())["model"]: json.loads(open(f).read())["val"]["c_index"] for f in files}
+    assert scores["fuse"] > scores["merge-tuned"] > scores["merge"]
+    one_se = select_variant(files, str(tmp_path / "one_se"))
+    assert one_se["variant"] == "merge-tuned" and one_se["threshold"] <= scores["merge-tuned"]
+    assert one_se["variant_val_se"]["fuse"] > 0
+    assert select_variant(files, str(tmp_path / "best"), rule="best")["variant"] == "fuse"
+    # A clear gain on validation still wins.
+    clear = [files[0], _variant(tmp_path / "noise", "merge-tuned", rng.normal(size=n), time, event, 0.6)]
+    assert select_variant(clear, str(tmp_path / "clear"))["variant"] == "fuse"
+
+
 def test_coxnet_encoder_is_fitted_in_fold_saved_and_reloaded(tmp_path):
     spec = {**SMALL, "encoder": "coxnet"}
     p, dirs = trained_blocks(tmp_path, spec, names=("zeta",), n=400)
@@ -346,14 +380,18 @@ def test_forest_encoder_reproduces_scikit_survival_and_survives_a_reload(tmp_pat
     x[:, :4] = x[:, :4] > 0.8  # binary columns, as in mutation tables: thresholds at 0.5
     y = Surv.from_arrays(rng.random(160) < 0.6, rng.exponential(10 * np.exp(-x[:, 0] - x[:, 5])))
     enc = ForestScore(12, 8)
-    chosen, refit = fit_rsf(enc, x[:100], y[:100], x[100:130], y[100:130], seed=0)
+    chosen, oob = fit_rsf(enc, x[:100], y[:100], x[100:130], y[100:130], seed=0)
     assert chosen["min_samples_leaf"] in FOREST_LEAVES and chosen["val_score"] > 0.5
     reference = RandomSurvivalForest(n_estimators=100, min_samples_leaf=chosen["min_samples_leaf"], max_features="sqrt",
                                      random_state=0).fit(x[:100], y[:100])
     new = torch.tensor(x[130:], dtype=torch.float32).unsqueeze(1)
     expected = reference.predict(x[130:].astype(np.float32))
     np.testing.assert_allclose(enc.raw_score(new)[:, 0].numpy(), expected, rtol=1e-5)
-    np.testing.assert_allclose(refit(x[:100], y[:100])(x[130:]), expected, rtol=1e-9)
+    # Out-of-bag training scores: out-of-sample, so less concordant with the training outcome than in-sample ones.
+    from lego.survival.metrics import c_index
+
+    assert oob.shape == (100,) and np.isfinite(oob).all()
+    assert c_index(y["time"][:100], y["event"][:100], oob) < c_index(y["time"][:100], y["event"][:100], reference.predict(x[:100]))
     save_model(enc, str(tmp_path / "forest.safetensors"))
     again = ForestScore(12, 8)  # node tables sized from the file
     load_model(again, str(tmp_path / "forest.safetensors"))
@@ -391,3 +429,21 @@ def test_a_trained_merge_predicts_a_new_cohort_with_external_metrics(tmp_path, c
     assert main(["predict", "--model-dir", dirs[0], "--data", f"zeta={tmp_path / 'short.parquet'}",
                  "--out-dir", str(tmp_path / "q")]) == 2
     assert "lacks 1 feature(s)" in capsys.readouterr().err
+
+
+def test_coxrsf_encoder_averages_both_standardised_scores_and_reloads(tmp_path):
+    p, dirs = trained_blocks(tmp_path, {**SMALL, "encoder": "coxrsf"}, names=("zeta",), n=200)
+    block, config = model_io.load(dirs[0])
+    fitted = config["fitted_encoder"]
+    assert set(fitted) >= {"coxnet", "rsf", "val_score", "oof_agreement", "ranking_kept"}
+    assert fitted["ranking_kept"] == 1.0 and fitted["coxnet"]["nonzero"] >= 1
+    enc = block.encoder
+    x = torch.randn(50, 1, enc.cox.coef.shape[0])
+    with torch.no_grad():
+        expected = 0.5 * ((x[:, 0] @ enc.cox.coef - enc.cox.center) / enc.cox.scale
+                          + (enc.forest.raw_score(x)[:, 0] - enc.forest.center) / enc.forest.scale)
+        torch.testing.assert_close(enc.raw_score(x)[:, 0], expected)
+    # Both parts are standardised by their own out-of-sample scores (never 0/1 defaults).
+    assert float(enc.cox.scale) != 1.0 and float(enc.forest.scale) != 1.0
+    hist = json.loads((tmp_path / "blocks" / "zeta" / "history.json").read_text())
+    assert hist["val_score"] == pytest.approx(fitted["val_score"], abs=1e-9)
