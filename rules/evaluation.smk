@@ -125,6 +125,7 @@ rule select_lego:
 rule ensemble:
     input:
         blocks=lambda w: expand(f"{OUT}/eval/block-{{m}}/fold{w.fold}/metrics.json", m=MODALITIES),
+        predictions=lambda w: expand(f"{OUT}/eval/block-{{m}}/fold{w.fold}/predictions.parquet", m=MODALITIES),
         labels=rules.ingest_labels.output[0],
         folds=rules.make_folds.output[0],
     output:
@@ -176,6 +177,7 @@ rule figures:
         summary=rules.summarise.output.metrics,
         folds=rules.summarise.output.folds,
         metrics=expand(f"{OUT}/eval/{{model}}/fold{{fold}}/metrics.json", model=ALL_MODELS, fold=FOLDS),
+        predictions=expand(f"{OUT}/eval/{{model}}/fold{{fold}}/predictions.parquet", model=ALL_MODELS, fold=FOLDS),
         thumbnails=qc_thumbnails,
     output:
         risk=report(f"{OUT}/summary/figures/risk_groups.png", caption="../workflow/report/risk_groups.rst", category="Figures"),

@@ -44,7 +44,7 @@ rule select_block:
         history=f"{OUT}/blocks/{{modality}}/fold{{fold}}/history.json",
         selection=f"{OUT}/blocks/{{modality}}/fold{{fold}}/selection.json",
     params:
-        candidates=lambda w, input: " ".join(shlex.quote(os.path.dirname(p)) for p in input),
+        candidates=lambda w, input: " ".join(shlex.quote(os.path.dirname(p)) for p in input if p.endswith(".safetensors")),
         rule=config["model"]["selection"],
         out_dir=lambda w, output: os.path.dirname(output.weights),
     log:
