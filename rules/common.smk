@@ -143,6 +143,12 @@ def block_candidates(wildcards):
             for f in ("model.safetensors", "config.json", "history.json")]
 
 
+def grows(mem_mb):
+    """Memory that doubles, triples... on each retry (``retries`` in a profile): a job killed for
+    memory is resubmitted with more instead of failing the same way."""
+    return lambda wildcards, attempt: mem_mb * attempt
+
+
 def encoder_checkpoint(wildcards):
     """The patch encoder's local checkpoint file, when one is configured (a replaced file re-embeds)."""
     path = config["encoders"].get(wildcards.encoder, {}).get("checkpoint")

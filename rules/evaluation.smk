@@ -27,7 +27,7 @@ rule evaluate:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=grows(4000),
         runtime=20,
     shell:
         "lego evaluate --model-dir {params.model_dir:q} --name {wildcards.model} --data {params.data} "
@@ -59,7 +59,7 @@ rule baselines:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=8000,
+        mem_mb=grows(8000),
         runtime=60,
     shell:
         "lego baselines --methods {params.methods} --source {wildcards.source} --data {params.data} "
@@ -91,7 +91,7 @@ rule abmil_baseline:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=8000,
+        mem_mb=grows(8000),
         runtime=120,
         gpu=TRAIN_RUN["gpus"],
     shell:
@@ -165,7 +165,7 @@ rule summarise:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=grows(4000),
         runtime=20,
     shell:
         "lego summarise --metrics {input.metrics:q} --evaluation {params.evaluation:q} --out-dir {params.out_dir:q} "

@@ -26,7 +26,7 @@ rule train_block:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=8000,
+        mem_mb=grows(8000),
         runtime=120,
         gpu=TRAIN_RUN["gpus"],
     shell:
@@ -74,7 +74,7 @@ rule merge:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=grows(4000),
         runtime=10,
     shell:
         "lego merge --blocks {params.blocks} --method {params.method} --head {params.head} "
@@ -105,7 +105,7 @@ rule merge_tuned:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=grows(4000),
         runtime=20,
     shell:
         "lego merge-tuned --blocks {params.blocks} --data {params.data} --labels {input.labels:q} --folds {input.folds:q} "
@@ -136,7 +136,7 @@ rule fuse:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=8000,
+        mem_mb=grows(8000),
         runtime=60,
         gpu=TRAIN_RUN["gpus"],
     shell:

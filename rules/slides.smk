@@ -69,7 +69,7 @@ rule embed_patches:
     conda:
         "../envs/slides.yaml"
     resources:
-        mem_mb=6000,
+        mem_mb=grows(6000),
         runtime=60,
         gpu=config["embedding"]["gpus"],
     shell:
