@@ -14,7 +14,7 @@ rule ingest_labels:
     conda:
         "../envs/tabular.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=grows(4000),
         runtime=10,
     shell:
         "lego ingest-labels --table {input:q} --task {params.task} {params.args} --out {output:q} > {log:q} 2>&1"

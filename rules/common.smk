@@ -137,8 +137,22 @@ def candidate_spec(modality, candidate):
 
 
 def block_candidates(wildcards):
+    """Every grid candidate's weights, config and history (select_block reads all three)."""
     n = len(block_grid(wildcards.modality))
-    return [f"{OUT}/blocks/{wildcards.modality}/fold{wildcards.fold}/candidates/c{i}/model.safetensors" for i in range(n)]
+    return [f"{OUT}/blocks/{wildcards.modality}/fold{wildcards.fold}/candidates/c{i}/{f}" for i in range(n)
+            for f in ("model.safetensors", "config.json", "history.json")]
+
+
+def grows(mem_mb):
+    """Memory that doubles, triples... on each retry (``retries`` in a profile): a job killed for
+    memory is resubmitted with more instead of failing the same way."""
+    return lambda wildcards, attempt: mem_mb * attempt
+
+
+def encoder_checkpoint(wildcards):
+    """The patch encoder's local checkpoint file, when one is configured (a replaced file re-embeds)."""
+    path = config["encoders"].get(wildcards.encoder, {}).get("checkpoint")
+    return [path] if path else []
 
 
 def named_paths(names, paths):

@@ -27,7 +27,7 @@ rule evaluate:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=grows(4000),
         runtime=20,
     shell:
         "lego evaluate --model-dir {params.model_dir:q} --name {wildcards.model} --data {params.data} "
@@ -59,7 +59,7 @@ rule baselines:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=8000,
+        mem_mb=grows(8000),
         runtime=60,
     shell:
         "lego baselines --methods {params.methods} --source {wildcards.source} --data {params.data} "
@@ -91,7 +91,7 @@ rule abmil_baseline:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=8000,
+        mem_mb=grows(8000),
         runtime=120,
         gpu=TRAIN_RUN["gpus"],
     shell:
@@ -125,6 +125,7 @@ rule select_lego:
 rule ensemble:
     input:
         blocks=lambda w: expand(f"{OUT}/eval/block-{{m}}/fold{w.fold}/metrics.json", m=MODALITIES),
+        predictions=lambda w: expand(f"{OUT}/eval/block-{{m}}/fold{w.fold}/predictions.parquet", m=MODALITIES),
         labels=rules.ingest_labels.output[0],
         folds=rules.make_folds.output[0],
     output:
@@ -164,7 +165,7 @@ rule summarise:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=grows(4000),
         runtime=20,
     shell:
         "lego summarise --metrics {input.metrics:q} --evaluation {params.evaluation:q} --out-dir {params.out_dir:q} "
@@ -176,6 +177,7 @@ rule figures:
         summary=rules.summarise.output.metrics,
         folds=rules.summarise.output.folds,
         metrics=expand(f"{OUT}/eval/{{model}}/fold{{fold}}/metrics.json", model=ALL_MODELS, fold=FOLDS),
+        predictions=expand(f"{OUT}/eval/{{model}}/fold{{fold}}/predictions.parquet", model=ALL_MODELS, fold=FOLDS),
         thumbnails=qc_thumbnails,
     output:
         risk=report(f"{OUT}/summary/figures/risk_groups.png", caption="../workflow/report/risk_groups.rst", category="Figures"),

@@ -20,7 +20,7 @@ rule prepare_modality:
     conda:
         "../envs/tabular.yaml"
     resources:
-        mem_mb=8000,
+        mem_mb=grows(8000),
         runtime=15,
     shell:
         "lego prepare-modality --table {input:q} --modality {wildcards.tabular} {params.args} "

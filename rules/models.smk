@@ -26,7 +26,7 @@ rule train_block:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=8000,
+        mem_mb=grows(8000),
         runtime=120,
         gpu=TRAIN_RUN["gpus"],
     shell:
@@ -44,7 +44,7 @@ rule select_block:
         history=f"{OUT}/blocks/{{modality}}/fold{{fold}}/history.json",
         selection=f"{OUT}/blocks/{{modality}}/fold{{fold}}/selection.json",
     params:
-        candidates=lambda w, input: " ".join(shlex.quote(os.path.dirname(p)) for p in input),
+        candidates=lambda w, input: " ".join(shlex.quote(os.path.dirname(p)) for p in input if p.endswith(".safetensors")),
         rule=config["model"]["selection"],
         out_dir=lambda w, output: os.path.dirname(output.weights),
     log:
@@ -74,7 +74,7 @@ rule merge:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=grows(4000),
         runtime=10,
     shell:
         "lego merge --blocks {params.blocks} --method {params.method} --head {params.head} "
@@ -105,7 +105,7 @@ rule merge_tuned:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=grows(4000),
         runtime=20,
     shell:
         "lego merge-tuned --blocks {params.blocks} --data {params.data} --labels {input.labels:q} --folds {input.folds:q} "
@@ -136,7 +136,7 @@ rule fuse:
     conda:
         "../envs/models.yaml"
     resources:
-        mem_mb=8000,
+        mem_mb=grows(8000),
         runtime=60,
         gpu=TRAIN_RUN["gpus"],
     shell:

@@ -52,6 +52,7 @@ rule embed_patches:
     input:
         slide=slide_path,
         patches=rules.extract_patches.output[0],
+        checkpoint=encoder_checkpoint,
     output:
         f"{OUT}/features/{{encoder}}/{{slide}}.h5",
     wildcard_constraints:
@@ -68,7 +69,7 @@ rule embed_patches:
     conda:
         "../envs/slides.yaml"
     resources:
-        mem_mb=6000,
+        mem_mb=grows(6000),
         runtime=60,
         gpu=config["embedding"]["gpus"],
     shell:
@@ -79,7 +80,8 @@ rule embed_patches:
 
 rule import_features:
     input:
-        lambda w: config["modalities"][w.wsi]["features_dir"],
+        # The file itself: a feature file replaced in place reruns its import (and what depends on it).
+        lambda w: os.path.join(config["modalities"][w.wsi]["features_dir"], f"{w.slide}.h5"),
     output:
         f"{OUT}/features/imported-{{wsi}}/{{slide}}.h5",
     log:
@@ -90,7 +92,7 @@ rule import_features:
         mem_mb=2000,
         runtime=5,
     shell:
-        "lego import-features --src {input:q}/{wildcards.slide:q}.h5 --out {output:q} "
+        "lego import-features --src {input:q} --out {output:q} "
         "--slide-name {wildcards.slide:q} --record-failure > {log:q} 2>&1"
 
 

@@ -143,3 +143,43 @@ def test_patients_table_counts_only_usable_slides():
     assert out["has_rna"].tolist() == [True, False, True]
     assert out["n_slides_wsi"].tolist() == [1, 1, 0] and out["has_wsi"].tolist() == [True, True, False]
     assert out["n_modalities"].tolist() == [2, 1, 1]
+
+
+def test_unmatched_slides_warning_on_the_console_names_the_setting_that_would_match(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    d = tmp_path / "slides"
+    d.mkdir()
+    for name in ["P0001_HE.svs", "XX-P0002_HE.svs"]:
+        (d / name).write_bytes(b"x")
+    slides, unmatched = index_slides(d, extensions=[".svs"], prefix_length=5, patients=["P0001", "P0002"])
+    assert len(unmatched) == 1 and "regex" in unmatched["hint"].iloc[0]
+    unmatched.to_csv(tmp_path / "unmatched.tsv", sep="\t", index=False)
+    spec = importlib.util.spec_from_file_location("helpers", Path(__file__).parent.parent / "workflow" / "helpers.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    helpers.warn_unmatched(str(tmp_path / "unmatched.tsv"))
+    err = capsys.readouterr().err
+    assert "1 slide(s) left out" in err and "XX-P0002_HE" in err and 'slides.patient_id: {regex: "^.{3}(.{5})"}' in err
+
+
+def test_an_unwritable_output_folder_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    # Root ignores permission bits (CI runs as root), so the refusal is simulated where a folder is made.
+    from pathlib import Path
+
+    from lego.cli import main
+
+    patients().to_parquet(tmp_path / "labels.parquet")
+    real_mkdir = Path.mkdir
+
+    def refuse(self, *args, **kwargs):
+        if "locked" in str(self):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    out = tmp_path / "locked" / "folds.parquet"
+    assert main(["make-folds", "--labels", str(tmp_path / "labels.parquet"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "locked" in err[0] and "Permission denied; check the folder's permissions" in err[0]

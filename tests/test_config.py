@@ -132,3 +132,16 @@ def test_preprocess_options_are_validated():
         validate_config(copy.deepcopy(cfg))
     cfg["modalities"]["rna"]["preprocess"] = {"select_k": 8, "clip_mad": None, "clip_quantiles": [0.01, 0.99]}
     validate_config(cfg)
+
+
+@pytest.mark.parametrize("place", ["wsi_encoder", "encoders_key"])
+def test_patch_encoder_names_are_safe_identifiers(place):
+    cfg = demo_config()
+    bad = "x||touch F;#"
+    wsi = next(m for m, s in cfg["modalities"].items() if s["kind"] == "wsi")
+    if place == "wsi_encoder":
+        cfg["modalities"][wsi]["encoder"] = bad
+    else:
+        cfg["encoders"] = {bad: {"checkpoint": None}}
+    with pytest.raises(ConfigError, match="modalities|encoders"):
+        validate_config(cfg)

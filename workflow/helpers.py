@@ -84,8 +84,9 @@ def warn_unmatched(path: str) -> None:
     _WARNED.add(path)
     table = pd.read_csv(path, sep="\t")
     if len(table):
+        hints = table["hint"].dropna() if "hint" in table else []
         print(f"WARNING: {len(table)} slide(s) left out at indexing ({path}), e.g. {table['slide_id'].iloc[0]}: "
-              f"{table['reason'].iloc[0]}", file=sys.stderr)
+              f"{table['reason'].iloc[0]}" + (f"; {hints.iloc[0]}" if len(hints) else ""), file=sys.stderr)
 
 
 def put_python_bin_on_path() -> None:
