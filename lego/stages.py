@@ -16,7 +16,7 @@ import torch
 from lego.data.fold_data import (ModalityTensors, apply_modality, collate, fold_ids, load_fold_modality,
                                  load_modality_table, make_targets)
 from lego.errors import InputError
-from lego.evaluation.metrics import HEADLINE
+from lego.evaluation.metrics import HEADLINE, prediction_columns
 from lego.io import copy_atomic, read_json, write_json
 from lego.models import io as model_io
 from lego.models.block import BlockConfig, LegoBlock
@@ -196,7 +196,7 @@ def _variant_se(metrics_file: str, task: str) -> float | None:
         return None
     pred = pd.read_parquet(path)
     pred = pred[pred["subset"] == "val"] if "subset" in pred else pred.iloc[0:0]
-    outputs = [c for c in pred.columns if c == "risk" or c.startswith(("surv_", "p_"))]
+    outputs = prediction_columns(pred)
     return validation_se(pred[["patient_id", *outputs]], pred.drop(columns=outputs), task)
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from lego.data.fold_data import Targets, fit_modality, load_modality_table
 from lego.errors import InputError
-from lego.evaluation.metrics import headline
+from lego.evaluation.metrics import headline, prediction_columns
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def ensemble(block_predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Late fusion: per patient and subset, the mean of the blocks' curves/risks or probabilities."""
     frames = []
     for name, p in block_predictions.items():
-        cols = [c for c in p.columns if c == "risk" or c.startswith(("surv_", "p_"))]
+        cols = prediction_columns(p)
         frames.append(p[["patient_id", "subset", *cols]].assign(_block=name))
     if not frames:
         raise InputError("the ensemble needs the predictions of at least one block")

@@ -149,6 +149,11 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> tuple[dict
     return values, missing
 
 
+def prediction_columns(pred: pd.DataFrame) -> list[str]:
+    """A predictions table's model outputs (risk, S(t) per bin, class probabilities), not its IDs or labels."""
+    return [c for c in pred.columns if c == "risk" or c.startswith(("surv_", "p_"))]
+
+
 def class_scores(pred: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Class indices and (n, classes) scores; class order = the predictions' ``p_<class>`` columns."""
     classes = [c.removeprefix("p_") for c in pred.columns if c.startswith("p_")]

@@ -102,6 +102,8 @@ def _forest(leaf: int, seed: int):
     # out-of-sample score for free where cross-fitting would refit five forests.
     return RandomSurvivalForest(n_estimators=100, min_samples_leaf=leaf, max_features="sqrt", n_jobs=1,
                                 random_state=seed, low_memory=True, oob_score=True)
+
+
 def store_forest(encoder: ForestScore, forest, x: np.ndarray) -> None:
     """Write a fitted scikit-survival forest into the encoder's node tables.
 
@@ -141,26 +143,26 @@ def fit_rsf(encoder: ForestScore, x, y, xv, yv, seed: int) -> tuple[dict, np.nda
     return chosen, np.asarray(forests[best].oob_prediction_, dtype=np.float64)
 
 
+def _raw_scores(encoder: FittedScore, x: np.ndarray) -> np.ndarray:
+    """The encoder's un-standardised score of each row of a dense feature matrix."""
+    with torch.no_grad():
+        return encoder.raw_score(torch.as_tensor(x, dtype=torch.float32).unsqueeze(1))[:, 0].double().numpy()
+
+
 def fit_coxrsf(encoder: CoxForest, x, y, xv, yv, seed: int) -> tuple[dict, np.ndarray]:
     """Both models fitted as above (each its hyper-parameter on validation); each part standardised
     by its out-of-fold training scores, so that the average weighs them alike on new patients."""
     cox, cox_oof = fit_coxnet(encoder.cox, x, y, xv, yv, seed)
     forest, forest_oof = fit_rsf(encoder.forest, x, y, xv, yv, seed)
-    _standardise(encoder.cox, cox_oof)
-    _standardise(encoder.forest, forest_oof)
-    part = [(cox_oof - float(encoder.cox.center)) / float(encoder.cox.scale),
-            (forest_oof - float(encoder.forest.center)) / float(encoder.forest.scale)]
-    oof = 0.5 * (part[0] + part[1])
-    with torch.no_grad():
-        full = encoder.raw_score(torch.as_tensor(x, dtype=torch.float32).unsqueeze(1))[:, 0].double().numpy()
-    _standardise(encoder, full)
-    score = None
-    if yv is not None:
-        with torch.no_grad():
-            score = _val_c([encoder.raw_score(torch.as_tensor(xv, dtype=torch.float32).unsqueeze(1))[:, 0].numpy()], yv)[0]
-    chosen = {"coxnet": cox, "rsf": forest, "val_score": None if score is None else float(score),
-              "oof_agreement": float(np.corrcoef(part[0], part[1])[0, 1]) if np.ptp(part[0]) > 0 and np.ptp(part[1]) > 0 else None}
-    return chosen, oof
+    part = []
+    for scorer, oof in ((encoder.cox, cox_oof), (encoder.forest, forest_oof)):
+        _standardise(scorer, oof)
+        part.append((oof - float(scorer.center)) / float(scorer.scale))
+    _standardise(encoder, _raw_scores(encoder, x))
+    score = float(_val_c([_raw_scores(encoder, xv)], yv)[0]) if yv is not None else None
+    agreement = float(np.corrcoef(*part)[0, 1]) if np.ptp(part[0]) > 0 and np.ptp(part[1]) > 0 else None
+    chosen = {"coxnet": cox, "rsf": forest, "val_score": score, "oof_agreement": agreement}
+    return chosen, 0.5 * (part[0] + part[1])
 
 
 FITTERS = {"coxnet": fit_coxnet, "rsf": fit_rsf, "coxrsf": fit_coxrsf}
