@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--loop-patches", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--slide-size", type=int, nargs=2, default=[16384, 12288], metavar=("WIDTH", "HEIGHT"),
+                    help="level-0 size of the synthetic benchmark slide (default 16384 12288)")
     args = ap.parse_args()
 
     import torch
@@ -98,7 +100,7 @@ def main() -> None:
     from lego.slides.tissue import TissueParams, segment_tissue
 
     dev = resolve_device("auto")
-    path = bench_slide()
+    path = bench_slide(*args.slide_size)
     tmp = Path(tempfile.mkdtemp())
     with open_slide(path) as slide:
         grid = make_patch_grid(slide, segment_tissue(slide, TissueParams()), PatchParams())
