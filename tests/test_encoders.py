@@ -205,3 +205,14 @@ def test_feature_manifest_fails_empty_unreadable_and_odd_width_bags(tmp_path):
     labels = pd.DataFrame({"patient_id": ["P1", "P2", "P3", "P4"]})
     table = build_patients_table(labels, {}, {"wsi": manifest.reset_index()}).set_index("patient_id")
     assert table["has_wsi"].to_dict() == {"P1": True, "P2": False, "P3": False, "P4": False}
+
+
+def test_stain_texture_ignores_reduced_precision_autocast():
+    """Embedding autocasts to float16 on a GPU; the statistics (quantiles) must stay float32."""
+    enc = create_encoder("stain_texture")
+    batch = torch.randint(0, 256, (4, 3, 128, 128), dtype=torch.uint8)
+    plain = enc.embed(batch)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        cast = enc.embed(batch)
+    assert cast.dtype == torch.float32
+    torch.testing.assert_close(cast, plain)

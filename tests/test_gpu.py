@@ -136,7 +136,7 @@ def test_fuse_on_the_accelerator_reloads_to_its_best_validation_loss(accel, tmp_
     model_io.save(fuse, {"kind": "fuse", "blocks": cfgs, "order": list(cfgs), "mode": "stack", "head_method": "slerp"},
                   tmp_path)
     loaded, _ = model_io.load(tmp_path)
-    got = evaluate_loss(loaded, val_ids, mods, targets, cfg, accel)
+    got = evaluate_loss(loaded.to(accel), val_ids, mods, targets, cfg, accel)
     assert got == pytest.approx(result["best_val_loss"], rel=1e-4)
 
 

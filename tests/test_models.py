@@ -362,3 +362,33 @@ def test_non_finite_predictions_are_refused_naming_the_model():
     with pytest.raises(InputError, match="model for a .*non-finite predictions for 1 patient.*p2"):
         predict(b, {"kind": "block", "modality": "a", "fold": 0, "task": "survival", "bins": [0, 1, 2, 3, 4]},
                 {"a": mod}, ["p1", "p2"])
+
+
+@pytest.mark.parametrize("kind", ["block", "fuse-stack", "fuse-weave"])
+def test_models_train_under_reduced_precision_autocast(kind, monkeypatch):
+    """On a GPU the trainer autocasts to bfloat16 and cuFFT has no bfloat16 kernels, so every FFT
+    must run in float32 (training on an H200 failed before). CPU autocast exercises the same path,
+    with the FFTs made as strict as CUDA's."""
+    real_fft, real_ifft = torch.fft.fft, torch.fft.ifft
+
+    def strict(fn):
+        def run(x, *a, **kw):
+            if x.dtype in (torch.bfloat16, torch.float16):
+                raise RuntimeError(f"Unsupported dtype {x.dtype} (as CUDA)")
+            return fn(x, *a, **kw)
+        return run
+
+    monkeypatch.setattr(torch.fft, "fft", strict(real_fft))
+    monkeypatch.setattr(torch.fft, "ifft", strict(real_ifft))
+    blocks = {"a": block(seed=0), "b": block(in_dim=3, encoder="abmil", seed=1)}
+    inputs = collate(["p1", "p2", "p3"], {
+        "a": ModalityTensors("a", "tabular", {p: torch.randn(1, 6) for p in ("p1", "p2", "p3")}, {}, 6),
+        "b": ModalityTensors("b", "wsi", {"p1": torch.randn(5, 3), "p2": torch.randn(2, 3)}, {}, 3),
+    })
+    model = blocks["a"] if kind == "block" else LegoFuse(blocks, kind.split("-")[1])
+    model.train()
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        logits = model(*inputs["a"][:2])[1] if kind == "block" else model(inputs)[1]
+    loss = nll_survival_loss(logits.float(), torch.tensor([0, 1, 2]), torch.tensor([1, 0, 1]))
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -100,6 +100,13 @@ class GatedFeedForward(nn.Module):
         return self.down(self.drop(a * F.selu(g)))
 
 
+def fft(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """FFT in float32. Why: under CUDA autocast the activations arrive in bfloat16, for which
+    torch.fft has no kernels (training on a GPU failed with "Unsupported dtype BFloat16"), and
+    the spectrum's phases want full precision anyway."""
+    return torch.fft.fft(x.float(), dim=dim)
+
+
 class Layer(nn.Module):
     def __init__(self, cfg: BlockConfig, ctx_dim: int):
         super().__init__()
@@ -108,11 +115,11 @@ class Layer(nn.Module):
 
     def forward(self, state: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Real state (B, rows, dim) -> complex spectrum after one update."""
-        spec = torch.fft.fft(F.normalize(state, dim=1), dim=1)
+        spec = fft(F.normalize(state.float(), dim=1), dim=1)
         real, imag = spec.real, spec.imag
         real = real + self.attn(real, ctx, mask)
         real = real + self.ff(real)
-        return torch.complex(real, imag)
+        return torch.complex(real.float(), imag)
 
 
 class Head(nn.Module):
@@ -149,7 +156,7 @@ class LegoBlock(nn.Module):
     def encode(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Context tokens (B, T', C), transformed per token along features, and their mask."""
         tokens, mask = self.encoder(x, mask)
-        return torch.fft.fft(tokens, dim=-1).real, mask
+        return fft(tokens, dim=-1).real, mask
 
     def initial_state(self, batch: int) -> torch.Tensor:
         return self.latent.unsqueeze(0).expand(batch, -1, -1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lego.models.block import LegoBlock
+from lego.models.block import LegoBlock, fft
 from lego.models.merge import merge_heads
 
 
@@ -44,7 +44,7 @@ class LegoFuse(nn.Module):
 
     def forward(self, inputs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         state = self._first_state(inputs)
-        spec = torch.fft.fft(state, dim=1)
+        spec = fft(state, dim=1)
         if self.mode == "stack":
             for m in self.modalities:
                 x, mask, pres = inputs[m]

@@ -30,7 +30,13 @@ class StainTexture(nn.Module):
         self.register_buffer("hed_from_rgb", torch.from_numpy(HED_FROM_RGB))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float().clamp(1 / 255, 1.0)
+        """Statistics in float32 whatever the caller's autocast: quantiles have no half-precision
+        kernels (embedding on a GPU failed), and log optical densities lose digits in fp16."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._features(x.float())
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.clamp(1 / 255, 1.0)
         b = x.shape[0]
         od = -torch.log(x)  # optical density, (B, 3, H, W)
         hed = torch.einsum("bchw,cd->bdhw", od, self.hed_from_rgb).clamp_min(0).flatten(2)  # (B, 3, HW)
