@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ from lego.data.fold_data import fold_ids, make_targets
 from lego.data.folds import make_folds, n_folds_in
 from lego.errors import InputError
 from lego.models import io as model_io
+from lego.models.fitted import COX_WEIGHTS, _mix_weight
 from lego.stages import _fold_modalities, fuse, train_block
 from lego.train import TrainConfig, evaluate_loss
 
@@ -431,19 +433,50 @@ def test_a_trained_merge_predicts_a_new_cohort_with_external_metrics(tmp_path, c
     assert "lacks 1 feature(s)" in capsys.readouterr().err
 
 
-def test_coxrsf_encoder_averages_both_standardised_scores_and_reloads(tmp_path):
+def test_coxrsf_encoder_mixes_both_standardised_scores_and_reloads(tmp_path):
     p, dirs = trained_blocks(tmp_path, {**SMALL, "encoder": "coxrsf"}, names=("zeta",), n=200)
     block, config = model_io.load(dirs[0])
     fitted = config["fitted_encoder"]
-    assert set(fitted) >= {"coxnet", "rsf", "val_score", "oof_agreement", "ranking_kept"}
+    assert set(fitted) >= {"coxnet", "rsf", "val_score", "oof_agreement", "ranking_kept", "cox_weight"}
     assert fitted["ranking_kept"] == 1.0 and fitted["coxnet"]["nonzero"] >= 1
     enc = block.encoder
+    w = float(enc.cox_weight)
+    assert w == fitted["cox_weight"] and w in COX_WEIGHTS and set(fitted["out_of_sample_c_by_weight"]) == {str(v) for v in COX_WEIGHTS}
     x = torch.randn(50, 1, enc.cox.coef.shape[0])
     with torch.no_grad():
-        expected = 0.5 * ((x[:, 0] @ enc.cox.coef - enc.cox.center) / enc.cox.scale
-                          + (enc.forest.raw_score(x)[:, 0] - enc.forest.center) / enc.forest.scale)
+        expected = w * (x[:, 0] @ enc.cox.coef - enc.cox.center) / enc.cox.scale \
+            + (1 - w) * (enc.forest.raw_score(x)[:, 0] - enc.forest.center) / enc.forest.scale
         torch.testing.assert_close(enc.raw_score(x)[:, 0], expected)
     # Both parts are standardised by their own out-of-sample scores (never 0/1 defaults).
     assert float(enc.cox.scale) != 1.0 and float(enc.forest.scale) != 1.0
     hist = json.loads((tmp_path / "blocks" / "zeta" / "history.json").read_text())
     assert hist["val_score"] == pytest.approx(fitted["val_score"], abs=1e-9)
+
+
+@pytest.mark.parametrize("informative,expected", [("cox", 1.0), ("forest", 0.0), ("both", 0.5)])
+def test_coxrsf_weight_follows_the_out_of_sample_ranking(informative, expected):
+    """The mix is chosen on training out-of-fold and validation scores together: the part that
+    ranks the outcome gets the weight; when both rank it equally, the even mix stays."""
+    rng = np.random.default_rng(0)
+    n, nv = 300, 60
+    risk = rng.normal(size=n + nv)
+    time = np.exp(-risk + rng.normal(scale=0.2, size=n + nv))
+    event = rng.random(n + nv) < 0.7
+    y = {"time": time[:n], "event": event[:n]}
+    yv = {"time": time[n:], "event": event[n:]}
+    noise = rng.normal(size=n + nv)
+    cox = risk if informative in ("cox", "both") else noise
+    forest = risk if informative in ("forest", "both") else noise
+    weight, by_weight = _mix_weight([cox[:n], forest[:n]], y, [cox[n:], forest[n:]], yv)
+    assert weight == expected, by_weight
+
+
+def test_a_coxrsf_model_saved_before_the_weight_loads_as_the_even_mix(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    p, dirs = trained_blocks(tmp_path, {**SMALL, "encoder": "coxrsf"}, names=("zeta",), n=120)
+    tensors = load_file(Path(dirs[0]) / "model.safetensors")
+    key = next(k for k in tensors if k.endswith("cox_weight"))
+    save_file({k: v for k, v in tensors.items() if k != key}, Path(dirs[0]) / "model.safetensors")
+    block, _ = model_io.load(dirs[0])
+    assert float(block.encoder.cox_weight) == 0.5

@@ -143,26 +143,48 @@ def fit_rsf(encoder: ForestScore, x, y, xv, yv, seed: int) -> tuple[dict, np.nda
     return chosen, np.asarray(forests[best].oob_prediction_, dtype=np.float64)
 
 
-def _raw_scores(encoder: FittedScore, x: np.ndarray) -> np.ndarray:
-    """The encoder's un-standardised score of each row of a dense feature matrix."""
+def _raw_scores(encoder: FittedScore, x: np.ndarray, standardised: bool = False) -> np.ndarray:
+    """The encoder's score (un-standardised unless asked) of each row of a dense feature matrix."""
     with torch.no_grad():
-        return encoder.raw_score(torch.as_tensor(x, dtype=torch.float32).unsqueeze(1))[:, 0].double().numpy()
+        rows = torch.as_tensor(x, dtype=torch.float32).unsqueeze(1)
+        return (encoder.score(rows) if standardised else encoder.raw_score(rows))[:, 0].double().numpy()
+
+
+COX_WEIGHTS = (0.5, 0.25, 0.75, 0.0, 1.0)  # the Cox model's share; a tie keeps the earlier (the even mix first)
+
+
+def _mix_weight(train_parts: list[np.ndarray], y, val_parts: list[np.ndarray], yv) -> tuple[float, dict[str, float]]:
+    """The Cox share whose mix ranks the fold's out-of-sample scores best (Harrell's C over the
+    training patients' out-of-fold scores and the validation patients' scores together)."""
+    time = np.concatenate([y["time"]] + ([yv["time"]] if val_parts else []))
+    event = np.concatenate([y["event"]] + ([yv["event"]] if val_parts else []))
+    cox = np.concatenate([train_parts[0]] + val_parts[:1])
+    forest = np.concatenate([train_parts[1]] + val_parts[1:])
+    scores = _val_c([w * cox + (1 - w) * forest for w in COX_WEIGHTS], {"time": time, "event": event})
+    best = int(np.argmax(scores))
+    return COX_WEIGHTS[best], {str(w): round(float(c), 4) for w, c in zip(COX_WEIGHTS, scores)}
 
 
 def fit_coxrsf(encoder: CoxForest, x, y, xv, yv, seed: int) -> tuple[dict, np.ndarray]:
-    """Both models fitted as above (each its hyper-parameter on validation); each part standardised
-    by its out-of-fold training scores, so that the average weighs them alike on new patients."""
+    """Both models fitted as above (each its hyper-parameter on validation), each part
+    standardised by its out-of-fold training scores, and the Cox share of the mix chosen on the
+    fold's out-of-sample scores (:func:`_mix_weight`)."""
     cox, cox_oof = fit_coxnet(encoder.cox, x, y, xv, yv, seed)
     forest, forest_oof = fit_rsf(encoder.forest, x, y, xv, yv, seed)
-    part = []
+    part, val_part = [], []
     for scorer, oof in ((encoder.cox, cox_oof), (encoder.forest, forest_oof)):
         _standardise(scorer, oof)
         part.append((oof - float(scorer.center)) / float(scorer.scale))
+        if yv is not None:
+            val_part.append(_raw_scores(scorer, xv, standardised=True))
+    weight, by_weight = _mix_weight(part, y, val_part, yv)
+    encoder.cox_weight.fill_(weight)
     _standardise(encoder, _raw_scores(encoder, x))
     score = float(_val_c([_raw_scores(encoder, xv)], yv)[0]) if yv is not None else None
     agreement = float(np.corrcoef(*part)[0, 1]) if np.ptp(part[0]) > 0 and np.ptp(part[1]) > 0 else None
-    chosen = {"coxnet": cox, "rsf": forest, "val_score": score, "oof_agreement": agreement}
-    return chosen, 0.5 * (part[0] + part[1])
+    chosen = {"coxnet": cox, "rsf": forest, "cox_weight": weight, "out_of_sample_c_by_weight": by_weight,
+              "val_score": score, "oof_agreement": agreement}
+    return chosen, weight * part[0] + (1 - weight) * part[1]
 
 
 FITTERS = {"coxnet": fit_coxnet, "rsf": fit_rsf, "coxrsf": fit_coxrsf}
