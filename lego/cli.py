@@ -8,6 +8,7 @@ status 2 and a one-line message naming the file and the fix (no traceback); ``--
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import lego
 from lego.errors import InputError, LegoError
+from lego.evaluation.names import FITTED_BASELINES
+from lego.slides.params import SLIDE_EXTENSIONS, PatchParams, TissueParams
 
 log = logging.getLogger("lego")
 
@@ -62,14 +65,19 @@ def cmd_index_slides(a) -> None:
              len(slides), slides["patient_id"].nunique(), len(unmatched), no_slide)
 
 
-def _tissue_params(a):
-    from lego.slides.tissue import TissueParams
+def _params_args(p, cls, choices: dict[str, list[str]] | None = None) -> None:
+    """One flag per field of a settings dataclass, its type and default taken from the field."""
+    for f in dataclasses.fields(cls):
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                       choices=(choices or {}).get(f.name))
 
-    return TissueParams(
-        seg_downsample=a.seg_downsample, method=a.method, saturation_threshold=a.saturation_threshold,
-        median_blur=a.median_blur, close_px=a.close_px, min_tissue_area_um2=a.min_tissue_area_um2,
-        min_hole_area_um2=a.min_hole_area_um2,
-    )
+
+def _params_from(a, cls):
+    return cls(**{f.name: getattr(a, f.name) for f in dataclasses.fields(cls)})
+
+
+def _tissue_params(a):
+    return _params_from(a, TissueParams)
 
 
 def _report(slide: str, status: str) -> None:
@@ -86,10 +94,9 @@ def cmd_segment(a) -> None:
 
 
 def cmd_extract(a) -> None:
-    from lego.slides.patches import PatchParams
     from lego.slides.stages import run_extract
 
-    params = PatchParams(a.patch_px, a.patch_mpp, a.min_tissue_fraction, a.overlap)
+    params = _params_from(a, PatchParams)
     _report(a.slide, run_extract(a.slide, a.tissue, a.out, params, a.mpp_fallback, a.record_failure))
 
 
@@ -392,6 +399,7 @@ OPTION_HELP = {
     "--min-tissue-area-um2": "smallest tissue region kept, in square micrometres",
     "--min-hole-area-um2": "smallest hole kept inside tissue, in square micrometres",
     "--patch-px": "patch size in pixels at the target magnification",
+    "--patch-mpp": "microns per pixel of a patch (0.5 = 20x)",
     "--min-tissue-fraction": "share of a patch that must be tissue (0-1)",
     "--overlap": "overlap between neighbouring patches (0 to <1)",
     "--batch-size": "patches per forward pass",
@@ -503,7 +511,7 @@ def _cohort_commands(add) -> None:
     p.add_argument("--labels", required=True, help="labels.parquet from ingest-labels")
     p.add_argument("--dir", default=None)
     p.add_argument("--list", default=None, help="table with a 'path' column and optional 'patient_id'")
-    p.add_argument("--ext", nargs="*", default=[".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".bif", ".dcm"])
+    p.add_argument("--ext", nargs="*", default=list(SLIDE_EXTENSIONS))
     p.add_argument("--prefix-length", type=int, default=12, help="patient ID = first N characters (TCGA: 12)")
     p.add_argument("--regex", default=None, help="patient ID = group 1 of this regex on the slide ID")
     p.add_argument("--out", required=True)
@@ -517,22 +525,13 @@ def _slide_commands(add) -> None:
     _add_slide_args(p)
     p.add_argument("--out-tissue", required=True)
     p.add_argument("--out-png", required=True)
-    p.add_argument("--seg-downsample", type=float, default=32)
-    p.add_argument("--method", choices=["fixed", "otsu"], default="fixed")
-    p.add_argument("--saturation-threshold", type=int, default=8)
-    p.add_argument("--median-blur", type=int, default=7)
-    p.add_argument("--close-px", type=int, default=4)
-    p.add_argument("--min-tissue-area-um2", type=float, default=100_000)
-    p.add_argument("--min-hole-area-um2", type=float, default=20_000)
+    _params_args(p, TissueParams, {"method": ["fixed", "otsu"]})
 
     p = add("extract", cmd_extract, "Lay out a micron-based patch grid on the tissue; write coords HDF5 (TRIDENT/CLAM layout).")
     _add_slide_args(p)
     p.add_argument("--tissue", required=True, help="tissue.parquet from segment")
     p.add_argument("--out", required=True)
-    p.add_argument("--patch-px", type=int, default=256)
-    p.add_argument("--patch-mpp", type=float, default=0.5, help="microns per pixel of a patch (0.5 = 20x)")
-    p.add_argument("--min-tissue-fraction", type=float, default=0.5)
-    p.add_argument("--overlap", type=float, default=0.0)
+    _params_args(p, PatchParams)
 
     p = add("embed", cmd_embed, "Embed a slide's patches with a registered encoder; write features HDF5.")
     _add_slide_args(p)
@@ -670,9 +669,9 @@ def _evaluation_commands(add) -> None:
     p.add_argument("--out-dir", required=True)
 
     p = add("baselines", cmd_baselines,
-            "Fit reference models (coxnet, rsf, logreg, rf) on one input of one fold with in-fold preprocessing; "
+            f"Fit reference models ({', '.join(FITTED_BASELINES)}) on one input of one fold with in-fold preprocessing; "
             "evaluate each.")
-    p.add_argument("--methods", nargs="+", choices=["coxnet", "rsf", "logreg", "rf"], required=True)
+    p.add_argument("--methods", nargs="+", choices=FITTED_BASELINES, required=True)
     p.add_argument("--source", required=True, help="input name: a modality, or early (several concatenated)")
     p.add_argument("--data", nargs="+", required=True, metavar="MODALITY=PARQUET")
     p.add_argument("--modalities", required=True,

@@ -32,7 +32,9 @@ from lego.train import TrainConfig, seed_everything, train
 
 log = logging.getLogger(__name__)
 
-ARCH_KEYS = ("encoder", "encoder_width", "latent_rows", "latent_dim", "depth", "heads", "head_dim", "dropout", "share_weights")
+# Every BlockConfig field a spec may set (a new field is settable at once). The data fix the
+# input width and outputs; init_seed stays shared, since blocks that start apart cannot merge.
+ARCH_KEYS = tuple(f for f in BlockConfig.__dataclass_fields__ if f not in ("in_dim", "n_outputs", "init_seed"))
 TRAIN_KEYS = tuple(TrainConfig.__dataclass_fields__)
 SPEC_KEYS = frozenset(ARCH_KEYS + TRAIN_KEYS + ("max_patches", "n_bins", "preprocess", "seed"))
 

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from lego.config import load_schema, read_yaml, validate_config
 from lego.data.folds import fold_files, n_folds_in
 from lego.errors import ConfigError, LegoError
+from lego.evaluation.names import OTHER_BASELINES, TASK_BASELINES
 from lego.selection import grid_candidates
 from helpers import cli_args, print_summary, put_python_bin_on_path, report_failed_jobs, slide_table, warn_unmatched
 
@@ -65,17 +66,17 @@ EVALUATION = config["evaluation"]
 # the number of replicates does not re-evaluate every model).
 METRIC_OPTIONS = json.dumps({k: EVALUATION[k] for k in ("horizons", "tau_quantile")}, sort_keys=True)
 BOOTSTRAP_OPTIONS = json.dumps({k: EVALUATION[k] for k in ("n_boot", "ci", "seed")}, sort_keys=True)
-_TASK_BASELINES = {"survival": ["coxnet", "rsf"], "classification": ["logreg", "rf"]}
+_TASK_BASELINES = {task: list(methods) for task, methods in TASK_BASELINES.items()}
 _baselines = EVALUATION.get("baselines")
 if _baselines is None:
-    _baselines = _TASK_BASELINES[config["cohort"]["task"]] + ["abmil", "ensemble"]
-_wrong = [b for b in _baselines if b not in ("abmil", "ensemble") and b not in _TASK_BASELINES[config["cohort"]["task"]]]
+    _baselines = _TASK_BASELINES[config["cohort"]["task"]] + list(OTHER_BASELINES)
+_wrong = [b for b in _baselines if b not in OTHER_BASELINES and b not in _TASK_BASELINES[config["cohort"]["task"]]]
 if _wrong:
     raise WorkflowError(
         f"evaluation.baselines {_wrong} do not fit task {config['cohort']['task']!r}; "
         f"use {_TASK_BASELINES[config['cohort']['task']]} (and ensemble)"
     )
-BASELINE_METHODS = [b for b in _baselines if b not in ("abmil", "ensemble")]
+BASELINE_METHODS = [b for b in _baselines if b not in OTHER_BASELINES]
 BASELINE_SOURCES = []
 if BASELINE_METHODS:
     BASELINE_SOURCES += list(MODALITIES) if "each" in EVALUATION["baseline_inputs"] else []

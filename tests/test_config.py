@@ -145,3 +145,36 @@ def test_patch_encoder_names_are_safe_identifiers(place):
         cfg["encoders"] = {bad: {"checkpoint": None}}
     with pytest.raises(ConfigError, match="modalities|encoders"):
         validate_config(cfg)
+
+
+def test_the_schema_names_the_baselines_the_code_fits():
+    """config/schema.yaml cannot import lego's registry; this keeps its enum and the registry one list."""
+    from lego.config import load_schema
+    from lego.evaluation.names import ALL_BASELINES
+
+    enum = load_schema()["properties"]["evaluation"]["properties"]["baselines"]["items"]["enum"]
+    assert sorted(enum) == sorted(ALL_BASELINES)
+
+
+def test_the_schema_and_the_cli_share_the_slide_defaults():
+    """Tissue, patch and slide-extension defaults live in lego.slides.params; the schema repeats them."""
+    import dataclasses
+
+    from lego.config import load_schema
+    from lego.slides.params import SLIDE_EXTENSIONS, PatchParams, TissueParams
+
+    props = load_schema()["properties"]
+    assert props["slides"]["properties"]["extensions"]["default"] == list(SLIDE_EXTENSIONS)
+    for section, cls in (("tissue", TissueParams), ("patches", PatchParams)):
+        schema = {k: v.get("default") for k, v in props[section]["properties"].items()}
+        code = {f.name: f.default for f in dataclasses.fields(cls)}
+        assert schema == code, section
+
+
+def test_the_schema_and_the_block_spec_share_their_defaults():
+    from lego.config import load_schema
+    from lego.data.fold_data import MAX_PATCHES, N_BINS
+
+    model = load_schema()["properties"]["model"]["properties"]
+    assert model["n_bins"]["default"] == N_BINS
+    assert model["train"]["properties"]["max_patches"]["default"] == MAX_PATCHES

@@ -41,6 +41,11 @@ class ModalityTensors:
             self.per_patient = {pid: self.dense[i] for pid, i in self.index.items()}  # views: one copy in memory
 
 
+# A block spec's defaults (config/schema.yaml repeats them for the workflow; a test keeps them equal).
+N_BINS = 4  # survival bins at quantiles of the training patients' event times
+MAX_PATCHES = 4096  # patches per patient bag; a seeded subsample above this
+
+
 def load_modality_table(kind: str, path: str | Path) -> pd.DataFrame:
     df = pd.read_parquet(path)
     if kind == "wsi":
@@ -64,7 +69,7 @@ def _bags(manifest: pd.DataFrame, max_patches: int, seed: int) -> dict[str, np.n
 
 
 def fit_modality(name: str, kind: str, table: pd.DataFrame, train_ids: list[str], categorical: list[str] | None = None,
-                 max_patches: int = 4096, seed: int = 0, where: str = "", preprocess: dict | None = None,
+                 max_patches: int = MAX_PATCHES, seed: int = 0, where: str = "", preprocess: dict | None = None,
                  targets: "Targets | None" = None) -> ModalityTensors:
     """Fit preprocessing on ``train_ids`` and build tensors for every patient with the modality.
 
@@ -142,7 +147,7 @@ class Targets:
         return {"task": "classification", "label": np.array([r[0] for r in rows])}
 
 
-def make_targets(labels: pd.DataFrame, train_ids: list[str], task: str, n_bins: int = 4, where: str = "",
+def make_targets(labels: pd.DataFrame, train_ids: list[str], task: str, n_bins: int = N_BINS, where: str = "",
                  bins: list[float] | None = None, classes: list[str] | None = None) -> Targets:
     """Bins fitted on the fold's training patients (all of them, so every block shares them)."""
     lab = labels.set_index("patient_id")
@@ -242,11 +247,11 @@ def load_fold_modality(modality: str, kind: str, data: str | Path, labels: str |
     ``spec``: the block's settings (``n_bins``, ``max_patches``, ``seed``, ``preprocess``).
     """
     lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), fold)
-    targets = make_targets(lab, ids["train"], task, spec.get("n_bins", 4), where)
+    targets = make_targets(lab, ids["train"], task, spec.get("n_bins", N_BINS), where)
     if task == "classification" and min(t[0] for t in targets.per_patient.values()) < 0:
         raise InputError(f"{where}: unknown class label")
     mod = fit_modality(modality, kind, load_modality_table(kind, data), ids["train"], categorical,
-                       spec.get("max_patches", 4096), int(spec.get("seed", 0)), where,
+                       spec.get("max_patches", MAX_PATCHES), int(spec.get("seed", 0)), where,
                        preprocess=spec.get("preprocess"), targets=targets)
     train_ids = [p for p in ids["train"] if p in mod.per_patient]
     if not train_ids:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from lego.config import regex_problem
+from lego.slides.params import SLIDE_EXTENSIONS
 from lego.errors import InputError
 from lego.tabular.tables import read_table
 
@@ -91,7 +92,7 @@ def index_slides(
     patients: list[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return ``(slides, unmatched)``: matched slides and those naming no known patient."""
-    extensions = extensions or [".svs"]
+    extensions = extensions or list(SLIDE_EXTENSIONS)
     _check_regex(regex)
     rows, bad = [], []
     if slide_dir:

@@ -22,11 +22,11 @@ import pandas as pd
 from lego.data.fold_data import Targets, fit_modality, load_modality_table
 from lego.errors import InputError
 from lego.evaluation.metrics import headline, prediction_columns
+from lego.evaluation.names import FITTED_BASELINES, TASK_BASELINES
 
 log = logging.getLogger(__name__)
 
-SURVIVAL = ("coxnet", "rsf")
-CLASSIFICATION = ("logreg", "rf")
+SURVIVAL, CLASSIFICATION = TASK_BASELINES["survival"], TASK_BASELINES["classification"]
 
 
 def design_matrices(modalities: dict[str, dict], labels: pd.DataFrame, ids: dict[str, list[str]], targets: Targets,
@@ -88,7 +88,7 @@ def _candidates(method: str, seed: int):
 
         return [(f"C={c}", LogisticRegression(C=c, penalty="elasticnet", l1_ratio=0.5, solver="saga", max_iter=5000,
                                               random_state=seed)) for c in (0.01, 0.1, 1.0, 10.0)]
-    raise InputError(f"unknown baseline {method!r}; choose from {SURVIVAL + CLASSIFICATION}")
+    raise InputError(f"unknown baseline {method!r}; choose from {FITTED_BASELINES}")
 
 
 def _predict_survival(method: str, est, x: np.ndarray, pids: list[str], edges, alpha=None) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from lego.models.encoders import build_encoder
 class BlockConfig:
     in_dim: int
     n_outputs: int
-    encoder: str = "snn"  # snn | abmil | none
+    encoder: str = "snn"  # a name in lego.models.encoders.ENCODERS
     encoder_width: int = 256
     latent_rows: int = 32
     latent_dim: int = 64

@@ -17,18 +17,11 @@ import numpy as np
 import lego
 from lego.errors import SlideError
 from lego.io import atomic_path
+from lego.slides.params import PatchParams  # noqa: F401  (re-exported: callers import it from here)
 from lego.slides.reader import Slide
 from lego.slides.tissue import Tissue
 
 MASK_CELLS_PER_PATCH = 16  # mask resolution for tissue fractions: 16x16 cells per patch
-
-
-@dataclass
-class PatchParams:
-    patch_px: int = 256
-    patch_mpp: float = 0.5
-    min_tissue_fraction: float = 0.5
-    overlap: float = 0.0
 
 
 @dataclass

@@ -15,20 +15,10 @@ import numpy as np
 
 from lego.errors import InputError, SlideError
 from lego.io import atomic_path, read_parquet_metadata, write_parquet
+from lego.slides.params import TissueParams  # noqa: F401  (re-exported: callers import it from here)
 from lego.slides.reader import Slide
 
 MAX_SEG_SIDE = 8000  # beyond this a level is too large to segment whole; use a thumbnail instead
-
-
-@dataclass
-class TissueParams:
-    seg_downsample: float = 32
-    method: str = "fixed"  # "fixed" or "otsu"
-    saturation_threshold: int = 8
-    median_blur: int = 7
-    close_px: int = 4
-    min_tissue_area_um2: float = 100_000
-    min_hole_area_um2: float = 20_000
 
 
 @dataclass
