@@ -125,14 +125,28 @@ def test_index_slides_stops_when_no_slide_matches_and_names_the_setting(tmp_path
 
 
 def test_index_slides_from_a_list_and_duplicates(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
+    for f in ("a/S1.svs", "b/S2.svs", "b/S1.svs"):
+        (tmp_path / f).parent.mkdir(exist_ok=True)
+        (tmp_path / f).touch()
     pd.DataFrame({"path": ["a/S1.svs", "b/S2.svs"], "patient_id": ["P1", "P2"]}).to_csv(tmp_path / "list.csv", index=False)
     slides, _ = index_slides(slide_list=tmp_path / "list.csv", patients=["P1", "P2"])
     assert slides["patient_id"].tolist() == ["P1", "P2"] and slides["path"].str.endswith("a/S1.svs").iloc[0]
     pd.DataFrame({"path": ["a/S1.svs", "b/S1.svs"]}).to_csv(tmp_path / "dup.csv", index=False)
     with pytest.raises(InputError, match="'S1' occurs more than once"):
         index_slides(slide_list=tmp_path / "dup.csv")
+
+
+def test_listed_slides_that_are_missing_loops_or_folders_are_recorded_and_the_rest_go_on(tmp_path):
+    (tmp_path / "ok.svs").touch()
+    (tmp_path / "loop.svs").symlink_to(tmp_path / "loop.svs")
+    (tmp_path / "dir.svs").mkdir()
+    pd.DataFrame({"path": ["ok.svs", "gone.svs", "loop.svs", "dir.svs"], "patient_id": ["P1"] * 4}).to_csv(
+        tmp_path / "list.csv", index=False)
+    slides, unmatched = index_slides(slide_list=tmp_path / "list.csv", patients=["P1"])
+    assert slides["slide_id"].tolist() == ["ok"]
+    reasons = dict(zip(unmatched["slide_id"], unmatched["reason"]))
+    assert reasons["gone"].startswith("file not found (listed in") and "line 3" in reasons["gone"]
+    assert "link loop" in reasons["loop"] and reasons["dir"].startswith("not a file")
 
 
 def test_patients_table_counts_only_usable_slides():

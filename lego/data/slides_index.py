@@ -58,12 +58,18 @@ def _check_regex(regex: str | None) -> None:
         raise InputError(f"slides.patient_id.regex {problem}")
 
 
-def _unusable_name(p: Path, extensions: list[str]) -> dict | None:
-    """A QC record for a slide file whose name Snakemake cannot carry, else None."""
-    if not UNSAFE_NAME.search(p.name):
-        return None
-    return {"slide_id": slide_id_of(p, extensions), "path": str(p),
-            "reason": "file name contains '{', '}' or a control character; rename the file"}
+def _unusable(p: Path, extensions: list[str], where: str = "") -> dict | None:
+    """A QC record for a slide entry that cannot be used (why, and the fix), else None."""
+    reason = None
+    if p.is_symlink() and not p.exists():
+        reason = "broken symbolic link or link loop; fix or remove the link"
+    elif UNSAFE_NAME.search(p.name):
+        reason = "file name contains '{', '}' or a control character; rename the file"
+    elif not p.exists():
+        reason = f"file not found{where}; fix the path (relative paths are read from the list's folder)"
+    elif not p.is_file():
+        reason = f"not a file{where}; list the slide file itself"
+    return None if reason is None else {"slide_id": slide_id_of(p, extensions), "path": str(p), "reason": reason}
 
 
 def _scan_dir(d: Path, extensions: list[str]) -> tuple[list[dict], list[dict]]:
@@ -73,13 +79,27 @@ def _scan_dir(d: Path, extensions: list[str]) -> tuple[list[dict], list[dict]]:
     for p in sorted(d.iterdir()):
         if not p.name.lower().endswith(suffixes):
             continue
-        sid = slide_id_of(p, extensions)
-        if p.is_symlink() and not p.exists():
-            bad.append({"slide_id": sid, "path": str(p), "reason": "broken symbolic link or link loop; fix or remove the link"})
-        elif (record := _unusable_name(p, extensions)) is not None:
+        if (record := _unusable(p, extensions)) is not None:
             bad.append(record)
-        elif p.is_file():
-            rows.append({"slide_id": sid, "path": str(p.resolve()), "patient_id": None})
+        else:
+            rows.append({"slide_id": slide_id_of(p, extensions), "path": str(p.resolve()), "patient_id": None})
+    return rows, bad
+
+
+def _read_list(slide_list: str | Path, extensions: list[str]) -> tuple[list[dict], list[dict]]:
+    """Slides named by a list file (a ``path`` column, optionally ``patient_id``), and unusable entries."""
+    table = read_table(slide_list)
+    if "path" not in table.columns:
+        raise InputError(f"{slide_list}: slide list needs a 'path' column (and optionally 'patient_id')")
+    base = Path(slide_list).parent
+    rows, bad = [], []
+    for i, r in enumerate(table.to_dict("records")):
+        p = Path(str(r["path"]))
+        p = p if p.is_absolute() else (base / p)
+        if (record := _unusable(p, extensions, f" (listed in {slide_list}, line {i + 2})")) is not None:
+            bad.append(record)
+            continue
+        rows.append({"slide_id": slide_id_of(p, extensions), "path": str(p.resolve()), "patient_id": r.get("patient_id")})
     return rows, bad
 
 
@@ -101,18 +121,8 @@ def index_slides(
             raise InputError(f"{d}: slide directory not found; check slides.dir in the config")
         rows, bad = _scan_dir(d, extensions)
     if slide_list:
-        table = read_table(slide_list)
-        if "path" not in table.columns:
-            raise InputError(f"{slide_list}: slide list needs a 'path' column (and optionally 'patient_id')")
-        base = Path(slide_list).parent
-        for _, r in table.iterrows():
-            p = Path(str(r["path"]))
-            p = p if p.is_absolute() else (base / p)
-            pid = r.get("patient_id") if "patient_id" in table.columns else None
-            if (record := _unusable_name(p, extensions)) is not None:
-                bad.append(record)
-                continue
-            rows.append({"slide_id": slide_id_of(p, extensions), "path": str(p.resolve()), "patient_id": pid})
+        listed, listed_bad = _read_list(slide_list, extensions)
+        rows, bad = rows + listed, bad + listed_bad
     slides = pd.DataFrame(rows, columns=["slide_id", "patient_id", "path"])
     dup = slides["slide_id"].duplicated(keep=False)
     if dup.any():

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lego.evaluation.bootstrap import mean_ci, paired_difference
-from lego.evaluation.metrics import CLASSIFICATION_METRICS, HEADLINE, LOWER_IS_BETTER
+from lego.evaluation.metrics import CLASSIFICATION_METRICS, HEADLINE, LOWER_IS_BETTER, SURVIVAL_METRICS
 from lego.errors import InputError
 from lego.io import read_json, write_tsv
 
@@ -41,7 +41,9 @@ def _metric_names(rows: list[dict], task: str) -> list[str]:
     if task != "survival":
         return list(CLASSIFICATION_METRICS)
     horizons = sorted({k for r in rows for k in r["test"] if k.startswith("auc_")}, key=lambda k: float(k[4:]))
-    return ["c_index", "uno_c", *horizons, "mean_auc", "ibs"]
+    # The per-horizon AUCs go just before their mean, in SURVIVAL_METRICS' order otherwise.
+    at = SURVIVAL_METRICS.index("mean_auc")
+    return [*SURVIVAL_METRICS[:at], *horizons, *SURVIVAL_METRICS[at:]]
 
 
 def folds_table(rows: list[dict], task: str) -> pd.DataFrame:
