@@ -480,3 +480,12 @@ def test_a_coxrsf_model_saved_before_the_weight_loads_as_the_even_mix(tmp_path):
     save_file({k: v for k, v in tensors.items() if k != key}, Path(dirs[0]) / "model.safetensors")
     block, _ = model_io.load(dirs[0])
     assert float(block.encoder.cox_weight) == 0.5
+
+
+def test_coxrsf_never_leans_on_a_constant_part():
+    from lego.models.fitted import _usable_weights
+
+    assert _usable_weights(True, False) == (0.0,)
+    assert _usable_weights(False, True) == (1.0,)
+    assert _usable_weights(False, False) == COX_WEIGHTS
+    assert _usable_weights(True, True) == (0.5,)

@@ -153,16 +153,29 @@ def _raw_scores(encoder: FittedScore, x: np.ndarray, standardised: bool = False)
 COX_WEIGHTS = (0.5, 0.25, 0.75, 0.0, 1.0)  # the Cox model's share; a tie keeps the earlier (the even mix first)
 
 
-def _mix_weight(train_parts: list[np.ndarray], y, val_parts: list[np.ndarray], yv) -> tuple[float, dict[str, float]]:
-    """The Cox share whose mix ranks the fold's out-of-sample scores best (Harrell's C over the
-    training patients' out-of-fold scores and the validation patients' scores together)."""
+def _mix_weight(train_parts: list[np.ndarray], y, val_parts: list[np.ndarray], yv,
+                weights: tuple[float, ...] = COX_WEIGHTS) -> tuple[float, dict[str, float]]:
+    """The Cox share (among ``weights``) whose mix ranks the fold's out-of-sample scores best
+    (Harrell's C over the training patients' out-of-fold scores and the validation patients'
+    scores together)."""
     time = np.concatenate([y["time"]] + ([yv["time"]] if val_parts else []))
     event = np.concatenate([y["event"]] + ([yv["event"]] if val_parts else []))
     cox = np.concatenate([train_parts[0]] + val_parts[:1])
     forest = np.concatenate([train_parts[1]] + val_parts[1:])
-    scores = _val_c([w * cox + (1 - w) * forest for w in COX_WEIGHTS], {"time": time, "event": event})
+    scores = _val_c([w * cox + (1 - w) * forest for w in weights], {"time": time, "event": event})
     best = int(np.argmax(scores))
-    return COX_WEIGHTS[best], {str(w): round(float(c), 4) for w, c in zip(COX_WEIGHTS, scores)}
+    return weights[best], {str(w): round(float(c), 4) for w, c in zip(weights, scores)}
+
+
+def _usable_weights(flat_cox: bool, flat_forest: bool) -> tuple[float, ...]:
+    """Mixes that do not lean on a part whose fitted model is constant.
+
+    Why: the elastic net may keep no feature at all on the full training set while its
+    cross-fitted models kept some; their out-of-fold scores then vary, and may even rank well by
+    chance, but the model that predicts is constant (KIRP clinical, one fold: the Cox-only mix
+    won out of sample and gave every test patient the same risk, C 0.50)."""
+    usable = tuple(w for w in COX_WEIGHTS if not (flat_cox and w > 0) and not (flat_forest and w < 1))
+    return usable or (0.5,)
 
 
 def fit_coxrsf(encoder: CoxForest, x, y, xv, yv, seed: int) -> tuple[dict, np.ndarray]:
@@ -177,7 +190,8 @@ def fit_coxrsf(encoder: CoxForest, x, y, xv, yv, seed: int) -> tuple[dict, np.nd
         part.append((oof - float(scorer.center)) / float(scorer.scale))
         if yv is not None:
             val_part.append(_raw_scores(scorer, xv, standardised=True))
-    weight, by_weight = _mix_weight(part, y, val_part, yv)
+    flat = [np.ptp(_raw_scores(scorer, x)) == 0 for scorer in (encoder.cox, encoder.forest)]
+    weight, by_weight = _mix_weight(part, y, val_part, yv, _usable_weights(*flat))
     encoder.cox_weight.fill_(weight)
     _standardise(encoder, _raw_scores(encoder, x))
     score = float(_val_c([_raw_scores(encoder, xv)], yv)[0]) if yv is not None else None
