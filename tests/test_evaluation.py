@@ -250,3 +250,24 @@ def test_figures_show_a_model_without_predictions_as_such(tmp_path):
     empty = pd.DataFrame({"patient_id": [], "time": [], "event": [], "fold": []})
     risk_groups({"block-x": ok, "coxnet-x": empty}, "survival", tmp_path / "km.png")
     assert (tmp_path / "km.png").stat().st_size > 5000
+
+
+def test_km_panels_show_numbers_at_risk_under_the_time_axis():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lego.evaluation.figures import _km_panel
+
+    rng = np.random.default_rng(3)
+    pred = pd.DataFrame({"time": rng.exponential(20, 60), "event": rng.integers(0, 2, 60), "risk": rng.normal(size=60),
+                         "fold": 0})
+    fig, ax = plt.subplots()
+    _km_panel(ax, pred)
+    labels = [t.get_text().split("\n") for t in ax.get_xticklabels()]
+    first = next(lab for lab in labels if float(lab[0]) == 0)
+    assert [int(first[1]), int(first[2])] == [30, 30]  # everyone is at risk at time 0, split at the median
+    counts = [int(lab[1]) + int(lab[2]) for lab in labels]
+    assert counts == sorted(counts, reverse=True) and "at risk" in ax.get_xlabel()
+    plt.close(fig)

@@ -76,9 +76,21 @@ def _km_panel(ax, pred: pd.DataFrame) -> None:
         text = f"log-rank p = {p:.2g}"
     ax.text(0.03, 0.05, text, transform=ax.transAxes, fontsize=8)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("time")
     ax.set_ylabel("survival")
     ax.legend(fontsize=7, loc="upper right")
+    _at_risk(ax, pred, high)
+
+
+def _at_risk(ax, pred: pd.DataFrame, high: pd.Series) -> None:
+    """Numbers at risk per group under the x ticks (a KM curve's tail rests on a few patients)."""
+    ticks = [t for t in ax.get_xticks() if 0 <= t <= pred["time"].max()]
+    if not ticks:
+        ax.set_xlabel("time (the labels' unit)")
+        return
+    ax.set_xticks(ticks)
+    rows = {name: [int((pred.loc[mask, "time"] >= t).sum()) for t in ticks] for name, mask in (("low", ~high), ("high", high))}
+    ax.set_xticklabels([f"{t:g}\n{lo}\n{hi}" for t, lo, hi in zip(ticks, rows["low"], rows["high"])], fontsize=7)
+    ax.set_xlabel("time (the labels' unit); at risk: low / high", fontsize=8)
 
 
 def _roc_panel(ax, pred: pd.DataFrame) -> None:
@@ -155,7 +167,7 @@ def qc_thumbnails(pngs: list[str], path: str | Path) -> None:
     """A grid of the tissue-mask images the segmentation wrote (or a note when there are none)."""
     if not pngs:
         fig, ax = plt.subplots(figsize=(4, 1.2))
-        ax.text(0.5, 0.5, "no slides in this cohort", ha="center", va="center")
+        ax.text(0.5, 0.5, "no tissue masks: no slide was segmented\n(an omics-only cohort, or features imported)", ha="center", va="center", fontsize=8)
         ax.axis("off")
         _save(fig, path)
         return
