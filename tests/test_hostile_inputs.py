@@ -189,3 +189,21 @@ def test_merge_and_fuse_refuse_one_block_two_of_a_modality_and_bad_specs(tmp_pat
                          ({"freeze": ["encoder"]}, r"unknown freeze name\(s\) \['encoder'\]")):
         with pytest.raises(InputError, match=phrase):
             fuse(dirs, data, str(p["labels"]), str(p["folds"]), {"epochs": 1, **spec}, str(tmp_path / "f"), "cpu")
+
+
+@pytest.mark.parametrize("name,text", [("labels.csv", "case_id,time,censorship,case_id\nA,1,0,B\n"),
+                                       ("omics.tsv", "case_id\tTP53_mut\tTP53_mut\nA\t1\t0\n")])
+def test_a_header_naming_a_column_twice_is_refused(name, text, tmp_path):
+    """pandas would read the second copy as 'x.1' and use the first without a word."""
+    from lego.tabular.tables import read_table
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(InputError, match="appears twice in the header .columns [0-9]+ and [0-9]+.; rename or drop one"):
+        read_table(tmp_path / name)
+
+
+def test_a_folder_given_as_a_table_says_so(tmp_path):
+    from lego.tabular.tables import read_table
+
+    with pytest.raises(InputError, match="is a folder, not a table file"):
+        read_table(tmp_path)

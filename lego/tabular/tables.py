@@ -20,6 +20,19 @@ def _check_delimiter(df: pd.DataFrame, path: Path) -> None:
             raise InputError(f"{path}: read as one column {header[:60]!r}: the file looks {name}-delimited; {fix}")
 
 
+def _check_header(path: Path, sep: str) -> None:
+    """Refuse a header naming a column twice. Why: pandas silently renames the second ``x`` to
+    ``x.1``, so an ID, time or feature column would be read from whichever copy comes first."""
+    head = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0].tolist()
+    seen: dict[str, int] = {}
+    for i, col in enumerate(head, start=1):
+        if isinstance(col, str) and col in seen:
+            raise InputError(f"{path}: column {col!r} appears twice in the header (columns {seen[col]} and {i}); "
+                             "rename or drop one")
+        if isinstance(col, str):
+            seen[col] = i
+
+
 def read_table(path: str | Path, text_columns: tuple[str, ...] = (), **kwargs) -> pd.DataFrame:
     """Read a table by extension; drop a leading unnamed index column (as in the BLCA file).
 
@@ -28,6 +41,8 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = (), **kwargs) -
     if text_columns:
         kwargs["dtype"] = {**kwargs.get("dtype", {}), **{c: str for c in text_columns}}
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a table file; name the table itself in the config")
     if not path.is_file():
         raise InputError(f"{path}: file not found; check the path in the config")
     name = path.name.lower()
@@ -36,8 +51,10 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = (), **kwargs) -
             df = pd.read_parquet(path)
         elif name.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz", ".tsv.zip")):
             df = pd.read_csv(path, sep="\t", low_memory=False, **kwargs)
+            _check_header(path, "\t")
         elif name.endswith((".csv", ".csv.gz", ".csv.zip", ".zip", ".gz", ".csv.bz2", ".csv.xz")):
             df = pd.read_csv(path, low_memory=False, **kwargs)
+            _check_header(path, ",")
         else:
             raise InputError(f"{path}: unknown table format; use .csv(.gz/.zip), .tsv or .parquet")
     except InputError:
