@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import sys
+import typing
 from pathlib import Path
 
 import lego
@@ -66,18 +67,18 @@ def cmd_index_slides(a) -> None:
 
 
 def _params_args(p, cls, choices: dict[str, list[str]] | None = None) -> None:
-    """One flag per field of a settings dataclass, its type and default taken from the field."""
+    """One flag per field of a settings dataclass, its type and default taken from the field.
+
+    The type is the field's annotation, not its default's: ``seg_downsample: float = 32`` must
+    accept 16.5."""
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+        p.add_argument("--" + f.name.replace("_", "-"), type=hints[f.name], default=f.default,
                        choices=(choices or {}).get(f.name))
 
 
 def _params_from(a, cls):
     return cls(**{f.name: getattr(a, f.name) for f in dataclasses.fields(cls)})
-
-
-def _tissue_params(a):
-    return _params_from(a, TissueParams)
 
 
 def _report(slide: str, status: str) -> None:
@@ -90,7 +91,7 @@ def _report(slide: str, status: str) -> None:
 def cmd_segment(a) -> None:
     from lego.slides.stages import run_segment
 
-    _report(a.slide, run_segment(a.slide, a.out_tissue, a.out_png, _tissue_params(a), a.mpp_fallback, a.record_failure))
+    _report(a.slide, run_segment(a.slide, a.out_tissue, a.out_png, _params_from(a, TissueParams), a.mpp_fallback, a.record_failure))
 
 
 def cmd_extract(a) -> None:

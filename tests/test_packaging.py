@@ -137,3 +137,18 @@ def test_version_and_build_requirements():
     # license = "MIT" (a PEP 639 expression) needs setuptools >= 77 to build (offline --no-build-isolation installs).
     requires = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
     assert "setuptools>=77" in requires
+
+
+def test_slide_setting_flags_take_the_fields_types_and_defaults():
+    """The segment/extract flags are built from lego.slides.params: a float field given as an
+    integer default (seg_downsample = 32) still takes 16.5, an integer field refuses 2.5."""
+    from lego.slides.params import PatchParams, TissueParams
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    seg = sub["segment"].parse_args(["--slide", "s", "--out-tissue", "t", "--out-png", "p", "--seg-downsample", "16.5",
+                                     "--min-tissue-area-um2", "2.5e4"])
+    assert seg.seg_downsample == 16.5 and seg.min_tissue_area_um2 == 25000.0 and seg.method == TissueParams.method
+    ext = sub["extract"].parse_args(["--slide", "s", "--tissue", "t", "--out", "o"])
+    assert (ext.patch_px, ext.patch_mpp, ext.overlap) == (PatchParams.patch_px, PatchParams.patch_mpp, PatchParams.overlap)
+    with pytest.raises(SystemExit):
+        sub["segment"].parse_args(["--slide", "s", "--out-tissue", "t", "--out-png", "p", "--median-blur", "2.5"])
