@@ -12,8 +12,9 @@
 * ``rsf``: a random survival forest fitted the same way (its leaf size chosen on validation),
   its trees stored as tensors: the non-linear classical encoder (interactions, thresholds) that
   wins on some cohorts' clinical and mutation tables.
-* ``coxrsf``: both fitted models, their standardised scores averaged (the robust default when a
-  validation part is too small to tell which of the two a cohort needs).
+* ``coxrsf``: both fitted models, their standardised scores mixed with the Cox share chosen on
+  the fold's out-of-sample scores (a validation part alone is too small to tell which of the
+  two a cohort needs).
 * ``linear``: input dropout then one linear map, no hidden layer: the low-variance choice for
   sparse binary tables (mutations) and small clinical tables, where a deep SNN on a few hundred
   patients mostly fits noise (the Cox-linear model is the strong classical baseline there).
