@@ -178,3 +178,22 @@ def test_the_schema_and_the_block_spec_share_their_defaults():
     model = load_schema()["properties"]["model"]["properties"]
     assert model["n_bins"]["default"] == N_BINS
     assert model["train"]["properties"]["max_patches"]["default"] == MAX_PATCHES
+
+
+def test_the_schema_names_the_block_encoders_the_code_builds():
+    """Every encoder enum in the schema (a block's encoder, a grid's encoder list) is ENCODERS."""
+    from lego.config import load_schema
+    from lego.models.encoders import ENCODERS
+
+    def enums(node):
+        if isinstance(node, dict):
+            if "snn" in node.get("enum", []):
+                yield node["enum"]
+            for v in node.values():
+                yield from enums(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from enums(v)
+
+    found = list(enums(load_schema()))
+    assert found and all(sorted(e) == sorted(ENCODERS) for e in found), found
