@@ -97,6 +97,7 @@ def train_block(modality: str, kind: str, data: str, labels: str, folds: str, fo
         "kind": "block", "modality": modality, "modality_kind": kind, "fold": fold, "task": task,
         "block": cfg.to_dict(), "train": tcfg.to_dict(), "preprocess": mod.state, "bins": targets.bins,
         "classes": targets.classes, "n_train": len(train_ids), "n_val": len(val_ids),
+        "patients": {"train": sorted(train_ids), "val": sorted(val_ids)},  # evaluation refuses to test on them
         **({"fitted_encoder": fitted} if fitted else {}),
     }
     block.cpu().eval()
@@ -267,6 +268,8 @@ def predict_cohort(model_dir: str, data: dict[str, str], out_dir: str, labels: s
     if labels:
         lab = pd.read_parquet(labels)
         known = pred.merge(lab, on="patient_id", how="inner")
+        check_unseen(config, list(known["patient_id"]), f"of the labelled patients in {labels}",
+                     "external metrics on them would be leaked: leave them out of the labels (or predict without labels)")
         result["labelled"] = len(known)
         result["external"] = score_subset(known, config["task"], lab, config["bins"] or None,
                                           (opts or EvalOptions()).horizons, (opts or EvalOptions()).tau_quantile)
@@ -351,11 +354,31 @@ def predict(model: torch.nn.Module, config: dict, mods: dict[str, ModalityTensor
     return df
 
 
+def fitted_patients(config: dict) -> set[str] | None:
+    """Patients a model, or any block inside it, was fitted or validated on (None: a model saved
+    before they were recorded)."""
+    blocks = [config] if config["kind"] == "block" else list(config["blocks"].values())
+    if any("patients" not in b for b in blocks):
+        return None
+    return set().union(*(set(b["patients"]["train"]) | set(b["patients"]["val"]) for b in blocks))
+
+
+def check_unseen(config: dict, ids: list[str], what: str, fix: str) -> None:
+    """Refuse to score a model on patients it was fitted or validated on (a silent leak otherwise)."""
+    seen = fitted_patients(config)
+    leaked = sorted(seen & set(ids)) if seen is not None else []
+    if leaked:
+        raise InputError(f"{len(leaked)} {what} patient(s), e.g. {leaked[0]}, were used to fit or validate this "
+                         f"model (fold {config.get('fold')}); {fix}")
+
+
 def evaluate(model_dir: str, data: dict[str, str], labels: str, folds: str, out_dir: str, name: str,
              opts: EvalOptions | None = None) -> dict:
     """Predictions and every metric on the fold's test patients, with validation alongside."""
     model, config = model_io.load(model_dir)
     lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), config["fold"])
+    check_unseen(config, ids["test"], f"of the test patients in {folds}",
+                 f"evaluate {model_dir} with the folds table it was trained with")
     mods = _fold_modalities(_inputs_for(config), data)
     can = lambda p: any(p in m.per_patient for m in mods.values())  # noqa: E731
     preds, extra = {}, {}

@@ -20,10 +20,10 @@ from lego.stages import _fold_modalities, fuse, train_block
 from lego.train import TrainConfig, evaluate_loss
 
 
-def cohort(tmp_path, n=90, seed=0):
+def cohort(tmp_path, n=90, seed=0, prefix="P"):
     """Labels, two tabular modalities carrying signal, and 70/15/15 folds, as parquet files."""
     rng = np.random.default_rng(seed)
-    ids = [f"P{i:03d}" for i in range(n)]
+    ids = [f"{prefix}{i:03d}" for i in range(n)]
     a, b = rng.normal(size=(n, 5)), rng.normal(size=(n, 4))
     hazard = np.exp(0.9 * a[:, 0] + 0.7 * b[:, 1])
     time = rng.exponential(30 / hazard)
@@ -238,6 +238,27 @@ def test_tuned_merge_never_reads_test_patients_and_records_its_choice(tmp_path, 
     assert [(t["blocks"], t["method"]) for t in plain["selection"]["tried"]] == [(["zeta", "alpha"], "mean"), (["zeta", "alpha"], "readout")]
 
 
+def test_a_model_is_never_scored_on_patients_it_was_fitted_or_validated_on(tmp_path, capsys):
+    """A folds table other than the training one (or the training cohort's labels given to
+    predict as an "external" cohort) would put training patients into the metrics: refused."""
+    from lego.cli import main
+    from lego.data.folds import make_folds
+
+    p, dirs = trained_blocks(tmp_path, {**SMALL, "encoder": "linear", "epochs": 2}, names=("zeta",))
+    labels = pd.read_parquet(p["labels"])
+    make_folds(labels, n_folds=2, seeds=[7]).to_parquet(tmp_path / "other_folds.parquet")
+    base = ["--model-dir", dirs[0], "--data", f"zeta={p['zeta']}", "--labels", str(p["labels"])]
+    capsys.readouterr()
+    assert main(["evaluate", *base, "--folds", str(tmp_path / "other_folds.parquet"), "--name", "b",
+                 "--out-dir", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err
+    assert "were used to fit or validate this model" in err and "folds table it was trained with" in err
+    assert not (tmp_path / "ev" / "metrics.json").exists()
+    assert main(["evaluate", *base, "--folds", str(p["folds"]), "--name", "b", "--out-dir", str(tmp_path / "ok")]) == 0
+    assert main(["predict", *base, "--out-dir", str(tmp_path / "pr")]) == 2
+    assert "external metrics on them would be leaked" in capsys.readouterr().err
+
+
 def test_merge_weights_and_scales_change_the_merge():
     from lego.models.block import BlockConfig, LegoBlock
     from lego.models.merge import LegoMerge
@@ -416,7 +437,7 @@ def test_a_trained_merge_predicts_a_new_cohort_with_external_metrics(tmp_path, c
     (tmp_path / "new").mkdir()
     _, dirs = trained_blocks(tmp_path / "train", {**SMALL, "encoder": "coxnet", "epochs": 5}, n=200)
     merge(dirs, "harmonic", "slerp", str(tmp_path / "merge"))
-    new = cohort(tmp_path / "new", n=200, seed=5)  # a second, freshly drawn cohort: no folds needed
+    new = cohort(tmp_path / "new", n=200, seed=5, prefix="N")  # a second, freshly drawn cohort: no folds needed
     data = [f"{m}={new[m]}" for m in ("zeta", "alpha")]
     assert main(["predict", "--model-dir", str(tmp_path / "merge"), "--data", *data, "--labels", str(new["labels"]),
                  "--out-dir", str(tmp_path / "ext")]) == 0
