@@ -207,3 +207,30 @@ def test_a_folder_given_as_a_table_says_so(tmp_path):
 
     with pytest.raises(InputError, match="is a folder, not a table file"):
         read_table(tmp_path)
+
+
+def test_both_status_columns_given_are_refused_not_one_silently_ignored(tmp_path, capsys):
+    table = tmp_path / "labels.csv"
+    table.write_text("case_id,survival_months,censorship,event\nA,3,1,1\nB,5,0,0\n")
+    assert main(["ingest-labels", "--table", str(table), "--censorship-column", "censorship", "--event-column", "event",
+                 "--out", str(tmp_path / "o.parquet")]) == 2
+    assert "give one" in capsys.readouterr().err and not (tmp_path / "o.parquet").exists()
+
+
+def test_a_long_fold_table_keeps_leading_zeros_in_patient_ids(tmp_path):
+    from lego.data.folds import make_folds
+
+    ids = [f"00{i:02d}" for i in range(12)]
+    (tmp_path / "folds.csv").write_text("patient_id,fold,subset\n" + "".join(
+        f"{p},0,{'train' if i < 8 else 'val' if i < 10 else 'test'}\n" for i, p in enumerate(ids)))
+    folds = make_folds(pd.DataFrame({"patient_id": ids}), method="file", path=tmp_path / "folds.csv")
+    assert sorted(folds["patient_id"]) == ids  # "0011" used to be read as 11 and dropped as unknown
+
+
+def test_a_feature_file_whose_features_are_a_group_is_one_failed_slide(tmp_path):
+    from lego.slides.features import bag_info
+
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f.create_group("features")
+    info = bag_info(tmp_path / "s.h5")
+    assert info["status"] == "failed" and "group" in info["reason"]

@@ -152,7 +152,7 @@ def fold_files(path: str | Path) -> list[str]:
 def _read_long_table(path: Path) -> pd.DataFrame:
     from lego.tabular.tables import read_table
 
-    df = read_table(path)
+    df = read_table(path, text_columns=("patient_id",))  # "0011" must stay "0011"
     missing = {"patient_id", "fold", "subset"} - set(df.columns)
     if missing:
         raise InputError(f"{path}: a fold table needs columns patient_id, fold, subset; {sorted(missing)} missing")

@@ -73,6 +73,9 @@ def ingest_labels(
                 f"{path}: survival time {time_column!r} is missing, negative or infinite for patient {ids[i]} "
                 f"(value {_show(df.at[i, time_column])}, line {_lines(df, bad)}); correct the follow-up or drop the patient"
             )
+        if censorship_column and event_column:
+            raise InputError(f"{path}: both a censorship column ({censorship_column!r}) and an event column "
+                             f"({event_column!r}) given; give one (censorship: 1 = censored; event: 1 = event)")
         status_col = censorship_column or event_column
         _require(df, path, status_col, "censorship" if censorship_column else "event")
         status = _numeric(df, path, status_col, ids)

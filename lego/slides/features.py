@@ -73,9 +73,11 @@ def bag_info(path: str | Path) -> dict:
             key = next((k for k in FEATURE_KEYS if k in f), None)
             if key is None:
                 raise InputError(f"no 'features' or 'feats' dataset; found {list(f.keys())}")
+            if not isinstance(f[key], h5py.Dataset):
+                raise InputError(f"'{key}' is a group, not a dataset of features")
             shape = f[key].shape[-2:]
             attrs = _attrs(f)
-    except (OSError, InputError, KeyError, ValueError) as exc:
+    except (OSError, InputError, KeyError, ValueError, TypeError, AttributeError) as exc:
         return {"status": "failed", "reason": f"[features] unreadable feature file {path}: {' '.join(str(exc).split())[:200]}",
                 "n_patches": 0, "dim": 0, "encoder": "", "encoder_digest": ""}
     status, reason = str(attrs.get("status", "ok")), str(attrs.get("reason", ""))
