@@ -357,7 +357,7 @@ def predict(model: torch.nn.Module, config: dict, mods: dict[str, ModalityTensor
 def fitted_patients(config: dict) -> set[str] | None:
     """Patients a model, or any block inside it, was fitted or validated on (None: a model saved
     before they were recorded)."""
-    blocks = [config] if config["kind"] == "block" else list(config["blocks"].values())
+    blocks = _inputs_for(config).values()
     if any("patients" not in b for b in blocks):
         return None
     return set().union(*(set(b["patients"]["train"]) | set(b["patients"]["val"]) for b in blocks))

@@ -141,11 +141,12 @@ def index_slides(
     ]
     if len(unmatched) and known is not None:
         example = unmatched["slide_id"].iloc[0]
-        hint = f"{unmatched['reason'].iloc[0]}; {patient_id_hint(example, known)}"
+        setting = patient_id_hint(example, known)
+        hint = f"{unmatched['reason'].iloc[0]}; {setting}"
         if not matched.any():
             raise InputError(f"none of the {len(slides)} slides matches a labelled patient (e.g. slide {example!r}); {hint}")
         log.warning("%d slide(s) match no labelled patient and are left out, e.g. %s; %s", len(unmatched), example, hint)
-        unmatched["hint"] = patient_id_hint(example, known)  # the setting that would match: shown on the console too
+        unmatched["hint"] = setting  # the setting that would match: shown on the console too
     unmatched = pd.concat([unmatched, pd.DataFrame(bad, columns=["slide_id", "path", "reason"])], ignore_index=True)
     for r in bad:
         log.warning("slide %s left out: %s", r["path"], r["reason"])
