@@ -27,7 +27,13 @@ log = logging.getLogger("lego")
 
 
 def cmd_make_demo(a) -> None:
-    from lego.demo.cohort import make_demo_cohort
+    try:
+        import imagecodecs  # noqa: F401  (tifffile's JPEG codec: missing, it fails only at the first slide)
+
+        from lego.demo.cohort import make_demo_cohort
+    except ImportError as exc:
+        raise LegoError(f"the demo needs the 'demo' extra ({exc.name} is not installed): "
+                        "pip install -e '.[demo]'") from None
 
     summary = make_demo_cohort(a.out, n_patients=a.patients, seed=a.seed, workers=a.workers)
     log.info("demo cohort written to %s: %s", a.out, json.dumps(summary))
@@ -53,9 +59,11 @@ def cmd_index_slides(a) -> None:
     import pandas as pd
 
     from lego.data.slides_index import index_slides
-    from lego.io import write_parquet, write_tsv
+    from lego.io import read_frame, write_parquet, write_tsv
 
-    labels = pd.read_parquet(a.labels)
+    if not a.dir and not a.list:
+        log.warning("no --dir or --list: writing an empty slide index (a cohort without slides)")
+    labels = read_frame(a.labels, "labels")
     slides, unmatched = index_slides(
         a.dir, a.list, a.ext, a.prefix_length, a.regex, patients=labels["patient_id"].tolist()
     )
@@ -121,7 +129,7 @@ def cmd_import_features(a) -> None:
     if not src.is_file():
         if not a.record_failure:
             raise LegoError(f"{src}: feature file not found")
-        write_failed_bag(a.out, a.slide_name, f"[import_features] no feature file {src}")
+        write_failed_bag(a.out, a.slide_name, f"no feature file {src}", stage="import_features")
         log.warning("%s: FAILED, recorded: no feature file", a.slide_name)
         return
     try:
@@ -129,7 +137,7 @@ def cmd_import_features(a) -> None:
     except InputError as exc:
         if not a.record_failure:
             raise
-        write_failed_bag(a.out, a.slide_name, f"[import_features] {exc}")
+        write_failed_bag(a.out, a.slide_name, str(exc), stage="import_features")
         log.warning("%s: FAILED, recorded: %s", a.slide_name, exc)
         return
     log.info("%s: imported %d x %d features", a.slide_name, *bag.features.shape)
@@ -155,9 +163,9 @@ def cmd_make_folds(a) -> None:
     import pandas as pd
 
     from lego.data.folds import make_folds
-    from lego.io import write_parquet
+    from lego.io import read_frame, write_parquet
 
-    folds = make_folds(pd.read_parquet(a.labels), a.method, a.n_folds, a.seeds, tuple(a.fractions), a.stratify,
+    folds = make_folds(read_frame(a.labels, "labels"), a.method, a.n_folds, a.seeds, tuple(a.fractions), a.stratify,
                        a.repeats, a.path)
     write_parquet(folds, a.out, metadata={"method": a.method, "seeds": a.seeds, "fractions": a.fractions,
                                           "repeats": a.repeats, "path": a.path})
@@ -168,9 +176,9 @@ def cmd_feature_manifest(a) -> None:
     import pandas as pd
 
     from lego.data.cohort_table import feature_manifest
-    from lego.io import write_parquet
+    from lego.io import read_frame, write_parquet
 
-    slides = pd.read_parquet(a.slides)
+    slides = read_frame(a.slides, "slides")
     files = {s: str(Path(a.features_dir) / f"{s}.h5") for s in slides["slide_id"]}
     manifest = feature_manifest(slides, files)
     write_parquet(manifest, a.out, metadata={"modality": a.modality})
@@ -181,8 +189,10 @@ def _named_paths(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items or []:
         name, sep, path = item.partition("=")
-        if not sep:
+        if not sep or not name or not path:
             raise LegoError(f"expected NAME=PATH, got {item!r}")
+        if name in out:  # the last one would silently win: a block fed another modality's file
+            raise LegoError(f"{name!r} is given twice ({out[name]} and {path}); give each name once")
         out[name] = path
     return out
 
@@ -191,11 +201,11 @@ def cmd_cohort_table(a) -> None:
     import pandas as pd
 
     from lego.data.cohort_table import build_patients_table
-    from lego.io import write_parquet
+    from lego.io import read_frame, write_parquet
 
-    tab = {k: pd.read_parquet(v) for k, v in _named_paths(a.tabular).items()}
-    wsi = {k: pd.read_parquet(v) for k, v in _named_paths(a.wsi).items()}
-    patients = build_patients_table(pd.read_parquet(a.labels), tab, wsi)
+    tab = {k: read_frame(v, "modality") for k, v in _named_paths(a.tabular).items()}
+    wsi = {k: read_frame(v, "manifest") for k, v in _named_paths(a.wsi).items()}
+    patients = build_patients_table(read_frame(a.labels, "labels"), tab, wsi)
     write_parquet(patients, a.out)
     has = [c for c in patients.columns if c.startswith("has_")]
     log.info("%d patients; modality coverage: %s", len(patients), patients[has].sum().to_dict())
@@ -204,15 +214,15 @@ def cmd_cohort_table(a) -> None:
 def cmd_collect_qc(a) -> None:
     import pandas as pd
 
-    from lego.io import write_tsv
+    from lego.io import read_frame, write_tsv
 
     parts = []
     for name, path in _named_paths(a.manifest).items():
-        m = pd.read_parquet(path)
+        m = read_frame(path, "manifest")
         bad = m[m["status"] != "ok"]
-        stage = bad["reason"].str.extract(r"^\[(\w+)\]", expand=False).fillna("unknown")
+        stage = bad["stage"] if "stage" in bad.columns else "unknown"  # manifests of releases before the field
         parts.append(pd.DataFrame({"slide_id": bad["slide_id"], "patient_id": bad["patient_id"], "modality": name,
-                                   "stage": stage, "reason": bad["reason"].str.replace(r"^\[\w+\]\s*", "", regex=True)}))
+                                   "stage": stage, "reason": bad["reason"]}))
     for path in a.unmatched or []:
         u = pd.read_table(path)
         if len(u):
@@ -414,7 +424,7 @@ OPTION_HELP = {
     "--modality": "modality name (as in the config)",
     "--categorical": "columns to one-hot encode (categories fitted on training patients)",
     "--labels": "patient outcome table written by ingest-labels (parquet)",
-    "--n-folds": "number of folds",
+    "--n-folds": "number of folds (default 5, or one per --seeds value)",
     "--seeds": "one seed per fold (random_split; default 1..n_folds)",
     "--fractions": "train, validation and test shares (sum to 1)",
     "--stratify": "keep the event rate (or class mix) equal across subsets",
@@ -573,7 +583,7 @@ def _table_commands(add) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--method", choices=["random_split", "kfold", "file"], default="random_split",
                    help="random_split (default), kfold, or file (published splits from --path)")
-    p.add_argument("--n-folds", type=int, default=5)
+    p.add_argument("--n-folds", type=int, default=None)
     p.add_argument("--repeats", type=int, default=1, help="kfold: repeated cross-validation (default 1)")
     p.add_argument("--path", default=None,
                    help="file: folder of splits_<k>.csv (MCAT/PORPOISE/CLAM) or a patient_id,fold,subset table")

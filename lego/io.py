@@ -95,3 +95,39 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# The tables one stage writes and another reads: the columns a reader relies on, and the command
+# that writes them (named in the error, so a hand-made or stale file says how to remake it).
+TABLES: dict[str, tuple[tuple[str, ...], str]] = {
+    "labels": (("patient_id",), "lego ingest-labels"),
+    "folds": (("patient_id", "fold", "subset"), "lego make-folds"),
+    "slides": (("slide_id", "patient_id", "path"), "lego index-slides"),
+    "manifest": (("slide_id", "patient_id", "features", "status", "reason"), "lego feature-manifest"),
+    "modality": (("patient_id",), "lego prepare-modality"),
+    "patients": (("patient_id",), "lego cohort-table"),
+}
+
+
+def read_frame(path: str | os.PathLike, kind: str):
+    """A parquet table written by one of the project's stages, with the columns its readers need.
+
+    Why: a table from another tool (or an older release) otherwise fails as a KeyError
+    deep inside the reader; here it is one line naming the file, what is missing and the fix."""
+    import pandas as pd
+
+    from lego.errors import InputError
+
+    need, writer = TABLES[kind]
+    if not Path(path).is_file():
+        raise InputError(f"{path}: file not found; make it with `{writer}` (or check the path)")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for damaged or non-parquet files
+        raise InputError(f"{path}: not a readable parquet {kind} table ({' '.join(str(exc).split())[:160]}); "
+                         f"make it with `{writer}`") from None
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: a {kind} table needs column(s) {missing} (has {list(df.columns)[:6]}); "
+                         f"make it with `{writer}`")
+    return df

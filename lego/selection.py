@@ -110,10 +110,33 @@ def choose(scores: list[float | None], ses: list[float | None], rule: str = "one
     return next(i for i, v in enumerate(vals) if v >= threshold), float(threshold)
 
 
+def _finite(value) -> float | None:
+    """A score, or None where there is none (JSON has no NaN: a NaN written is a file no reader accepts)."""
+    return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else None
+
+
+def _same_block(candidate_dirs: list[str]) -> None:
+    """Candidates of one choice are one modality, fold and task (a mixed list is a wiring mistake)."""
+    from lego.errors import InputError
+
+    if not candidate_dirs:
+        raise InputError("no candidate given; name the grid candidates' model folders")
+    seen = {}
+    for d in candidate_dirs:
+        c = read_json(Path(d) / "config.json", dict)
+        key = tuple(c.get(k) for k in ("modality", "fold", "task"))
+        if seen and key not in seen.values():
+            first, was = next(iter(seen.items()))
+            raise InputError(f"{d}: candidate for modality/fold/task {key}, but {first} is for {was}; "
+                             "choose among candidates of one block and fold")
+        seen[d] = key
+
+
 def select_candidate(candidate_dirs: list[str], out_dir: str, rule: str = "one_se") -> dict:
     """Copy the candidate chosen on validation (see :func:`choose`) into ``out_dir``."""
+    _same_block(candidate_dirs)
     hists = [read_json(Path(d) / "history.json", dict) for d in candidate_dirs]
-    scores = [h.get("val_score") for h in hists]
+    scores = [_finite(h.get("val_score")) for h in hists]
     chosen, threshold = choose(scores, [h.get("val_score_se") for h in hists], rule, [h.get("best_val_loss") for h in hists])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,10 @@ import torch
 
 from lego.data.fold_data import (ModalityTensors, apply_modality, collate, fold_ids, load_fold_modality,
                                  load_modality_table, make_targets)
+from lego.data.labels import require_outcomes
 from lego.errors import InputError
 from lego.evaluation.metrics import HEADLINE, prediction_columns
-from lego.io import copy_atomic, read_json, write_json
+from lego.io import copy_atomic, read_frame, read_json, write_json
 from lego.models import io as model_io
 from lego.models.block import BlockConfig, LegoBlock
 from lego.models.encoders import FITTED
@@ -165,7 +166,7 @@ def merge_tuned(block_dirs: list[str], data: dict[str, str], labels: str, folds:
     """
     blocks, configs = _load_blocks(block_dirs)
     first = next(iter(configs.values()))
-    lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), first["fold"])
+    lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), first["fold"])
     mods = _fold_modalities(configs, data)
     scales = {m: latent_scale(blocks[m], mods[m], ids["train"]) for m in blocks}
     block_scores = {m: read_json(Path(d) / "history.json").get("val_score")
@@ -266,8 +267,15 @@ def predict_cohort(model_dir: str, data: dict[str, str], out_dir: str, labels: s
     result = {"model_dir": str(model_dir), "kind": config["kind"], "fold": config.get("fold"), "task": config["task"],
               "n": len(ids), "modalities": {m: len(t.per_patient) for m, t in mods.items()}}
     if labels:
-        lab = pd.read_parquet(labels)
+        lab = read_frame(labels, "labels")
+        require_outcomes(lab, config["task"], f"{labels} (predicting with {model_dir})")
         known = pred.merge(lab, on="patient_id", how="inner")
+        if known.empty:
+            raise InputError(f"{labels}: none of its patients is among the {len(ids)} predicted (e.g. {ids[0]}); "
+                             "check that the labels and the tables use the same patient IDs")
+        if len(known) < len(pred):
+            log.warning("%s: %d of %d predicted patients have no label; external metrics use the %d labelled",
+                        labels, len(pred) - len(known), len(pred), len(known))
         check_unseen(config, list(known["patient_id"]), f"of the labelled patients in {labels}",
                      "external metrics on them would be leaked: leave them out of the labels (or predict without labels)")
         result["labelled"] = len(known)
@@ -300,7 +308,7 @@ def fuse(block_dirs: list[str], data: dict[str, str], labels: str, folds: str, s
     first = next(iter(configs.values()))
     fold, task = first["fold"], first["task"]
     where = f"fuse, fold {fold}"
-    lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), fold)
+    lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), fold)
     mods = _fold_modalities(configs, data, int(spec.get("seed", 0)))
     targets = make_targets(lab, ids["train"], task, bins=first["bins"] or None, classes=first["classes"] or None)
     seed_everything(int(spec.get("seed", 0)))
@@ -376,9 +384,10 @@ def evaluate(model_dir: str, data: dict[str, str], labels: str, folds: str, out_
              opts: EvalOptions | None = None) -> dict:
     """Predictions and every metric on the fold's test patients, with validation alongside."""
     model, config = model_io.load(model_dir)
-    lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), config["fold"])
+    lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), config["fold"])
     check_unseen(config, ids["test"], f"of the test patients in {folds}",
                  f"evaluate {model_dir} with the folds table it was trained with")
+    require_outcomes(lab, config["task"], f"{labels} (evaluating {model_dir})", ids["test"] + ids["val"])
     mods = _fold_modalities(_inputs_for(config), data)
     can = lambda p: any(p in m.per_patient for m in mods.values())  # noqa: E731
     preds, extra = {}, {}

@@ -120,7 +120,8 @@ def test_failed_slide_propagates_to_features(fixtures_dir, tmp_path):
     run_extract(bad, tmp_path / "t.parquet", tmp_path / "p.h5", PatchParams(), record_failure=True)
     reason = run_embed(bad, tmp_path / "p.h5", create_encoder("stain_texture"), tmp_path / "f.h5", record_failure=True)
     bag = read_feature_bag(tmp_path / "f.h5")
-    assert not bag.ok and bag.features.shape == (0, 24) and bag.attrs["reason"] == reason
+    assert not bag.ok and bag.features.shape == (0, 24) and bag.attrs["stage"] == "segment_tissue"
+    assert reason == f"[segment_tissue] {bag.attrs['reason']}"
 
 
 @pytest.mark.parametrize("layout", ["trident", "stamp", "batched"])
@@ -184,7 +185,7 @@ def test_import_features_records_a_bad_file_and_goes_on(case, tmp_path, capsys):
     assert main(args) == 2 and reason in capsys.readouterr().err  # without --record-failure: one line, exit 2
     assert main(args + ["--record-failure"]) == 0
     info = bag_info(tmp_path / "out.h5")
-    assert info["status"] == "failed" and reason in info["reason"] and info["reason"].startswith("[import_features]")
+    assert info["status"] == "failed" and reason in info["reason"] and info["stage"] == "import_features"
 
 
 def test_feature_manifest_fails_empty_unreadable_and_odd_width_bags(tmp_path):

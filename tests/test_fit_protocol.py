@@ -246,7 +246,7 @@ def test_a_model_is_never_scored_on_patients_it_was_fitted_or_validated_on(tmp_p
 
     p, dirs = trained_blocks(tmp_path, {**SMALL, "encoder": "linear", "epochs": 2}, names=("zeta",))
     labels = pd.read_parquet(p["labels"])
-    make_folds(labels, n_folds=2, seeds=[7]).to_parquet(tmp_path / "other_folds.parquet")
+    make_folds(labels, seeds=[7]).to_parquet(tmp_path / "other_folds.parquet")
     base = ["--model-dir", dirs[0], "--data", f"zeta={p['zeta']}", "--labels", str(p["labels"])]
     capsys.readouterr()
     assert main(["evaluate", *base, "--folds", str(tmp_path / "other_folds.parquet"), "--name", "b",

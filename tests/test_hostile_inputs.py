@@ -72,6 +72,7 @@ def test_select_block_names_a_damaged_history_file(tmp_path, capsys):
     for i, text in enumerate(['{"val_score": 0.6}', "[1, 2]"]):
         (tmp_path / f"c{i}").mkdir()
         (tmp_path / f"c{i}" / "history.json").write_text(text)
+        (tmp_path / f"c{i}" / "config.json").write_text('{"modality": "a", "fold": 0, "task": "survival"}')
     lego_fails(["select-block", "--candidates", str(tmp_path / "c0"), str(tmp_path / "c1"), "--out-dir", str(tmp_path / "o")],
                capsys, "c1/history.json", "expected a JSON dict")
 

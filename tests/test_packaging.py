@@ -10,8 +10,13 @@ from lego.cli import build_parser
 from tests.conftest import REPO
 
 
+# Extras a rule environment needs: the slides env runs make_demo and may embed with efficientnet_lite0.
+RULE_EXTRAS = ("demo", "efficientnet")
+
+
 def pyproject_deps() -> set[str]:
-    return set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return set(project["dependencies"]).union(*(project["optional-dependencies"][e] for e in RULE_EXTRAS))
 
 
 def env_requirements(path) -> list[str]:

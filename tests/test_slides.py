@@ -153,6 +153,8 @@ def test_batch_mode_records_bad_slides_and_propagates(fixtures_dir, tmp_path):
     assert run_extract(bad, tmp_path / "t.parquet", tmp_path / "p.h5", PatchParams(), record_failure=True) == reason
     with h5py.File(tmp_path / "p.h5") as f:
         assert f.attrs["status"] == "failed" and f["coords"].shape == (0, 2)
+        # The failing stage travels as its own field (collect-qc reads it; no "[stage]" string to parse).
+        assert f.attrs["stage"] == "segment_tissue" and not f.attrs["reason"].startswith("[")
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

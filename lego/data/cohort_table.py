@@ -39,13 +39,15 @@ def feature_manifest(slides: pd.DataFrame, feature_files: dict[str, str | Path])
         | bag_info(feature_files[s.slide_id])
         for s in slides.itertuples()
     ]
-    cols = ["slide_id", "patient_id", "features", "status", "reason", "n_patches", "dim", "encoder", "encoder_digest"]
+    cols = ["slide_id", "patient_id", "features", "status", "stage", "reason", "n_patches", "dim", "encoder",
+            "encoder_digest"]
     manifest = pd.DataFrame(rows, columns=cols)
     ok = manifest["status"] == "ok"
     if ok.any():  # one bag of another width (another encoder) must not reach training as a numpy error
         common = int(manifest.loc[ok, "dim"].mode().max())
         odd = ok & (manifest["dim"] != common)
         manifest.loc[odd, "status"] = "failed"
-        manifest.loc[odd, "reason"] = [f"[features] {d}-dimensional features where the other slides have {common}; "
+        manifest.loc[odd, "stage"] = "features"
+        manifest.loc[odd, "reason"] = [f"{d}-dimensional features where the other slides have {common}; "
                                        "embed every slide with one encoder" for d in manifest.loc[odd, "dim"]]
     return manifest

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from lego.errors import InputError
+from lego.io import read_frame
 from lego.slides.features import read_feature_bag
 from lego.survival.targets import discretise, fit_bins
 from lego.tabular.transforms import TabularTransform
@@ -47,7 +48,7 @@ MAX_PATCHES = 4096  # patches per patient bag; a seeded subsample above this
 
 
 def load_modality_table(kind: str, path: str | Path) -> pd.DataFrame:
-    df = pd.read_parquet(path)
+    df = read_frame(path, "manifest" if kind == "wsi" else "modality")
     if kind == "wsi":
         return df[df["status"] == "ok"]
     return df
@@ -246,7 +247,7 @@ def load_fold_modality(modality: str, kind: str, data: str | Path, labels: str |
 
     ``spec``: the block's settings (``n_bins``, ``max_patches``, ``seed``, ``preprocess``).
     """
-    lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), fold)
+    lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), fold)
     targets = make_targets(lab, ids["train"], task, spec.get("n_bins", N_BINS), where)
     if task == "classification" and min(t[0] for t in targets.per_patient.values()) < 0:
         raise InputError(f"{where}: unknown class label")

@@ -71,14 +71,19 @@ def _kfold_rows(ids: np.ndarray, strata: np.ndarray, n_folds: int, seed: int, va
 def make_folds(
     patients: pd.DataFrame,
     method: str = "random_split",
-    n_folds: int = 5,
+    n_folds: int | None = None,
     seeds: list[int] | None = None,
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     stratify: bool = False,
     repeats: int = 1,
     path: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Long table ``patient_id, fold, subset`` with every patient once per fold."""
+    """Long table ``patient_id, fold, subset`` with every patient once per fold.
+
+    ``n_folds`` defaults to one fold per seed (random_split with ``seeds``), else 5; given both,
+    they must agree (a silent override ran a different number of folds than asked)."""
+    n_folds = _fold_count(method, n_folds, seeds)
+    _check_fractions(fractions)
     ids = patients["patient_id"].astype(str).to_numpy()
     if len(set(ids)) != len(ids):
         raise InputError("make_folds needs one row per patient; the labels table has duplicate patient IDs")
@@ -88,7 +93,7 @@ def make_folds(
         raise InputError(f"kfold needs n_folds >= 2 (got {n_folds}); for one split use random_split")
     if method == "kfold" and n_folds > len(ids):
         raise InputError(f"kfold with {n_folds} folds needs at least {n_folds} patients; the labels hold {len(ids)}")
-    if method == "random_split" and seeds is None and n_folds < 1:
+    if method == "random_split" and n_folds < 1:
         raise InputError(f"n_folds must be at least 1 (got {n_folds})")
     if seeds is not None and len(seeds) == 0:
         raise InputError("seeds is empty: give one seed per fold")
@@ -96,6 +101,8 @@ def make_folds(
         raise InputError(f"seeds {list(seeds)} repeat a value: two folds would be the same split")
     if repeats < 1:
         raise InputError(f"repeats must be at least 1 (got {repeats})")
+    if seeds and min(seeds) < 0:
+        raise InputError(f"seeds {list(seeds)} hold a negative value; seeds are non-negative integers")
     strata = _strata(patients, stratify)
     val_share = fractions[1] / (fractions[0] + fractions[1])
     if method == "random_split":
@@ -117,6 +124,23 @@ def make_folds(
         raise InputError(f"unknown fold method {method!r}; use random_split, kfold or file")
     return _checked(pd.DataFrame(rows, columns=["patient_id", "fold", "subset"]),
                     f"{len(ids)} patients are too few for fractions {list(fractions)}")
+
+
+def _fold_count(method: str, n_folds: int | None, seeds: list[int] | None) -> int:
+    """The number of folds asked for: ``n_folds``, or one per random_split seed, or 5."""
+    if method == "random_split" and seeds:
+        if n_folds is not None and n_folds != len(seeds):
+            raise InputError(f"{len(seeds)} seeds make {len(seeds)} folds but n_folds is {n_folds}; "
+                             "give one seed per fold or leave n_folds out")
+        return len(seeds)
+    return 5 if n_folds is None else n_folds
+
+
+def _check_fractions(fractions: tuple[float, float, float]) -> None:
+    """Train, validation and test shares: each above 0, summing to 1."""
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise InputError(f"fractions {list(fractions)}: need three shares (train, validation, test), "
+                         "each above 0, summing to 1 (e.g. 0.7 0.15 0.15)")
 
 
 def _checked(folds: pd.DataFrame, why: str) -> pd.DataFrame:
@@ -164,7 +188,11 @@ def _read_long_table(path: Path) -> pd.DataFrame:
     if bad.any():
         raise InputError(f"{path}: line {int(np.flatnonzero(bad)[0]) + 2}: fold {df['fold'][bad].iloc[0]!r} is not a "
                          "fold number (0, 1, 2, ...)")
-    df = df.assign(patient_id=df["patient_id"].astype(str).str.strip(), fold=fold.astype(int))
+    pid = df["patient_id"].astype("string").str.strip()
+    bad = pid.isna() | (pid == "")
+    if bad.any():
+        raise InputError(f"{path}: line {int(np.flatnonzero(bad)[0]) + 2}: empty patient_id; every row names a patient")
+    df = df.assign(patient_id=pid.astype(str), fold=fold.astype(int))
     found = sorted(int(k) for k in df["fold"].unique())
     if found != list(range(len(found))):
         raise InputError(f"{path}: folds are numbered {found}; expected 0 .. {len(found) - 1}")
@@ -214,6 +242,9 @@ def read_fold_file(path: str | Path, patients: pd.DataFrame, val_share: float, s
     for fold, f in raw.groupby("fold", sort=True):
         if not (f["subset"] == "val").any():
             rest = np.sort(f.loc[f["subset"] == "train", "patient_id"].to_numpy())
+            if len(rest) < 2:
+                raise InputError(f"{path}: fold {fold} has {len(rest)} labelled training patient(s) and no validation "
+                                 "column; validation is carved from training, which needs at least 2 patients")
             train, val = carve_validation(rest, np.array([strata_of[p] for p in rest]), val_share, seed + int(fold))
             f = pd.concat([f[f["subset"] == "test"], pd.DataFrame({"patient_id": train, "fold": fold, "subset": "train"}),
                            pd.DataFrame({"patient_id": val, "fold": fold, "subset": "val"})])

@@ -90,9 +90,10 @@ def ingest_labels(
         out["event"] = (1 - status if censorship_column else status).astype(int).to_numpy()
     else:
         _require(df, path, label_column, "class label")
-        label = df[label_column]
-        if label.isna().any():
-            raise InputError(f"{path}: class label {label_column!r} is empty at line {_lines(df, label.isna())}")
+        label = df[label_column].astype("string").str.strip()  # "LumA " and "LumA" are one class
+        empty = label.isna() | (label == "")
+        if empty.any():
+            raise InputError(f"{path}: class label {label_column!r} is empty at line {_lines(df, empty)}")
         out["label"] = label.astype(str).to_numpy()
     return _collapse(out, path)
 
@@ -110,3 +111,23 @@ def _collapse(out: pd.DataFrame, path: Path) -> pd.DataFrame:
             f"{', '.join(str(r + 2) for r in rows)}); {len(conflicting)} patient(s) affected. Keep one row per patient"
         )
     return out.drop_duplicates("patient_id").sort_values("patient_id").reset_index(drop=True)
+
+
+OUTCOME_COLUMNS = {"survival": ("time", "event"), "classification": ("label",)}
+
+
+def require_outcomes(labels: pd.DataFrame, task: str, where: str, ids: list[str] | None = None) -> None:
+    """The labels fit the model's task and cover every patient to be scored.
+
+    Why: a classification table under a survival model failed as a KeyError, and test patients
+    missing from the labels were scored as if they had no event (n counted, 0 events)."""
+    need = OUTCOME_COLUMNS.get(task, ())
+    missing = [c for c in need if c not in labels.columns]
+    if missing:
+        held = next((t for t, cols in OUTCOME_COLUMNS.items() if all(c in labels.columns for c in cols)), None)
+        raise InputError(f"{where}: a {task} model needs outcome column(s) {missing}; the labels hold "
+                         f"{held + ' outcomes' if held else list(labels.columns)[:6]}. Give labels made for a {task} task")
+    unlabelled = sorted(set(ids or ()) - set(labels["patient_id"].astype(str)))
+    if unlabelled:
+        raise InputError(f"{where}: {len(unlabelled)} of the {len(set(ids))} patients to score have no label "
+                         f"(e.g. {', '.join(unlabelled[:3])}); use the labels table the folds were made from")

@@ -88,7 +88,7 @@ def _scan_dir(d: Path, extensions: list[str]) -> tuple[list[dict], list[dict]]:
 
 def _read_list(slide_list: str | Path, extensions: list[str]) -> tuple[list[dict], list[dict]]:
     """Slides named by a list file (a ``path`` column, optionally ``patient_id``), and unusable entries."""
-    table = read_table(slide_list)
+    table = read_table(slide_list, text_columns=("path", "patient_id"))  # "0011" stays "0011"
     if "path" not in table.columns:
         raise InputError(f"{slide_list}: slide list needs a 'path' column (and optionally 'patient_id')")
     base = Path(slide_list).parent
@@ -99,7 +99,9 @@ def _read_list(slide_list: str | Path, extensions: list[str]) -> tuple[list[dict
         if (record := _unusable(p, extensions, f" (listed in {slide_list}, line {i + 2})")) is not None:
             bad.append(record)
             continue
-        rows.append({"slide_id": slide_id_of(p, extensions), "path": str(p.resolve()), "patient_id": r.get("patient_id")})
+        pid = r.get("patient_id")
+        pid = None if pid is None or pd.isna(pid) or not str(pid).strip() else str(pid).strip()
+        rows.append({"slide_id": slide_id_of(p, extensions), "path": str(p.resolve()), "patient_id": pid})
     return rows, bad
 
 

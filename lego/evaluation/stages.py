@@ -15,10 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 from lego.data.fold_data import fold_ids, make_targets
+from lego.data.labels import require_outcomes
 from lego.errors import ConfigError, InputError
 from lego.evaluation.baselines import design_matrices, ensemble, fit_baseline
 from lego.evaluation.metrics import score_subset
-from lego.io import read_json, write_json, write_parquet
+from lego.io import read_frame, read_json, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,11 @@ class EvalOptions:
                   "tau_quantile": isinstance(self.tau_quantile, num) and 0 < self.tau_quantile <= 1,
                   "n_boot": isinstance(self.n_boot, int) and not isinstance(self.n_boot, bool) and self.n_boot >= 1,
                   "ci": isinstance(self.ci, num) and 0 < self.ci < 1,
-                  "seed": isinstance(self.seed, int) and not isinstance(self.seed, bool)}
+                  "seed": isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"evaluation setting {bad[0]}={getattr(self, bad[0])!r} is not valid (horizons: positive "
-                              "times; tau_quantile in (0, 1]; n_boot >= 1; ci in (0, 1); seed an integer)")
+                              "times; tau_quantile in (0, 1]; n_boot >= 1; ci in (0, 1); seed an integer >= 0)")
 
     @classmethod
     def from_json(cls, text: str | None) -> "EvalOptions":
@@ -91,8 +92,9 @@ def run_baselines(methods: list[str], source: str, modalities: dict[str, dict], 
     The in-fold design matrices are built once and shared by the methods; each method writes
     ``<out_root>/<method>-<source>/fold<k>/{predictions.parquet,metrics.json}``.
     """
-    lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), fold)
+    lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), fold)
     where = f"baselines on {source}, fold {fold}"
+    require_outcomes(lab, task, f"{labels} ({where})", ids["train"] + ids["val"] + ids["test"])
     targets = make_targets(lab, ids["train"], task, n_bins, where)
     data = design_matrices(modalities, lab, ids, targets, seed, where)
     results = {}
@@ -124,7 +126,8 @@ def run_ensemble(block_metrics: list[str], labels: str, folds: str, opts: EvalOp
     preds = {r["model"]: pd.read_parquet(Path(f).with_name("predictions.parquet")) for r, f in zip(rows, block_metrics)}
     label_cols = [c for c in ("time", "event", "label") if c in next(iter(preds.values())).columns]
     both = ensemble({m: p.drop(columns=label_cols) for m, p in preds.items()})
-    lab, ids = pd.read_parquet(labels), fold_ids(pd.read_parquet(folds), fold)
+    lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), fold)
+    require_outcomes(lab, task, f"{labels} ({name}, fold {fold})", ids["test"] + ids["val"])
     per_subset = {s: both[both["subset"] == s].drop(columns="subset").reset_index(drop=True) for s in ("test", "val")}
     return write_evaluation(per_subset, lab, ids, task, edges, opts, name, fold, out_dir, {"blocks": sorted(preds)})
 

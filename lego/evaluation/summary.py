@@ -96,7 +96,11 @@ def summarise(metric_files: list[str], out_dir: str | Path, n_boot: int = 1000, 
     key = HEADLINE[task]
     preds = {}
     for r, f in zip(rows, metric_files):
-        p = pd.read_parquet(Path(f).with_name("predictions.parquet"))
+        pf = Path(f).with_name("predictions.parquet")
+        if not pf.is_file():
+            raise InputError(f"{pf}: missing beside {Path(f).name}; an evaluation writes both files: rerun `lego evaluate` "
+                             f"for model {r['model']!r}, fold {r['fold']}")
+        p = pd.read_parquet(pf)
         preds[(r["model"], r["fold"])] = p[p["subset"] == "test"].reset_index(drop=True)
     folds = sorted({r["fold"] for r in rows})
     long = folds_table(rows, task)

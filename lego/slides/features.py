@@ -31,8 +31,24 @@ class FeatureBag:
         return self.attrs.get("status", "ok") == "ok"
 
 
+def _attr_value(v):
+    """An HDF5 attribute as a Python value; bytes decoded (h5py writers differ: b"ok" is "ok")."""
+    v = v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+
+
 def _attrs(obj) -> dict:
-    return {k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in obj.attrs.items()}
+    return {k: _attr_value(v) for k, v in obj.attrs.items()}
+
+
+def _feature_key(f, path) -> str:
+    """The one feature dataset of a file; two (``features`` and ``feats``) is ambiguous, not a choice."""
+    keys = [k for k in FEATURE_KEYS if k in f]
+    if not keys:
+        raise InputError(f"{path}: no 'features' (TRIDENT/CLAM) or 'feats' (STAMP) dataset; found {list(f.keys())}")
+    if len(keys) > 1:
+        raise InputError(f"{path}: both 'features' and 'feats' datasets; keep the one you mean")
+    return keys[0]
 
 
 def read_feature_bag(path: str | Path) -> FeatureBag:
@@ -40,9 +56,7 @@ def read_feature_bag(path: str | Path) -> FeatureBag:
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
-            key = next((k for k in FEATURE_KEYS if k in f), None)
-            if key is None:
-                raise InputError(f"{path}: no 'features' (TRIDENT/CLAM) or 'feats' (STAMP) dataset; found {list(f.keys())}")
+            key = _feature_key(f, path)
             feats = np.asarray(f[key][:], dtype=np.float32)
             coords = np.asarray(f["coords"][:]) if "coords" in f else np.zeros((len(feats), 2))
             attrs = _attrs(f)
@@ -54,10 +68,13 @@ def read_feature_bag(path: str | Path) -> FeatureBag:
         feats = feats[0]
     if coords.ndim == 3 and coords.shape[0] == 1:
         coords = coords[0]
-    if feats.ndim != 2:
-        raise InputError(f"{path}: features must be 2-D (patches x dim), got shape {feats.shape}")
+    if feats.ndim != 2 or (len(feats) and feats.shape[1] == 0):
+        raise InputError(f"{path}: features must be 2-D (patches x dim, dim >= 1), got shape {feats.shape}")
     if len(coords) != len(feats):
         raise InputError(f"{path}: {len(feats)} feature rows but {len(coords)} coordinates")
+    if len(coords) and (coords.ndim != 2 or coords.shape[1] < 2 or not np.isfinite(coords).all()):
+        raise InputError(f"{path}: coords must be finite (patches x 2) x, y positions, got shape {coords.shape}"
+                         f"{'' if coords.ndim != 2 or coords.shape[1] < 2 else ' with NaN or infinite values'}")
     if attrs.get("status", "ok") == "ok" and not np.isfinite(feats).all():
         raise InputError(f"{path}: features contain NaN or infinite values; re-extract this slide")
     return FeatureBag(feats, coords.astype(np.int64), attrs)
@@ -70,21 +87,24 @@ def bag_info(path: str | Path) -> dict:
     reason) instead of stopping the collection: one bad slide must not stop a cohort."""
     try:
         with h5py.File(path, "r") as f:
-            key = next((k for k in FEATURE_KEYS if k in f), None)
-            if key is None:
-                raise InputError(f"no 'features' or 'feats' dataset; found {list(f.keys())}")
+            key = _feature_key(f, path)
             if not isinstance(f[key], h5py.Dataset):
                 raise InputError(f"'{key}' is a group, not a dataset of features")
             shape = f[key].shape[-2:]
             attrs = _attrs(f)
     except (OSError, InputError, KeyError, ValueError, TypeError, AttributeError) as exc:
-        return {"status": "failed", "reason": f"[features] unreadable feature file {path}: {' '.join(str(exc).split())[:200]}",
+        return {"status": "failed", "stage": "features",
+                "reason": f"unreadable feature file {path}: {' '.join(str(exc).split())[:200]}",
                 "n_patches": 0, "dim": 0, "encoder": "", "encoder_digest": ""}
     status, reason = str(attrs.get("status", "ok")), str(attrs.get("reason", ""))
+    stage = str(attrs.get("stage", "")) if status != "ok" else ""
     if status == "ok" and (len(shape) < 2 or shape[0] == 0):
-        status, reason = "failed", "[features] no patch features (0 rows): no usable tissue or patches"
+        status, stage, reason = "failed", "features", "no patch features (0 rows): no usable tissue or patches"
+    elif status == "ok" and shape[1] == 0:
+        status, stage, reason = "failed", "features", "0-dimensional features (patches x 0): re-extract this slide"
     return {
         "status": status,
+        "stage": stage or ("unknown" if status != "ok" else ""),
         "reason": reason,
         "n_patches": int(shape[0]) if len(shape) else 0,
         "dim": int(shape[1]) if len(shape) > 1 else 0,
@@ -106,11 +126,12 @@ def write_feature_bag(path: str | Path, features: np.ndarray, coords: np.ndarray
             f.attrs["lego_version"] = lego.__version__
 
 
-def write_failed_bag(path: str | Path, slide_name: str, reason: str, encoder: str = "", dim: int = 0) -> None:
-    """An explicit failure record: zero rows and ``status = failed`` with the reason."""
+def write_failed_bag(path: str | Path, slide_name: str, reason: str, encoder: str = "", dim: int = 0,
+                     stage: str = "embed_patches") -> None:
+    """An explicit failure record: zero rows, ``status = failed``, the stage that failed and why."""
     write_feature_bag(
         path, np.zeros((0, dim), np.float32), np.zeros((0, 2), np.int64),
-        {"status": "failed", "reason": reason, "slide_name": slide_name, "encoder": encoder},
+        {"status": "failed", "reason": reason, "stage": stage, "slide_name": slide_name, "encoder": encoder},
     )
 
 

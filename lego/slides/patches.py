@@ -95,8 +95,8 @@ def write_patches(grid: PatchGrid, path: str | Path) -> None:
             f.attrs["lego_version"] = lego.__version__
 
 
-def write_failed_patches(slide_name: str, reason: str, path: str | Path) -> None:
-    """An explicit failure record: zero coordinates and ``status = failed`` with the reason."""
+def write_failed_patches(slide_name: str, reason: str, path: str | Path, stage: str = "extract_patches") -> None:
+    """An explicit failure record: zero coordinates, ``status = failed``, the stage that failed and why."""
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             ds = f.create_dataset("coords", data=np.zeros((0, 2), np.int64))
@@ -104,6 +104,7 @@ def write_failed_patches(slide_name: str, reason: str, path: str | Path) -> None
             f.create_dataset("tissue_fraction", data=np.zeros((0,), np.float32))
             f.attrs["status"] = "failed"
             f.attrs["reason"] = reason
+            f.attrs["stage"] = stage
             f.attrs["lego_version"] = lego.__version__
 
 

@@ -21,8 +21,14 @@ if TYPE_CHECKING:  # the encoders pull in torch, which segmentation and patching
     from lego.slides.encoders import Encoder
 
 
-def _failed(exc: SlideError, stage: str) -> str:
-    return f"[{stage}] {exc.reason}"
+def _shown(stage: str, reason: str) -> str:
+    """The one line a batch logs for a failed slide (the files keep stage and reason apart)."""
+    return f"[{stage}] {reason}"
+
+
+def _upstream(meta: dict, default_stage: str, default_reason: str) -> tuple[str, str]:
+    """The stage and reason an earlier stage recorded, passed on unchanged."""
+    return str(meta.get("stage") or default_stage), str(meta.get("reason") or default_reason)
 
 
 def run_segment(slide_path, tissue_out, png_out, params: TissueParams, mpp_fallback=None, record_failure=False) -> str:
@@ -37,9 +43,8 @@ def run_segment(slide_path, tissue_out, png_out, params: TissueParams, mpp_fallb
     except SlideError as exc:
         if not record_failure:
             raise
-        reason = _failed(exc, "segment_tissue")
-        write_failed_tissue(name, reason, tissue_out, png_out)
-        return reason
+        write_failed_tissue(name, exc.reason, tissue_out, png_out)
+        return _shown("segment_tissue", exc.reason)
 
 
 def run_extract(slide_path, tissue_in, patches_out, params: PatchParams, mpp_fallback=None, record_failure=False) -> str:
@@ -50,12 +55,13 @@ def run_extract(slide_path, tissue_in, patches_out, params: PatchParams, mpp_fal
     except InputError as exc:  # a damaged upstream file is this slide's failure, not the batch's
         if not record_failure:
             raise
-        reason = f"[extract_patches] {exc}"
-        write_failed_patches(name, reason, patches_out)
-        return reason
+        write_failed_patches(name, str(exc), patches_out)
+        return _shown("extract_patches", str(exc))
+    stage = "extract_patches"
     try:
         if tissue.meta.get("status") != "ok":
-            raise SlideError(slide_path, tissue.meta.get("reason", "segmentation failed"))
+            stage, reason = _upstream(tissue.meta, "segment_tissue", "segmentation failed")
+            raise SlideError(slide_path, reason)
         with open_slide(slide_path, mpp_fallback) as slide:
             grid = make_patch_grid(slide, tissue, params)
         write_patches(grid, patches_out)
@@ -63,9 +69,8 @@ def run_extract(slide_path, tissue_in, patches_out, params: PatchParams, mpp_fal
     except SlideError as exc:
         if not record_failure:
             raise
-        reason = exc.reason if exc.reason.startswith("[") else _failed(exc, "extract_patches")
-        write_failed_patches(name, reason, patches_out)
-        return reason
+        write_failed_patches(name, exc.reason, patches_out, stage)
+        return _shown(stage, exc.reason)
 
 
 def run_embed(slide_path, patches_in, encoder: "Encoder", features_out, record_failure=False, **kwargs) -> str:
@@ -74,14 +79,15 @@ def run_embed(slide_path, patches_in, encoder: "Encoder", features_out, record_f
 
     name = Path(slide_path).name
     grid = read_patches(patches_in)
+    stage = "embed_patches"
     try:
         if grid.attrs.get("status") != "ok":
-            raise SlideError(slide_path, str(grid.attrs.get("reason", "patch extraction failed")))
+            stage, reason = _upstream(grid.attrs, "extract_patches", "patch extraction failed")
+            raise SlideError(slide_path, reason)
         embed_slide(slide_path, patches_in, encoder, features_out, **kwargs)
         return "ok"
     except SlideError as exc:
         if not record_failure:
             raise
-        reason = exc.reason if exc.reason.startswith("[") else _failed(exc, "embed_patches")
-        write_failed_bag(features_out, name, reason, encoder.name, encoder.dim)
-        return reason
+        write_failed_bag(features_out, name, exc.reason, encoder.name, encoder.dim, stage)
+        return _shown(stage, exc.reason)

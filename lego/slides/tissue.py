@@ -146,9 +146,10 @@ def read_tissue(path: str | Path) -> Tissue:
                          "run segmentation again") from None
 
 
-def write_failed_tissue(slide_name: str, reason: str, parquet: str | Path, png: str | Path) -> None:
-    """Record a failed slide: an empty contour table whose metadata says why, and a PNG saying so."""
-    write_tissue(Tissue([], [], [], {"slide": slide_name, "status": "failed", "reason": reason}), parquet)
+def write_failed_tissue(slide_name: str, reason: str, parquet: str | Path, png: str | Path,
+                        stage: str = "segment_tissue") -> None:
+    """Record a failed slide: an empty contour table whose metadata says why (and at which stage), and a PNG saying so."""
+    write_tissue(Tissue([], [], [], {"slide": slide_name, "status": "failed", "reason": reason, "stage": stage}), parquet)
     img = np.full((120, 900, 3), 255, np.uint8)
     cv2.putText(img, f"FAILED: {slide_name}", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (200, 0, 0), 2)
     cv2.putText(img, reason[:110], (10, 85), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)

@@ -22,10 +22,21 @@ def select_columns(
 ) -> list[str]:
     """Feature columns of a modality: explicit ``names``, else ``include`` minus ``exclude`` regexes."""
     if names:
+        twice = sorted({c for c in names if names.count(c) > 1})
+        if twice:
+            raise InputError(f"columns {twice} listed more than once; list each feature column once")
         return [c for c in names if c != id_column]
-    inc = re.compile(include)
-    exc = [re.compile(p) for p in (exclude or [])]
+    inc = _regex(include, "include")
+    exc = [_regex(p, "exclude") for p in (exclude or [])]
     return [c for c in columns if c != id_column and inc.search(c) and not any(p.search(c) for p in exc)]
+
+
+def _regex(pattern: str, what: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"{what} pattern {pattern!r} is not a valid regular expression ({exc}); "
+                         "escape special characters such as ( [ with a backslash") from None
 
 
 def prepare_modality(
@@ -73,10 +84,21 @@ def prepare_modality(
             f"{ids.iloc[row]} (line {row + 2}); fix the value, or list the column under "
             f"modalities.{modality}.categorical if it is a category"
         )
+    _refuse_infinite(values, ids, path, modality)
     parts = [ids.rename("patient_id"), values.astype(np.float32)]
     parts += [df[c].astype("string") for c in categorical]
     out = pd.concat(parts, axis=1)
     return _one_row_per_patient(out, path, modality)
+
+
+def _refuse_infinite(values: pd.DataFrame, ids: pd.Series, path: Path, modality: str) -> None:
+    """An infinite value is a broken export, not a measurement: name the cell instead of carrying it."""
+    inf = np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan))
+    if inf.any():
+        row, col = (int(a[0]) for a in np.nonzero(inf))
+        raise InputError(f"{path}: modality {modality!r}, column {values.columns[col]!r}: infinite value for patient "
+                         f"{ids.iloc[row]} (line {row + 2}; {int(inf.sum())} cell(s) in all); replace it with a "
+                         "number, or leave it empty to mark it missing")
 
 
 def _one_row_per_patient(out: pd.DataFrame, path: Path, modality: str) -> pd.DataFrame:

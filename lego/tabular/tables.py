@@ -9,14 +9,34 @@ import pandas as pd
 from lego.errors import InputError
 
 
-def _check_delimiter(df: pd.DataFrame, path: Path) -> None:
+def _read_text(path: Path, sep: str, kwargs: dict) -> pd.DataFrame:
+    """A delimited text table. ``index_col=False``: a first data row with one field more than the
+    header would otherwise silently become the index, shifting every value one column left
+    (the patient ID read from the first feature); here it is an error naming the line."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(path, sep=sep, low_memory=False, index_col=False, **kwargs)
+        except pd.errors.ParserWarning:
+            raise InputError(f"{path}: line 2 has more fields than the header (line 1); every row needs one value "
+                             "per header column") from None
+
+
+def _check_delimiter(df: pd.DataFrame, path: Path, used: str | None = None) -> None:
     """One column whose name holds another separator: the file uses a delimiter we did not expect."""
     if len(df.columns) != 1:
         return
     header = str(df.columns[0])
     for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
         if sep in header:
-            fix = "save it as .tsv" if sep == "\t" else "save it with ',' as the delimiter (or as .tsv)"
+            if sep == "," and used == "\t":
+                fix = "name it .csv (a .txt/.tsv file is read as tab-delimited)"
+            elif sep == "\t":
+                fix = "name it .tsv"
+            else:
+                fix = "save it with ',' as the delimiter (or as .tsv)"
             raise InputError(f"{path}: read as one column {header[:60]!r}: the file looks {name}-delimited; {fix}")
 
 
@@ -46,22 +66,30 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = (), **kwargs) -
     if not path.is_file():
         raise InputError(f"{path}: file not found; check the path in the config")
     name = path.name.lower()
+    sep = None
     try:
         if name.endswith((".parquet", ".pq")):
             df = pd.read_parquet(path)
         elif name.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz", ".tsv.zip")):
-            df = pd.read_csv(path, sep="\t", low_memory=False, **kwargs)
-            _check_header(path, "\t")
+            sep = "\t"
         elif name.endswith((".csv", ".csv.gz", ".csv.zip", ".zip", ".gz", ".csv.bz2", ".csv.xz")):
-            df = pd.read_csv(path, low_memory=False, **kwargs)
-            _check_header(path, ",")
+            sep = ","
         else:
             raise InputError(f"{path}: unknown table format; use .csv(.gz/.zip), .tsv or .parquet")
+        if sep is not None:
+            df = _read_text(path, sep, kwargs)
+            _check_header(path, sep)
     except InputError:
         raise
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text (e.g. UTF-16 from Excel, or compressed without a .gz/.zip "
+                         "name); save it as UTF-8 CSV or TSV") from None
     except Exception as exc:  # pandas raises many types for malformed files
-        raise InputError(f"{path}: cannot be read as a table ({type(exc).__name__}: {exc})") from None
-    _check_delimiter(df, path)
+        raise InputError(f"{path}: cannot be read as a table ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+    _check_delimiter(df, path, sep)
+    if df.empty:
+        raise InputError(f"{path}: the table has no data rows (columns {list(df.columns)[:5]}); "
+                         "check that it is the file you meant")
     first = df.columns[0] if len(df.columns) else None
     if first is not None and (str(first).startswith("Unnamed: 0") or str(first) == ""):
         df = df.drop(columns=[first])

