@@ -133,7 +133,7 @@ def cmd_import_features(a) -> None:
         log.warning("%s: FAILED, recorded: no feature file", a.slide_name)
         return
     try:
-        bag = import_feature_file(src, a.out, a.slide_name)
+        bag = import_feature_file(src, a.out, a.slide_name, a.mpp)
     except InputError as exc:
         if not a.record_failure:
             raise
@@ -141,6 +141,23 @@ def cmd_import_features(a) -> None:
         log.warning("%s: FAILED, recorded: %s", a.slide_name, exc)
         return
     log.info("%s: imported %d x %d features", a.slide_name, *bag.features.shape)
+
+
+def cmd_export_features(a) -> None:
+    from lego.slides.features import read_feature_bag
+    from lego.slides.interop import write_clam_pt, write_stamp
+
+    bag = read_feature_bag(a.src)
+    if not bag.ok or len(bag.features) == 0:
+        raise InputError(f"{a.src}: a failed slide ({bag.attrs.get('reason', 'no features')}); nothing to export")
+    if a.format == "clam-pt":
+        write_clam_pt(bag.features, a.out)
+    else:
+        if bag.coords_attrs.get("unit", "px") != "px":
+            raise InputError(f"{a.src}: coordinates are not level-0 pixels (unit {bag.coords_attrs.get('unit')!r}); "
+                             "re-import it with --mpp")
+        write_stamp(bag.features, bag.coords, {**bag.attrs, **bag.coords_attrs}, a.out)
+    log.info("%s: %d x %d features written as %s to %s", a.src, *bag.features.shape, a.format, a.out)
 
 
 def cmd_encoders(a) -> None:
@@ -417,7 +434,7 @@ OPTION_HELP = {
     "--num-workers": "data-loader processes reading patches",
     "--device": "auto (CUDA when visible), cpu or cuda",
     "--progress": "show a progress bar (terminals only; logs get per-step lines)",
-    "--src": "existing TRIDENT/CLAM/STAMP feature file (.h5)",
+    "--src": "existing TRIDENT/CLAM/STAMP feature file (.h5; or a CLAM/MCAT .pt bag)",
     "--slide-name": "slide ID recorded in the output",
     "--record-failure": "batch mode: on a bad item write a failure record (status=failed, reason) and exit 0",
     "--table": "input table (CSV, TSV or parquet)",
@@ -556,11 +573,22 @@ def _slide_commands(add) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--progress", action="store_true")
 
-    p = add("import-features", cmd_import_features, "Convert an existing TRIDENT/CLAM ('features') or STAMP ('feats') .h5 file.")
+    p = add("import-features", cmd_import_features,
+            "Convert an existing TRIDENT/CLAM ('features' .h5, or a CLAM/MCAT .pt bag) or STAMP ('feats' .h5) file.")
     p.add_argument("--src", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--slide-name", required=True)
+    p.add_argument("--mpp", type=float, default=None,
+                   help="the slide's level-0 microns per pixel: turns STAMP's micrometre coordinates into level-0 "
+                        "pixels (default: keep micrometres, recorded as unit=um)")
     p.add_argument("--record-failure", action="store_true")
+
+    p = add("export-features", cmd_export_features,
+            "Write a feature file of ours as STAMP reads it (feats, coordinates in um) or as a CLAM/MCAT pt_files bag.")
+    p.add_argument("--src", required=True, help="feature file written by embed or import-features (.h5)")
+    p.add_argument("--format", required=True, choices=["stamp", "clam-pt"],
+                   help="stamp: .h5 with feats and um coordinates; clam-pt: one (patches x dim) tensor, torch.save")
+    p.add_argument("--out", required=True)
 
     add("encoders", cmd_encoders, "List the registered patch encoders.")
 

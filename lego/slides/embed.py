@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from lego.device import resolve_device
 from lego.slides.encoders import Encoder, to_chw_uint8
 from lego.slides.features import write_feature_bag
-from lego.slides.patches import read_patches
+from lego.slides.patches import PATCH_FILE_ROOT, read_patches
 from lego.slides.reader import open_slide
 
 log = logging.getLogger(__name__)
@@ -96,5 +96,6 @@ def embed_slide(
         "device": dev.type,
     }
     attrs.update({k: v for k, v in grid.attrs.items() if k.startswith(("patch_", "read_", "level0_", "slide_", "mpp_"))})
-    write_feature_bag(out_h5, features, grid.coords, attrs)
+    geometry = {k: v for k, v in grid.attrs.items() if k not in PATCH_FILE_ROOT}  # the coords attributes, as TRIDENT copies them
+    write_feature_bag(out_h5, features, grid.coords, attrs, geometry)
     return {"patches": len(features), "seconds": elapsed, "patches_per_s": len(features) / max(elapsed, 1e-9)}

@@ -7,7 +7,7 @@ STAMP names the feature dataset ``feats``; some tools store a leading batch axis
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -23,8 +23,9 @@ FEATURE_KEYS = ("features", "feats")
 @dataclass
 class FeatureBag:
     features: np.ndarray  # (N, D) float32
-    coords: np.ndarray  # (N, 2) int64
-    attrs: dict
+    coords: np.ndarray  # (N, 2): int64 level-0 pixels (ours, TRIDENT, CLAM); float as stored elsewhere (STAMP: um)
+    attrs: dict  # file attributes (plus "coords.<k>" and "features.<k>" copies, for old readers)
+    coords_attrs: dict = field(default_factory=dict)  # the coords dataset's own attributes (patch geometry)
 
     @property
     def ok(self) -> bool:
@@ -37,7 +38,8 @@ def _attr_value(v):
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
 
 
-def _attrs(obj) -> dict:
+def h5_attrs(obj) -> dict:
+    """An HDF5 object's attributes as Python values (scalars unwrapped, bytes decoded, arrays kept)."""
     return {k: _attr_value(v) for k, v in obj.attrs.items()}
 
 
@@ -58,10 +60,11 @@ def read_feature_bag(path: str | Path) -> FeatureBag:
         with h5py.File(path, "r") as f:
             key = _feature_key(f, path)
             feats = np.asarray(f[key][:], dtype=np.float32)
-            coords = np.asarray(f["coords"][:]) if "coords" in f else np.zeros((len(feats), 2))
-            attrs = _attrs(f)
-            attrs.update({f"coords.{k}": v for k, v in _attrs(f["coords"]).items()} if "coords" in f else {})
-            attrs.update({f"features.{k}": v for k, v in _attrs(f[key]).items()})
+            coords = np.asarray(f["coords"][:]) if "coords" in f else np.zeros((len(feats), 2), np.int64)
+            geometry = h5_attrs(f["coords"]) if "coords" in f else {"unit": "none"}
+            attrs = h5_attrs(f)
+            attrs.update({f"coords.{k}": v for k, v in geometry.items()})
+            attrs.update({f"features.{k}": v for k, v in h5_attrs(f[key]).items()})
     except (OSError, KeyError, ValueError, TypeError) as exc:  # truncated or damaged HDF5 fails at open or at read
         raise InputError(f"{path}: not a readable HDF5 feature file ({' '.join(str(exc).split())[:200]})") from None
     if feats.ndim == 3 and feats.shape[0] == 1:
@@ -77,7 +80,13 @@ def read_feature_bag(path: str | Path) -> FeatureBag:
                          f"{'' if coords.ndim != 2 or coords.shape[1] < 2 else ' with NaN or infinite values'}")
     if attrs.get("status", "ok") == "ok" and not np.isfinite(feats).all():
         raise InputError(f"{path}: features contain NaN or infinite values; re-extract this slide")
-    return FeatureBag(feats, coords.astype(np.int64), attrs)
+    integral = coords.dtype.kind in "iu" or (np.round(coords) == coords).all()
+    return FeatureBag(feats, coords.astype(np.int64) if integral else coords.astype(np.float64), attrs, geometry)
+
+
+def _dataset_names(path: str | Path) -> set[str]:
+    with h5py.File(path, "r") as f:
+        return set(f.keys())
 
 
 def bag_info(path: str | Path) -> dict:
@@ -91,7 +100,7 @@ def bag_info(path: str | Path) -> dict:
             if not isinstance(f[key], h5py.Dataset):
                 raise InputError(f"'{key}' is a group, not a dataset of features")
             shape = f[key].shape[-2:]
-            attrs = _attrs(f)
+            attrs = h5_attrs(f)
     except (OSError, InputError, KeyError, ValueError, TypeError, AttributeError) as exc:
         return {"status": "failed", "stage": "features",
                 "reason": f"unreadable feature file {path}: {' '.join(str(exc).split())[:200]}",
@@ -113,12 +122,19 @@ def bag_info(path: str | Path) -> dict:
     }
 
 
-def write_feature_bag(path: str | Path, features: np.ndarray, coords: np.ndarray, attrs: dict) -> None:
-    """Write a feature bag atomically (temp name, then rename)."""
+def write_feature_bag(path: str | Path, features: np.ndarray, coords: np.ndarray, attrs: dict,
+                      coords_attrs: dict | None = None) -> None:
+    """Write a feature bag atomically (temp name, then rename), in TRIDENT's layout: ``features``
+    (with its ``encoder``) and ``coords`` carrying the patch geometry (``coords_attrs``, the patch
+    file's ``coords`` attributes, as TRIDENT copies them), our provenance on the file."""
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("features", data=np.asarray(features, dtype=np.float32))
-            f.create_dataset("coords", data=np.asarray(coords, dtype=np.int64))
+            f.create_dataset("features", data=np.asarray(features, dtype=np.float32)).attrs["encoder"] = str(
+                attrs.get("encoder") or "")
+            ds = f.create_dataset("coords", data=np.asarray(np.round(coords), dtype=np.int64))
+            for k, v in (coords_attrs or {}).items():
+                if v is not None:
+                    ds.attrs[k] = v
             for k, v in attrs.items():
                 if v is not None:
                     f.attrs[k] = v
@@ -135,9 +151,17 @@ def write_failed_bag(path: str | Path, slide_name: str, reason: str, encoder: st
     )
 
 
-def import_feature_file(src: str | Path, dst: str | Path, slide_name: str) -> FeatureBag:
-    """Convert an existing TRIDENT/CLAM/STAMP file into our layout, keeping its provenance."""
-    bag = read_feature_bag(src)
+def import_feature_file(src: str | Path, dst: str | Path, slide_name: str, mpp: float | None = None) -> FeatureBag:
+    """Convert an existing TRIDENT/CLAM (``.h5`` or CLAM/MCAT ``.pt``) or STAMP file into our layout,
+    keeping its provenance and its patch geometry (STAMP's micrometres become level-0 pixels
+    when the slide's ``mpp`` is given; see :mod:`lego.slides.interop`)."""
+    from lego.slides.interop import imported_geometry, read_clam_pt
+
+    if str(src).lower().endswith(".pt"):
+        feats = read_clam_pt(src)
+        bag = FeatureBag(feats, np.zeros((len(feats), 2), np.int64), {"encoder": "external"}, {"unit": "none"})
+    else:
+        bag = read_feature_bag(src)
     if bag.attrs.get("status", "ok") != "ok":
         raise InputError(f"{src}: the source file records a failed slide ({bag.attrs.get('reason', 'no reason given')})")
     if len(bag.features) == 0:
@@ -150,5 +174,9 @@ def import_feature_file(src: str | Path, dst: str | Path, slide_name: str) -> Fe
         "source_file": str(Path(src).resolve()),
         "slide_name": slide_name,
     }
-    write_feature_bag(dst, bag.features, bag.coords, attrs)
+    is_stamp = "feats" in _dataset_names(src) if not str(src).lower().endswith(".pt") else False
+    coords, geometry = imported_geometry(bag.attrs, bag.coords_attrs, bag.coords, mpp, is_stamp)
+    if geometry.get("level0_mpp"):
+        attrs["level0_mpp"] = geometry["level0_mpp"]
+    write_feature_bag(dst, bag.features, coords, attrs, geometry)
     return read_feature_bag(dst)

@@ -17,10 +17,12 @@ import numpy as np
 import lego
 from lego.errors import SlideError
 from lego.io import atomic_path
+from lego.slides.features import h5_attrs
 from lego.slides.params import PatchParams  # noqa: F401  (re-exported: callers import it from here)
 from lego.slides.reader import Slide
 from lego.slides.tissue import Tissue
 
+PATCH_FILE_ROOT = ("status", "reason", "stage", "lego_version")  # file attributes; the rest sit on coords
 MASK_CELLS_PER_PATCH = 16  # mask resolution for tissue fractions: 16x16 cells per patch
 
 
@@ -42,13 +44,21 @@ def patch_geometry(slide: Slide, params: PatchParams) -> dict:
         "patch_size_level0": int(round(size0)),
         "read_level": level,
         "read_px": read_px,
+        "read_downsample": float(slide.level_downsamples[level]),
         "level0_mpp": slide.mpp,
         "mpp_source": slide.mpp_source,
-        "overlap": params.overlap,
+        "overlap_fraction": params.overlap,
         "slide_width": slide.dimensions[0],
         "slide_height": slide.dimensions[1],
         "slide_name": slide.name,
     }
+
+
+def coords_attrs(geo: dict) -> dict:
+    """Every attribute of a patch file's ``coords``: ours plus what TRIDENT and CLAM read."""
+    from lego.slides.interop import patch_file_attrs
+
+    return {**geo, **patch_file_attrs(geo)}
 
 
 def make_patch_grid(slide: Slide, tissue: Tissue, params: PatchParams) -> PatchGrid:
@@ -88,7 +98,7 @@ def write_patches(grid: PatchGrid, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             ds = f.create_dataset("coords", data=grid.coords)
-            for k, v in grid.attrs.items():
+            for k, v in coords_attrs(grid.attrs).items():
                 ds.attrs[k] = v
             f.create_dataset("tissue_fraction", data=grid.tissue_fraction)
             f.attrs["status"] = "ok"
@@ -111,7 +121,6 @@ def write_failed_patches(slide_name: str, reason: str, path: str | Path, stage: 
 def read_patches(path: str | Path) -> PatchGrid:
     with h5py.File(path, "r") as f:
         coords = f["coords"][:]
-        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f["coords"].attrs.items()}
-        attrs.update({k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()})
+        attrs = {**h5_attrs(f["coords"]), **h5_attrs(f)}
         frac = f["tissue_fraction"][:] if "tissue_fraction" in f else np.ones(len(coords), np.float32)
     return PatchGrid(coords, frac, attrs)

@@ -1,0 +1,129 @@
+"""Patch and feature files that TRIDENT, CLAM/MCAT and STAMP read, and theirs read back with
+their patch geometry.
+
+What each tool reads (checked against their sources; the tests re-state these checks):
+
+- TRIDENT (patches and features ``.h5``): ``coords`` (N, 2) int64 level-0 pixels whose dataset
+  attributes give ``patch_size`` (pixels at ``target_magnification``), ``level0_magnification``
+  and ``target_magnification`` (without them it falls back to CLAM's two); its slide encoders
+  need ``patch_size_level0``. Magnification follows its ``mpp = 10 / magnification`` rule.
+- CLAM (patches ``.h5``): ``coords`` attributes ``patch_level`` and ``patch_size`` (pixels at that
+  level; it reads ``read_region(xy, patch_level, (patch_size, patch_size))``), ``name`` to stitch.
+  CLAM/MCAT training reads ``pt_files/<slide>.pt``: one float tensor (N, D), ``torch.load``-ed.
+- STAMP (features ``.h5``): ``feats`` (N, D) and ``coords`` (N, 2) in micrometres, with file
+  attributes ``unit = "um"``, ``tile_size_um``, ``tile_size_px``, ``extractor`` and
+  ``feat_type = "tile"``; older files give ``tile_size`` (+ ``unit``) or, before that, coordinates
+  in steps of 224 px at 256 um per tile.
+
+One ``patch_size`` serves TRIDENT and CLAM at once: it is the read size at the pyramid level the
+patch is read from (``read_px`` at ``read_level``), and TRIDENT's ``target_magnification`` is that
+level's magnification, so both read exactly the level-0 square ``patch_size_level0``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lego.errors import InputError
+
+STAMP_LEGACY_TILE_PX, STAMP_LEGACY_TILE_UM = 224, 256.0  # STAMP v1: 224-px tiles of 256 um
+
+
+def patch_file_attrs(geo: dict) -> dict:
+    """TRIDENT's and CLAM's ``coords`` attributes from our patch geometry (see the module doc)."""
+    level0_mag = 10.0 / float(geo["level0_mpp"])
+    downsample = float(geo["read_downsample"])
+    return {
+        "patch_size": int(geo["read_px"]),
+        "patch_level": int(geo["read_level"]),
+        "level0_magnification": level0_mag,
+        "target_magnification": level0_mag / downsample,
+        "overlap": int(round(geo["read_px"] * geo["overlap_fraction"])),  # TRIDENT: pixels at target magnification
+        "downsample": np.array([downsample, downsample]),
+        "name": Path(str(geo["slide_name"])).stem,
+        "level0_width": int(geo["slide_width"]),
+        "level0_height": int(geo["slide_height"]),
+    }
+
+
+def stamp_geometry(attrs: dict, coords: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """(coordinates in um, tile size in um) of a STAMP file, decided the way STAMP's reader does;
+    None when the file does not say (no unit, no tile size, no 224-px stride)."""
+    if attrs.get("tile_size") and attrs.get("unit") == "um":
+        return coords.astype(np.float64), float(attrs["tile_size"])
+    if attrs.get("tile_size_um"):
+        return coords.astype(np.float64), float(attrs["tile_size_um"])
+    steps = np.diff(np.unique(coords[:, 0])) if len(coords) > 1 else np.array([])
+    stride = float(attrs.get("tile_size") or (steps[steps > 0].min() if (steps > 0).any() else 0))
+    if round(stride) == STAMP_LEGACY_TILE_PX:
+        return coords.astype(np.float64) / STAMP_LEGACY_TILE_PX * STAMP_LEGACY_TILE_UM, STAMP_LEGACY_TILE_UM
+    return None
+
+
+def imported_geometry(attrs: dict, coords_attrs: dict, coords: np.ndarray, mpp: float | None,
+                      is_stamp: bool) -> tuple[np.ndarray, dict]:
+    """Coordinates and ``coords`` attributes for our copy of an external feature file.
+
+    Level-0 pixels where the source gives them (TRIDENT/CLAM), or where a STAMP file's micrometres
+    can be converted with the slide's ``mpp``; otherwise the micrometres are kept and the unit says
+    so (``unit = "um"``): geometry is never silently re-interpreted."""
+    if not is_stamp:
+        return coords, {"unit": "px", **coords_attrs}  # a .pt bag says "none": no coordinates
+    geo = stamp_geometry(attrs, coords)
+    if geo is None:
+        return coords, {"unit": "unknown"}
+    um, tile_um = geo
+    if mpp:
+        return np.round(um / mpp), {"unit": "px", "patch_size_level0": int(round(tile_um / mpp)), "level0_mpp": mpp,
+                                    "tile_size_um": tile_um}
+    return np.round(um), {"unit": "um", "tile_size_um": tile_um}
+
+
+def read_clam_pt(path: str | Path) -> np.ndarray:
+    """A CLAM/MCAT ``pt_files`` bag: one (N, D) float tensor, loaded without unpickling code."""
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise InputError(f"{path}: not a plain tensor .pt bag ({' '.join(str(exc).split())[:160]}); a TRIDENT .pt "
+                         "holds a pickled numpy array, which is not loaded here: import its .h5 file instead") from None
+    if not isinstance(obj, torch.Tensor) or obj.ndim != 2:
+        raise InputError(f"{path}: expected one (patches x dim) tensor, found {type(obj).__name__}"
+                         f"{' of shape ' + str(tuple(obj.shape)) if isinstance(obj, torch.Tensor) else ''}")
+    return obj.float().numpy()
+
+
+def write_clam_pt(features: np.ndarray, out: str | Path) -> None:
+    """CLAM/MCAT's ``pt_files/<slide>.pt``: ``torch.save`` of one float32 (N, D) tensor."""
+    import torch
+
+    from lego.io import atomic_path
+
+    with atomic_path(out) as tmp:
+        torch.save(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)), tmp)
+
+
+def write_stamp(features: np.ndarray, coords: np.ndarray, attrs: dict, out: str | Path) -> None:
+    """A STAMP tile-feature file: ``feats``, ``coords`` in um and the file attributes STAMP reads.
+
+    ``stamp_version`` is left out on purpose: STAMP refuses a file newer than itself."""
+    import h5py
+
+    from lego.io import atomic_path
+
+    mpp, size0 = attrs.get("level0_mpp"), attrs.get("patch_size_level0")
+    if not mpp or not size0:
+        raise InputError(f"{out}: the feature file lacks level0_mpp or patch_size_level0 (features from "
+                         "`lego embed` have both); STAMP needs coordinates in micrometres")
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("feats", data=np.asarray(features, dtype=np.float32))
+            f.create_dataset("coords", data=(np.asarray(coords, dtype=np.float64) * float(mpp)).astype(np.float32))
+            f.attrs.update({"unit": "um", "tile_size_um": float(size0) * float(mpp),
+                            "tile_size_px": int(attrs.get("encoder_input_px") or attrs.get("patch_px") or 224),
+                            "extractor": str(attrs.get("encoder") or "external"), "feat_type": "tile"})
