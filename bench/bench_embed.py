@@ -1,8 +1,10 @@
 """Embedding throughput of each registered encoder on real slide patches (CPU or GPU as found).
 
 Run by hand:  .venv/bin/python bench/bench_embed.py [--patches 256] [--batch-size 32] [--workers 1]
-Writes bench/results/embedding.json (embedding_gpu.json on a GPU). resnet50_trunc runs with
-random weights (its real weights are user-supplied); speed does not depend on the weight values.
+              [--encoders uni ...] [--result embedding_foundation]
+Writes bench/results/<result>.json (<result>_gpu.json on a GPU). resnet50_trunc and the foundation
+encoders (``--encoders uni``; default: the encoders that need no downloaded weights) run with random
+weights in their published layout; speed does not depend on the weight values.
 
 Per encoder, after one warm-up batch (so neither side pays the one-off start-up):
 - ``pipeline``: ``embed_slide`` as the workflow runs it -- DataLoader reader workers, batches of
@@ -38,7 +40,7 @@ def _reset_gpu_peak() -> None:
 def _embed(enc, batch, dev):
     import torch
 
-    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
+    with torch.autocast(device_type="cuda", dtype=enc.autocast_dtype, enabled=dev.type == "cuda"):
         out = enc.embed(batch.to(dev, non_blocking=True))
     return out.float().cpu()  # the pipeline also brings every batch back to the host
 
@@ -88,6 +90,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--slide-size", type=int, nargs=2, default=[16384, 12288], metavar=("WIDTH", "HEIGHT"),
                     help="level-0 size of the synthetic benchmark slide (default 16384 12288)")
+    ap.add_argument("--encoders", nargs="*", default=None, help="encoders to time (default: those without downloaded weights)")
+    ap.add_argument("--result", default="embedding", help="result file name under bench/results/")
     args = ap.parse_args()
 
     import torch
@@ -111,8 +115,16 @@ def main() -> None:
     n_loop = min(args.patches, args.loop_patches)
 
     results = {}
-    for name in list_encoders():
-        enc = create_encoder(name, str(tmp / "r50.pth") if name == "resnet50_trunc" else None)
+    from lego.slides.encoders.foundation import FOUNDATION, network
+
+    for name in args.encoders or [n for n in list_encoders() if n not in FOUNDATION]:
+        checkpoint = str(tmp / "r50.pth") if name == "resnet50_trunc" else None
+        if name in FOUNDATION:  # random weights in the published layout (the real ones are gated downloads)
+            from safetensors.torch import save_file
+
+            checkpoint = str(tmp / f"{name}.safetensors")
+            save_file({k: v.contiguous() for k, v in network(FOUNDATION[name]).state_dict().items()}, checkpoint)
+        enc = create_encoder(name, checkpoint)
         enc.model.to(dev).eval()
         with torch.inference_mode():
             _embed(enc, torch.zeros((args.batch_size, 3, enc.input_px, enc.input_px), dtype=torch.uint8), dev)
@@ -125,6 +137,8 @@ def main() -> None:
         _reset_gpu_peak()
         loop_s = one_at_a_time(path, grid, enc, dev, n_loop)
         loop_gpu_mb = gpu_peak_mb()
+        compute = compute_only(enc, dev, sizes, 1024 if dev.type == "cuda" else max(64, args.batch_size * 4))
+        model_s = stats["patches"] / max(compute.get(str(args.batch_size), max(compute.values())), 1e-9)
         results[name] = {
             "dim": enc.dim,
             "input_px": enc.input_px,
@@ -134,13 +148,16 @@ def main() -> None:
             "one_at_a_time_patches": n_loop,
             "one_at_a_time_patches_per_s": round(n_loop / loop_s, 1),
             "speedup_vs_one_at_a_time": round((stats["patches"] / wall) / (n_loop / loop_s), 2),
-            "compute_only_patches_per_s_by_batch": compute_only(enc, dev, sizes, 1024 if dev.type == "cuda" else max(64, args.batch_size * 4)),
+            "compute_only_patches_per_s_by_batch": compute,
+            # Share of the pipeline's time not explained by the model at this batch size: reading,
+            # decoding, resizing and transfers the model waits for (0 = the model is the limit).
+            "reader_wait_share_estimate": round(max(0.0, 1 - model_s / wall), 3),
             "peak_rss_mb_after": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "pipeline_gpu_peak_mb": pipeline_gpu_mb,
             "one_at_a_time_gpu_peak_mb": loop_gpu_mb,
         }
         print(name, results[name], flush=True)
-    write_result("embedding", {"slide": path.name, "batch_size": args.batch_size, "workers": args.workers,
+    write_result(args.result, {"slide": path.name, "batch_size": args.batch_size, "workers": args.workers,
                                "device": str(dev), "encoders": results})
 
 

@@ -20,6 +20,7 @@ status=0
 python3 -m pytest tests/test_gpu.py -q -p no:cacheprovider 2>&1 | tee "$OUT/test_gpu.log" || status=1
 python3 bench/bench_training.py --device cuda --epochs 3 >/dev/null || status=1
 python3 bench/bench_embed.py --slide-size 12288 9216 --patches 1024 --batch-size 128 --workers 8 >/dev/null || status=1
+python3 bench/bench_embed.py --slide-size 12288 9216 --patches 2048 --batch-size 128 --workers 8 --encoders uni virchow2 h_optimus_0 --result embedding_foundation >/dev/null || status=1
 [ -d .gpu/run ] && { python3 bench/bench_gpu_parity.py .gpu/run --fold 0 --device cuda >/dev/null || status=1; }
 ls -la "$OUT"
 exit $status

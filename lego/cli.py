@@ -160,11 +160,20 @@ def cmd_export_features(a) -> None:
     log.info("%s: %d x %d features written as %s to %s", a.src, *bag.features.shape, a.format, a.out)
 
 
-def cmd_encoders(a) -> None:
-    from lego.slides.encoders import list_encoders
+def cmd_heatmaps(a) -> None:
+    from lego.evaluation.heatmaps import run_heatmaps
 
-    for name, desc in list_encoders().items():
-        print(f"{name:20s} {desc}")
+    _threads(a.threads)
+    run_heatmaps(a.model_dir, a.manifest, a.folds, a.out_dir, a.slides, a.subset)
+
+
+def cmd_encoders(a) -> None:
+    from lego.slides.encoders import encoder_info
+
+    print(f"{'encoder':18s} {'dim':>5s} {'input':>6s}  weights")
+    for name, info in encoder_info().items():
+        size = f"{info['input_px']} px" if info["input_px"] else "any"
+        print(f"{name:18s} {info['dim'] or '?':>5} {size:>6s}  {info['weights']}")
 
 
 def cmd_prepare_modality(a) -> None:
@@ -752,6 +761,17 @@ def _evaluation_commands(add) -> None:
     p.add_argument("--summary-dir", required=True, help="directory with metrics.tsv and folds.tsv")
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.json files (predictions beside)")
     p.add_argument("--thumbnails", nargs="*", default=[], help="tissue.png files of the slides to show")
+    p.add_argument("--out-dir", required=True)
+
+    p = add("heatmaps", cmd_heatmaps,
+            "Attention heatmaps of a slide block on its fold's test patients: PNG, QuPath GeoJSON and a table per slide.")
+    p.add_argument("--model-dir", required=True, help="a slide modality's block folder (model.safetensors, config.json)")
+    p.add_argument("--manifest", required=True, help="the modality's feature manifest (written by feature-manifest)")
+    p.add_argument("--folds", required=True)
+    p.add_argument("--slides", default=None, help="slide index (written by index-slides), to draw over thumbnails")
+    p.add_argument("--subset", choices=["test", "val", "train"], default="test",
+                   help="which of the fold's patients to draw (default test)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--out-dir", required=True)
 
     p = add("provenance", cmd_provenance,

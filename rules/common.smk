@@ -230,6 +230,11 @@ def slide_path(wildcards):
     return match.iloc[0]
 
 
+def slide_files(modality):
+    """The slide files behind a WSI modality (none for imported features: nothing to read)."""
+    return [] if MODALITIES[modality].get("features_dir") else sorted(slides()["path"])
+
+
 def slide_features(wildcards):
     """Every slide's feature file of one WSI modality."""
     fs = feature_set(wildcards.wsi)
@@ -254,6 +259,8 @@ def all_targets():
     targets = [f"{OUT}/cohort/patients.parquet", f"{OUT}/cohort/folds.parquet", f"{OUT}/qc/failed.tsv"]
     if MODELS:
         targets += [f"{OUT}/summary/metrics.tsv", f"{OUT}/summary/figures/risk_groups.png"]
+    if EVALUATION["heatmaps"] and "blocks" in _build:
+        targets += expand(f"{OUT}/heatmaps/{{m}}/fold{{fold}}", m=WSI, fold=FOLDS)
     return targets + [f"{OUT}/provenance/run.json"]
 
 

@@ -198,3 +198,32 @@ rule figures:
     shell:
         "lego figures --summary-dir {params.summary_dir:q} --metrics {input.metrics:q} --thumbnails {params.thumbnails} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule heatmaps:
+    input:
+        weights=f"{OUT}/blocks/{{wsi}}/fold{{fold}}/model.safetensors",
+        config=f"{OUT}/blocks/{{wsi}}/fold{{fold}}/config.json",
+        manifest=f"{OUT}/modalities/{{wsi}}.parquet",
+        features=slide_features,
+        slides=rules.index_slides.output.slides,
+        slide_files=lambda w: slide_files(w.wsi),
+        folds=rules.make_folds.output[0],
+    output:
+        report(directory(f"{OUT}/heatmaps/{{wsi}}/fold{{fold}}"), patterns=["{name}.png"],
+               caption="../workflow/report/heatmaps.rst", category="Heatmaps", subcategory="{wsi}, fold {fold}"),
+    params:
+        model_dir=lambda w, input: os.path.dirname(input.weights),
+        slides=lambda w, input: "" if not input.slide_files else f"--slides {shlex.quote(input.slides)}",
+    log:
+        f"{OUT}/logs/heatmaps/{{wsi}}/fold{{fold}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/heatmaps/{{wsi}}/fold{{fold}}.tsv"
+    conda:
+        "../envs/models.yaml"
+    resources:
+        mem_mb=grows(3000),
+        runtime=20,
+    shell:
+        "lego heatmaps --model-dir {params.model_dir:q} --manifest {input.manifest:q} --folds {input.folds:q} "
+        "{params.slides} --out-dir {output:q} > {log:q} 2>&1"

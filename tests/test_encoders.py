@@ -15,9 +15,10 @@ from lego.slides.tissue import TissueParams
 
 def test_registry_lists_the_shipped_encoders():
     names = list_encoders()
-    assert {"stain_texture", "efficientnet_lite0", "resnet50_trunc"} <= set(names)
-    with pytest.raises(ConfigError, match="unknown encoder 'uni'.*stain_texture"):
-        create_encoder("uni")
+    assert {"stain_texture", "efficientnet_lite0", "resnet50_trunc", "uni", "uni2_h", "conch_v15", "virchow2",
+            "h_optimus_0", "h_optimus_1", "gigapath", "phikon_v2"} <= set(names)
+    with pytest.raises(ConfigError, match="unknown encoder 'uni3'.*stain_texture"):
+        create_encoder("uni3")
 
 
 def test_stain_texture_separates_stains():

@@ -66,6 +66,24 @@ def test_report_embeds_every_figure_and_table(demo_run, tmp_path):
         assert png in html, f"{name}.png is not embedded in the report"
     for table in ("metrics.tsv", "folds.tsv", "comparisons.tsv"):
         assert table in html
+    heat = sorted((demo_run / "results" / "demo" / "heatmaps" / "wsi").glob("fold*/*.png"))
+    assert heat, "the slide block's test heatmaps are drawn"
+    assert base64.b64encode(heat[0].read_bytes()).decode() in html, "and shown in the report"
+
+
+def test_heatmaps_of_the_test_slides(demo_run):
+    out = demo_run / "results" / "demo"
+    folds = pd.read_parquet(out / "cohort" / "folds.parquet")
+    manifest = pd.read_parquet(out / "modalities" / "wsi.parquet")
+    for fold in (0, 1):
+        test = folds[(folds["fold"] == fold) & (folds["subset"] == "test")]["patient_id"]
+        expected = set(manifest[(manifest["status"] == "ok") & manifest["patient_id"].isin(test)]["slide_id"])
+        d = out / "heatmaps" / "wsi" / f"fold{fold}"
+        index = pd.read_table(d / "index.tsv")
+        assert set(index["slide_id"]) == expected
+        for s in expected:
+            geo = json.loads((d / f"{s}.geojson").read_text())
+            assert geo["type"] == "FeatureCollection" and len(geo["features"]) == len(pd.read_parquet(d / f"{s}.attention.parquet"))
 
 
 def test_blank_slide_is_recorded_not_fatal(demo_run):

@@ -82,7 +82,7 @@ def embed_slide(
     with torch.inference_mode():
         for batch in it:
             batch = batch.to(dev, non_blocking=True)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=dev.type == "cuda"):
+            with torch.autocast(device_type="cuda", dtype=encoder.autocast_dtype, enabled=dev.type == "cuda"):
                 out = encoder.embed(batch)
             feats.append(out.float().cpu().numpy())
     elapsed = time.perf_counter() - t0

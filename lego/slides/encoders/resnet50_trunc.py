@@ -65,7 +65,8 @@ class ResNet50Trunc(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-@register_encoder("resnet50_trunc", "1024-d ResNet-50 to layer3 (CLAM); needs a local torchvision-format checkpoint")
+@register_encoder("resnet50_trunc", "1024-d ResNet-50 to layer3 (CLAM); needs a local torchvision-format checkpoint",
+                  dim=1024, input_px=224, weights="a torchvision ResNet-50 state dict (.pth or .safetensors)")
 def build(checkpoint: str | None = None) -> Encoder:
     if not checkpoint:
         raise ConfigError(

@@ -52,7 +52,8 @@ class StainTexture(nn.Module):
         return torch.cat([stain, colour, grad, tissue], dim=1)
 
 
-@register_encoder("stain_texture", "24-d stain (H/E/DAB), colour and texture statistics; no weights, very fast")
+@register_encoder("stain_texture", "24-d stain (H/E/DAB), colour and texture statistics; no weights, very fast",
+                  dim=24, input_px=128, weights="none")
 def build(checkpoint: str | None = None) -> Encoder:
     digest = hashlib.sha256(VERSION.encode()).hexdigest()[:16]
     return Encoder("stain_texture", 24, 128, StainTexture(), digest, normalise=False)

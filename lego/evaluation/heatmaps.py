@@ -1,0 +1,163 @@
+"""Attention heatmaps of a slide block: which patches the gated-attention pooling (ABMIL) weighs.
+
+For each patient, the block's attention runs over all the patient's patches at once (every slide
+concatenated, as in training, without the training subsample), so a patch's weight is the share
+of the patient's pooled embedding it contributes; the weights are then split back per slide.
+Each slide gets a table (x, y, attention, percentile), a PNG over its thumbnail (or over a blank
+canvas when the slide file is absent: a features-only cohort) and a GeoJSON that QuPath opens
+(one square detection per patch, with the attention as a measurement).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lego.errors import InputError
+from lego.io import atomic_path
+from lego.slides.features import read_feature_bag
+
+THUMB_PX = 1024  # the heatmap PNG's longer side
+INDEX_COLUMNS = ["slide_id", "patient_id", "patches", "top_x", "top_y", "top_attention"]
+log = logging.getLogger(__name__)
+
+
+def patient_attention(block, state: dict, feature_files: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(coords, attention) per slide of one patient from the block's ABMIL encoder."""
+    encoder = getattr(block, "encoder", None)
+    if not hasattr(encoder, "attention"):
+        raise InputError(f"the block's encoder is {type(encoder).__name__}, which has no patch attention (abmil has)")
+    bags = [read_feature_bag(f) for f in feature_files]
+    feats = np.concatenate([b.features for b in bags])
+    mean, std = np.asarray(state["mean"], np.float32), np.asarray(state["std"], np.float32)
+    x = torch.from_numpy(((feats - mean) / std).astype(np.float32)).unsqueeze(0)
+    with torch.no_grad():
+        _, weights = encoder.attention(x, torch.ones(1, len(feats), dtype=torch.bool))
+    weights = weights[0].double().numpy()
+    cuts = np.cumsum([len(b.features) for b in bags])[:-1]
+    return [(b.coords, w) for b, w in zip(bags, np.split(weights, cuts))]
+
+
+def attention_table(coords: np.ndarray, attention: np.ndarray, patch_size: int) -> pd.DataFrame:
+    """One row per patch: level-0 top-left, size, attention and its percentile within the slide."""
+    pct = pd.Series(attention).rank(pct=True).to_numpy() if len(attention) else attention
+    return pd.DataFrame({"x": coords[:, 0].astype(np.int64), "y": coords[:, 1].astype(np.int64),
+                         "size": np.full(len(coords), int(patch_size), np.int64),
+                         "attention": attention, "percentile": pct})
+
+
+def write_geojson(table: pd.DataFrame, slide_id: str, path: str | Path) -> None:
+    """QuPath-readable GeoJSON: one square detection per patch (level-0 pixels), attention as a measurement."""
+    features = []
+    for r in table.itertuples():
+        x0, y0, x1, y1 = int(r.x), int(r.y), int(r.x + r.size), int(r.y + r.size)
+        features.append({
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]},
+            "properties": {"objectType": "detection", "name": slide_id,
+                           "measurements": {"attention": float(r.attention), "attention_percentile": float(r.percentile)}},
+        })
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+
+
+def _thumbnail(slide_path: str | None, size0: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """(RGB thumbnail, level-0 pixels per thumbnail pixel); white when the slide cannot be read."""
+    scale = max(size0) / THUMB_PX
+    shape = (max(1, int(round(size0[1] / scale))), max(1, int(round(size0[0] / scale))))
+    if slide_path and Path(slide_path).is_file():
+        try:
+            import openslide
+
+            with openslide.OpenSlide(slide_path) as s:
+                img = np.asarray(s.get_thumbnail((shape[1], shape[0])).convert("RGB"))
+            return img, size0[0] / img.shape[1]
+        except Exception:  # an unreadable slide still gets its heatmap, on white
+            pass
+    return np.full(shape + (3,), 255, np.uint8), scale
+
+
+def draw_heatmap(table: pd.DataFrame, slide_id: str, size0: tuple[int, int], slide_path: str | None,
+                 path: str | Path) -> None:
+    """PNG: the attention percentile of each patch (viridis) blended over the slide thumbnail."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img, per_px = _thumbnail(slide_path, size0)
+    heat = np.zeros(img.shape[:2])
+    seen = np.zeros(img.shape[:2], bool)
+    for r in table.itertuples():
+        x0, y0 = int(r.x / per_px), int(r.y / per_px)
+        x1, y1 = max(x0 + 1, int((r.x + r.size) / per_px)), max(y0 + 1, int((r.y + r.size) / per_px))
+        heat[y0:y1, x0:x1], seen[y0:y1, x0:x1] = r.percentile, True
+    fig, ax = plt.subplots(figsize=(8, 8 * img.shape[0] / img.shape[1] + 0.6), dpi=100)
+    ax.imshow(img)
+    shown = ax.imshow(np.ma.masked_where(~seen, heat), cmap="viridis", alpha=0.55, vmin=0, vmax=1)
+    fig.colorbar(shown, ax=ax, fraction=0.04, label="attention (percentile within the slide)")
+    ax.set_title(f"{slide_id}: {len(table)} patches", fontsize=10)
+    ax.set_axis_off()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def _patch_size(bag) -> int:
+    """Level-0 patch size: the file's geometry, else the grid's stride (CLAM files carry none)."""
+    size = bag.coords_attrs.get("patch_size_level0") or bag.attrs.get("patch_size_level0")
+    if size:
+        return int(size)
+    steps = np.diff(np.unique(bag.coords[:, 0])) if len(bag.coords) > 1 else np.array([])
+    return int(steps[steps > 0].min()) if (steps > 0).any() else 1
+
+
+def run_heatmaps(model_dir: str, manifest: str, folds: str, out_dir: str, slides: str | None = None,
+                 subset: str = "test") -> pd.DataFrame:
+    """Attention of a slide block's fold on that fold's ``subset`` patients: per slide a table,
+    a PNG and a GeoJSON under ``out_dir``; returns (and writes) the index of slides drawn."""
+    from lego.data.fold_data import fold_ids
+    from lego.io import read_frame, write_parquet, write_tsv
+    from lego.models import io as model_io
+
+    block, config = model_io.load(model_dir)
+    if config["kind"] != "block" or config.get("modality_kind") != "wsi":
+        raise InputError(f"{model_dir}: heatmaps need a slide modality's block (kind wsi), not a "
+                         f"{config.get('modality_kind', config['kind'])} model")
+    block.eval()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not hasattr(block.encoder, "attention"):  # a grid may choose a block without attention pooling
+        why = f"the chosen block's encoder ({config['block']['encoder']}) has no patch attention; abmil has"
+        log.warning("%s: no heatmaps: %s", model_dir, why)
+        (out / "NO_HEATMAPS.txt").write_text(why + "\n")
+        write_tsv(pd.DataFrame(columns=INDEX_COLUMNS), out / "index.tsv")
+        return pd.DataFrame(columns=INDEX_COLUMNS)
+    patients = set(fold_ids(read_frame(folds, "folds"), config["fold"])[subset])
+    m = read_frame(manifest, "manifest")
+    m = m[(m["status"] == "ok") & m["patient_id"].isin(patients)]
+    paths = dict(zip(*read_frame(slides, "slides")[["slide_id", "path"]].T.values)) if slides else {}
+    rows = []
+    for pid, group in m.groupby("patient_id", sort=True):
+        per_slide = patient_attention(block, config["preprocess"], group["features"].tolist())
+        for slide_id, feature_file, (coords, att) in zip(group["slide_id"], group["features"], per_slide):
+            bag = read_feature_bag(feature_file)
+            table = attention_table(coords, att, _patch_size(bag))
+            size0 = (int(bag.attrs.get("slide_width") or (table["x"] + table["size"]).max()),
+                     int(bag.attrs.get("slide_height") or (table["y"] + table["size"]).max()))
+            write_parquet(table, out / f"{slide_id}.attention.parquet")
+            write_geojson(table, slide_id, out / f"{slide_id}.geojson")
+            draw_heatmap(table, slide_id, size0, paths.get(slide_id), out / f"{slide_id}.png")
+            top = table.loc[table["attention"].idxmax()]
+            rows.append({"slide_id": slide_id, "patient_id": pid, "patches": len(table), "top_x": int(top["x"]),
+                         "top_y": int(top["y"]), "top_attention": float(top["attention"])})
+    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    log.info("%s: heatmaps of %d slide(s) of %d %s patient(s) in %s", model_dir, len(index),
+             index["patient_id"].nunique(), subset, out)
+    write_tsv(index, out / "index.tsv")
+    return index
