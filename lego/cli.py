@@ -35,7 +35,7 @@ def cmd_make_demo(a) -> None:
         raise LegoError(f"the demo needs the 'demo' extra ({exc.name} is not installed): "
                         "pip install -e '.[demo]'") from None
 
-    summary = make_demo_cohort(a.out, n_patients=a.patients, seed=a.seed, workers=a.workers)
+    summary = make_demo_cohort(a.out, n_patients=a.patients, seed=a.seed, workers=a.workers, prefix=a.prefix)
     log.info("demo cohort written to %s: %s", a.out, json.dumps(summary))
 
 
@@ -317,7 +317,16 @@ def cmd_evaluate(a) -> None:
 def cmd_predict(a) -> None:
     from lego.stages import predict_cohort
 
-    predict_cohort(a.model_dir, _named_paths(a.data), a.out_dir, a.labels, _eval_options(a))
+    predict_cohort(a.model_dir, _named_paths(a.data), a.out_dir, a.labels, _eval_options(a), a.name)
+
+
+def cmd_predict_summary(a) -> None:
+    from lego.evaluation.summary import external_summary
+    from lego.io import write_tsv
+
+    table = external_summary(a.metrics)
+    write_tsv(table, a.out)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 def cmd_baselines(a) -> None:
@@ -530,6 +539,7 @@ def _cohort_commands(add) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--patients", type=int, default=250)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--prefix", default="DEMO", help="four letters starting every patient ID (default DEMO)")
     p.add_argument("--workers", type=int, default=1, help="processes writing slides (the output does not depend on it)")
 
     p = add("ingest-labels", cmd_ingest_labels,
@@ -713,8 +723,14 @@ def _evaluation_commands(add) -> None:
     p.add_argument("--data", nargs="+", required=True, metavar="NAME=PATH",
                    help="each modality's table prepared by prepare-modality (or a feature manifest) for the new cohort")
     p.add_argument("--labels", default=None, help="outcomes of the new cohort (ingest-labels parquet), for metrics")
+    p.add_argument("--name", default=None, help="model name recorded in metrics.json (default: the model folder's)")
     eval_args(p)
     p.add_argument("--out-dir", required=True)
+
+    p = add("predict-summary", cmd_predict_summary,
+            "Mean and spread over folds of each model's external metrics (metrics.json files written by predict).")
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json files written by predict")
+    p.add_argument("--out", required=True)
 
     p = add("baselines", cmd_baselines,
             f"Fit reference models ({', '.join(FITTED_BASELINES)}) on one input of one fold with in-fold preprocessing; "

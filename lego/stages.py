@@ -246,7 +246,7 @@ def _fold_modalities(configs: dict[str, dict], data: dict[str, str], seed: int =
 
 
 def predict_cohort(model_dir: str, data: dict[str, str], out_dir: str, labels: str | None = None,
-                   opts: EvalOptions | None = None) -> dict:
+                   opts: EvalOptions | None = None, name: str | None = None) -> dict:
     """Apply a trained block, merge or fuse to a new cohort (external validation or deployment).
 
     The model's saved preprocessing is reused as is (a column it was trained on and the new
@@ -264,7 +264,8 @@ def predict_cohort(model_dir: str, data: dict[str, str], out_dir: str, labels: s
     if not ids:
         raise InputError(f"none of the given tables holds a patient for the model in {model_dir}")
     pred = predict(model, config, mods, ids)
-    result = {"model_dir": str(model_dir), "kind": config["kind"], "fold": config.get("fold"), "task": config["task"],
+    result = {"model": name or Path(model_dir).name, "model_dir": str(model_dir), "kind": config["kind"],
+              "fold": config.get("fold"), "task": config["task"],
               "n": len(ids), "modalities": {m: len(t.per_patient) for m, t in mods.items()}}
     if labels:
         lab = read_frame(labels, "labels")

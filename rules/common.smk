@@ -255,8 +255,39 @@ def mpp_arg():
     return f"--mpp-fallback {fallback}" if fallback is not None else ""
 
 
+PREDICT_FROM = config["predict"]["from"]
+
+
+def trained_dir(model, fold, base):
+    """Where a run under ``base`` keeps a trained model's fold."""
+    return f"{base}/blocks/{model.removeprefix('block-')}/fold{fold}" if model.startswith("block-") else f"{base}/{model}/fold{fold}"
+
+
+def _predict_runs():
+    """(model, fold, modalities) of every trained model the predict section applies."""
+    runs = []
+    for model in config["predict"]["models"]:
+        folds = sorted(int(p.name[4:]) for p in Path(trained_dir(model, 0, PREDICT_FROM)).parent.glob("fold*")
+                       if p.name[4:].isdigit() and (p / "config.json").is_file())
+        if not folds:
+            raise WorkflowError(f"predict.from: no trained {model} under {PREDICT_FROM}; run the training config first")
+        for fold in folds:
+            trained = json.loads(Path(trained_dir(model, fold, PREDICT_FROM), "config.json").read_text())
+            mods = [trained["modality"]] if trained["kind"] == "block" else sorted(trained["blocks"])
+            missing = [m for m in mods if m not in MODALITIES]
+            if missing:
+                raise WorkflowError(f"predict: {model} fold {fold} needs modalities {missing}, which this config lacks")
+            runs.append((model, fold, mods))
+    return runs
+
+
+PREDICT_RUNS = _predict_runs() if PREDICT_FROM else []
+
+
 def all_targets():
     targets = [f"{OUT}/cohort/patients.parquet", f"{OUT}/cohort/folds.parquet", f"{OUT}/qc/failed.tsv"]
+    if PREDICT_FROM:  # external validation: models of another run applied here, nothing trained
+        return targets + [f"{OUT}/predict/summary.tsv", f"{OUT}/provenance/run.json"]
     if MODELS:
         targets += [f"{OUT}/summary/metrics.tsv", f"{OUT}/summary/figures/risk_groups.png"]
     if EVALUATION["heatmaps"] and "blocks" in _build:

@@ -11,6 +11,7 @@ rule make_demo:
     params:
         n=config["demo"]["n_patients"],
         seed=config["demo"]["seed"],
+        prefix=config["demo"]["prefix"],
         out=lambda w, output: os.path.dirname(output.clinical),
     threads: 2
     log:
@@ -23,4 +24,4 @@ rule make_demo:
         mem_mb=2000,
         runtime=30,
     shell:
-        "lego make-demo --out {params.out:q} --patients {params.n} --seed {params.seed} --workers {threads} > {log:q} 2>&1"
+        "lego make-demo --out {params.out:q} --patients {params.n} --seed {params.seed} --prefix {params.prefix} --workers {threads} > {log:q} 2>&1"

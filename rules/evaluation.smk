@@ -227,3 +227,51 @@ rule heatmaps:
     shell:
         "lego heatmaps --model-dir {params.model_dir:q} --manifest {input.manifest:q} --folds {input.folds:q} "
         "{params.slides} --out-dir {output:q} > {log:q} 2>&1"
+
+
+def _predict_mods(wildcards):
+    return next(m for model, fold, m in PREDICT_RUNS if model == wildcards.model and fold == int(wildcards.fold))
+
+
+rule predict:
+    input:
+        weights=lambda w: f"{trained_dir(w.model, w.fold, PREDICT_FROM)}/model.safetensors",
+        config=lambda w: f"{trained_dir(w.model, w.fold, PREDICT_FROM)}/config.json",
+        data=lambda w: [f"{OUT}/modalities/{m}.parquet" for m in _predict_mods(w)],
+        labels=rules.ingest_labels.output[0],
+    output:
+        metrics=f"{OUT}/predict/{{model}}/fold{{fold}}/metrics.json",
+        predictions=f"{OUT}/predict/{{model}}/fold{{fold}}/predictions.parquet",
+    params:
+        model_dir=lambda w, input: os.path.dirname(input.weights),
+        data=lambda w, input: named_paths(_predict_mods(w), input.data),
+        evaluation=METRIC_OPTIONS,
+        out_dir=lambda w, output: os.path.dirname(output.metrics),
+    log:
+        f"{OUT}/logs/predict/{{model}}/fold{{fold}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/predict/{{model}}/fold{{fold}}.tsv"
+    conda:
+        "../envs/models.yaml"
+    resources:
+        mem_mb=grows(4000),
+        runtime=20,
+    shell:
+        "lego predict --model-dir {params.model_dir:q} --name {wildcards.model} --data {params.data} "
+        "--labels {input.labels:q} --evaluation {params.evaluation:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule predict_summary:
+    input:
+        [f"{OUT}/predict/{model}/fold{fold}/metrics.json" for model, fold, _ in PREDICT_RUNS],
+    output:
+        f"{OUT}/predict/summary.tsv",
+    log:
+        f"{OUT}/logs/predict_summary.log",
+    conda:
+        "../envs/models.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "lego predict-summary --metrics {input:q} --out {output:q} > {log:q} 2>&1"

@@ -211,3 +211,24 @@ def test_a_results_dir_with_spaces_and_quotes_works(tmp_path):
     targets = [f"{out}/cohort/folds.parquet", f"{out}/modalities/rna.parquet"]
     snakemake(tmp_path, "--cores", "2", *targets)
     assert all((tmp_path / t).exists() for t in targets)
+
+
+def test_models_of_one_demo_cohort_predict_a_second_one(demo_run, tmp_path):
+    """External validation end to end: a freshly generated cohort (another seed and ID prefix)
+    is prepared by the same rules and scored by the first run's trained models, every fold."""
+    trained = demo_run / "results" / "demo"
+    config = write_config(tmp_path)
+    config["demo"].update({"seed": 11, "prefix": "DEMB"})
+    config["predict"] = {"from": str(trained), "models": ["merge-tuned", "block-rna"]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(tmp_path, "--cores", "2")
+    out = tmp_path / "results" / "demo"
+    assert not (out / "blocks").exists(), "nothing is trained in predict mode"
+    summary = pd.read_table(out / "predict" / "summary.tsv").set_index(["model", "metric"])
+    for model in ("merge-tuned", "block-rna"):
+        assert summary.loc[(model, "c_index"), "folds"] == 2 and 0 <= summary.loc[(model, "c_index"), "mean"] <= 1
+        preds = pd.read_parquet(out / "predict" / model / "fold0" / "predictions.parquet")
+        assert preds["patient_id"].str.startswith("DEMB").all() and preds["risk"].notna().all()
+    labels = pd.read_parquet(out / "cohort" / "labels.parquet")
+    merged = pd.read_parquet(out / "predict" / "merge-tuned" / "fold1" / "predictions.parquet")
+    assert len(merged) == len(labels), "a merge predicts every patient with at least one of its modalities"

@@ -130,14 +130,19 @@ def _write_slide(job: tuple) -> None:
 
 
 def make_demo_cohort(out_dir: str | Path, n_patients: int = 250, seed: int = 7, write_slides: bool = True,
-                     workers: int = 1) -> dict:
+                     workers: int = 1, prefix: str = "DEMO") -> dict:
     """Write ``clinical.csv``, ``omics_all_clean.csv.gz`` (MCAT format) and ``slides/*.svs``.
+
+    ``prefix`` (4 letters) starts every patient ID: a second cohort from another seed and prefix
+    shares no patient with the first (an external cohort for ``predict``).
 
     Returns a summary dict (counts) for logging.
     """
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
-    ids = [f"DEMO-{(i // 100):02d}-{i:04d}" for i in range(n_patients)]  # 12 characters, TCGA-like
+    if len(prefix) != 4 or not prefix.isalpha():
+        raise ValueError(f"demo prefix {prefix!r}: four letters (patient IDs keep 12 characters)")
+    ids = [f"{prefix}-{(i // 100):02d}-{i:04d}" for i in range(n_patients)]  # 12 characters, TCGA-like
     u, v, w = rng.normal(size=n_patients), rng.normal(size=n_patients), rng.normal(size=n_patients)
     age = np.clip(rng.normal(62, 9, n_patients), 30, 90).round(0)
     eta = 1.2 * (u + v + w) + 0.01 * (age - 62)

@@ -184,3 +184,25 @@ def _comparisons(metrics, preds, folds, task, key, n_boot, level, seed) -> pd.Da
     return pd.DataFrame(out, columns=["model", "reference", "reference_is", "metric", "own_sets_difference",
                                       "paired_difference", "ci_low", "ci_high", "p_not_better", "n_paired"])
 
+
+
+def external_summary(metric_files: list[str]) -> pd.DataFrame:
+    """Per model and metric of an external cohort (``lego predict`` with labels): mean, std and
+    range over the folds whose model was applied, and how many patients were labelled."""
+    rows = []
+    for f in metric_files:
+        r = read_json(f, dict)
+        if "external" not in r:
+            raise InputError(f"{f}: no external metrics; run `lego predict` with --labels")
+        for metric, value in r["external"].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and metric not in ("n", "events", "tau"):
+                rows.append({"model": r.get("model"), "fold": r.get("fold"), "metric": metric, "value": float(value),
+                             "labelled": r.get("labelled")})
+    cols = ["model", "metric", "folds", "mean", "std", "min", "max", "labelled"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    long = pd.DataFrame(rows)
+    out = long.groupby(["model", "metric"], sort=True).agg(folds=("value", "size"), mean=("value", "mean"),
+                                                          std=("value", "std"), min=("value", "min"),
+                                                          max=("value", "max"), labelled=("labelled", "max"))
+    return out.reset_index()[cols]
