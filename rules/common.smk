@@ -284,6 +284,11 @@ def _predict_runs():
 PREDICT_RUNS = _predict_runs() if PREDICT_FROM else []
 
 
+def predict_modalities(wildcards):
+    """The modalities a trained model applied in predict mode reads."""
+    return next(m for model, fold, m in PREDICT_RUNS if model == wildcards.model and fold == int(wildcards.fold))
+
+
 def all_targets():
     targets = [f"{OUT}/cohort/patients.parquet", f"{OUT}/cohort/folds.parquet", f"{OUT}/qc/failed.tsv"]
     if PREDICT_FROM:  # external validation: models of another run applied here, nothing trained

@@ -229,22 +229,18 @@ rule heatmaps:
         "{params.slides} --out-dir {output:q} > {log:q} 2>&1"
 
 
-def _predict_mods(wildcards):
-    return next(m for model, fold, m in PREDICT_RUNS if model == wildcards.model and fold == int(wildcards.fold))
-
-
 rule predict:
     input:
         weights=lambda w: f"{trained_dir(w.model, w.fold, PREDICT_FROM)}/model.safetensors",
         config=lambda w: f"{trained_dir(w.model, w.fold, PREDICT_FROM)}/config.json",
-        data=lambda w: [f"{OUT}/modalities/{m}.parquet" for m in _predict_mods(w)],
+        data=lambda w: [f"{OUT}/modalities/{m}.parquet" for m in predict_modalities(w)],
         labels=rules.ingest_labels.output[0],
     output:
         metrics=f"{OUT}/predict/{{model}}/fold{{fold}}/metrics.json",
         predictions=f"{OUT}/predict/{{model}}/fold{{fold}}/predictions.parquet",
     params:
         model_dir=lambda w, input: os.path.dirname(input.weights),
-        data=lambda w, input: named_paths(_predict_mods(w), input.data),
+        data=lambda w, input: named_paths(predict_modalities(w), input.data),
         evaluation=METRIC_OPTIONS,
         out_dir=lambda w, output: os.path.dirname(output.metrics),
     log:
