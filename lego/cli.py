@@ -715,8 +715,8 @@ def _model_commands(add) -> None:
 
 
 
-def _evaluation_commands(add) -> None:
-    """Baselines, summaries, figures, provenance and QC."""
+def _prediction_commands(add) -> None:
+    """Trained models applied to new cohorts."""
     p = add("predict", cmd_predict,
             "Apply a trained block, merge or fuse to a new cohort (no labels needed); with --labels, external metrics.")
     p.add_argument("--model-dir", required=True)
@@ -732,6 +732,9 @@ def _evaluation_commands(add) -> None:
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.json files written by predict")
     p.add_argument("--out", required=True)
 
+
+def _evaluation_commands(add) -> None:
+    """Baselines, summaries and the ensemble."""
     p = add("baselines", cmd_baselines,
             f"Fit reference models ({', '.join(FITTED_BASELINES)}) on one input of one fold with in-fold preprocessing; "
             "evaluate each.")
@@ -773,6 +776,9 @@ def _evaluation_commands(add) -> None:
     p.add_argument("--out-dir", required=True)
     eval_args(p)
 
+
+def _report_commands(add) -> None:
+    """Figures, heatmaps, provenance and QC."""
     p = add("figures", cmd_figures, "Report figures: risk groups, per-fold metrics, merge vs ensemble, tissue QC.")
     p.add_argument("--summary-dir", required=True, help="directory with metrics.tsv and folds.tsv")
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.json files (predictions beside)")
@@ -815,7 +821,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    for group in (_cohort_commands, _slide_commands, _table_commands, _model_commands, _evaluation_commands):
+    for group in (_cohort_commands, _slide_commands, _table_commands, _model_commands, _prediction_commands,
+                  _evaluation_commands, _report_commands):
         group(add)
     _fill_help(parser)
     return parser

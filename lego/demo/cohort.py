@@ -129,6 +129,112 @@ def _write_slide(job: tuple) -> None:
                       app_mag=40 if spec.mpp < 0.4 else 20)
 
 
+@dataclass
+class _Patients:
+    """The demo's patients: IDs, hidden factors and outcome (one entry per patient)."""
+
+    ids: list[str]
+    u: np.ndarray
+    v: np.ndarray
+    w: np.ndarray
+    age: np.ndarray
+    is_female: np.ndarray
+    time: np.ndarray
+    censorship: np.ndarray
+    clinical: pd.DataFrame
+
+
+def _patients(rng: np.random.Generator, n: int, prefix: str) -> _Patients:
+    """Hidden factors u (slides), v (RNA), w (genome); survival from all three plus age."""
+    if len(prefix) != 4 or not prefix.isalpha():
+        raise ValueError(f"demo prefix {prefix!r}: four letters (patient IDs keep 12 characters)")
+    ids = [f"{prefix}-{(i // 100):02d}-{i:04d}" for i in range(n)]  # 12 characters, TCGA-like
+    u, v, w = rng.normal(size=n), rng.normal(size=n), rng.normal(size=n)
+    age = np.clip(rng.normal(62, 9, n), 30, 90).round(0)
+    eta = 1.2 * (u + v + w) + 0.01 * (age - 62)
+    t_event = rng.exponential(36.0 / np.exp(eta))
+    t_cens = rng.uniform(6, 120, n)
+    time = np.maximum(np.minimum(t_event, t_cens), 0.1).round(2)
+    censorship = (t_cens < t_event).astype(int)
+    score = u + v + w + rng.normal(0, 0.5, n)
+    grade = np.array(["G1", "G2", "G3"])[np.searchsorted(np.quantile(score, [1 / 3, 2 / 3]), score)]
+    is_female = rng.integers(0, 2, n)
+    clinical = pd.DataFrame({"case_id": ids, "age": age, "is_female": is_female, "survival_months": time,
+                             "censorship": censorship, "grade": grade})
+    return _Patients(ids, u, v, w, age, is_female, time, censorship, clinical)
+
+
+def _omics(rng: np.random.Generator, pat: _Patients) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Mutation (TP53 follows w), CNV (4 genes follow w) and RNA (6 genes follow v, rare outliers)."""
+    n = len(pat.ids)
+    mut_genes = ["TP53", "PTEN", "PIK3CA", "ARID1A", "KRAS", "CTNNB1"] + [f"GENE{i:03d}" for i in range(24)]
+    mutation = (rng.random((n, len(mut_genes))) < rng.uniform(0.03, 0.2, len(mut_genes))).astype(int)
+    mutation[:, 0] = (rng.random(n) < _sigmoid(1.5 * pat.w - 0.5)).astype(int)
+    cnv_genes = SIGNAL_CNV + [f"GENE{i:03d}_cnv" for i in range(36)]
+    cnv = rng.choice([-1, 0, 1], size=(n, len(cnv_genes)), p=[0.1, 0.8, 0.1])
+    k = len(SIGNAL_CNV)
+    cnv[:, :k] = np.clip(np.round(0.9 * pat.w[:, None] + rng.normal(0, 0.5, (n, k))), -2, 2)
+    rna_genes = SIGNAL_RNA + [f"GENE{i:03d}_rnaseq" for i in range(54)]
+    rna = rng.normal(size=(n, len(rna_genes)))
+    rna[:, : len(SIGNAL_RNA)] = 0.8 * pat.v[:, None] + rng.normal(0, 0.5, (n, len(SIGNAL_RNA)))
+    outliers = rng.random(rna.shape) < 0.002
+    rna[outliers] = rng.uniform(2000, 16000, outliers.sum())  # like BLCA's extreme values
+    return {"mutation": (mut_genes, mutation), "cnv": (cnv_genes, cnv), "rna": (rna_genes, rna.round(4))}
+
+
+def _slide_specs(rng: np.random.Generator, pat: _Patients, n_slides: np.ndarray) -> tuple[list, list]:
+    """(patient index, slide ID) of every omics row, and the spec of every slide to draw (one blank)."""
+    slide_rows, specs = [], []
+    blank_owner = int(np.flatnonzero(n_slides > 0)[0])
+    for i, pid in enumerate(pat.ids):
+        if i == blank_owner:
+            specs.append((f"{pid}-01Z-00-DX9", SlideSpec(2048, 1536, 0.5, 0.0, blank=True)))
+        for k in range(max(1, n_slides[i])):
+            sid = f"{pid}-01Z-00-DX{k + 1}"
+            slide_rows.append((i, sid))
+            if n_slides[i] > 0:
+                forty_x = rng.random() < 0.2
+                w20, h20 = int(rng.integers(1536, 2561)), int(rng.integers(1280, 2049))
+                f = 2 if forty_x else 1
+                frac = float(np.clip(_sigmoid(1.5 * pat.u[i]), 0.05, 0.95))
+                specs.append((sid, SlideSpec(w20 * f, h20 * f, 0.25 if forty_x else 0.5, frac)))
+    return slide_rows, specs
+
+
+def _omics_table(pat: _Patients, omics: dict, slide_rows: list, has_omics: np.ndarray) -> pd.DataFrame:
+    """The MCAT "all_clean" table: one row per slide (or per patient without one), omics repeated."""
+    names = [c for genes, _ in omics.values() for c in genes]
+    rows = []
+    for i, sid in slide_rows:
+        if not has_omics[i]:
+            continue
+        meta = {"case_id": pat.ids[i], "slide_id": f"{sid}.svs", "site": "DE", "is_female": pat.is_female[i],
+                "oncotree_code": "DEMO", "age": pat.age[i], "survival_months": pat.time[i],
+                "censorship": pat.censorship[i], "train": 1.0}
+        feats = {}
+        for genes, values in omics.values():
+            feats |= dict(zip(genes, values[i]))
+        rows.append(meta | feats)
+    return pd.DataFrame(rows, columns=MCAT_META + names)
+
+
+def _write_slides(slide_dir: Path, specs: list, seed: int, workers: int) -> None:
+    jobs = [(slide_dir / f"{sid}.svs", sid, spec, seed) for sid, spec in specs]
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_write_slide, jobs))
+    else:
+        for job in jobs:
+            _write_slide(job)
+
+
+def _write_csv(df: pd.DataFrame, path: Path, **kwargs) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, **kwargs)
+
+
 def make_demo_cohort(out_dir: str | Path, n_patients: int = 250, seed: int = 7, write_slides: bool = True,
                      workers: int = 1, prefix: str = "DEMO") -> dict:
     """Write ``clinical.csv``, ``omics_all_clean.csv.gz`` (MCAT format) and ``slides/*.svs``.
@@ -140,103 +246,28 @@ def make_demo_cohort(out_dir: str | Path, n_patients: int = 250, seed: int = 7, 
     """
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
-    if len(prefix) != 4 or not prefix.isalpha():
-        raise ValueError(f"demo prefix {prefix!r}: four letters (patient IDs keep 12 characters)")
-    ids = [f"{prefix}-{(i // 100):02d}-{i:04d}" for i in range(n_patients)]  # 12 characters, TCGA-like
-    u, v, w = rng.normal(size=n_patients), rng.normal(size=n_patients), rng.normal(size=n_patients)
-    age = np.clip(rng.normal(62, 9, n_patients), 30, 90).round(0)
-    eta = 1.2 * (u + v + w) + 0.01 * (age - 62)
-    t_event = rng.exponential(36.0 / np.exp(eta))
-    t_cens = rng.uniform(6, 120, n_patients)
-    time = np.maximum(np.minimum(t_event, t_cens), 0.1).round(2)
-    censorship = (t_cens < t_event).astype(int)
-    score = u + v + w + rng.normal(0, 0.5, n_patients)
-    grade = np.array(["G1", "G2", "G3"])[np.searchsorted(np.quantile(score, [1 / 3, 2 / 3]), score)]
-    is_female = rng.integers(0, 2, n_patients)
-    clinical = pd.DataFrame(
-        {"case_id": ids, "age": age, "is_female": is_female, "survival_months": time, "censorship": censorship, "grade": grade}
-    )
-
+    pat = _patients(rng, n_patients, prefix)
     # Modality availability: ~60 % without slides (keeps the demo's slide count, and run time, modest
     # while the omics blocks see enough patients), ~10 % without omics, nobody without both.
     n_slides = rng.choice([0, 1, 2], size=n_patients, p=[0.6, 0.32, 0.08])
     has_omics = rng.random(n_patients) >= 0.10
     has_omics[n_slides == 0] = True
-
-    # Omics features.
-    mut_genes = ["TP53", "PTEN", "PIK3CA", "ARID1A", "KRAS", "CTNNB1"] + [f"GENE{i:03d}" for i in range(24)]
-    mutation = (rng.random((n_patients, len(mut_genes))) < rng.uniform(0.03, 0.2, len(mut_genes))).astype(int)
-    mutation[:, 0] = (rng.random(n_patients) < _sigmoid(1.5 * w - 0.5)).astype(int)
-    cnv_genes = SIGNAL_CNV + [f"GENE{i:03d}_cnv" for i in range(36)]
-    cnv = rng.choice([-1, 0, 1], size=(n_patients, len(cnv_genes)), p=[0.1, 0.8, 0.1])
-    k = len(SIGNAL_CNV)
-    cnv[:, :k] = np.clip(np.round(0.9 * w[:, None] + rng.normal(0, 0.5, (n_patients, k))), -2, 2)
-    rna_genes = SIGNAL_RNA + [f"GENE{i:03d}_rnaseq" for i in range(54)]
-    rna = rng.normal(size=(n_patients, len(rna_genes)))
-    rna[:, : len(SIGNAL_RNA)] = 0.8 * v[:, None] + rng.normal(0, 0.5, (n_patients, len(SIGNAL_RNA)))
-    outliers = rng.random(rna.shape) < 0.002
-    rna[outliers] = rng.uniform(2000, 16000, outliers.sum())  # like BLCA's extreme values
-    rna = rna.round(4)
-
-    slide_rows, specs = [], []
-    blank_owner = int(np.flatnonzero(n_slides > 0)[0])
-    for i, pid in enumerate(ids):
-        if i == blank_owner:
-            specs.append((f"{pid}-01Z-00-DX9", SlideSpec(2048, 1536, 0.5, 0.0, blank=True)))
-        for k in range(max(1, n_slides[i])):
-            sid = f"{pid}-01Z-00-DX{k + 1}"
-            slide_rows.append((i, sid))
-            if n_slides[i] > 0:
-                forty_x = rng.random() < 0.2
-                w20, h20 = int(rng.integers(1536, 2561)), int(rng.integers(1280, 2049))
-                f = 2 if forty_x else 1
-                frac = float(np.clip(_sigmoid(1.5 * u[i]), 0.05, 0.95))
-                specs.append((sid, SlideSpec(w20 * f, h20 * f, 0.25 if forty_x else 0.5, frac)))
-
-    rows = []
-    for i, sid in slide_rows:
-        if not has_omics[i]:
-            continue
-        meta = {
-            "case_id": ids[i],
-            "slide_id": f"{sid}.svs",
-            "site": "DE",
-            "is_female": is_female[i],
-            "oncotree_code": "DEMO",
-            "age": age[i],
-            "survival_months": time[i],
-            "censorship": censorship[i],
-            "train": 1.0,
-        }
-        feats = dict(zip(mut_genes, mutation[i])) | dict(zip(cnv_genes, cnv[i])) | dict(zip(rna_genes, rna[i]))
-        rows.append(meta | feats)
-    omics = pd.DataFrame(rows, columns=MCAT_META + mut_genes + cnv_genes + rna_genes)
+    omics = _omics(rng, pat)
+    slide_rows, specs = _slide_specs(rng, pat, n_slides)
 
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "clinical.csv") as tmp:
-        clinical.to_csv(tmp, index=False)
-    with atomic_path(out / "omics_all_clean.csv.gz") as tmp:
-        omics.to_csv(tmp, index=False, compression="gzip")
-    slide_dir = out / "slides"
-    slide_dir.mkdir(exist_ok=True)
+    _write_csv(pat.clinical, out / "clinical.csv")
+    _write_csv(_omics_table(pat, omics, slide_rows, has_omics), out / "omics_all_clean.csv.gz", compression="gzip")
+    (out / "slides").mkdir(exist_ok=True)
     if write_slides:
-        jobs = [(slide_dir / f"{sid}.svs", sid, spec, seed) for sid, spec in specs]
-        if workers > 1:
-            from concurrent.futures import ProcessPoolExecutor
-
-            with ProcessPoolExecutor(workers) as pool:
-                list(pool.map(_write_slide, jobs))
-        else:
-            for job in jobs:
-                _write_slide(job)
-    truth = pd.DataFrame({"case_id": ids, "u": u, "v": v, "w": w, "n_slides": n_slides, "has_omics": has_omics})
-    with atomic_path(out / "hidden_factors.csv") as tmp:
-        truth.to_csv(tmp, index=False)
+        _write_slides(out / "slides", specs, seed, workers)
+    _write_csv(pd.DataFrame({"case_id": pat.ids, "u": pat.u, "v": pat.v, "w": pat.w, "n_slides": n_slides,
+                             "has_omics": has_omics}), out / "hidden_factors.csv")
     return {
         "patients": n_patients,
         "slides": len(specs),
         "blank_slides": sum(spec.blank for _, spec in specs),
         "patients_without_slides": int((n_slides == 0).sum()),
         "patients_without_omics": int((~has_omics).sum()),
-        "events": int((censorship == 0).sum()),
+        "events": int((pat.censorship == 0).sum()),
     }

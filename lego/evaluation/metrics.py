@@ -57,31 +57,46 @@ def curve_at(surv_at_edges: np.ndarray, edges: np.ndarray, times: np.ndarray) ->
 
 def survival_metrics(pred: pd.DataFrame, train: pd.DataFrame, edges: list[float] | None, horizons: list[float],
                      tau_quantile: float = 0.8) -> tuple[dict, dict]:
-    """Metrics from predictions (``time``, ``event``, ``risk``, optional ``surv_k``) and training labels."""
-    from sksurv.metrics import concordance_index_ipcw, cumulative_dynamic_auc, integrated_brier_score
+    """Metrics from predictions (``time``, ``event``, ``risk``, optional ``surv_k``) and training labels.
 
-    values: dict[str, float | None] = {}
-    missing: dict[str, str] = {}
+    Returns (values, missing): a metric that cannot be computed is None with its reason."""
     names = ["c_index", "uno_c"] + [horizon_name(h) for h in horizons] + ["mean_auc", "ibs"]
     n, n_events = len(pred), int(pred["event"].sum()) if len(pred) else 0
     if n < 2 or n_events == 0:
         reason = f"{n_events} events among {n} patients"
         return {k: None for k in names}, {k: reason for k in names}
     time, event, risk = pred["time"].to_numpy(float), pred["event"].to_numpy(int), pred["risk"].to_numpy(float)
-
+    values: dict[str, float | None] = {}
+    missing: dict[str, str] = {}
     values["c_index"] = c_index(time, event, risk)
     if np.isnan(values["c_index"]):
         values["c_index"], missing["c_index"] = None, f"no comparable pair among {n} patients ({n_events} events)"
     y_train, y_test = _surv(train["time"], train["event"]), _surv(time, event)
     tau = float(np.quantile(train["time"].to_numpy(float), tau_quantile))
     values["tau"] = tau
+    _uno_c(values, missing, y_train, y_test, risk, tau)
+    _time_dependent_auc(values, missing, y_train, y_test, risk, horizons, tau)
+    _brier(values, missing, pred, edges, y_train, y_test, tau)
+    return values, missing
+
+
+def _uno_c(values: dict, missing: dict, y_train, y_test, risk: np.ndarray, tau: float) -> None:
+    from sksurv.metrics import concordance_index_ipcw
+
     try:
-        if not ((time < tau) & (event == 1)).any():
+        if not ((y_test["time"] < tau) & y_test["event"]).any():
             raise ValueError(f"no test event before tau={tau:.4g}")
         values["uno_c"] = float(concordance_index_ipcw(y_train, y_test, risk, tau=tau)[0])
     except ValueError as e:
         values["uno_c"], missing["uno_c"] = None, f"Uno's C: {e}"
 
+
+def _time_dependent_auc(values: dict, missing: dict, y_train, y_test, risk: np.ndarray, horizons: list[float],
+                        tau: float) -> None:
+    """AUC at each horizon inside the test follow-up and before tau, and their mean."""
+    from sksurv.metrics import cumulative_dynamic_auc
+
+    time, event = y_test["time"], y_test["event"]
     lo, hi = time.min(), time.max()
     usable = []
     for h in horizons:
@@ -90,38 +105,44 @@ def survival_metrics(pred: pd.DataFrame, train: pd.DataFrame, edges: list[float]
             values[name], missing[name] = None, f"horizon {h:g} outside the test follow-up [{lo:.4g}, {hi:.4g})"
         elif h >= tau:
             values[name], missing[name] = None, f"horizon {h:g} beyond tau={tau:.4g} (censoring weights unreliable)"
-        elif not ((time <= h) & (event == 1)).any():
+        elif not ((time <= h) & event).any():
             values[name], missing[name] = None, f"no event by horizon {h:g}"
         else:
             usable.append(h)
-    if usable:
-        try:
-            per, mean = cumulative_dynamic_auc(y_train, y_test, risk, usable)
-            values.update({horizon_name(h): float(a) for h, a in zip(usable, per)})
-            values["mean_auc"] = float(mean)
-            values["mean_auc_horizons"] = [float(h) for h in usable]
-        except ValueError as e:
-            for h in usable + ["mean"]:
-                key = horizon_name(h) if h != "mean" else "mean_auc"
-                values[key], missing[key] = None, f"time-dependent AUC: {e}"
-    else:
+    if not usable:
         values["mean_auc"], missing["mean_auc"] = None, "no horizon inside the test follow-up"
+        return
+    try:
+        per, mean = cumulative_dynamic_auc(y_train, y_test, risk, usable)
+    except ValueError as e:
+        for key in [horizon_name(h) for h in usable] + ["mean_auc"]:
+            values[key], missing[key] = None, f"time-dependent AUC: {e}"
+        return
+    values.update({horizon_name(h): float(a) for h, a in zip(usable, per)})
+    values["mean_auc"] = float(mean)
+    values["mean_auc_horizons"] = [float(h) for h in usable]
+
+
+def _brier(values: dict, missing: dict, pred: pd.DataFrame, edges: list[float] | None, y_train, y_test,
+           tau: float) -> None:
+    """Integrated Brier score of the predicted survival curves up to tau (and the last finite bin edge)."""
+    from sksurv.metrics import integrated_brier_score
 
     surv_cols = sorted((c for c in pred.columns if c.startswith("surv_")), key=lambda c: int(c.split("_")[1]))
     if not surv_cols or edges is None:
         values["ibs"], missing["ibs"] = None, "the model gives no survival curve"
-    else:
-        edges_a = np.asarray(edges, float)
-        end = min(tau, edges_a[-2] if np.isfinite(edges_a[-2]) else tau, np.nextafter(hi, -np.inf))
-        grid = np.linspace(lo, end, 50)
-        try:
-            if end <= lo:
-                raise ValueError(f"empty time range [{lo:.4g}, {end:.4g}]")
-            s = curve_at(pred[surv_cols].to_numpy(float), edges_a, grid)
-            values["ibs"] = float(integrated_brier_score(y_train, y_test, s, grid))
-        except ValueError as e:
-            values["ibs"], missing["ibs"] = None, f"integrated Brier score: {e}"
-    return values, missing
+        return
+    lo, hi = y_test["time"].min(), y_test["time"].max()
+    edges_a = np.asarray(edges, float)
+    end = min(tau, edges_a[-2] if np.isfinite(edges_a[-2]) else tau, np.nextafter(hi, -np.inf))
+    grid = np.linspace(lo, end, 50)
+    try:
+        if end <= lo:
+            raise ValueError(f"empty time range [{lo:.4g}, {end:.4g}]")
+        s = curve_at(pred[surv_cols].to_numpy(float), edges_a, grid)
+        values["ibs"] = float(integrated_brier_score(y_train, y_test, s, grid))
+    except ValueError as e:
+        values["ibs"], missing["ibs"] = None, f"integrated Brier score: {e}"
 
 
 def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> tuple[dict, dict]:

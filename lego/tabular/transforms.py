@@ -62,35 +62,11 @@ class TabularTransform:
         x = df[numeric].to_numpy(dtype=np.float64)
         if len(x) == 0:
             raise InputError("cannot fit a tabular transform on zero training patients")
-        if self.clip_quantiles is not None:
-            lo = np.nanquantile(x, self.clip_quantiles[0], axis=0) if len(numeric) else np.zeros(0)
-            hi = np.nanquantile(x, self.clip_quantiles[1], axis=0) if len(numeric) else np.zeros(0)
-        else:
-            lo, hi = np.full(len(numeric), -np.inf), np.full(len(numeric), np.inf)
-        lo, hi = np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf)
-        if self.clip_mad is not None and len(numeric):
-            med = np.nanmedian(x, axis=0)
-            scale = 1.4826 * np.nanmedian(np.abs(x - med), axis=0)
-            robust = np.isfinite(scale) & (scale > 0)
-            lo = np.where(robust, np.maximum(lo, med - self.clip_mad * scale), lo)
-            hi = np.where(robust, np.minimum(hi, med + self.clip_mad * scale), hi)
+        lo, hi = self._clip_bounds(x)
         x = self._clip(x, lo, hi)
         median = np.nan_to_num(np.nanmedian(x, axis=0), nan=0.0) if len(numeric) else np.zeros(0)
         x = np.where(np.isnan(x), median, x)
-        var = x.var(axis=0)
-        keep = var > self.min_variance
-        if self.max_features is not None and keep.sum() > self.max_features:
-            order = np.argsort(-np.where(keep, var, -1), kind="stable")
-            keep = np.zeros_like(keep)
-            keep[order[: self.max_features]] = True
-        scores = None
-        if self.select_k is not None and keep.sum() > self.select_k:
-            if target is None:
-                raise InputError("select_k needs the training patients' outcomes (target) to rank features")
-            scores = univariate_scores(x, target)  # scale-free statistics: no need to standardise first
-            order = np.argsort(-np.where(keep, scores, -1), kind="stable")
-            keep = np.zeros_like(keep)
-            keep[order[: self.select_k]] = True
+        keep, scores = self._selected(x, target)
         mean = x.mean(axis=0)
         std = np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
         if self.binary_as_is and len(numeric):
@@ -113,6 +89,42 @@ class TabularTransform:
         if scores is not None:
             self.state["selection_score"] = scores[idx].round(4).tolist()
         return self
+
+    def _clip_bounds(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-column clipping bounds: the quantile range, narrowed to median +- clip_mad robust SDs."""
+        n = x.shape[1]
+        if self.clip_quantiles is not None and n:
+            lo = np.nanquantile(x, self.clip_quantiles[0], axis=0)
+            hi = np.nanquantile(x, self.clip_quantiles[1], axis=0)
+        else:
+            lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
+        lo, hi = np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf)
+        if self.clip_mad is not None and n:
+            med = np.nanmedian(x, axis=0)
+            scale = 1.4826 * np.nanmedian(np.abs(x - med), axis=0)
+            robust = np.isfinite(scale) & (scale > 0)
+            lo = np.where(robust, np.maximum(lo, med - self.clip_mad * scale), lo)
+            hi = np.where(robust, np.minimum(hi, med + self.clip_mad * scale), hi)
+        return lo, hi
+
+    def _selected(self, x: np.ndarray, target: dict | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Columns kept: variance above min_variance, the max_features most variable, then the
+        select_k best by a univariate outcome score (training rows only); and those scores."""
+        var = x.var(axis=0)
+        keep = var > self.min_variance
+        if self.max_features is not None and keep.sum() > self.max_features:
+            order = np.argsort(-np.where(keep, var, -1), kind="stable")
+            keep = np.zeros_like(keep)
+            keep[order[: self.max_features]] = True
+        if self.select_k is None or keep.sum() <= self.select_k:
+            return keep, None
+        if target is None:
+            raise InputError("select_k needs the training patients' outcomes (target) to rank features")
+        scores = univariate_scores(x, target)  # scale-free statistics: no need to standardise first
+        order = np.argsort(-np.where(keep, scores, -1), kind="stable")
+        keep = np.zeros_like(keep)
+        keep[order[: self.select_k]] = True
+        return keep, scores
 
     def _clip(self, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         x = np.clip(x, lo, hi)
