@@ -13,7 +13,8 @@ from lego.data.folds import fold_files, n_folds_in
 from lego.errors import ConfigError, LegoError
 from lego.evaluation.names import OTHER_BASELINES, TASK_BASELINES
 from lego.selection import grid_candidates
-from helpers import cli_args, print_summary, put_python_bin_on_path, report_failed_jobs, slide_table, warn_unmatched
+from helpers import (cli_args, print_summary, put_python_bin_on_path, reprint_summary_when_cached, report_failed_jobs,
+                     slide_table, warn_unmatched)
 
 put_python_bin_on_path()
 

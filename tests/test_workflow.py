@@ -95,7 +95,10 @@ def test_blank_slide_is_recorded_not_fatal(demo_run):
 
 def test_nothing_to_do_after_a_finished_run(demo_run):
     proc = snakemake(demo_run, "-n")
-    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert "Nothing to be done" in proc.stdout + proc.stderr and "Summary (" not in proc.stdout
+    # A real run with nothing to do still shows the results (Snakemake skips onsuccess then).
+    proc = snakemake(demo_run, "--cores", "1")
+    assert "Nothing to be done" in proc.stdout + proc.stderr and "Summary (" in proc.stdout
 
 
 def test_batch_with_bad_slides_carries_on(demo_run, tmp_path, fixtures_dir):

@@ -112,3 +112,23 @@ def print_summary(path: str) -> None:
     if comparisons.exists():
         print(f"\nPaired comparisons on shared test patients ({comparisons}):")
         print(pd.read_table(comparisons).to_string(index=False, float_format=fmt))
+
+
+def reprint_summary_when_cached(workflow, path: str, ended: list) -> None:
+    """Print the summary at exit when a run found nothing to do (Snakemake calls ``onsuccess``
+    only after running jobs, so a finished run's rerun printed nothing).
+
+    Only for a real run of the main process whose DAG was built with zero jobs, and only when
+    neither ``onsuccess`` nor ``onerror`` fired (``ended``): dry runs, ``--lint``, ``--report``
+    and failed runs stay silent."""
+    import atexit
+
+    def at_exit() -> None:
+        dag = getattr(workflow, "_dag", None)
+        if ended or dag is None or not workflow.is_main_process or workflow.executor_plugin is None:
+            return
+        if workflow.dryrun or workflow.touch or len(dag) != 0:
+            return
+        print_summary(path)
+
+    atexit.register(at_exit)
