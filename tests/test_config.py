@@ -197,3 +197,19 @@ def test_the_schema_names_the_block_encoders_the_code_builds():
 
     found = list(enums(load_schema()))
     assert found and all(sorted(e) == sorted(ENCODERS) for e in found), found
+
+
+def test_modality_kinds_are_one_registry():
+    """The schema's and the command line's kinds are the registry's (lego.data.fold_data.KINDS);
+    an unknown kind is one error, the same wherever it is met."""
+    from lego.cli import build_parser
+    from lego.config import load_schema
+    from lego.data.fold_data import KINDS, load_modality_table
+    from lego.errors import InputError
+
+    schema = load_schema()
+    assert sorted(schema["properties"]["modalities"]["additionalProperties"]["properties"]["kind"]["enum"]) == sorted(KINDS)
+    train = build_parser()._subparsers._group_actions[0].choices["train-block"]
+    assert sorted(next(a for a in train._actions if a.dest == "kind").choices) == sorted(KINDS)
+    with pytest.raises(InputError, match="unknown modality kind 'omics'; use one of tabular, wsi"):
+        load_modality_table("omics", "x.parquet")

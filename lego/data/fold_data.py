@@ -7,6 +7,7 @@ patients' patches. Both fitted states are stored with the model and re-applied u
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,13 +48,6 @@ N_BINS = 4  # survival bins at quantiles of the training patients' event times
 MAX_PATCHES = 4096  # patches per patient bag; a seeded subsample above this
 
 
-def load_modality_table(kind: str, path: str | Path) -> pd.DataFrame:
-    df = read_frame(path, "manifest" if kind == "wsi" else "modality")
-    if kind == "wsi":
-        return df[df["status"] == "ok"]
-    return df
-
-
 def _bags(manifest: pd.DataFrame, max_patches: int, seed: int) -> dict[str, np.ndarray]:
     """All usable slides of a patient concatenated; at most ``max_patches`` (seeded subsample)."""
     rng = np.random.default_rng(seed)
@@ -69,6 +63,78 @@ def _bags(manifest: pd.DataFrame, max_patches: int, seed: int) -> dict[str, np.n
     return out
 
 
+def _fit_tabular(table: pd.DataFrame, train_set: set[str], opts: dict) -> ModalityTensors:
+    """The TabularTransform (clipping, imputation, filters, selection, categories) of the training rows."""
+    fit_rows = table[table["patient_id"].isin(train_set)]
+    if fit_rows.empty:
+        raise InputError(f"{opts['where']}: modality {opts['name']!r} has zero training patients in this fold")
+    options = dict(opts["preprocess"] or {})
+    if options.get("clip_quantiles") is not None:
+        options["clip_quantiles"] = tuple(options["clip_quantiles"])
+    tf = TabularTransform(categorical=list(opts["categorical"] or []), **options)
+    targets = opts["targets"]
+    target = targets.training_target(fit_rows["patient_id"]) if targets is not None and tf.select_k else None
+    try:
+        tf.fit(fit_rows, target)
+    except InputError as e:
+        raise InputError(f"{opts['where']}: {e}") from None
+    return _apply_tabular(opts["name"], "tabular", table, {"transform": tf.to_dict()}, opts["seed"])
+
+
+def _apply_tabular(name: str, kind: str, table: pd.DataFrame, state: dict, seed: int) -> ModalityTensors:
+    tf = TabularTransform.from_dict(state["transform"])
+    x = tf.transform(table)
+    per = {pid: torch.from_numpy(x[i : i + 1]) for i, pid in enumerate(table["patient_id"])}
+    return ModalityTensors(name, kind, per, state, x.shape[1])
+
+
+def _fit_bags(table: pd.DataFrame, train_set: set[str], opts: dict) -> ModalityTensors:
+    """Per-dimension mean and standard deviation of the training patients' patch features."""
+    bags = _bags(table, opts["max_patches"], opts["seed"])
+    train_bags = [b for pid, b in bags.items() if pid in train_set]
+    if not train_bags:
+        raise InputError(f"{opts['where']}: modality {opts['name']!r} has zero training patients in this fold")
+    stacked = np.concatenate(train_bags)
+    mean, std = stacked.mean(0), stacked.std(0)
+    std = np.where(std > 1e-8, std, 1.0)
+    state = {"mean": mean.tolist(), "std": std.tolist(), "max_patches": opts["max_patches"]}
+    return _standardised_bags(opts["name"], "wsi", bags, state)
+
+
+def _apply_bags(name: str, kind: str, table: pd.DataFrame, state: dict, seed: int) -> ModalityTensors:
+    return _standardised_bags(name, kind, _bags(table, state["max_patches"], seed), state)
+
+
+@dataclass(frozen=True)
+class ModalityKind:
+    """What a modality kind is, in one place: the table it reads (a ``lego.io.TABLES`` kind), the
+    rows it uses, how its preprocessing is fitted on a fold's training patients (returning the
+    tensors, whose ``state`` is what a model saves), and how a saved state turns the table into
+    per-patient tensors. Adding a kind = one entry here."""
+
+    table: str
+    usable: Callable[[pd.DataFrame], pd.DataFrame]
+    fit: Callable[[pd.DataFrame, set, dict], "ModalityTensors"]
+    apply: Callable[[str, str, pd.DataFrame, dict, int], "ModalityTensors"]
+
+
+KINDS: dict[str, ModalityKind] = {
+    "tabular": ModalityKind("modality", lambda df: df, _fit_tabular, _apply_tabular),
+    "wsi": ModalityKind("manifest", lambda df: df[df["status"] == "ok"], _fit_bags, _apply_bags),
+}
+
+
+def modality_kind(kind: str) -> ModalityKind:
+    if kind not in KINDS:
+        raise InputError(f"unknown modality kind {kind!r}; use one of {', '.join(sorted(KINDS))}")
+    return KINDS[kind]
+
+
+def load_modality_table(kind: str, path: str | Path) -> pd.DataFrame:
+    k = modality_kind(kind)
+    return k.usable(read_frame(path, k.table))
+
+
 def fit_modality(name: str, kind: str, table: pd.DataFrame, train_ids: list[str], categorical: list[str] | None = None,
                  max_patches: int = MAX_PATCHES, seed: int = 0, where: str = "", preprocess: dict | None = None,
                  targets: "Targets | None" = None) -> ModalityTensors:
@@ -79,40 +145,14 @@ def fit_modality(name: str, kind: str, table: pd.DataFrame, train_ids: list[str]
     Fitting only produces the state; the tensors come from the same code that re-applies a saved
     state at evaluation, so training and evaluation inputs cannot drift apart.
     """
-    train_set = set(train_ids)
-    if kind == "tabular":
-        fit_rows = table[table["patient_id"].isin(train_set)]
-        if fit_rows.empty:
-            raise InputError(f"{where}: modality {name!r} has zero training patients in this fold")
-        options = dict(preprocess or {})
-        if options.get("clip_quantiles") is not None:
-            options["clip_quantiles"] = tuple(options["clip_quantiles"])
-        tf = TabularTransform(categorical=list(categorical or []), **options)
-        target = targets.training_target(fit_rows["patient_id"]) if targets is not None and tf.select_k else None
-        try:
-            tf.fit(fit_rows, target)
-        except InputError as e:
-            raise InputError(f"{where}: {e}") from None
-        return apply_modality(name, kind, table, {"transform": tf.to_dict()}, seed)
-    bags = _bags(table, max_patches, seed)
-    train_bags = [b for pid, b in bags.items() if pid in train_set]
-    if not train_bags:
-        raise InputError(f"{where}: modality {name!r} has zero training patients in this fold")
-    stacked = np.concatenate(train_bags)
-    mean, std = stacked.mean(0), stacked.std(0)
-    std = np.where(std > 1e-8, std, 1.0)
-    state = {"mean": mean.tolist(), "std": std.tolist(), "max_patches": max_patches}
-    return _standardised_bags(name, kind, bags, state)
+    opts = {"name": name, "where": where, "categorical": categorical, "preprocess": preprocess, "targets": targets,
+            "max_patches": max_patches, "seed": seed}
+    return modality_kind(kind).fit(table, set(train_ids), opts)
 
 
 def apply_modality(name: str, kind: str, table: pd.DataFrame, state: dict, seed: int = 0) -> ModalityTensors:
     """Apply a fitted state (from fitting, or from a saved model) to a modality table."""
-    if kind == "tabular":
-        tf = TabularTransform.from_dict(state["transform"])
-        x = tf.transform(table)
-        per = {pid: torch.from_numpy(x[i : i + 1]) for i, pid in enumerate(table["patient_id"])}
-        return ModalityTensors(name, kind, per, state, x.shape[1])
-    return _standardised_bags(name, kind, _bags(table, state["max_patches"], seed), state)
+    return modality_kind(kind).apply(name, kind, table, state, seed)
 
 
 def _standardised_bags(name: str, kind: str, bags: dict[str, np.ndarray], state: dict) -> ModalityTensors:
