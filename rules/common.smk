@@ -11,7 +11,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from lego.config import load_schema, read_yaml, validate_config
 from lego.data.folds import fold_files, n_folds_in
 from lego.errors import ConfigError, LegoError
-from lego.evaluation.names import OTHER_BASELINES, TASK_BASELINES
+from lego.evaluation.names import (OTHER_BASELINES, TASK_BASELINES, baseline_name, block_modality, block_name,
+                                   model_folder)
 from lego.selection import grid_candidates
 from helpers import (cli_args, print_summary, put_python_bin_on_path, reprint_summary_when_cached, report_failed_jobs,
                      slide_table, warn_unmatched)
@@ -54,7 +55,7 @@ else:
     FOLD_SOURCES = []
     FOLDS = list(range(len(_folds["seeds"]) if _folds.get("seeds") else _folds["n_folds"]))
 _build = config["model"]["build"]
-MODELS = [f"block-{m}" for m in MODALITIES] if "blocks" in _build else []
+MODELS = [block_name(m) for m in MODALITIES] if "blocks" in _build else []
 # MM-Lego variants (model name -> build keyword); "lego" is the one chosen on validation per fold.
 VARIANTS = {"merge": "merge", "merge-tuned": "tuned_merge", "fuse": "fuse"}
 LEGO_VARIANTS = [name for name, key in VARIANTS.items() if key in _build] if len(MODALITIES) >= 2 else []
@@ -84,8 +85,8 @@ if BASELINE_METHODS:
     BASELINE_SOURCES += ["early"] if "early" in EVALUATION["baseline_inputs"] and len(MODALITIES) >= 2 else []
 if "early" in MODALITIES and BASELINE_SOURCES:
     raise WorkflowError("a modality named 'early' clashes with the early-fusion baseline; rename the modality")
-ALL_MODELS = MODELS + [f"{m}-{s}" for s in BASELINE_SOURCES for m in BASELINE_METHODS]
-ALL_MODELS += [f"abmil-{m}" for m in WSI] if "abmil" in _baselines else []
+ALL_MODELS = MODELS + [baseline_name(m, s) for s in BASELINE_SOURCES for m in BASELINE_METHODS]
+ALL_MODELS += [baseline_name("abmil", m) for m in WSI] if "abmil" in _baselines else []
 if "ensemble" in _baselines and "blocks" in _build and len(MODALITIES) >= 2:
     ALL_MODELS.append("ensemble")
 
@@ -179,13 +180,11 @@ def fuse_spec():
 
 
 def model_modalities(model):
-    return [model.removeprefix("block-")] if model.startswith("block-") else list(MODALITIES)
+    return [block_modality(model)] if block_modality(model) is not None else list(MODALITIES)
 
 
 def model_dir(wildcards):
-    if wildcards.model.startswith("block-"):
-        return f"{OUT}/blocks/{wildcards.model.removeprefix('block-')}/fold{wildcards.fold}"
-    return f"{OUT}/{wildcards.model}/fold{wildcards.fold}"
+    return model_folder(wildcards.model, wildcards.fold, OUT)
 
 
 def model_weights(wildcards):
@@ -261,7 +260,7 @@ PREDICT_FROM = config["predict"]["from"]
 
 def trained_dir(model, fold, base):
     """Where a run under ``base`` keeps a trained model's fold."""
-    return f"{base}/blocks/{model.removeprefix('block-')}/fold{fold}" if model.startswith("block-") else f"{base}/{model}/fold{fold}"
+    return model_folder(model, fold, base)
 
 
 def _predict_runs():

@@ -213,3 +213,12 @@ def test_modality_kinds_are_one_registry():
     assert sorted(next(a for a in train._actions if a.dest == "kind").choices) == sorted(KINDS)
     with pytest.raises(InputError, match="unknown modality kind 'omics'; use one of tabular, wsi"):
         load_modality_table("omics", "x.parquet")
+
+
+def test_model_names_are_built_and_read_in_one_module():
+    from lego.evaluation.names import (baseline_name, block_modality, block_name, model_folder, model_kind)
+
+    assert block_modality(block_name("rna_v2")) == "rna_v2" and block_modality("merge-tuned") is None
+    assert [model_kind(n) for n in (block_name("cnv"), "merge-tuned", "lego", "ensemble", baseline_name("rsf", "early"))] \
+        == ["block", "lego", "lego", "ensemble", "baseline"]
+    assert model_folder(block_name("cnv"), 2, "r") == "r/blocks/cnv/fold2" and model_folder("fuse", 0, "r") == "r/fuse/fold0"

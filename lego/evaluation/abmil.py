@@ -12,6 +12,7 @@ from pathlib import Path
 from torch import nn
 
 from lego.data.fold_data import load_fold_modality
+from lego.evaluation.names import baseline_name
 from lego.evaluation.stages import EvalOptions, write_evaluation
 from lego.io import atomic_path, write_json
 from lego.models.encoders import ABMIL
@@ -60,5 +61,5 @@ def run_abmil(modality: str, data: str, labels: str, folds: str, fold: int, task
     with atomic_path(out / "model.safetensors") as tmp:  # kept for inspection; evaluation happens here
         save_model(model, str(tmp))
     write_json({**config, "train": tcfg.to_dict(), "preprocess": mod.state, "history": history}, out / "model.json")
-    return write_evaluation(preds, lab, ids, task, targets.bins or None, opts, f"abmil-{modality}", fold, out,
+    return write_evaluation(preds, lab, ids, task, targets.bins or None, opts, baseline_name("abmil", modality), fold, out,
                             {"n_train": len(train_ids)})

@@ -19,6 +19,7 @@ from lego.data.labels import require_outcomes
 from lego.errors import ConfigError, InputError
 from lego.evaluation.baselines import design_matrices, ensemble, fit_baseline
 from lego.evaluation.metrics import score_subset
+from lego.evaluation.names import baseline_name
 from lego.io import read_frame, read_json, write_json, write_parquet
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def run_baselines(methods: list[str], source: str, modalities: dict[str, dict], 
     data = design_matrices(modalities, lab, ids, targets, seed, where)
     results = {}
     for method in methods:
-        name = f"{method}-{source}"
+        name = baseline_name(method, source)
         try:
             preds, chosen = fit_baseline(method, data, lab, targets, seed, f"{name}, fold {fold}")
         except (InputError, ArithmeticError) as e:

@@ -21,20 +21,12 @@ import pandas as pd
 
 from lego.evaluation.bootstrap import mean_ci, paired_difference
 from lego.evaluation.metrics import CLASSIFICATION_METRICS, HEADLINE, LOWER_IS_BETTER, SURVIVAL_METRICS
+from lego.evaluation.names import LEGO_MODELS as LEGO
+from lego.evaluation.names import model_kind
 from lego.errors import InputError
 from lego.io import read_json, write_tsv
 
 log = logging.getLogger(__name__)
-
-LEGO = ("merge", "merge-tuned", "fuse", "lego")
-
-
-def model_kind(name: str) -> str:
-    if name.startswith("block-"):
-        return "block"
-    if name in LEGO:
-        return "lego"
-    return "ensemble" if name == "ensemble" else "baseline"
 
 
 def _metric_names(rows: list[dict], task: str) -> list[str]:
