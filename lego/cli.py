@@ -156,7 +156,7 @@ def cmd_export_features(a) -> None:
         if bag.coords_attrs.get("unit", "px") != "px":
             raise InputError(f"{a.src}: coordinates are not level-0 pixels (unit {bag.coords_attrs.get('unit')!r}); "
                              "re-import it with --mpp")
-        write_stamp(bag.features, bag.coords, {**bag.attrs, **bag.coords_attrs}, a.out)
+        write_stamp(bag.features, bag.coords, {**bag.attrs, **bag.coords_attrs}, a.out, a.src)
     log.info("%s: %d x %d features written as %s to %s", a.src, *bag.features.shape, a.format, a.out)
 
 
@@ -229,8 +229,12 @@ def cmd_cohort_table(a) -> None:
     from lego.data.cohort_table import build_patients_table
     from lego.io import read_frame, write_parquet
 
-    tab = {k: read_frame(v, "modality") for k, v in _named_paths(a.tabular).items()}
-    wsi = {k: read_frame(v, "manifest") for k, v in _named_paths(a.wsi).items()}
+    tabular, slides = _named_paths(a.tabular), _named_paths(a.wsi)
+    both = sorted(set(tabular) & set(slides))
+    if both:
+        raise LegoError(f"modality {both[0]!r} is given as tabular and as wsi; give each name once")
+    tab = {k: read_frame(v, "modality") for k, v in tabular.items()}
+    wsi = {k: read_frame(v, "manifest") for k, v in slides.items()}
     patients = build_patients_table(read_frame(a.labels, "labels"), tab, wsi)
     write_parquet(patients, a.out)
     has = [c for c in patients.columns if c.startswith("has_")]
@@ -483,7 +487,7 @@ OPTION_HELP = {
 # Numeric options with a valid range (low, high; inclusive; within the schema's): argparse then
 # refuses 0 patches, negative sizes or an overlap of 1 with one line, before any work starts.
 RANGES = {
-    "--patch-px": (8, 1 << 15), "--patch-mpp": (1e-3, 100.0), "--batch-size": (1, 1 << 16),
+    "--patch-px": (8, 1 << 15), "--patch-mpp": (1e-3, 100.0), "--mpp": (1e-3, 100.0), "--batch-size": (1, 1 << 16),
     "--num-workers": (0, 256), "--threads": (0, 1024), "--patients": (8, 1_000_000),
     "--workers": (1, 256), "--seg-downsample": (1, 1024), "--median-blur": (1, 255),
     "--close-px": (0, 1000), "--n-bins": (2, 50), "--min-tissue-fraction": (0.0, 1.0),

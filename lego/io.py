@@ -21,11 +21,17 @@ if TYPE_CHECKING:  # pandas costs ~0.3 s to import; per-slide jobs (embedding) n
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
     final = Path(path)
+    if final.is_dir():
+        raise IsADirectoryError(21, "is a folder; give a file path", str(final))
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     try:
         yield tmp
         os.replace(tmp, final)
+    except OSError as exc:  # name the file asked for, not the temporary one
+        if exc.filename is not None and Path(str(exc.filename)).name == tmp.name:
+            raise type(exc)(exc.errno, exc.strerror, str(final)) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -241,7 +241,11 @@ def _fold_modalities(configs: dict[str, dict], data: dict[str, str], seed: int =
     for m, c in configs.items():
         if m not in data:
             raise InputError(f"no data given for modality {m!r} (needed by the model)")
-        out[m] = apply_modality(m, c["modality_kind"], load_modality_table(c["modality_kind"], data[m]), c["preprocess"], seed)
+        try:
+            out[m] = apply_modality(m, c["modality_kind"], load_modality_table(c["modality_kind"], data[m]),
+                                    c["preprocess"], seed)
+        except InputError as exc:
+            raise InputError(f"{data[m]} (modality {m!r}): {exc}" if str(data[m]) not in str(exc) else str(exc)) from None
     return out
 
 

@@ -76,7 +76,7 @@ def test_pickled_modules_are_refused(tmp_path):
         create_encoder("resnet50_trunc", str(tmp_path / "module.pth"))
     (tmp_path / "empty.pth").write_bytes(b"")
     torch.save([1, 2], tmp_path / "list.pth")
-    with pytest.raises(ConfigError, match="empty.pth: not a readable weights file"):
+    with pytest.raises(ConfigError, match="empty.pth: neither a safetensors nor a torch weights file"):
         create_encoder("resnet50_trunc", str(tmp_path / "empty.pth"))
     with pytest.raises(ConfigError, match="list.pth: holds a list, not a state dict"):
         create_encoder("resnet50_trunc", str(tmp_path / "list.pth"))

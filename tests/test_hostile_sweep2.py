@@ -93,7 +93,7 @@ def test_our_tables_missing_their_columns_are_named(tmp_path, labels, capsys, ki
     pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "odd.parquet")
     pd.DataFrame({"patient_id": ["P000"], "g": [1.0]}).to_parquet(tmp_path / "mod.parquet")
     args = {"--labels": str(labels), "--tabular": "a=" + str(tmp_path / "mod.parquet")}
-    args[option] = str(tmp_path / "odd.parquet") if option == "--labels" else "a=" + str(tmp_path / "odd.parquet")
+    args[option] = str(tmp_path / "odd.parquet") if option == "--labels" else option[2] + "=" + str(tmp_path / "odd.parquet")
     lego_fails(["cohort-table", *[x for kv in args.items() for x in kv], "--out", str(tmp_path / "c.parquet")], capsys,
                f"a {kind} table needs column(s)")
 
@@ -150,8 +150,8 @@ def test_summarise_names_a_missing_predictions_file_and_a_negative_seed(tmp_path
 
 @pytest.mark.parametrize("data, phrase", [
     ({"features": np.zeros((5, 0), np.float32)}, "dim >= 1"),
-    ({"features": np.ones((3, 4), np.float32), "coords": np.array([[0, 0], [np.nan, 1], [2, 2]])}, "NaN or infinite"),
-    ({"features": np.ones((3, 4), np.float32), "coords": np.arange(3)}, "coords must be finite (patches x 2)"),
+    ({"features": np.ones((3, 4), np.float32), "coords": np.array([[0, 0], [np.nan, 1], [2, 2]])}, "NaN, infinite"),
+    ({"features": np.ones((3, 4), np.float32), "coords": np.arange(3)}, "coords must be (patches x 2)"),
     ({"features": np.ones((3, 4), np.float32), "feats": np.ones((3, 4), np.float32)}, "both 'features' and 'feats'"),
 ])
 def test_import_features_refuses_malformed_bags(tmp_path, capsys, data, phrase):

@@ -11,6 +11,16 @@ from pathlib import Path
 import pandas as pd
 
 
+def _some_labelled(name: str, has: pd.Series, ids: pd.Series, what: str = "row") -> None:
+    """A modality that no labelled patient has is a mismatch of IDs (or of files), not a result."""
+    from lego.errors import InputError
+
+    if len(has) and not has.any():
+        example = f" (e.g. {ids.iloc[0]!r})" if len(ids) else ""
+        raise InputError(f"modality {name!r}: no labelled patient has a {what} among its {ids.nunique()} patient(s)"
+                         f"{example}; check that the modality and the labels use the same patient IDs")
+
+
 def build_patients_table(
     labels: pd.DataFrame,
     tabular: dict[str, pd.DataFrame],
@@ -20,11 +30,13 @@ def build_patients_table(
     out = labels.copy()
     for name, table in tabular.items():
         out[f"has_{name}"] = out["patient_id"].isin(set(table["patient_id"]))
+        _some_labelled(name, out[f"has_{name}"], table["patient_id"])
     for name, manifest in slide_manifests.items():
         ok = manifest[manifest["status"] == "ok"]
         counts = ok.groupby("patient_id").size()
         out[f"n_slides_{name}"] = out["patient_id"].map(counts).fillna(0).astype(int)
         out[f"has_{name}"] = out[f"n_slides_{name}"] > 0
+        _some_labelled(name, out[f"has_{name}"], ok["patient_id"], "usable slide")
     has = [c for c in out.columns if c.startswith("has_")]
     out["n_modalities"] = out[has].sum(axis=1).astype(int)
     return out

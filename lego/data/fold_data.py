@@ -52,8 +52,14 @@ def _bags(manifest: pd.DataFrame, max_patches: int, seed: int) -> dict[str, np.n
     """All usable slides of a patient concatenated; at most ``max_patches`` (seeded subsample)."""
     rng = np.random.default_rng(seed)
     bags: dict[str, list[np.ndarray]] = {}
+    dims: dict[int, str] = {}
     for row in manifest.itertuples():
-        bags.setdefault(row.patient_id, []).append(read_feature_bag(row.features).features)
+        feats = read_feature_bag(row.features).features
+        dims.setdefault(feats.shape[1], row.features)
+        if len(dims) > 1:
+            (d0, f0), (d1, f1) = list(dims.items())[:2]
+            raise InputError(f"{f1}: {d1}-dimensional features where {f0} has {d0}; embed every slide with one encoder")
+        bags.setdefault(row.patient_id, []).append(feats)
     out = {}
     for pid in sorted(bags):
         feats = np.concatenate(bags[pid])
@@ -131,8 +137,16 @@ def modality_kind(kind: str) -> ModalityKind:
 
 
 def load_modality_table(kind: str, path: str | Path) -> pd.DataFrame:
+    """The rows a modality kind uses; a key repeated (two rows of one patient, or of one slide)
+    would silently count twice, so it is refused."""
     k = modality_kind(kind)
-    return k.usable(read_frame(path, k.table))
+    df = read_frame(path, k.table)
+    key = "slide_id" if k.table == "manifest" else "patient_id"
+    dup = df[key].duplicated()
+    if dup.any():
+        raise InputError(f"{path}: {key} {df.loc[dup, key].iloc[0]!r} has more than one row; one row per "
+                         f"{key.split('_')[0]} (remake it with `lego {'feature-manifest' if key == 'slide_id' else 'prepare-modality'}`)")
+    return k.usable(df)
 
 
 def fit_modality(name: str, kind: str, table: pd.DataFrame, train_ids: list[str], categorical: list[str] | None = None,
@@ -258,7 +272,8 @@ def fold_ids(folds: pd.DataFrame, fold: int) -> dict[str, list[str]]:
         raise InputError(f"the folds table has no column(s) {sorted(missing)}; make it with `lego make-folds`")
     f = folds[folds["fold"] == fold]
     if f.empty:
-        raise InputError(f"fold {fold} is not in the folds table (folds: {sorted(int(k) for k in folds['fold'].unique())})")
+        raise InputError(f"fold {fold} is not in the folds table (folds: {sorted(int(k) for k in folds['fold'].unique())}); "
+                         "use the folds table the model was trained with")
     twice = f["patient_id"][f["patient_id"].duplicated()]
     if len(twice):  # in two subsets of one fold: a leak, never a valid split
         raise InputError(f"fold {fold}: patient {twice.iloc[0]} appears {int((f['patient_id'] == twice.iloc[0]).sum())} "

@@ -101,6 +101,11 @@ def make_folds(
         raise InputError(f"seeds {list(seeds)} repeat a value: two folds would be the same split")
     if repeats < 1:
         raise InputError(f"repeats must be at least 1 (got {repeats})")
+    if path is not None and method != "file":
+        raise InputError(f"a split path ({path}) is only read by method 'file' (method is {method!r}); "
+                         "set the method or drop the path")
+    if method == "kfold" and seeds is not None and len(seeds) > 1:
+        raise InputError(f"kfold takes one seed (got {list(seeds)}); repeats gives further shuffles")
     if seeds and min(seeds) < 0:
         raise InputError(f"seeds {list(seeds)} hold a negative value; seeds are non-negative integers")
     strata = _strata(patients, stratify)

@@ -32,6 +32,9 @@ def _lines(df: pd.DataFrame, mask: pd.Series) -> str:
 
 
 def _numeric(df: pd.DataFrame, path: Path, column: str, ids: pd.Series) -> pd.Series:
+    if pd.api.types.is_timedelta64_dtype(df[column]) or pd.api.types.is_datetime64_any_dtype(df[column]):
+        raise InputError(f"{path}: column {column!r} holds {df[column].dtype} values, not numbers; store the "
+                         "follow-up as a number in one unit (e.g. months)")
     values = pd.to_numeric(df[column], errors="coerce")
     bad = values.isna() & df[column].notna()
     if bad.any():

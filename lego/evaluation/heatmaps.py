@@ -23,7 +23,7 @@ from lego.io import atomic_path
 from lego.slides.features import read_feature_bag
 
 THUMB_PX = 1024  # the heatmap PNG's longer side
-INDEX_COLUMNS = ["slide_id", "patient_id", "patches", "top_x", "top_y", "top_attention"]
+INDEX_COLUMNS = ["slide_id", "patient_id", "patches", "top_x", "top_y", "top_attention", "reason"]
 log = logging.getLogger(__name__)
 
 
@@ -33,8 +33,11 @@ def patient_attention(block, state: dict, feature_files: list[str]) -> list[tupl
     if not hasattr(encoder, "attention"):
         raise InputError(f"the block's encoder is {type(encoder).__name__}, which has no patch attention (abmil has)")
     bags = [read_feature_bag(f) for f in feature_files]
-    feats = np.concatenate([b.features for b in bags])
     mean, std = np.asarray(state["mean"], np.float32), np.asarray(state["std"], np.float32)
+    for f, b in zip(feature_files, bags):
+        if b.features.shape[1] != len(mean):
+            raise InputError(f"{f}: {b.features.shape[1]}-dimensional features; the block was trained on {len(mean)}")
+    feats = np.concatenate([b.features for b in bags])
     x = torch.from_numpy(((feats - mean) / std).astype(np.float32)).unsqueeze(0)
     with torch.no_grad():
         _, weights = encoder.attention(x, torch.ones(1, len(feats), dtype=torch.bool))
@@ -117,12 +120,61 @@ def _patch_size(bag) -> int:
     return int(steps[steps > 0].min()) if (steps > 0).any() else 1
 
 
+def _checked_manifest(m: pd.DataFrame, manifest: str) -> pd.DataFrame:
+    """Slide IDs become file names here: one row per slide, and no ID that would leave the folder."""
+    dup = m["slide_id"].duplicated()
+    if dup.any():
+        raise InputError(f"{manifest}: slide {m.loc[dup, 'slide_id'].iloc[0]!r} is listed twice; one row per slide "
+                         "(remake it with `lego feature-manifest`)")
+    unsafe = m["slide_id"].astype(str).str.contains(r"[/\\]|^\.", regex=True)
+    if unsafe.any():
+        raise InputError(f"{manifest}: slide ID {m.loc[unsafe, 'slide_id'].iloc[0]!r} is not a file name (it holds a "
+                         "path separator or starts with a dot)")
+    return m
+
+
+def _draw_patient(block, config: dict, group: pd.DataFrame, pid: str, paths: dict, out: Path) -> list[dict]:
+    """Heatmap files of one patient's slides; one index row per slide (a skipped slide says why)."""
+    from lego.io import write_parquet
+
+    per_slide = patient_attention(block, config["preprocess"], group["features"].tolist())
+    rows = []
+    for slide_id, feature_file, (coords, att) in zip(group["slide_id"], group["features"], per_slide):
+        bag = read_feature_bag(feature_file)
+        unit = bag.coords_attrs.get("unit", "px")
+        if unit != "px":  # no level-0 pixel geometry: a drawing or a QuPath file would be wrong
+            rows.append({"slide_id": slide_id, "patient_id": pid, "patches": len(coords),
+                         "reason": f"coordinates in unit {unit!r}, not level-0 pixels (re-import with --mpp)"})
+            continue
+        table = attention_table(coords, att, _patch_size(bag))
+        size0 = (int(bag.attrs.get("slide_width") or (table["x"] + table["size"]).max()),
+                 int(bag.attrs.get("slide_height") or (table["y"] + table["size"]).max()))
+        write_parquet(table, out / f"{slide_id}.attention.parquet")
+        write_geojson(table, slide_id, out / f"{slide_id}.geojson")
+        draw_heatmap(table, slide_id, size0, paths.get(slide_id), out / f"{slide_id}.png")
+        top = table.loc[table["attention"].idxmax()]
+        rows.append({"slide_id": slide_id, "patient_id": pid, "patches": len(table), "top_x": int(top["x"]),
+                     "top_y": int(top["y"]), "top_attention": float(top["attention"]), "reason": ""})
+    return rows
+
+
+def _no_heatmaps(out: Path, why: str, where: str) -> pd.DataFrame:
+    from lego.io import write_tsv
+
+    log.warning("%s: no heatmaps: %s", where, why)
+    (out / "NO_HEATMAPS.txt").write_text(why + "\n")
+    index = pd.DataFrame(columns=INDEX_COLUMNS)
+    write_tsv(index, out / "index.tsv")
+    return index
+
+
 def run_heatmaps(model_dir: str, manifest: str, folds: str, out_dir: str, slides: str | None = None,
                  subset: str = "test") -> pd.DataFrame:
     """Attention of a slide block's fold on that fold's ``subset`` patients: per slide a table,
-    a PNG and a GeoJSON under ``out_dir``; returns (and writes) the index of slides drawn."""
+    a PNG and a GeoJSON under ``out_dir``; returns (and writes) the index of slides. A patient
+    whose files cannot be read is recorded in the index (``reason``) and the others are drawn."""
     from lego.data.fold_data import fold_ids
-    from lego.io import read_frame, write_parquet, write_tsv
+    from lego.io import read_frame, write_tsv
     from lego.models import io as model_io
 
     block, config = model_io.load(model_dir)
@@ -133,31 +185,25 @@ def run_heatmaps(model_dir: str, manifest: str, folds: str, out_dir: str, slides
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not hasattr(block.encoder, "attention"):  # a grid may choose a block without attention pooling
-        why = f"the chosen block's encoder ({config['block']['encoder']}) has no patch attention; abmil has"
-        log.warning("%s: no heatmaps: %s", model_dir, why)
-        (out / "NO_HEATMAPS.txt").write_text(why + "\n")
-        write_tsv(pd.DataFrame(columns=INDEX_COLUMNS), out / "index.tsv")
-        return pd.DataFrame(columns=INDEX_COLUMNS)
+        return _no_heatmaps(out, f"the chosen block's encoder ({config['block']['encoder']}) has no patch attention; "
+                                 "abmil has", model_dir)
     patients = set(fold_ids(read_frame(folds, "folds"), config["fold"])[subset])
-    m = read_frame(manifest, "manifest")
+    m = _checked_manifest(read_frame(manifest, "manifest"), manifest)
     m = m[(m["status"] == "ok") & m["patient_id"].isin(patients)]
+    if m.empty:
+        return _no_heatmaps(out, f"no usable slide among the fold's {len(patients)} {subset} patient(s) in {manifest}",
+                            model_dir)
     paths = dict(zip(*read_frame(slides, "slides")[["slide_id", "path"]].T.values)) if slides else {}
     rows = []
     for pid, group in m.groupby("patient_id", sort=True):
-        per_slide = patient_attention(block, config["preprocess"], group["features"].tolist())
-        for slide_id, feature_file, (coords, att) in zip(group["slide_id"], group["features"], per_slide):
-            bag = read_feature_bag(feature_file)
-            table = attention_table(coords, att, _patch_size(bag))
-            size0 = (int(bag.attrs.get("slide_width") or (table["x"] + table["size"]).max()),
-                     int(bag.attrs.get("slide_height") or (table["y"] + table["size"]).max()))
-            write_parquet(table, out / f"{slide_id}.attention.parquet")
-            write_geojson(table, slide_id, out / f"{slide_id}.geojson")
-            draw_heatmap(table, slide_id, size0, paths.get(slide_id), out / f"{slide_id}.png")
-            top = table.loc[table["attention"].idxmax()]
-            rows.append({"slide_id": slide_id, "patient_id": pid, "patches": len(table), "top_x": int(top["x"]),
-                         "top_y": int(top["y"]), "top_attention": float(top["attention"])})
+        try:
+            rows += _draw_patient(block, config, group, pid, paths, out)
+        except InputError as exc:  # one unreadable bag must not stop the others
+            log.warning("patient %s: no heatmap: %s", pid, exc)
+            rows += [{"slide_id": s, "patient_id": pid, "reason": str(exc)} for s in group["slide_id"]]
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
-    log.info("%s: heatmaps of %d slide(s) of %d %s patient(s) in %s", model_dir, len(index),
-             index["patient_id"].nunique(), subset, out)
+    drawn = index[index["reason"] == ""]
+    log.info("%s: heatmaps of %d slide(s) of %d %s patient(s) in %s (%d skipped, reasons in index.tsv)", model_dir,
+             len(drawn), drawn["patient_id"].nunique(), subset, out, len(index) - len(drawn))
     write_tsv(index, out / "index.tsv")
     return index

@@ -181,15 +181,21 @@ def _comparisons(metrics, preds, folds, task, key, n_boot, level, seed) -> pd.Da
 def external_summary(metric_files: list[str]) -> pd.DataFrame:
     """Per model and metric of an external cohort (``lego predict`` with labels): mean, std and
     range over the folds whose model was applied, and how many patients were labelled."""
-    rows = []
+    rows, seen = [], {}
     for f in metric_files:
         r = read_json(f, dict)
-        if "external" not in r:
-            raise InputError(f"{f}: no external metrics; run `lego predict` with --labels")
+        if not isinstance(r.get("external"), dict) or not r.get("model") or not isinstance(r.get("fold"), int):
+            raise InputError(f"{f}: not a metrics.json of `lego predict --labels` (needs model, fold and external)")
+        if (r["model"], r["fold"]) in seen:
+            raise InputError(f"{f}: model {r['model']!r} fold {r['fold']} is already given by {seen[(r['model'], r['fold'])]}")
+        seen[(r["model"], r["fold"])] = f
         for metric, value in r["external"].items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and metric not in ("n", "events", "tau"):
-                rows.append({"model": r.get("model"), "fold": r.get("fold"), "metric": metric, "value": float(value),
-                             "labelled": r.get("labelled")})
+            if metric in ("n", "events", "tau", "missing") or value is None or isinstance(value, (list, dict)):
+                continue  # counts, settings, and metrics the cohort could not give (their reason is in "missing")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value):
+                raise InputError(f"{f}: external {metric} = {value!r} is not a number; rerun `lego predict`")
+            rows.append({"model": r["model"], "fold": r["fold"], "metric": metric, "value": float(value),
+                         "labelled": r.get("labelled")})
     cols = ["model", "metric", "folds", "mean", "std", "min", "max", "labelled"]
     if not rows:
         return pd.DataFrame(columns=cols)

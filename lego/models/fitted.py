@@ -161,17 +161,28 @@ COX_WEIGHTS = (0.5, 0.25, 0.75, 0.0, 1.0)  # the Cox model's share; a tie keeps 
 
 
 def _mix_weight(train_parts: list[np.ndarray], y, val_parts: list[np.ndarray], yv,
-                weights: tuple[float, ...] = COX_WEIGHTS) -> tuple[float, dict[str, float]]:
-    """The Cox share (among ``weights``) whose mix ranks the fold's out-of-sample scores best
-    (Harrell's C over the training patients' out-of-fold scores and the validation patients'
-    scores together)."""
+                weights: tuple[float, ...] = COX_WEIGHTS) -> tuple[float, dict[str, float], float | None]:
+    """The Cox share (among ``weights``) chosen on the fold's out-of-sample scores (Harrell's C over
+    the training patients' out-of-fold scores and the validation patients' scores together) by the
+    one-standard-error rule: the first listed share (the even mix first) whose C is within one
+    bootstrap SE of the best. Why: the shares' Cs differ by less than their noise on a weak
+    modality, and there picking the best is picking noise; the even mix is the lower-variance
+    ensemble of the two models. Returns the share, each share's C and the SE."""
+    from lego.selection import _bootstrap_c
+
     time = np.concatenate([y["time"]] + ([yv["time"]] if val_parts else []))
     event = np.concatenate([y["event"]] + ([yv["event"]] if val_parts else []))
     cox = np.concatenate([train_parts[0]] + val_parts[:1])
     forest = np.concatenate([train_parts[1]] + val_parts[1:])
-    scores = _val_c([w * cox + (1 - w) * forest for w in weights], {"time": time, "event": event})
+    mixes = [w * cox + (1 - w) * forest for w in weights]
+    scores = _val_c(mixes, {"time": time, "event": event})
     best = int(np.argmax(scores))
-    return weights[best], {str(w): round(float(c), 4) for w, c in zip(weights, scores)}
+    rng = np.random.default_rng(0)
+    draws = [rng.integers(0, len(time), len(time)) for _ in range(200)]
+    boot = [v for v in _bootstrap_c(time.astype(float), event.astype(bool), mixes[best], draws) if np.isfinite(v)]
+    se = float(np.std(boot, ddof=1)) if len(boot) > 1 else 0.0
+    chosen = next(i for i, c in enumerate(scores) if c >= scores[best] - se)
+    return weights[chosen], {str(w): round(float(c), 4) for w, c in zip(weights, scores)}, round(se, 4)
 
 
 def _usable_weights(flat_cox: bool, flat_forest: bool) -> tuple[float, ...]:
@@ -198,12 +209,13 @@ def fit_coxrsf(encoder: CoxForest, x, y, xv, yv, seed: int) -> tuple[dict, np.nd
         if yv is not None:
             val_part.append(_raw_scores(scorer, xv, standardised=True))
     flat = [np.ptp(_raw_scores(scorer, x)) == 0 for scorer in (encoder.cox, encoder.forest)]
-    weight, by_weight = _mix_weight(part, y, val_part, yv, _usable_weights(*flat))
+    weight, by_weight, se = _mix_weight(part, y, val_part, yv, _usable_weights(*flat))
     encoder.cox_weight.fill_(weight)
     _standardise(encoder, _raw_scores(encoder, x))
     score = float(_val_c([_raw_scores(encoder, xv)], yv)[0]) if yv is not None else None
     agreement = float(np.corrcoef(*part)[0, 1]) if np.ptp(part[0]) > 0 and np.ptp(part[1]) > 0 else None
     chosen = {"coxnet": cox, "rsf": forest, "cox_weight": weight, "out_of_sample_c_by_weight": by_weight,
+              "out_of_sample_c_se": se,
               "val_score": score, "oof_agreement": agreement}
     return chosen, weight * part[0] + (1 - weight) * part[1]
 

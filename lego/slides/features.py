@@ -7,6 +7,7 @@ STAMP names the feature dataset ``feats``; some tools store a leading batch axis
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from lego.errors import InputError
 from lego.io import atomic_path
 
 FEATURE_KEYS = ("features", "feats")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,7 +63,7 @@ def read_feature_bag(path: str | Path) -> FeatureBag:
             key = _feature_key(f, path)
             feats = np.asarray(f[key][:], dtype=np.float32)
             coords = np.asarray(f["coords"][:]) if "coords" in f else np.zeros((len(feats), 2), np.int64)
-            geometry = h5_attrs(f["coords"]) if "coords" in f else {"unit": "none"}
+            geometry = h5_attrs(f["coords"]) if "coords" in f else {"unit": "none"}  # zeros stand in: said so
             attrs = h5_attrs(f)
             attrs.update({f"coords.{k}": v for k, v in geometry.items()})
             attrs.update({f"features.{k}": v for k, v in h5_attrs(f[key]).items()})
@@ -75,9 +77,10 @@ def read_feature_bag(path: str | Path) -> FeatureBag:
         raise InputError(f"{path}: features must be 2-D (patches x dim, dim >= 1), got shape {feats.shape}")
     if len(coords) != len(feats):
         raise InputError(f"{path}: {len(feats)} feature rows but {len(coords)} coordinates")
-    if len(coords) and (coords.ndim != 2 or coords.shape[1] < 2 or not np.isfinite(coords).all()):
-        raise InputError(f"{path}: coords must be finite (patches x 2) x, y positions, got shape {coords.shape}"
-                         f"{'' if coords.ndim != 2 or coords.shape[1] < 2 else ' with NaN or infinite values'}")
+    if len(coords) and (coords.ndim != 2 or coords.shape[1] != 2):
+        raise InputError(f"{path}: coords must be (patches x 2) x, y positions, got shape {coords.shape}")
+    if len(coords) and (not np.isfinite(coords.astype(np.float64)).all() or np.abs(coords.astype(np.float64)).max() > 2**40):
+        raise InputError(f"{path}: coords hold NaN, infinite or impossibly large values (beyond 2^40); re-extract this slide")
     if attrs.get("status", "ok") == "ok" and not np.isfinite(feats).all():
         raise InputError(f"{path}: features contain NaN or infinite values; re-extract this slide")
     integral = coords.dtype.kind in "iu" or (np.round(coords) == coords).all()
@@ -157,7 +160,8 @@ def import_feature_file(src: str | Path, dst: str | Path, slide_name: str, mpp: 
     when the slide's ``mpp`` is given; see :mod:`lego.slides.interop`)."""
     from lego.slides.interop import imported_geometry, read_clam_pt
 
-    if str(src).lower().endswith(".pt"):
+    is_pt = str(src).lower().endswith((".pt", ".pth"))
+    if is_pt:
         feats = read_clam_pt(src)
         bag = FeatureBag(feats, np.zeros((len(feats), 2), np.int64), {"encoder": "external"}, {"unit": "none"})
     else:
@@ -166,6 +170,8 @@ def import_feature_file(src: str | Path, dst: str | Path, slide_name: str, mpp: 
         raise InputError(f"{src}: the source file records a failed slide ({bag.attrs.get('reason', 'no reason given')})")
     if len(bag.features) == 0:
         raise InputError(f"{src}: 0 patch features; a slide with no patches cannot be used")
+    if not np.isfinite(bag.features).all():  # refused before anything is written at the destination
+        raise InputError(f"{src}: features contain NaN or infinite values; re-extract this slide")
     encoder = bag.attrs.get("encoder") or bag.attrs.get("features.encoder") or bag.attrs.get("extractor") or "external"
     attrs = {
         "encoder": str(encoder),
@@ -174,8 +180,13 @@ def import_feature_file(src: str | Path, dst: str | Path, slide_name: str, mpp: 
         "source_file": str(Path(src).resolve()),
         "slide_name": slide_name,
     }
-    is_stamp = "feats" in _dataset_names(src) if not str(src).lower().endswith(".pt") else False
-    coords, geometry = imported_geometry(bag.attrs, bag.coords_attrs, bag.coords, mpp, is_stamp)
+    is_stamp = not is_pt and "feats" in _dataset_names(src)
+    try:
+        coords, geometry = imported_geometry(bag.attrs, bag.coords_attrs, bag.coords, mpp, is_stamp)
+    except InputError as exc:
+        raise InputError(f"{src}: {exc}") from None
+    if mpp and geometry.get("unit") != "px":
+        log.warning("%s: --mpp %s not used: the file's coordinates are %s", src, mpp, geometry.get("unit"))
     if geometry.get("level0_mpp"):
         attrs["level0_mpp"] = geometry["level0_mpp"]
     write_feature_bag(dst, bag.features, coords, attrs, geometry)

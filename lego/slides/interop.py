@@ -48,13 +48,24 @@ def patch_file_attrs(geo: dict) -> dict:
     }
 
 
+def _tile_size(attrs: dict, key: str) -> float:
+    value = float(attrs[key])
+    if not np.isfinite(value) or value <= 0:
+        raise InputError(f"{key} = {attrs[key]!r} is not a tile size; the STAMP file's geometry is broken")
+    return value
+
+
 def stamp_geometry(attrs: dict, coords: np.ndarray) -> tuple[np.ndarray, float] | None:
     """(coordinates in um, tile size in um) of a STAMP file, decided the way STAMP's reader does;
-    None when the file does not say (no unit, no tile size, no 224-px stride)."""
-    if attrs.get("tile_size") and attrs.get("unit") == "um":
-        return coords.astype(np.float64), float(attrs["tile_size"])
-    if attrs.get("tile_size_um"):
-        return coords.astype(np.float64), float(attrs["tile_size_um"])
+    None when the file does not say (no unit, no tile size, no 224-px stride). A unit other than
+    um, or a tile size that is not a positive number, is an error (never re-read as micrometres)."""
+    unit = attrs.get("unit")
+    if unit not in (None, "um"):
+        raise InputError(f"coordinates in unit {unit!r}; STAMP files give micrometres ('um')")
+    if attrs.get("tile_size") and unit == "um":
+        return coords.astype(np.float64), _tile_size(attrs, "tile_size")
+    if attrs.get("tile_size_um") is not None:
+        return coords.astype(np.float64), _tile_size(attrs, "tile_size_um")
     steps = np.diff(np.unique(coords[:, 0])) if len(coords) > 1 else np.array([])
     stride = float(attrs.get("tile_size") or (steps[steps > 0].min() if (steps > 0).any() else 0))
     if round(stride) == STAMP_LEGACY_TILE_PX:
@@ -69,16 +80,21 @@ def imported_geometry(attrs: dict, coords_attrs: dict, coords: np.ndarray, mpp: 
     Level-0 pixels where the source gives them (TRIDENT/CLAM), or where a STAMP file's micrometres
     can be converted with the slide's ``mpp``; otherwise the micrometres are kept and the unit says
     so (``unit = "um"``): geometry is never silently re-interpreted."""
+    if coords_attrs.get("unit") == "none":  # no coordinates in the source: said, not faked
+        return coords, coords_attrs
     if not is_stamp:
-        return coords, {"unit": "px", **coords_attrs}  # a .pt bag says "none": no coordinates
+        return coords, {"unit": "px", **coords_attrs, **({"level0_mpp": mpp} if mpp else {})}
     geo = stamp_geometry(attrs, coords)
     if geo is None:
         return coords, {"unit": "unknown"}
     um, tile_um = geo
     if mpp:
-        return np.round(um / mpp), {"unit": "px", "patch_size_level0": int(round(tile_um / mpp)), "level0_mpp": mpp,
-                                    "tile_size_um": tile_um}
-    return np.round(um), {"unit": "um", "tile_size_um": tile_um}
+        geometry = {"unit": "px", "patch_size_level0": int(round(tile_um / mpp)), "level0_mpp": mpp, "tile_size_um": tile_um}
+    else:
+        geometry = {"unit": "um", "tile_size_um": tile_um}
+    if attrs.get("tile_size_px"):
+        geometry["tile_size_px"] = int(attrs["tile_size_px"])
+    return (np.round(um / mpp) if mpp else np.round(um)), geometry
 
 
 def read_clam_pt(path: str | Path) -> np.ndarray:
@@ -104,11 +120,14 @@ def write_clam_pt(features: np.ndarray, out: str | Path) -> None:
 
     from lego.io import atomic_path
 
-    with atomic_path(out) as tmp:
-        torch.save(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)), tmp)
+    try:
+        with atomic_path(out) as tmp:
+            torch.save(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)), tmp)
+    except RuntimeError as exc:  # torch reports an unwritable path as a RuntimeError
+        raise InputError(f"{out}: cannot be written ({' '.join(str(exc).split())[-120:]}); check the folder") from None
 
 
-def write_stamp(features: np.ndarray, coords: np.ndarray, attrs: dict, out: str | Path) -> None:
+def write_stamp(features: np.ndarray, coords: np.ndarray, attrs: dict, out: str | Path, src: str | Path = "") -> None:
     """A STAMP tile-feature file: ``feats``, ``coords`` in um and the file attributes STAMP reads.
 
     ``stamp_version`` is left out on purpose: STAMP refuses a file newer than itself."""
@@ -118,12 +137,13 @@ def write_stamp(features: np.ndarray, coords: np.ndarray, attrs: dict, out: str 
 
     mpp, size0 = attrs.get("level0_mpp"), attrs.get("patch_size_level0")
     if not mpp or not size0:
-        raise InputError(f"{out}: the feature file lacks level0_mpp or patch_size_level0 (features from "
-                         "`lego embed` have both); STAMP needs coordinates in micrometres")
+        raise InputError(f"{src or out}: lacks {'level0_mpp' if not mpp else 'patch_size_level0'} (features from "
+                         "`lego embed` have both; re-import an external file with --mpp); STAMP needs micrometres")
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("feats", data=np.asarray(features, dtype=np.float32))
             f.create_dataset("coords", data=(np.asarray(coords, dtype=np.float64) * float(mpp)).astype(np.float32))
             f.attrs.update({"unit": "um", "tile_size_um": float(size0) * float(mpp),
-                            "tile_size_px": int(attrs.get("encoder_input_px") or attrs.get("patch_px") or 224),
+                            "tile_size_px": int(attrs.get("tile_size_px") or attrs.get("encoder_input_px")
+                                                or attrs.get("patch_px") or 224),
                             "extractor": str(attrs.get("encoder") or "external"), "feat_type": "tile"})

@@ -54,6 +54,9 @@ def prepare_modality(
     if id_column not in df.columns:
         raise InputError(f"{path}: modality {modality!r}: no ID column {id_column!r}; set modalities.{modality}.id_column")
     categorical = list(categorical or [])
+    absent = [c for c in categorical if c not in df.columns]
+    if absent:
+        raise InputError(f"{path}: modality {modality!r}: categorical columns {absent} not in the table")
     if columns:
         missing = [c for c in columns + categorical if c not in df.columns]
         if missing:

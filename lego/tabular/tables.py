@@ -20,6 +20,11 @@ def _read_text(path: Path, sep: str, kwargs: dict) -> pd.DataFrame:
         try:
             return pd.read_csv(path, sep=sep, low_memory=False, index_col=False, **kwargs)
         except pd.errors.ParserWarning:
+            with open(path, "rb") as fh:
+                head = fh.readline().decode("utf-8", "replace")
+            if sep == "," and ";" in head:
+                raise InputError(f"{path}: the header is semicolon-delimited (decimal commas?); save it with ',' "
+                                 "as the delimiter and '.' as the decimal mark, or as .tsv") from None
             raise InputError(f"{path}: line 2 has more fields than the header (line 1); every row needs one value "
                              "per header column") from None
 
@@ -70,6 +75,8 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = (), **kwargs) -
     try:
         if name.endswith((".parquet", ".pq")):
             df = pd.read_parquet(path)
+            if not isinstance(df.index, pd.RangeIndex):  # IDs kept in the (Multi)Index by pandas writers
+                df = df.reset_index()
         elif name.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz", ".tsv.zip")):
             sep = "\t"
         elif name.endswith((".csv", ".csv.gz", ".csv.zip", ".zip", ".gz", ".csv.bz2", ".csv.xz")):

@@ -111,6 +111,9 @@ def create_encoder(name: str, checkpoint: str | None = None) -> Encoder:
     _load_builtin()
     if name not in _REGISTRY:
         raise ConfigError(f"unknown encoder {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    if checkpoint and _INFO[name]["weights"] == "none":
+        raise ConfigError(f"encoder {name!r} has no weights; drop the checkpoint ({checkpoint}) or choose an encoder "
+                          "that takes one (`lego encoders`)")
     enc = _REGISTRY[name][0](checkpoint=checkpoint)
     enc.model.eval()
     return enc
@@ -133,12 +136,14 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
     A damaged file, a pickle of anything but tensors, or a file that holds no state dict is one
     ConfigError naming the file (never a traceback, never an unpickled object)."""
     try:
-        if str(path).endswith(".safetensors"):
+        if str(path).endswith(".safetensors") or _looks_like_safetensors(path):
             from safetensors.torch import load_file
 
             return load_file(path)
+        if not _looks_like_torch_file(path):
+            raise ConfigError(f"{path}: neither a safetensors nor a torch weights file; check the download")
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
+    except (OSError, ConfigError):
         raise
     except Exception as exc:  # pickle, zip and safetensors errors of every kind
         why = ("it is not a tensors-only file, and loading it would unpickle arbitrary objects (refused)"
@@ -150,6 +155,20 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ConfigError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _looks_like_safetensors(path: str) -> bool:
+    """A safetensors file whatever its name: an 8-byte header length, then a JSON header."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < (1 << 30)
+
+
+def _looks_like_torch_file(path: str) -> bool:
+    """A torch.save file: a zip archive (torch >= 1.6) or a legacy pickle (protocol 2+)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def _load_builtin() -> None:
