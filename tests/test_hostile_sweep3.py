@@ -202,3 +202,16 @@ def test_a_hand_made_modality_table_with_a_patient_twice_is_refused(tmp_path):
     pd.DataFrame({"patient_id": ["P0", "P0"], "g": [1.0, 2.0]}).to_parquet(tmp_path / "m.parquet")
     with pytest.raises(InputError, match="patient_id 'P0' has more than one row"):
         load_modality_table("tabular", tmp_path / "m.parquet")
+
+
+def test_row_numbers_and_r_row_names_are_not_features(tmp_path):
+    """Review findings: a filtered frame saved with its (unnamed) row numbers, and R's
+    write.table row names, must not become columns; a named index (IDs) is kept."""
+    from lego.tabular.modality import prepare_modality
+
+    df = pd.DataFrame({"case_id": list("ABCD"), "age": [1.0, 2.0, 3.0, 4.0]})
+    df[df["case_id"].isin(["A", "C", "D"])].to_parquet(tmp_path / "f.parquet")
+    assert list(prepare_modality(tmp_path / "f.parquet", "m").columns) == ["patient_id", "age"]
+    (tmp_path / "r.csv").write_text("case_id,age\n1,A,50\n2,B,60\n")
+    out = prepare_modality(tmp_path / "r.csv", "m")
+    assert out["patient_id"].tolist() == ["A", "B"] and out["age"].tolist() == [50.0, 60.0]

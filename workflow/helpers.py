@@ -118,17 +118,26 @@ def reprint_summary_when_cached(workflow, path: str, ended: list) -> None:
     """Print the summary at exit when a run found nothing to do (Snakemake calls ``onsuccess``
     only after running jobs, so a finished run's rerun printed nothing).
 
-    Only for a real run of the main process whose DAG was built with zero jobs, and only when
-    neither ``onsuccess`` nor ``onerror`` fired (``ended``): dry runs, ``--lint``, ``--report``
-    and failed runs stay silent."""
+    Only when Snakemake itself logged "Nothing to be done" in a real (not dry) run of the main
+    process and neither ``onsuccess`` nor ``onerror`` fired (``ended``): a run that fails before
+    scheduling, ``--lint``, ``--report`` and cluster job processes stay silent."""
     import atexit
+    import logging
+
+    from snakemake.common import NOTHING_TO_BE_DONE_MSG
+    from snakemake.logging import logger
+
+    seen: list[bool] = []
+
+    class _Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == NOTHING_TO_BE_DONE_MSG:
+                seen.append(True)
+
+    logger.addHandler(_Watch())
 
     def at_exit() -> None:
-        dag = getattr(workflow, "_dag", None)
-        if ended or dag is None or not workflow.is_main_process or workflow.executor_plugin is None:
-            return
-        if workflow.dryrun or workflow.touch or len(dag) != 0:
-            return
-        print_summary(path)
+        if seen and not ended and workflow.is_main_process and not workflow.dryrun:
+            print_summary(path)
 
     atexit.register(at_exit)

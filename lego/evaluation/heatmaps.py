@@ -78,8 +78,10 @@ def _thumbnail(slide_path: str | None, size0: tuple[int, int]) -> tuple[np.ndarr
             import openslide
 
             with openslide.OpenSlide(slide_path) as s:
-                img = np.asarray(s.get_thumbnail((shape[1], shape[0])).convert("RGB"))
-            return img, size0[0] / img.shape[1]
+                width, height = s.dimensions  # the thumbnail shows the whole slide, whatever the patches cover
+                scale = max(width, height) / THUMB_PX
+                img = np.asarray(s.get_thumbnail((int(round(width / scale)), int(round(height / scale)))).convert("RGB"))
+            return img, width / img.shape[1]
         except Exception:  # an unreadable slide still gets its heatmap, on white
             pass
     return np.full(shape + (3,), 255, np.uint8), scale

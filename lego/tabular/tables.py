@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from lego.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 def _read_text(path: Path, sep: str, kwargs: dict) -> pd.DataFrame:
@@ -25,8 +28,23 @@ def _read_text(path: Path, sep: str, kwargs: dict) -> pd.DataFrame:
             if sep == "," and ";" in head:
                 raise InputError(f"{path}: the header is semicolon-delimited (decimal commas?); save it with ',' "
                                  "as the delimiter and '.' as the decimal mark, or as .tsv") from None
+            if _row_names(path, sep):  # R's write.table: a row-name field with no header cell, on every row
+                log.warning("%s: the first field of every row has no header (row names, as R writes them); "
+                            "it is left out", path)
+                return pd.read_csv(path, sep=sep, low_memory=False, index_col=0, **kwargs).reset_index(drop=True)
             raise InputError(f"{path}: line 2 has more fields than the header (line 1); every row needs one value "
                              "per header column") from None
+
+
+def _row_names(path: Path, sep: str, rows: int = 200) -> bool:
+    """Every one of the first ``rows`` data rows has exactly one field more than the header."""
+    import csv
+    import gzip
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", newline="") as fh:
+        lines = [r for _, r in zip(range(rows + 1), csv.reader(fh, delimiter=sep))]
+    return len(lines) > 1 and all(len(r) == len(lines[0]) + 1 for r in lines[1:] if r)
 
 
 def _check_delimiter(df: pd.DataFrame, path: Path, used: str | None = None) -> None:
@@ -75,8 +93,8 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = (), **kwargs) -
     try:
         if name.endswith((".parquet", ".pq")):
             df = pd.read_parquet(path)
-            if not isinstance(df.index, pd.RangeIndex):  # IDs kept in the (Multi)Index by pandas writers
-                df = df.reset_index()
+            if any(name is not None for name in df.index.names):  # IDs kept in a named (Multi)Index
+                df = df.reset_index()  # (an unnamed index is row numbers: dropped, as pandas does)
         elif name.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz", ".tsv.zip")):
             sep = "\t"
         elif name.endswith((".csv", ".csv.gz", ".csv.zip", ".zip", ".gz", ".csv.bz2", ".csv.xz")):
