@@ -47,6 +47,23 @@ def validation_score(pred: pd.DataFrame, labels: pd.DataFrame, task: str) -> flo
     return None if score is None or not np.isfinite(score) else float(score)
 
 
+def _draws(n: int, n_boot: int, seed: int) -> list[np.ndarray]:
+    """Bootstrap resamples of ``n`` rows (with replacement, seeded)."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n, n) for _ in range(n_boot)]
+
+
+def _spread(values) -> float | None:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def c_index_se(time: np.ndarray, event: np.ndarray, risk: np.ndarray, n_boot: int = 200, seed: int = 0) -> float | None:
+    """Bootstrap standard error of Harrell's C (patients resampled with replacement, seeded)."""
+    draws = _draws(len(time), n_boot, seed)
+    return _spread(_bootstrap_c(np.asarray(time, float), np.asarray(event, bool), np.asarray(risk, float), draws))
+
+
 def validation_se(pred: pd.DataFrame, labels: pd.DataFrame, task: str, n_boot: int = 200, seed: int = 0) -> float | None:
     """Bootstrap standard error of the validation score (patients resampled with replacement, seeded)."""
     from lego.evaluation.metrics import headline
@@ -54,14 +71,10 @@ def validation_se(pred: pd.DataFrame, labels: pd.DataFrame, task: str, n_boot: i
     if pred.empty:
         return None
     frame = pred.merge(labels, on="patient_id", how="left").reset_index(drop=True)
-    rng = np.random.default_rng(seed)
-    draws = [rng.integers(0, len(frame), len(frame)) for _ in range(n_boot)]
     if task == "survival":
-        values = _bootstrap_c(frame["time"].to_numpy(float), frame["event"].to_numpy(bool), frame["risk"].to_numpy(float), draws)
-    else:
-        values = [headline(frame.iloc[d], task) for d in draws]
-    values = [v for v in values if v is not None and np.isfinite(v)]
-    return float(np.std(values, ddof=1)) if len(values) > 1 else None
+        return c_index_se(frame["time"].to_numpy(float), frame["event"].to_numpy(bool), frame["risk"].to_numpy(float),
+                          n_boot, seed)
+    return _spread(headline(frame.iloc[d], task) for d in _draws(len(frame), n_boot, seed))
 
 
 def _bootstrap_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray, draws: list[np.ndarray]) -> list[float]:

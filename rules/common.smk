@@ -258,21 +258,16 @@ def mpp_arg():
 PREDICT_FROM = config["predict"]["from"]
 
 
-def trained_dir(model, fold, base):
-    """Where a run under ``base`` keeps a trained model's fold."""
-    return model_folder(model, fold, base)
-
-
 def _predict_runs():
     """(model, fold, modalities) of every trained model the predict section applies."""
     runs = []
     for model in config["predict"]["models"]:
-        folds = sorted(int(p.name[4:]) for p in Path(trained_dir(model, 0, PREDICT_FROM)).parent.glob("fold*")
+        folds = sorted(int(p.name[4:]) for p in Path(model_folder(model, 0, PREDICT_FROM)).parent.glob("fold*")
                        if p.name[4:].isdigit() and (p / "config.json").is_file())
         if not folds:
             raise WorkflowError(f"predict.from: no trained {model} under {PREDICT_FROM}; run the training config first")
         for fold in folds:
-            trained = json.loads(Path(trained_dir(model, fold, PREDICT_FROM), "config.json").read_text())
+            trained = json.loads(Path(model_folder(model, fold, PREDICT_FROM), "config.json").read_text())
             mods = [trained["modality"]] if trained["kind"] == "block" else sorted(trained["blocks"])
             missing = [m for m in mods if m not in MODALITIES]
             if missing:

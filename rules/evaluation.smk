@@ -231,8 +231,8 @@ rule heatmaps:
 
 rule predict:
     input:
-        weights=lambda w: f"{trained_dir(w.model, w.fold, PREDICT_FROM)}/model.safetensors",
-        config=lambda w: f"{trained_dir(w.model, w.fold, PREDICT_FROM)}/config.json",
+        weights=lambda w: f"{model_folder(w.model, w.fold, PREDICT_FROM)}/model.safetensors",
+        config=lambda w: f"{model_folder(w.model, w.fold, PREDICT_FROM)}/config.json",
         data=lambda w: [f"{OUT}/modalities/{m}.parquet" for m in predict_modalities(w)],
         labels=rules.ingest_labels.output[0],
     output:

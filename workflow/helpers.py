@@ -114,13 +114,13 @@ def print_summary(path: str) -> None:
         print(pd.read_table(comparisons).to_string(index=False, float_format=fmt))
 
 
-def reprint_summary_when_cached(workflow, path: str, ended: list) -> None:
+def reprint_summary_when_cached(workflow, path: str) -> None:
     """Print the summary at exit when a run found nothing to do (Snakemake calls ``onsuccess``
     only after running jobs, so a finished run's rerun printed nothing).
 
     Only when Snakemake itself logged "Nothing to be done" in a real (not dry) run of the main
-    process and neither ``onsuccess`` nor ``onerror`` fired (``ended``): a run that fails before
-    scheduling, ``--lint``, ``--report`` and cluster job processes stay silent."""
+    process (it returns right after, so neither ``onsuccess`` nor ``onerror`` runs): a run that
+    fails before scheduling, ``--lint``, ``--report`` and cluster job processes stay silent."""
     import atexit
     import logging
 
@@ -137,7 +137,7 @@ def reprint_summary_when_cached(workflow, path: str, ended: list) -> None:
     logger.addHandler(_Watch())
 
     def at_exit() -> None:
-        if seen and not ended and workflow.is_main_process and not workflow.dryrun:
+        if seen and workflow.is_main_process and not workflow.dryrun:
             print_summary(path)
 
     atexit.register(at_exit)

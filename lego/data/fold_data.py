@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from lego.errors import InputError
-from lego.io import read_frame
+from lego.io import TABLES, read_frame
 from lego.slides.features import read_feature_bag
 from lego.survival.targets import discretise, fit_bins
 from lego.tabular.transforms import TabularTransform
@@ -52,13 +52,13 @@ def _bags(manifest: pd.DataFrame, max_patches: int, seed: int) -> dict[str, np.n
     """All usable slides of a patient concatenated; at most ``max_patches`` (seeded subsample)."""
     rng = np.random.default_rng(seed)
     bags: dict[str, list[np.ndarray]] = {}
-    dims: dict[int, str] = {}
+    first = None  # (dimension, file) of the first bag: every other must match it
     for row in manifest.itertuples():
         feats = read_feature_bag(row.features).features
-        dims.setdefault(feats.shape[1], row.features)
-        if len(dims) > 1:
-            (d0, f0), (d1, f1) = list(dims.items())[:2]
-            raise InputError(f"{f1}: {d1}-dimensional features where {f0} has {d0}; embed every slide with one encoder")
+        first = first or (feats.shape[1], row.features)
+        if feats.shape[1] != first[0]:
+            raise InputError(f"{row.features}: {feats.shape[1]}-dimensional features where {first[1]} has {first[0]}; "
+                             "embed every slide with one encoder")
         bags.setdefault(row.patient_id, []).append(feats)
     out = {}
     for pid in sorted(bags):
@@ -119,14 +119,15 @@ class ModalityKind:
     per-patient tensors. Adding a kind = one entry here."""
 
     table: str
+    key: str  # the column naming one row (a repeated key would count twice)
     usable: Callable[[pd.DataFrame], pd.DataFrame]
     fit: Callable[[pd.DataFrame, set, dict], "ModalityTensors"]
     apply: Callable[[str, str, pd.DataFrame, dict, int], "ModalityTensors"]
 
 
 KINDS: dict[str, ModalityKind] = {
-    "tabular": ModalityKind("modality", lambda df: df, _fit_tabular, _apply_tabular),
-    "wsi": ModalityKind("manifest", lambda df: df[df["status"] == "ok"], _fit_bags, _apply_bags),
+    "tabular": ModalityKind("modality", "patient_id", lambda df: df, _fit_tabular, _apply_tabular),
+    "wsi": ModalityKind("manifest", "slide_id", lambda df: df[df["status"] == "ok"], _fit_bags, _apply_bags),
 }
 
 
@@ -141,11 +142,10 @@ def load_modality_table(kind: str, path: str | Path) -> pd.DataFrame:
     would silently count twice, so it is refused."""
     k = modality_kind(kind)
     df = read_frame(path, k.table)
-    key = "slide_id" if k.table == "manifest" else "patient_id"
-    dup = df[key].duplicated()
+    dup = df[k.key].duplicated()
     if dup.any():
-        raise InputError(f"{path}: {key} {df.loc[dup, key].iloc[0]!r} has more than one row; one row per "
-                         f"{key.split('_')[0]} (remake it with `lego {'feature-manifest' if key == 'slide_id' else 'prepare-modality'}`)")
+        raise InputError(f"{path}: {k.key} {df.loc[dup, k.key].iloc[0]!r} has more than one row; one row per "
+                         f"{k.key.split('_')[0]} (remake it with `{TABLES[k.table][1]}`)")
     return k.usable(df)
 
 

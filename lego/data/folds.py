@@ -179,7 +179,7 @@ def fold_files(path: str | Path) -> list[str]:
 
 
 def _read_long_table(path: Path) -> pd.DataFrame:
-    from lego.tabular.tables import read_table
+    from lego.tabular.tables import read_table, stripped_text
 
     df = read_table(path, text_columns=("patient_id",))  # "0011" must stay "0011"
     missing = {"patient_id", "fold", "subset"} - set(df.columns)
@@ -193,8 +193,7 @@ def _read_long_table(path: Path) -> pd.DataFrame:
     if bad.any():
         raise InputError(f"{path}: line {int(np.flatnonzero(bad)[0]) + 2}: fold {df['fold'][bad].iloc[0]!r} is not a "
                          "fold number (0, 1, 2, ...)")
-    pid = df["patient_id"].astype("string").str.strip()
-    bad = pid.isna() | (pid == "")
+    pid, bad = stripped_text(df["patient_id"])
     if bad.any():
         raise InputError(f"{path}: line {int(np.flatnonzero(bad)[0]) + 2}: empty patient_id; every row names a patient")
     df = df.assign(patient_id=pid.astype(str), fold=fold.astype(int))

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lego.errors import InputError
-from lego.tabular.tables import read_table
+from lego.tabular.tables import read_table, stripped_text
 
 
 def _require(df: pd.DataFrame, path: Path, column: str, what: str) -> None:
@@ -62,9 +62,9 @@ def ingest_labels(
     path = Path(path)
     df = read_table(path, text_columns=(id_column,))
     _require(df, path, id_column, "patient ID")
-    ids = df[id_column].astype("string").str.strip()
-    if ids.isna().any() or (ids == "").any():
-        raise InputError(f"{path}: empty patient ID in column {id_column!r} at line {_lines(df, ids.isna() | (ids == ''))}")
+    ids, no_id = stripped_text(df[id_column])
+    if no_id.any():
+        raise InputError(f"{path}: empty patient ID in column {id_column!r} at line {_lines(df, no_id)}")
     out = pd.DataFrame({"patient_id": ids.astype(str)})
     if task == "survival":
         _require(df, path, time_column, "survival time")
@@ -93,8 +93,7 @@ def ingest_labels(
         out["event"] = (1 - status if censorship_column else status).astype(int).to_numpy()
     else:
         _require(df, path, label_column, "class label")
-        label = df[label_column].astype("string").str.strip()  # "LumA " and "LumA" are one class
-        empty = label.isna() | (label == "")
+        label, empty = stripped_text(df[label_column])  # "LumA " and "LumA" are one class
         if empty.any():
             raise InputError(f"{path}: class label {label_column!r} is empty at line {_lines(df, empty)}")
         out["label"] = label.astype(str).to_numpy()

@@ -20,15 +20,15 @@ import torch
 
 from lego.errors import InputError
 from lego.io import atomic_path
-from lego.slides.features import read_feature_bag
+from lego.slides.features import FeatureBag, read_feature_bag
 
 THUMB_PX = 1024  # the heatmap PNG's longer side
 INDEX_COLUMNS = ["slide_id", "patient_id", "patches", "top_x", "top_y", "top_attention", "reason"]
 log = logging.getLogger(__name__)
 
 
-def patient_attention(block, state: dict, feature_files: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(coords, attention) per slide of one patient from the block's ABMIL encoder."""
+def patient_attention(block, state: dict, feature_files: list[str]) -> list[tuple[FeatureBag, np.ndarray]]:
+    """(feature bag, attention) per slide of one patient from the block's ABMIL encoder."""
     encoder = getattr(block, "encoder", None)
     if not hasattr(encoder, "attention"):
         raise InputError(f"the block's encoder is {type(encoder).__name__}, which has no patch attention (abmil has)")
@@ -43,7 +43,7 @@ def patient_attention(block, state: dict, feature_files: list[str]) -> list[tupl
         _, weights = encoder.attention(x, torch.ones(1, len(feats), dtype=torch.bool))
     weights = weights[0].double().numpy()
     cuts = np.cumsum([len(b.features) for b in bags])[:-1]
-    return [(b.coords, w) for b, w in zip(bags, np.split(weights, cuts))]
+    return list(zip(bags, np.split(weights, cuts)))
 
 
 def attention_table(coords: np.ndarray, attention: np.ndarray, patch_size: int) -> pd.DataFrame:
@@ -115,11 +115,10 @@ def draw_heatmap(table: pd.DataFrame, slide_id: str, size0: tuple[int, int], sli
 
 def _patch_size(bag) -> int:
     """Level-0 patch size: the file's geometry, else the grid's stride (CLAM files carry none)."""
+    from lego.slides.interop import grid_stride
+
     size = bag.coords_attrs.get("patch_size_level0") or bag.attrs.get("patch_size_level0")
-    if size:
-        return int(size)
-    steps = np.diff(np.unique(bag.coords[:, 0])) if len(bag.coords) > 1 else np.array([])
-    return int(steps[steps > 0].min()) if (steps > 0).any() else 1
+    return int(size) if size else int(grid_stride(bag.coords)) or 1
 
 
 def _checked_manifest(m: pd.DataFrame, manifest: str) -> pd.DataFrame:
@@ -141,14 +140,13 @@ def _draw_patient(block, config: dict, group: pd.DataFrame, pid: str, paths: dic
 
     per_slide = patient_attention(block, config["preprocess"], group["features"].tolist())
     rows = []
-    for slide_id, feature_file, (coords, att) in zip(group["slide_id"], group["features"], per_slide):
-        bag = read_feature_bag(feature_file)
+    for slide_id, (bag, att) in zip(group["slide_id"], per_slide):
         unit = bag.coords_attrs.get("unit", "px")
         if unit != "px":  # no level-0 pixel geometry: a drawing or a QuPath file would be wrong
-            rows.append({"slide_id": slide_id, "patient_id": pid, "patches": len(coords),
+            rows.append({"slide_id": slide_id, "patient_id": pid, "patches": len(bag.coords),
                          "reason": f"coordinates in unit {unit!r}, not level-0 pixels (re-import with --mpp)"})
             continue
-        table = attention_table(coords, att, _patch_size(bag))
+        table = attention_table(bag.coords, att, _patch_size(bag))
         size0 = (int(bag.attrs.get("slide_width") or (table["x"] + table["size"]).max()),
                  int(bag.attrs.get("slide_height") or (table["y"] + table["size"]).max()))
         write_parquet(table, out / f"{slide_id}.attention.parquet")

@@ -81,9 +81,7 @@ def summarise(metric_files: list[str], out_dir: str | Path, n_boot: int = 1000, 
     for r, f in zip(rows, metric_files):
         if not {"model", "fold", "task"} <= set(r):
             raise InputError(f"{f}: not a metrics.json written by `lego evaluate` (needs model, fold and task)")
-        if (r["model"], r["fold"]) in seen:  # the same model and fold twice would count as two folds
-            raise InputError(f"{f}: model {r['model']!r} fold {r['fold']} is already given by {seen[(r['model'], r['fold'])]}")
-        seen[(r["model"], r["fold"])] = f
+        _first_of_its_fold(seen, r, f)
     task = rows[0]["task"]
     key = HEADLINE[task]
     preds = {}
@@ -178,6 +176,14 @@ def _comparisons(metrics, preds, folds, task, key, n_boot, level, seed) -> pd.Da
 
 
 
+def _first_of_its_fold(seen: dict, r: dict, f: str) -> None:
+    """Record ``f`` as the metrics of its model and fold; the same model and fold twice would count as two folds."""
+    key = (r["model"], r["fold"])
+    if key in seen:
+        raise InputError(f"{f}: model {r['model']!r} fold {r['fold']} is already given by {seen[key]}")
+    seen[key] = f
+
+
 def external_summary(metric_files: list[str]) -> pd.DataFrame:
     """Per model and metric of an external cohort (``lego predict`` with labels): mean, std and
     range over the folds whose model was applied, and how many patients were labelled."""
@@ -186,9 +192,7 @@ def external_summary(metric_files: list[str]) -> pd.DataFrame:
         r = read_json(f, dict)
         if not isinstance(r.get("external"), dict) or not r.get("model") or not isinstance(r.get("fold"), int):
             raise InputError(f"{f}: not a metrics.json of `lego predict --labels` (needs model, fold and external)")
-        if (r["model"], r["fold"]) in seen:
-            raise InputError(f"{f}: model {r['model']!r} fold {r['fold']} is already given by {seen[(r['model'], r['fold'])]}")
-        seen[(r["model"], r["fold"])] = f
+        _first_of_its_fold(seen, r, f)
         for metric, value in r["external"].items():
             if metric in ("n", "events", "tau", "missing") or value is None or isinstance(value, (list, dict)):
                 continue  # counts, settings, and metrics the cohort could not give (their reason is in "missing")

@@ -168,7 +168,7 @@ def _mix_weight(train_parts: list[np.ndarray], y, val_parts: list[np.ndarray], y
     bootstrap SE of the best. Why: the shares' Cs differ by less than their noise on a weak
     modality, and there picking the best is picking noise; the even mix is the lower-variance
     ensemble of the two models. Returns the share, each share's C and the SE."""
-    from lego.selection import _bootstrap_c
+    from lego.selection import c_index_se
 
     time = np.concatenate([y["time"]] + ([yv["time"]] if val_parts else []))
     event = np.concatenate([y["event"]] + ([yv["event"]] if val_parts else []))
@@ -177,10 +177,7 @@ def _mix_weight(train_parts: list[np.ndarray], y, val_parts: list[np.ndarray], y
     mixes = [w * cox + (1 - w) * forest for w in weights]
     scores = _val_c(mixes, {"time": time, "event": event})
     best = int(np.argmax(scores))
-    rng = np.random.default_rng(0)
-    draws = [rng.integers(0, len(time), len(time)) for _ in range(200)]
-    boot = [v for v in _bootstrap_c(time.astype(float), event.astype(bool), mixes[best], draws) if np.isfinite(v)]
-    se = float(np.std(boot, ddof=1)) if len(boot) > 1 else 0.0
+    se = c_index_se(time, event, mixes[best]) or 0.0
     chosen = next(i for i, c in enumerate(scores) if c >= scores[best] - se)
     return weights[chosen], {str(w): round(float(c), 4) for w, c in zip(weights, scores)}, round(se, 4)
 

@@ -28,6 +28,7 @@ class FeatureBag:
     coords: np.ndarray  # (N, 2): int64 level-0 pixels (ours, TRIDENT, CLAM); float as stored elsewhere (STAMP: um)
     attrs: dict  # file attributes (plus "coords.<k>" and "features.<k>" copies, for old readers)
     coords_attrs: dict = field(default_factory=dict)  # the coords dataset's own attributes (patch geometry)
+    dataset: str = "features"  # the feature dataset read: "features" (ours, TRIDENT, CLAM) or "feats" (STAMP)
 
     @property
     def ok(self) -> bool:
@@ -84,12 +85,7 @@ def read_feature_bag(path: str | Path) -> FeatureBag:
     if attrs.get("status", "ok") == "ok" and not np.isfinite(feats).all():
         raise InputError(f"{path}: features contain NaN or infinite values; re-extract this slide")
     integral = coords.dtype.kind in "iu" or (np.round(coords) == coords).all()
-    return FeatureBag(feats, coords.astype(np.int64) if integral else coords.astype(np.float64), attrs, geometry)
-
-
-def _dataset_names(path: str | Path) -> set[str]:
-    with h5py.File(path, "r") as f:
-        return set(f.keys())
+    return FeatureBag(feats, coords.astype(np.int64) if integral else coords.astype(np.float64), attrs, geometry, key)
 
 
 def bag_info(path: str | Path) -> dict:
@@ -180,7 +176,7 @@ def import_feature_file(src: str | Path, dst: str | Path, slide_name: str, mpp: 
         "source_file": str(Path(src).resolve()),
         "slide_name": slide_name,
     }
-    is_stamp = not is_pt and "feats" in _dataset_names(src)
+    is_stamp = bag.dataset == "feats"
     try:
         coords, geometry = imported_geometry(bag.attrs, bag.coords_attrs, bag.coords, mpp, is_stamp)
     except InputError as exc:

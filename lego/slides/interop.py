@@ -48,6 +48,12 @@ def patch_file_attrs(geo: dict) -> dict:
     }
 
 
+def grid_stride(coords: np.ndarray) -> float:
+    """The patch grid's step along x (the smallest positive gap between x positions); 0 with none."""
+    steps = np.diff(np.unique(coords[:, 0])) if len(coords) > 1 else np.array([])
+    return float(steps[steps > 0].min()) if (steps > 0).any() else 0.0
+
+
 def _tile_size(attrs: dict, key: str) -> float:
     value = float(attrs[key])
     if not np.isfinite(value) or value <= 0:
@@ -66,8 +72,7 @@ def stamp_geometry(attrs: dict, coords: np.ndarray) -> tuple[np.ndarray, float] 
         return coords.astype(np.float64), _tile_size(attrs, "tile_size")
     if attrs.get("tile_size_um") is not None:
         return coords.astype(np.float64), _tile_size(attrs, "tile_size_um")
-    steps = np.diff(np.unique(coords[:, 0])) if len(coords) > 1 else np.array([])
-    stride = float(attrs.get("tile_size") or (steps[steps > 0].min() if (steps > 0).any() else 0))
+    stride = float(attrs.get("tile_size") or grid_stride(coords))
     if round(stride) == STAMP_LEGACY_TILE_PX:
         return coords.astype(np.float64) / STAMP_LEGACY_TILE_PX * STAMP_LEGACY_TILE_UM, STAMP_LEGACY_TILE_UM
     return None

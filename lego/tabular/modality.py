@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lego.errors import InputError
-from lego.tabular.tables import read_table
+from lego.tabular.tables import read_table, stripped_text
 
 
 def select_columns(
@@ -68,8 +68,7 @@ def prepare_modality(
             f"{path}: modality {modality!r} selects no column (include={include!r}, exclude={exclude}); "
             f"first columns are {list(df.columns[:8])}"
         )
-    raw_ids = df[id_column].astype("string").str.strip()
-    no_id = raw_ids.isna() | (raw_ids == "")
+    raw_ids, no_id = stripped_text(df[id_column])
     if no_id.any():
         lines = ", ".join(str(i + 2) for i in np.flatnonzero(no_id.to_numpy())[:5])
         raise InputError(f"{path}: modality {modality!r}: {int(no_id.sum())} row(s) without a patient ID in column "

@@ -23,12 +23,12 @@ def _read_text(path: Path, sep: str, kwargs: dict) -> pd.DataFrame:
         try:
             return pd.read_csv(path, sep=sep, low_memory=False, index_col=False, **kwargs)
         except pd.errors.ParserWarning:
-            with open(path, "rb") as fh:
-                head = fh.readline().decode("utf-8", "replace")
-            if sep == "," and ";" in head:
+            rows = _first_rows(path, sep)
+            if sep == "," and ";" in sep.join(rows[0]):
                 raise InputError(f"{path}: the header is semicolon-delimited (decimal commas?); save it with ',' "
                                  "as the delimiter and '.' as the decimal mark, or as .tsv") from None
-            if _row_names(path, sep):  # R's write.table: a row-name field with no header cell, on every row
+            # R's write.table: a row-name field with no header cell, on every row
+            if len(rows) > 1 and all(len(r) == len(rows[0]) + 1 for r in rows[1:] if r):
                 log.warning("%s: the first field of every row has no header (row names, as R writes them); "
                             "it is left out", path)
                 return pd.read_csv(path, sep=sep, low_memory=False, index_col=0, **kwargs).reset_index(drop=True)
@@ -36,15 +36,21 @@ def _read_text(path: Path, sep: str, kwargs: dict) -> pd.DataFrame:
                              "per header column") from None
 
 
-def _row_names(path: Path, sep: str, rows: int = 200) -> bool:
-    """Every one of the first ``rows`` data rows has exactly one field more than the header."""
+def _first_rows(path: Path, sep: str, rows: int = 200) -> list[list[str]]:
+    """The header and the first ``rows`` data rows, split into fields (gzip-aware)."""
     import csv
     import gzip
 
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rt", newline="") as fh:
-        lines = [r for _, r in zip(range(rows + 1), csv.reader(fh, delimiter=sep))]
-    return len(lines) > 1 and all(len(r) == len(lines[0]) + 1 for r in lines[1:] if r)
+        return [r for _, r in zip(range(rows + 1), csv.reader(fh, delimiter=sep))]
+
+
+def stripped_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Text cells (IDs, class labels) with surrounding spaces removed, and which are empty
+    (missing, or only spaces): " P1" and "P1" are one patient, and "" names nobody."""
+    text = values.astype("string").str.strip()
+    return text, text.isna() | (text == "")
 
 
 def _check_delimiter(df: pd.DataFrame, path: Path, used: str | None = None) -> None:
