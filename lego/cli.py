@@ -17,7 +17,7 @@ from pathlib import Path
 
 import lego
 from lego.errors import InputError, LegoError
-from lego.evaluation.names import FITTED_BASELINES
+from lego.evaluation import names
 from lego.slides.params import SLIDE_EXTENSIONS, PatchParams, TissueParams
 
 log = logging.getLogger("lego")
@@ -471,7 +471,7 @@ OPTION_HELP = {
     "--features-dir": "folder of per-slide feature files (<slide>.h5)",
     "--tabular": "tabular modalities as NAME=PATH (parquet written by prepare-modality)",
     "--wsi": "slide modalities as NAME=PATH (feature manifests)",
-    "--kind": "modality kind",
+    "--kind": "modality kind: a key of lego.data.fold_data.KINDS (tabular, wsi)",
     "--fold": "fold number (from the folds table)",
     "--head": "how block heads are merged: slerp (spherical mean) or linear",
     "--data": "each modality's prepared data as NAME=PATH",
@@ -661,7 +661,7 @@ def _model_commands(add) -> None:
     p = add("train-block", cmd_train_block,
             "Train one modality's LegoBlock for one fold on every training patient who has that modality.")
     p.add_argument("--modality", required=True)
-    p.add_argument("--kind", choices=["tabular", "wsi"], required=True)
+    p.add_argument("--kind", required=True)
     p.add_argument("--data", required=True, help="modalities/<modality>.parquet (table or WSI feature manifest)")
     p.add_argument("--fold", type=int, required=True)
     p.add_argument("--task", choices=["survival", "classification"], default="survival")
@@ -740,9 +740,9 @@ def _prediction_commands(add) -> None:
 def _evaluation_commands(add) -> None:
     """Baselines, summaries and the ensemble."""
     p = add("baselines", cmd_baselines,
-            f"Fit reference models ({', '.join(FITTED_BASELINES)}) on one input of one fold with in-fold preprocessing; "
+            f"Fit reference models ({', '.join(names.FITTED_BASELINES)}) on one input of one fold with in-fold preprocessing; "
             "evaluate each.")
-    p.add_argument("--methods", nargs="+", choices=FITTED_BASELINES, required=True)
+    p.add_argument("--methods", nargs="+", choices=names.FITTED_BASELINES, required=True)
     p.add_argument("--source", required=True, help="input name: a modality, or early (several concatenated)")
     p.add_argument("--data", nargs="+", required=True, metavar="MODALITY=PARQUET")
     p.add_argument("--modalities", required=True,

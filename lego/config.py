@@ -54,8 +54,31 @@ def _explain(error) -> str:
 
 
 def load_schema(path: str | Path | None = None) -> dict[str, Any]:
+    """The config schema, with the names its registries own filled in (:func:`fill_registries`)."""
     with open(path or SCHEMA_PATH) as fh:
-        return yaml.safe_load(fh)
+        return fill_registries(yaml.safe_load(fh))
+
+
+def fill_registries(schema: dict[str, Any]) -> dict[str, Any]:
+    """Fill the schema's lists of modality kinds and baselines from the code's registries.
+
+    Why: a YAML file cannot import them, and a second copy drifts; adding a kind
+    (``lego.data.fold_data.KINDS``) or a classical baseline (``lego.evaluation.classical``) then
+    touches that one module. A slide kind (one that reads the slide manifest) takes the slide
+    settings; every other kind the table settings."""
+    from lego.data.fold_data import KINDS
+    from lego.evaluation.names import ALL_BASELINES
+
+    slides = sorted(k for k, v in KINDS.items() if v.slides)
+    tables = sorted(k for k in KINDS if k not in slides)
+    props = schema["properties"]
+    props["evaluation"]["properties"]["baselines"]["items"]["enum"] = list(ALL_BASELINES)
+    modality = props["modalities"]["additionalProperties"]
+    modality["properties"]["kind"]["enum"] = sorted(KINDS)
+    modality["if"]["properties"]["kind"]["enum"] = slides
+    modality["then"]["properties"]["kind"]["enum"] = slides
+    modality["else"]["properties"]["kind"]["enum"] = tables
+    return schema
 
 
 def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -88,7 +111,9 @@ def _check_consistency(config: dict[str, Any]) -> None:
     if seeds is not None and len(seeds) != folds["n_folds"]:
         raise ConfigError(f"config key 'folds.seeds': needs {folds['n_folds']} seeds (one per fold), got {len(seeds)}")
     _check_regexes(config)
-    wsi = [m for m, spec in config["modalities"].items() if spec["kind"] == "wsi"]
+    from lego.data.fold_data import is_slide_kind
+
+    wsi = [m for m, spec in config["modalities"].items() if is_slide_kind(spec["kind"])]
     if wsi and not (config["slides"]["dir"] or config["slides"]["list"]):
         if not all(config["modalities"][m].get("features_dir") for m in wsi):
             raise ConfigError(f"config key 'slides': modality {wsi[0]!r} is a WSI modality; set slides.dir or slides.list")

@@ -9,10 +9,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from lego.config import load_schema, read_yaml, validate_config
+from lego.data.fold_data import KINDS, is_slide_kind
 from lego.data.folds import fold_files, n_folds_in
 from lego.errors import ConfigError, LegoError
-from lego.evaluation.names import (OTHER_BASELINES, TASK_BASELINES, baseline_name, block_modality, block_name,
-                                   model_folder)
+from lego.evaluation.names import (DEFAULT_BASELINES, OTHER_BASELINES, TASK_BASELINES, baseline_name, block_modality,
+                                   block_name, model_folder)
 from lego.selection import grid_candidates
 from helpers import (cli_args, print_summary, put_python_bin_on_path, reprint_summary_when_cached, report_failed_jobs,
                      slide_table, warn_unmatched)
@@ -29,8 +30,8 @@ except ConfigError as exc:
 OUT = f"{config['results_dir']}/{config['cohort']['name']}"
 DEMO_DIR = f"{config['results_dir']}/demo_input"
 MODALITIES = config["modalities"]
-TABULAR = [m for m, s in MODALITIES.items() if s["kind"] == "tabular"]
-WSI = [m for m, s in MODALITIES.items() if s["kind"] == "wsi"]
+WSI = [m for m, s in MODALITIES.items() if is_slide_kind(s["kind"])]  # slide kinds (lego.data.fold_data.KINDS)
+TABULAR = [m for m in MODALITIES if m not in WSI]  # kinds prepared from a table
 
 
 def feature_set(modality):
@@ -71,7 +72,7 @@ BOOTSTRAP_OPTIONS = json.dumps({k: EVALUATION[k] for k in ("n_boot", "ci", "seed
 _TASK_BASELINES = {task: list(methods) for task, methods in TASK_BASELINES.items()}
 _baselines = EVALUATION.get("baselines")
 if _baselines is None:
-    _baselines = _TASK_BASELINES[config["cohort"]["task"]] + list(OTHER_BASELINES)
+    _baselines = list(DEFAULT_BASELINES[config["cohort"]["task"]]) + list(OTHER_BASELINES)
 _wrong = [b for b in _baselines if b not in OTHER_BASELINES and b not in _TASK_BASELINES[config["cohort"]["task"]]]
 if _wrong:
     raise WorkflowError(
@@ -115,7 +116,7 @@ def block_spec(modality):
     spec = {**model["block"], **model["train"], "n_bins": model["n_bins"]}
     for key in ("device", "threads", "gpus"):
         spec.pop(key)
-    spec["encoder"] = "abmil" if MODALITIES[modality]["kind"] == "wsi" else "snn"
+    spec["encoder"] = KINDS[MODALITIES[modality]["kind"]].encoder
     spec.update(MODALITIES[modality].get("block", {}))
     if MODALITIES[modality].get("preprocess"):
         spec["preprocess"] = MODALITIES[modality]["preprocess"]

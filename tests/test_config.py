@@ -147,15 +147,6 @@ def test_patch_encoder_names_are_safe_identifiers(place):
         validate_config(cfg)
 
 
-def test_the_schema_names_the_baselines_the_code_fits():
-    """config/schema.yaml cannot import lego's registry; this keeps its enum and the registry one list."""
-    from lego.config import load_schema
-    from lego.evaluation.names import ALL_BASELINES
-
-    enum = load_schema()["properties"]["evaluation"]["properties"]["baselines"]["items"]["enum"]
-    assert sorted(enum) == sorted(ALL_BASELINES)
-
-
 def test_the_schema_and_the_cli_share_the_slide_defaults():
     """Tissue, patch and slide-extension defaults live in lego.slides.params; the schema repeats them."""
     import dataclasses
@@ -197,22 +188,6 @@ def test_the_schema_names_the_block_encoders_the_code_builds():
 
     found = list(enums(load_schema()))
     assert found and all(sorted(e) == sorted(ENCODERS) for e in found), found
-
-
-def test_modality_kinds_are_one_registry():
-    """The schema's and the command line's kinds are the registry's (lego.data.fold_data.KINDS);
-    an unknown kind is one error, the same wherever it is met."""
-    from lego.cli import build_parser
-    from lego.config import load_schema
-    from lego.data.fold_data import KINDS, load_modality_table
-    from lego.errors import InputError
-
-    schema = load_schema()
-    assert sorted(schema["properties"]["modalities"]["additionalProperties"]["properties"]["kind"]["enum"]) == sorted(KINDS)
-    train = build_parser()._subparsers._group_actions[0].choices["train-block"]
-    assert sorted(next(a for a in train._actions if a.dest == "kind").choices) == sorted(KINDS)
-    with pytest.raises(InputError, match="unknown modality kind 'omics'; use one of tabular, wsi"):
-        load_modality_table("omics", "x.parquet")
 
 
 def test_model_names_are_built_and_read_in_one_module():

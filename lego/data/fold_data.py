@@ -84,7 +84,7 @@ def _fit_tabular(table: pd.DataFrame, train_set: set[str], opts: dict) -> Modali
         tf.fit(fit_rows, target)
     except InputError as e:
         raise InputError(f"{opts['where']}: {e}") from None
-    return _apply_tabular(opts["name"], "tabular", table, {"transform": tf.to_dict()}, opts["seed"])
+    return _apply_tabular(opts["name"], opts["kind"], table, {"transform": tf.to_dict()}, opts["seed"])
 
 
 def _apply_tabular(name: str, kind: str, table: pd.DataFrame, state: dict, seed: int) -> ModalityTensors:
@@ -104,7 +104,7 @@ def _fit_bags(table: pd.DataFrame, train_set: set[str], opts: dict) -> ModalityT
     mean, std = stacked.mean(0), stacked.std(0)
     std = np.where(std > 1e-8, std, 1.0)
     state = {"mean": mean.tolist(), "std": std.tolist(), "max_patches": opts["max_patches"]}
-    return _standardised_bags(opts["name"], "wsi", bags, state)
+    return _standardised_bags(opts["name"], opts["kind"], bags, state)
 
 
 def _apply_bags(name: str, kind: str, table: pd.DataFrame, state: dict, seed: int) -> ModalityTensors:
@@ -118,17 +118,28 @@ class ModalityKind:
     tensors, whose ``state`` is what a model saves), and how a saved state turns the table into
     per-patient tensors. Adding a kind = one entry here."""
 
-    table: str
+    table: str  # "modality": prepared from the user's table; "manifest": slide features (the slide settings)
     key: str  # the column naming one row (a repeated key would count twice)
     usable: Callable[[pd.DataFrame], pd.DataFrame]
     fit: Callable[[pd.DataFrame, set, dict], "ModalityTensors"]
     apply: Callable[[str, str, pd.DataFrame, dict, int], "ModalityTensors"]
+    encoder: str  # the block encoder when the config names none
+
+    @property
+    def slides(self) -> bool:
+        """Read from slides (patch features, attention heatmaps, the ABMIL baseline), not from a table."""
+        return self.table == "manifest"
 
 
 KINDS: dict[str, ModalityKind] = {
-    "tabular": ModalityKind("modality", "patient_id", lambda df: df, _fit_tabular, _apply_tabular),
-    "wsi": ModalityKind("manifest", "slide_id", lambda df: df[df["status"] == "ok"], _fit_bags, _apply_bags),
+    "tabular": ModalityKind("modality", "patient_id", lambda df: df, _fit_tabular, _apply_tabular, "snn"),
+    "wsi": ModalityKind("manifest", "slide_id", lambda df: df[df["status"] == "ok"], _fit_bags, _apply_bags, "abmil"),
 }
+
+
+def is_slide_kind(kind: str | None) -> bool:
+    """Whether a (known) modality kind reads slides."""
+    return kind in KINDS and KINDS[kind].slides
 
 
 def modality_kind(kind: str) -> ModalityKind:
@@ -159,7 +170,7 @@ def fit_modality(name: str, kind: str, table: pd.DataFrame, train_ids: list[str]
     Fitting only produces the state; the tensors come from the same code that re-applies a saved
     state at evaluation, so training and evaluation inputs cannot drift apart.
     """
-    opts = {"name": name, "where": where, "categorical": categorical, "preprocess": preprocess, "targets": targets,
+    opts = {"name": name, "kind": kind, "where": where, "categorical": categorical, "preprocess": preprocess, "targets": targets,
             "max_patches": max_patches, "seed": seed}
     return modality_kind(kind).fit(table, set(train_ids), opts)
 
@@ -302,6 +313,7 @@ def load_fold_modality(modality: str, kind: str, data: str | Path, labels: str |
 
     ``spec``: the block's settings (``n_bins``, ``max_patches``, ``seed``, ``preprocess``).
     """
+    modality_kind(kind)  # an unknown kind before any file is read
     lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), fold)
     targets = make_targets(lab, ids["train"], task, spec.get("n_bins", N_BINS), where)
     if task == "classification" and min(t[0] for t in targets.per_patient.values()) < 0:

@@ -1,6 +1,7 @@
 """Reference models on the same folds as the LegoBlocks, with the same in-fold preprocessing.
 
-* ``coxnet`` / ``rsf`` (survival) and ``logreg`` / ``rf`` (classification) on one modality or on
+* the models of :mod:`lego.evaluation.classical` (Coxnet and RSF for survival, logistic
+  regression and a random forest for classification) on one modality or on
   several concatenated (early fusion). Inputs come from :func:`lego.data.fold_data.fit_modality`,
   the very code the blocks use: fitted on the fold's training patients only (scaling, clipping,
   feature selection). Patch bags enter as the mean of their standardised patch features.
@@ -21,12 +22,11 @@ import pandas as pd
 
 from lego.data.fold_data import Targets, fit_modality, load_modality_table
 from lego.errors import InputError
+from lego.evaluation.classical import CLASSICAL
 from lego.evaluation.metrics import headline, prediction_columns
-from lego.evaluation.names import FITTED_BASELINES, TASK_BASELINES
+from lego.evaluation.names import TASK_BASELINES
 
 log = logging.getLogger(__name__)
-
-SURVIVAL, CLASSIFICATION = TASK_BASELINES["survival"], TASK_BASELINES["classification"]
 
 
 def design_matrices(modalities: dict[str, dict], labels: pd.DataFrame, ids: dict[str, list[str]], targets: Targets,
@@ -71,32 +71,10 @@ def _survival_frame(pids, risk, surv_fns, edges) -> pd.DataFrame:
     return df
 
 
-def _candidates(method: str, seed: int):
-    """(hyper-parameter label, unfitted estimator) pairs to choose among on validation."""
-    if method == "rsf":
-        from sksurv.ensemble import RandomSurvivalForest
-
-        return [(f"min_samples_leaf={m}", RandomSurvivalForest(n_estimators=100, min_samples_leaf=m, max_features="sqrt",
-                                                               n_jobs=1, random_state=seed)) for m in (5, 15, 30)]
-    if method == "rf":
-        from sklearn.ensemble import RandomForestClassifier
-
-        return [(f"min_samples_leaf={m}", RandomForestClassifier(n_estimators=100, min_samples_leaf=m, random_state=seed))
-                for m in (1, 5, 15)]
-    if method == "logreg":
-        from sklearn.linear_model import LogisticRegression
-
-        return [(f"C={c}", LogisticRegression(C=c, penalty="elasticnet", l1_ratio=0.5, solver="saga", max_iter=5000,
-                                              random_state=seed)) for c in (0.01, 0.1, 1.0, 10.0)]
-    raise InputError(f"unknown baseline {method!r}; choose from {FITTED_BASELINES}")
-
-
-def _predict_survival(method: str, est, x: np.ndarray, pids: list[str], edges, alpha=None) -> pd.DataFrame:
+def _predict_survival(est, x: np.ndarray, pids: list[str], edges, kw: dict) -> pd.DataFrame:
     if not pids:  # e.g. no test patient of this fold has the modality
         return _survival_frame([], [], [], edges)
-    if method == "coxnet":
-        return _survival_frame(pids, est.predict(x, alpha=alpha), est.predict_survival_function(x, alpha=alpha), edges)
-    return _survival_frame(pids, est.predict(x), est.predict_survival_function(x), edges)
+    return _survival_frame(pids, est.predict(x, **kw), est.predict_survival_function(x, **kw), edges)
 
 
 def _predict_classes(est, x: np.ndarray, pids: list[str], classes: list[str]) -> pd.DataFrame:
@@ -115,6 +93,8 @@ def fit_baseline(method: str, data: dict[str, tuple[list[str], np.ndarray]], lab
         raise InputError(f"{where}: baseline {method!r} has {len(train_ids)} training patients; it needs at least 5")
     val_ids, x_val = data["val"]
     task = targets.task
+    if method not in CLASSICAL or CLASSICAL[method].task != task:
+        raise InputError(f"{where}: no {task} baseline {method!r}; choose from {', '.join(TASK_BASELINES[task])}")
 
     def with_labels(pred):
         return pred.merge(lab, left_on="patient_id", right_index=True, how="left")
@@ -126,32 +106,24 @@ def fit_baseline(method: str, data: dict[str, tuple[list[str], np.ndarray]], lab
         if not y["event"].any():
             raise InputError(f"{where}: baseline {method!r}: no event among the fold's training patients")
         edges = targets.bins
-        if method == "coxnet":
-            from sksurv.linear_model import CoxnetSurvivalAnalysis
-
-            est = CoxnetSurvivalAnalysis(l1_ratio=0.5, alpha_min_ratio=0.01, n_alphas=30, fit_baseline_model=True)
-            est.fit(x_train, y)
-            options = [(f"alpha={a:.4g}", est, a) for a in est.alphas_]
-        else:
-            options = [(label, e.fit(x_train, y), None) for label, e in _candidates(method, seed)]
-        predict = lambda e, x, ids, a: _predict_survival(method, e, x, ids, edges, a)  # noqa: E731
+        predict = lambda e, x, ids, kw: _predict_survival(e, x, ids, edges, kw)  # noqa: E731
     else:
         y = np.array([targets.per_patient[p][0] for p in train_ids])
         if len(np.unique(y)) < 2:
             raise InputError(f"{where}: baseline {method!r}: one class only among the fold's training patients")
-        options = [(label, e.fit(x_train, y), None) for label, e in _candidates(method, seed)]
-        predict = lambda e, x, ids, a: _predict_classes(e, x, ids, targets.classes)  # noqa: E731
+        predict = lambda e, x, ids, kw: _predict_classes(e, x, ids, targets.classes)  # noqa: E731
+    options = CLASSICAL[method].fit(x_train, y, seed)
 
     scores = []
-    for label, est, alpha in options:
-        s = headline(with_labels(predict(est, x_val, val_ids, alpha)), task) if val_ids else np.nan
+    for label, est, kw in options:
+        s = headline(with_labels(predict(est, x_val, val_ids, kw)), task) if val_ids else np.nan
         scores.append(-np.inf if np.isnan(s) else s)
     best = int(np.argmax(scores)) if np.isfinite(scores).any() else len(options) // 2
-    label, est, alpha = options[best]
+    label, est, kw = options[best]
     chosen = {"method": method, "chosen": label, "val_score": None if not np.isfinite(scores[best]) else float(scores[best]),
               "candidates": [o[0] for o in options]}
     log.info("%s: %s chose %s on validation (%s)", where, method, label, chosen["val_score"])
-    preds = {s: predict(est, data[s][1], data[s][0], alpha) for s in ("test", "val")}
+    preds = {s: predict(est, data[s][1], data[s][0], kw) for s in ("test", "val")}
     return preds, chosen
 
 

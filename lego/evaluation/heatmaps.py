@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lego.data.fold_data import is_slide_kind
 from lego.errors import InputError
 from lego.io import atomic_path
 from lego.slides.features import FeatureBag, read_feature_bag
@@ -178,7 +179,7 @@ def run_heatmaps(model_dir: str, manifest: str, folds: str, out_dir: str, slides
     from lego.models import io as model_io
 
     block, config = model_io.load(model_dir)
-    if config["kind"] != "block" or config.get("modality_kind") != "wsi":
+    if config["kind"] != "block" or not is_slide_kind(config.get("modality_kind")):
         raise InputError(f"{model_dir}: heatmaps need a slide modality's block (kind wsi), not a "
                          f"{config.get('modality_kind', config['kind'])} model")
     block.eval()

@@ -1,15 +1,21 @@
-"""The baseline models' names: the one list the CLI, the workflow and the fitting code read.
+"""The models' names: the one list the CLI, the workflow and the fitting code read.
 
 A module of names only (no numpy, pandas or torch), so that the CLI's argument parser and the
-Snakefile can import it without paying for the fitting code. ``config/schema.yaml`` spells the
-same names in its ``evaluation.baselines`` enum; a test checks they agree.
+Snakefile can import it without paying for the fitting code. The classical baselines' names come
+from their registry, :data:`lego.evaluation.classical.CLASSICAL`; ``config/schema.yaml``'s
+``evaluation.baselines`` enum is filled from :data:`ALL_BASELINES` when the schema loads.
 """
 
 from __future__ import annotations
 
+from lego.evaluation.classical import CLASSICAL
+
 # Classical models fitted per fold on one input (a modality, or several concatenated: "early").
-TASK_BASELINES: dict[str, tuple[str, ...]] = {"survival": ("coxnet", "rsf"), "classification": ("logreg", "rf")}
-FITTED_BASELINES: tuple[str, ...] = tuple(m for methods in TASK_BASELINES.values() for m in methods)
+TASK_BASELINES: dict[str, tuple[str, ...]] = {task: tuple(n for n, b in CLASSICAL.items() if b.task == task)
+                                              for task in ("survival", "classification")}
+DEFAULT_BASELINES: dict[str, tuple[str, ...]] = {task: tuple(n for n in names if CLASSICAL[n].default)
+                                                 for task, names in TASK_BASELINES.items()}
+FITTED_BASELINES: tuple[str, ...] = tuple(CLASSICAL)
 # Baselines with their own rules: attention-MIL on the slides alone, and the late-fusion mean of the blocks.
 OTHER_BASELINES: tuple[str, ...] = ("abmil", "ensemble")
 ALL_BASELINES: tuple[str, ...] = FITTED_BASELINES + OTHER_BASELINES

@@ -172,5 +172,10 @@ def _looks_like_torch_file(path: str) -> bool:
 
 
 def _load_builtin() -> None:
-    # Importing the modules runs their @register_encoder decorators.
-    from lego.slides.encoders import efficientnet_lite0, foundation, resnet50_trunc, stain_texture  # noqa: F401
+    """Import every module of this package: their @register_encoder decorators fill the registry,
+    so a new encoder is one new module (no list here to keep in step)."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
