@@ -471,7 +471,7 @@ OPTION_HELP = {
     "--features-dir": "folder of per-slide feature files (<slide>.h5)",
     "--tabular": "tabular modalities as NAME=PATH (parquet written by prepare-modality)",
     "--wsi": "slide modalities as NAME=PATH (feature manifests)",
-    "--kind": "modality kind: a key of lego.data.fold_data.KINDS (tabular, wsi)",
+    "--kind": "modality kind: a key of lego.data.fold_data.KINDS (an unknown one is refused with the list)",
     "--fold": "fold number (from the folds table)",
     "--head": "how block heads are merged: slerp (spherical mean) or linear",
     "--data": "each modality's prepared data as NAME=PATH",

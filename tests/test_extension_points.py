@@ -143,14 +143,14 @@ def test_a_modality_kind_is_one_registry_entry(slog_kind, tmp_path):
 def test_an_unknown_kind_is_one_error_wherever_it_is_met(capsys):
     from lego.cli import main
     from lego.config import validate_config
-    from lego.data.fold_data import load_modality_table
+    from lego.data.fold_data import KINDS, load_modality_table
     from lego.errors import ConfigError, InputError
 
     cfg = _config()
     cfg["modalities"]["x"] = {"kind": "omics", "path": "x.csv"}
     with pytest.raises(ConfigError, match="omics"):
         validate_config(cfg)
-    with pytest.raises(InputError, match="unknown modality kind 'omics'; use one of tabular, wsi"):
+    with pytest.raises(InputError, match=f"unknown modality kind 'omics'; use one of {', '.join(sorted(KINDS))}"):
         load_modality_table("omics", "x.parquet")
     assert main(["train-block", "--modality", "x", "--kind", "omics", "--data", "x.parquet", "--fold", "0",
                  "--labels", "l.parquet", "--folds", "f.parquet", "--out-dir", "out"]) == 2
