@@ -134,11 +134,12 @@ def cmd_import_features(a) -> None:
         return
     try:
         bag = import_feature_file(src, a.out, a.slide_name, a.mpp)
-    except InputError as exc:
+    except Exception as exc:  # any unreadable file is one failed slide in a batch, not a stopped run
         if not a.record_failure:
             raise
-        write_failed_bag(a.out, a.slide_name, str(exc), stage="import_features")
-        log.warning("%s: FAILED, recorded: %s", a.slide_name, exc)
+        reason = str(exc) if isinstance(exc, LegoError) else f"{src}: unreadable feature file ({type(exc).__name__}: {exc})"
+        write_failed_bag(a.out, a.slide_name, reason, stage="import_features")
+        log.warning("%s: FAILED, recorded: %s", a.slide_name, reason)
         return
     log.info("%s: imported %d x %d features", a.slide_name, *bag.features.shape)
 
@@ -180,7 +181,8 @@ def cmd_prepare_modality(a) -> None:
     from lego.io import write_parquet
     from lego.tabular.modality import prepare_modality
 
-    df = prepare_modality(a.table, a.modality, a.id_column, a.include, a.exclude, a.columns, a.categorical)
+    df = prepare_modality(a.table, a.modality, a.id_column, a.include, a.exclude, a.columns, a.categorical,
+                          a.outcome_columns)
     write_parquet(df, a.out, metadata={"modality": a.modality, "source": str(a.table)})
     log.info("modality %s: %d patients x %d features", a.modality, len(df), df.shape[1] - 1)
 
@@ -627,6 +629,8 @@ def _table_commands(add) -> None:
     p.add_argument("--exclude", nargs="*", default=[], help="regexes of columns to leave out")
     p.add_argument("--columns", nargs="*", default=None, help="explicit feature columns")
     p.add_argument("--categorical", nargs="*", default=[])
+    p.add_argument("--outcome-columns", nargs="*", default=[],
+                   help="the cohort's outcome columns (time, event/censorship, label): never features")
     p.add_argument("--out", required=True)
 
     p = add("make-folds", cmd_make_folds, "Patient-level train/val/test folds (default: 5 random 70/15/15 splits, seeds 1..5).")

@@ -17,6 +17,16 @@ if TYPE_CHECKING:  # pandas costs ~0.3 s to import; per-slide jobs (embedding) n
     import pandas as pd
 
 
+def _temporary_name(name: str, limit: int = 200) -> str:
+    """A hidden name next to the final one; a long name is shortened (with a digest of the whole),
+    so that a final name a file system takes (up to 255 bytes) never fails as its temporary."""
+    if len(name.encode()) > limit:
+        import hashlib
+
+        name = name.encode()[:100].decode(errors="ignore") + "-" + hashlib.sha1(name.encode()).hexdigest()[:12]
+    return f".{name}.tmp-{os.getpid()}"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
@@ -24,7 +34,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if final.is_dir():
         raise IsADirectoryError(21, "is a folder; give a file path", str(final))
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = final.with_name(_temporary_name(final.name))
     try:
         yield tmp
         os.replace(tmp, final)

@@ -15,9 +15,10 @@ import torch
 
 from lego.data.fold_data import (ModalityTensors, apply_modality, collate, fold_ids, load_fold_modality,
                                  load_modality_table, make_targets)
-from lego.data.labels import require_outcomes
+from lego.data.labels import require_known_classes, require_outcomes
 from lego.errors import InputError
 from lego.evaluation.metrics import HEADLINE, prediction_columns
+from lego.evaluation.names import block_name
 from lego.io import copy_atomic, read_frame, read_json, write_json
 from lego.models import io as model_io
 from lego.models.block import BlockConfig, LegoBlock
@@ -249,6 +250,15 @@ def _fold_modalities(configs: dict[str, dict], data: dict[str, str], seed: int =
     return out
 
 
+def _model_name(model_dir: str, config: dict) -> str:
+    """A model's name from its folder: ``<name>/fold<k>`` (``blocks/<m>/fold<k>`` for a block) names it by the
+    model, not by the fold (two folds of one model summarise as one model)."""
+    path = Path(model_dir).resolve()
+    if not path.name.startswith("fold"):
+        return path.name
+    return block_name(config["modality"]) if config.get("kind") == "block" and config.get("modality") else path.parent.name
+
+
 def predict_cohort(model_dir: str, data: dict[str, str], out_dir: str, labels: str | None = None,
                    opts: EvalOptions | None = None, name: str | None = None) -> dict:
     """Apply a trained block, merge or fuse to a new cohort (external validation or deployment).
@@ -268,12 +278,14 @@ def predict_cohort(model_dir: str, data: dict[str, str], out_dir: str, labels: s
     if not ids:
         raise InputError(f"none of the given tables holds a patient for the model in {model_dir}")
     pred = predict(model, config, mods, ids)
-    result = {"model": name or Path(model_dir).name, "model_dir": str(model_dir), "kind": config["kind"],
+    result = {"model": name or _model_name(model_dir, config), "model_dir": str(model_dir), "kind": config["kind"],
               "fold": config.get("fold"), "task": config["task"],
               "n": len(ids), "modalities": {m: len(t.per_patient) for m, t in mods.items()}}
     if labels:
         lab = read_frame(labels, "labels")
         require_outcomes(lab, config["task"], f"{labels} (predicting with {model_dir})")
+        if config["task"] == "classification":
+            require_known_classes(lab, config["classes"], f"{labels} (predicting with {model_dir})")
         known = pred.merge(lab, on="patient_id", how="inner")
         if known.empty:
             raise InputError(f"{labels}: none of its patients is among the {len(ids)} predicted (e.g. {ids[0]}); "

@@ -30,6 +30,10 @@ except ConfigError as exc:
 OUT = f"{config['results_dir']}/{config['cohort']['name']}"
 DEMO_DIR = f"{config['results_dir']}/demo_input"
 MODALITIES = config["modalities"]
+_LABELS = config["cohort"]["labels"]
+# The outcome columns (never a feature of any modality: prepare-modality leaves them out).
+OUTCOMES = [_LABELS[k] for k in ("time_column", "event_column", "censorship_column", "label_column") if _LABELS.get(k)]
+OUTCOMES += [] if _LABELS.get("event_column") or _LABELS.get("censorship_column") else ["censorship"]
 WSI = [m for m, s in MODALITIES.items() if is_slide_kind(s["kind"])]  # slide kinds (lego.data.fold_data.KINDS)
 TABULAR = [m for m in MODALITIES if m not in WSI]  # kinds prepared from a table
 

@@ -12,7 +12,7 @@ rule prepare_modality:
     output:
         f"{OUT}/modalities/{{tabular}}.parquet",
     params:
-        args=lambda w: cli_args({k: MODALITIES[w.tabular].get(k) for k in PREPARE_KEYS}),
+        args=lambda w: cli_args({**{k: MODALITIES[w.tabular].get(k) for k in PREPARE_KEYS}, "outcome_columns": OUTCOMES}),
     log:
         f"{OUT}/logs/prepare_modality/{{tabular}}.log",
     benchmark:

@@ -21,6 +21,18 @@ def _some_labelled(name: str, has: pd.Series, ids: pd.Series, what: str = "row")
                          f"{example}; check that the modality and the labels use the same patient IDs")
 
 
+def _report_unlabelled(name: str, ids: pd.Series, labelled: set[str]) -> None:
+    """Rows of a modality that match no labelled patient are said, with examples: a case or
+    spelling difference in some IDs would otherwise drop those patients without a word."""
+    import logging
+
+    stray = sorted(set(ids) - labelled)
+    if stray:
+        logging.getLogger(__name__).warning(
+            "modality %s: %d of %d patient(s) match no labelled patient and are left out (e.g. %s); if they should "
+            "match, check the IDs' case and spelling", name, len(stray), ids.nunique(), ", ".join(map(repr, stray[:3])))
+
+
 def build_patients_table(
     labels: pd.DataFrame,
     tabular: dict[str, pd.DataFrame],
@@ -31,6 +43,7 @@ def build_patients_table(
     for name, table in tabular.items():
         out[f"has_{name}"] = out["patient_id"].isin(set(table["patient_id"]))
         _some_labelled(name, out[f"has_{name}"], table["patient_id"])
+        _report_unlabelled(name, table["patient_id"], set(out["patient_id"]))
     for name, manifest in slide_manifests.items():
         ok = manifest[manifest["status"] == "ok"]
         counts = ok.groupby("patient_id").size()

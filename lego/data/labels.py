@@ -118,6 +118,16 @@ def _collapse(out: pd.DataFrame, path: Path) -> pd.DataFrame:
 OUTCOME_COLUMNS = {"survival": ("time", "event"), "classification": ("label",)}
 
 
+def require_known_classes(labels: pd.DataFrame, classes: list[str], where: str) -> None:
+    """Class labels a classifier was not trained on cannot be scored: one error naming them (an
+    AUC over classes spelled differently, "1.0" for "1", failed deep in scikit-learn)."""
+    given = labels["label"].dropna().astype(str)
+    unknown = sorted(set(given) - set(map(str, classes)))
+    if unknown:
+        raise InputError(f"{where}: class label(s) {unknown[:3]} are not among the model's classes {list(classes)[:6]}; "
+                         "write the labels as in training")
+
+
 def require_outcomes(labels: pd.DataFrame, task: str, where: str, ids: list[str] | None = None) -> None:
     """The labels fit the model's task and cover every patient to be scored.
 

@@ -123,6 +123,9 @@ def run_ensemble(block_metrics: list[str], labels: str, folds: str, opts: EvalOp
         raise InputError("the ensemble needs at least one block's metrics.json")
     if len({r["fold"] for r in rows}) != 1:
         raise InputError(f"the ensemble's blocks come from different folds: {sorted({r['fold'] for r in rows})}")
+    if len({json.dumps(r.get("bins")) for r in rows}) != 1:
+        raise InputError("the ensemble's blocks use different survival bin edges "
+                         f"({', '.join(r['model'] for r in rows)}); average blocks of one run and fold only")
     fold, task, edges = rows[0]["fold"], rows[0]["task"], rows[0].get("bins")
     preds = {r["model"]: pd.read_parquet(Path(f).with_name("predictions.parquet")) for r, f in zip(rows, block_metrics)}
     label_cols = [c for c in ("time", "event", "label") if c in next(iter(preds.values())).columns]

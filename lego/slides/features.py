@@ -62,8 +62,12 @@ def read_feature_bag(path: str | Path) -> FeatureBag:
     try:
         with h5py.File(path, "r") as f:
             key = _feature_key(f, path)
+            if f[key].dtype.kind not in "fiu":  # complex parts dropped or booleans read as numbers: said, not done
+                raise InputError(f"{path}: {key!r} holds {f[key].dtype} values, not real-valued patch features")
             feats = np.asarray(f[key][:], dtype=np.float32)
             coords = np.asarray(f["coords"][:]) if "coords" in f else np.zeros((len(feats), 2), np.int64)
+            if coords.dtype.kind not in "fiu":
+                raise InputError(f"{path}: 'coords' holds {coords.dtype} values, not x, y positions")
             geometry = h5_attrs(f["coords"]) if "coords" in f else {"unit": "none"}  # zeros stand in: said so
             attrs = h5_attrs(f)
             attrs.update({f"coords.{k}": v for k, v in geometry.items()})

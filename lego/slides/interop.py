@@ -116,6 +116,9 @@ def read_clam_pt(path: str | Path) -> np.ndarray:
     if not isinstance(obj, torch.Tensor) or obj.ndim != 2:
         raise InputError(f"{path}: expected one (patches x dim) tensor, found {type(obj).__name__}"
                          f"{' of shape ' + str(tuple(obj.shape)) if isinstance(obj, torch.Tensor) else ''}")
+    if obj.layout != torch.strided or not (obj.is_floating_point() or obj.dtype in (torch.int32, torch.int64)):
+        raise InputError(f"{path}: a {obj.dtype} {str(obj.layout).split('.')[-1]} tensor is not patch features; "
+                         "expected a dense real-valued (patches x dim) tensor")
     return obj.float().numpy()
 
 

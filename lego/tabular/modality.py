@@ -7,6 +7,7 @@ training patients by :class:`lego.tabular.transforms.TabularTransform`.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import pandas as pd
 
 from lego.errors import InputError
 from lego.tabular.tables import read_table, stripped_text
+
+log = logging.getLogger(__name__)
 
 
 def select_columns(
@@ -39,6 +42,18 @@ def _regex(pattern: str, what: str) -> re.Pattern:
                          "escape special characters such as ( [ with a backslash") from None
 
 
+def _without_outcomes(feats: list[str], outcomes: set[str], named: set[str], where: str) -> list[str]:
+    """The feature columns less the cohort's outcome columns; naming one explicitly is an error."""
+    asked = sorted(outcomes & named)
+    if asked:
+        raise InputError(f"{where}: column(s) {asked} hold the cohort's outcome (cohort.labels); a model must not "
+                         "read its answer: drop them from columns/categorical")
+    dropped = [c for c in feats if c in outcomes]
+    if dropped:
+        log.warning("%s: left out the outcome column(s) %s (cohort.labels): a feature must not be the answer", where, dropped)
+    return [c for c in feats if c not in outcomes]
+
+
 def prepare_modality(
     path: str | Path,
     modality: str,
@@ -47,12 +62,20 @@ def prepare_modality(
     exclude: list[str] | None = None,
     columns: list[str] | None = None,
     categorical: list[str] | None = None,
+    outcomes: list[str] | None = None,
 ) -> pd.DataFrame:
-    """One row per patient with ``patient_id`` and the modality's typed feature columns."""
+    """One row per patient with ``patient_id`` and the modality's typed feature columns.
+
+    ``outcomes``: the cohort's outcome columns (time, event or censorship, class label). They are
+    never features: a modality read from the labels' own table would otherwise learn the answer
+    (measured: a clinical table holding ``OS_months``/``OS_event`` scored test C 0.98)."""
     path = Path(path)
     df = read_table(path, text_columns=(id_column,))
     if id_column not in df.columns:
         raise InputError(f"{path}: modality {modality!r}: no ID column {id_column!r}; set modalities.{modality}.id_column")
+    if id_column != "patient_id" and "patient_id" in df.columns:
+        raise InputError(f"{path}: modality {modality!r}: a 'patient_id' column besides the ID column {id_column!r}; "
+                         f"set modalities.{modality}.id_column: patient_id if it is the ID, else rename or drop it")
     categorical = list(categorical or [])
     absent = [c for c in categorical if c not in df.columns]
     if absent:
@@ -63,6 +86,8 @@ def prepare_modality(
             raise InputError(f"{path}: modality {modality!r}: columns {missing} not in the table")
     feats = select_columns(list(map(str, df.columns)), id_column, include, exclude, columns)
     feats += [c for c in categorical if c not in feats]
+    feats = _without_outcomes(feats, set(outcomes or []) - {id_column}, set(columns or []) | set(categorical),
+                              f"{path}: modality {modality!r}")
     if not feats:
         raise InputError(
             f"{path}: modality {modality!r} selects no column (include={include!r}, exclude={exclude}); "

@@ -47,10 +47,14 @@ def _first_rows(path: Path, sep: str, rows: int = 200) -> list[list[str]]:
 
 
 def stripped_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Text cells (IDs, class labels) with surrounding spaces removed, and which are empty
-    (missing, or only spaces): " P1" and "P1" are one patient, and "" names nobody."""
-    text = values.astype("string").str.strip()
+    """Text cells (IDs, class labels) with surrounding spaces and invisible characters (zero-width
+    spaces and joiners, byte-order marks, NUL) removed, and which are empty (missing, or only
+    spaces): " P1", "P1\u200b" and "P1" are one patient, and "" names nobody."""
+    text = values.astype("string").str.replace(INVISIBLE, "", regex=True).str.strip()
     return text, text.isna() | (text == "")
+
+
+INVISIBLE = "[\u200b\u200c\u200d\u2060\ufeff\x00]"  # copy-paste debris that no ID spells on purpose
 
 
 def _check_delimiter(df: pd.DataFrame, path: Path, used: str | None = None) -> None:

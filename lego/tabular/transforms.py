@@ -7,6 +7,7 @@ next to the model and re-applied unchanged to validation and test patients.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -14,6 +15,8 @@ import pandas as pd
 
 from lego.errors import InputError
 from lego.tabular.selection import univariate_scores
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -144,12 +147,14 @@ class TabularTransform:
                 "the model was trained on a different feature set"
             )
         x = df[s["numeric"]].to_numpy(dtype=np.float64)
+        _check_not_empty(x, s["numeric"])
         x = self._clip(x, np.asarray(s["lo"]), np.asarray(s["hi"]))
         x = np.where(np.isnan(x), np.asarray(s["median"]), x)
         x = (x - np.asarray(s["mean"])) / np.asarray(s["std"])
         parts = [x]
         for c, vocab in s["categories"].items():
-            values = df[c].astype("string").to_numpy()
+            values = df[c].astype("string").fillna("").to_numpy(dtype=object)  # a missing value: no category
+            _check_known(c, values, vocab)
             parts.append(np.stack([(values == v) for v in vocab], axis=1).astype(np.float64) if vocab else np.zeros((len(df), 0)))
         return np.concatenate(parts, axis=1).astype(np.float32)
 
@@ -167,3 +172,27 @@ class TabularTransform:
         if d.get("clip_quantiles") is not None:
             d["clip_quantiles"] = tuple(d["clip_quantiles"])
         return cls(**d)
+
+
+def _check_not_empty(x: np.ndarray, columns: list[str]) -> None:
+    """A trained feature empty in every row of a table (of more than one patient) is an error, not
+    a column of training medians: the model would predict without it and say nothing."""
+    if len(x) < 2:
+        return  # one patient's missing value is imputed, as at training
+    empty = [c for c, e in zip(columns, np.isnan(x).all(axis=0)) if e]
+    if empty:
+        raise InputError(f"feature column(s) {empty[:3]}{' ...' if len(empty) > 3 else ''} are empty in all {len(x)} "
+                         "rows; the model was trained with them: fill them in (or train without them)")
+
+
+def _check_known(column: str, values: np.ndarray, vocab: list[str]) -> None:
+    """Values of a categorical column the model never saw get no category; when no row has a known
+    one, the table spells the categories differently (``1`` vs ``1.0``, ``007`` vs ``7``): an error."""
+    given = values[values != ""]
+    unknown = ~np.isin(given, vocab)
+    if len(given) > 1 and unknown.all() and vocab:
+        raise InputError(f"categorical column {column!r}: no value ({sorted(set(given))[:3]}) is one the model was "
+                         f"trained on ({vocab[:5]}); write the categories as in training")
+    if unknown.any():
+        log.warning("categorical column %r: %d of %d values (e.g. %r) unseen in training get no category",
+                    column, int(unknown.sum()), len(given), str(given[unknown][0]))
