@@ -138,7 +138,9 @@ def write_tables_html(tables: dict[str, pd.DataFrame], path: Path) -> None:
     for key in ("metrics", "comparisons", "folds"):
         frame = tables[key]
         parts.append(f"<h3>{TABLE_TITLES[key]}</h3>")
-        parts.append(frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="", border=0))
+        counts = {c: (lambda v: f"{v:g}") for c in frame.columns if c in ("n", "n_test", "folds", "n_events")}
+        parts.append(frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", formatters=counts, na_rep="",
+                                   border=0))  # a mean count reads 36.4, not 36.400
     parts.append("</body></html>")
     with atomic_path(path) as tmp:
         Path(tmp).write_text("\n".join(parts), encoding="utf-8")

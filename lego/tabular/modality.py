@@ -54,6 +54,22 @@ def _without_outcomes(feats: list[str], outcomes: set[str], named: set[str], whe
     return [c for c in feats if c not in outcomes]
 
 
+def _check_named_columns(df: pd.DataFrame, where: str, modality: str, id_column: str, columns: list[str] | None,
+                         categorical: list[str]) -> None:
+    """The ID column and every column the config names are in the table (and the ID is the only one)."""
+    if id_column not in df.columns:
+        raise InputError(f"{where}: no ID column {id_column!r}; set modalities.{modality}.id_column")
+    if id_column != "patient_id" and "patient_id" in df.columns:
+        raise InputError(f"{where}: a 'patient_id' column besides the ID column {id_column!r}; "
+                         f"set modalities.{modality}.id_column: patient_id if it is the ID, else rename or drop it")
+    absent = [c for c in categorical if c not in df.columns]
+    if absent:
+        raise InputError(f"{where}: categorical columns {absent} not in the table")
+    missing = [c for c in (columns or []) + categorical if c not in df.columns] if columns else []
+    if missing:
+        raise InputError(f"{where}: columns {missing} not in the table")
+
+
 def prepare_modality(
     path: str | Path,
     modality: str,
@@ -71,19 +87,8 @@ def prepare_modality(
     (measured: a clinical table holding ``OS_months``/``OS_event`` scored test C 0.98)."""
     path = Path(path)
     df = read_table(path, text_columns=(id_column,))
-    if id_column not in df.columns:
-        raise InputError(f"{path}: modality {modality!r}: no ID column {id_column!r}; set modalities.{modality}.id_column")
-    if id_column != "patient_id" and "patient_id" in df.columns:
-        raise InputError(f"{path}: modality {modality!r}: a 'patient_id' column besides the ID column {id_column!r}; "
-                         f"set modalities.{modality}.id_column: patient_id if it is the ID, else rename or drop it")
     categorical = list(categorical or [])
-    absent = [c for c in categorical if c not in df.columns]
-    if absent:
-        raise InputError(f"{path}: modality {modality!r}: categorical columns {absent} not in the table")
-    if columns:
-        missing = [c for c in columns + categorical if c not in df.columns]
-        if missing:
-            raise InputError(f"{path}: modality {modality!r}: columns {missing} not in the table")
+    _check_named_columns(df, f"{path}: modality {modality!r}", modality, id_column, columns, categorical)
     feats = select_columns(list(map(str, df.columns)), id_column, include, exclude, columns)
     feats += [c for c in categorical if c not in feats]
     feats = _without_outcomes(feats, set(outcomes or []) - {id_column}, set(columns or []) | set(categorical),
