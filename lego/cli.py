@@ -40,12 +40,12 @@ def cmd_make_demo(a) -> None:
 
 
 def cmd_ingest_labels(a) -> None:
-    from lego.data.labels import ingest_labels
+    from lego.data.labels import censorship_column_of, ingest_labels
     from lego.io import write_parquet
 
     labels = ingest_labels(
         a.table, task=a.task, id_column=a.id_column, time_column=a.time_column,
-        censorship_column=a.censorship_column or (None if a.event_column else "censorship"),
+        censorship_column=censorship_column_of(a.censorship_column, a.event_column),
         event_column=a.event_column or None, label_column=a.label_column,
     )
     write_parquet(labels, a.out, metadata={"source": str(a.table), "task": a.task})

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from lego.config import load_schema, read_yaml, validate_config
 from lego.data.fold_data import KINDS, is_slide_kind
 from lego.data.folds import fold_files, n_folds_in
+from lego.data.labels import source_outcome_columns
 from lego.errors import ConfigError, LegoError
 from lego.evaluation.names import (DEFAULT_BASELINES, OTHER_BASELINES, TASK_BASELINES, baseline_name, block_modality,
                                    block_name, model_folder)
@@ -30,10 +31,7 @@ except ConfigError as exc:
 OUT = f"{config['results_dir']}/{config['cohort']['name']}"
 DEMO_DIR = f"{config['results_dir']}/demo_input"
 MODALITIES = config["modalities"]
-_LABELS = config["cohort"]["labels"]
-# The outcome columns (never a feature of any modality: prepare-modality leaves them out).
-OUTCOMES = [_LABELS[k] for k in ("time_column", "event_column", "censorship_column", "label_column") if _LABELS.get(k)]
-OUTCOMES += [] if _LABELS.get("event_column") or _LABELS.get("censorship_column") else ["censorship"]
+OUTCOMES = source_outcome_columns(config["cohort"]["labels"])  # never features: prepare-modality leaves them out
 WSI = [m for m, s in MODALITIES.items() if is_slide_kind(s["kind"])]  # slide kinds (lego.data.fold_data.KINDS)
 TABULAR = [m for m in MODALITIES if m not in WSI]  # kinds prepared from a table
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from lego.cli import main
 from tests.test_fit_protocol import SMALL, cohort, trained_blocks
@@ -40,11 +42,11 @@ def test_outcome_columns_are_never_features(tmp_path, capsys, caplog):
 
 
 def test_the_workflow_passes_the_configured_outcome_columns(tmp_path):
-    from tests.workflow_runs import dry_run_jobs, snakemake, write_config  # noqa: F401
+    from tests.workflow_runs import snakemake, write_config
 
     cfg = write_config(tmp_path)
     cfg["cohort"]["labels"].update(time_column="OS_months", event_column="OS_event", censorship_column=None)
-    (tmp_path / "config.yaml").write_text(__import__("yaml").safe_dump(cfg))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     proc = snakemake(tmp_path, "-n", "-p", "--forceall", "results/demo/modalities/rna.parquet", check=False)
     assert "--outcome-columns OS_months OS_event" in proc.stdout + proc.stderr
 
@@ -162,15 +164,13 @@ def test_predict_names_a_fold_model_by_the_model(tmp_path):
     p, dirs = trained_blocks(tmp_path, names=("zeta",))
     fold_dir = tmp_path / "blocks_run" / "blocks" / "zeta" / "fold0"
     fold_dir.parent.mkdir(parents=True)
-    __import__("shutil").copytree(dirs[0], fold_dir)
+    shutil.copytree(dirs[0], fold_dir)
     assert main(["predict", "--model-dir", str(fold_dir), "--data", f"zeta={p['zeta']}", "--out-dir", str(tmp_path / "p")]) == 0
     assert json.loads((tmp_path / "p" / "metrics.json").read_text())["model"] == "block-zeta"
 
 
 @pytest.mark.parametrize("name", ["..", ".hidden", "."])
 def test_a_cohort_name_cannot_leave_the_results_folder(name):
-    import yaml
-
     from lego.config import validate_config
     from lego.errors import ConfigError
     from tests.conftest import REPO

@@ -6,9 +6,12 @@ modality when at least one of their slides produced features (failed slides do n
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 
 def _some_labelled(name: str, has: pd.Series, ids: pd.Series, what: str = "row") -> None:
@@ -24,11 +27,9 @@ def _some_labelled(name: str, has: pd.Series, ids: pd.Series, what: str = "row")
 def _report_unlabelled(name: str, ids: pd.Series, labelled: set[str]) -> None:
     """Rows of a modality that match no labelled patient are said, with examples: a case or
     spelling difference in some IDs would otherwise drop those patients without a word."""
-    import logging
-
     stray = sorted(set(ids) - labelled)
     if stray:
-        logging.getLogger(__name__).warning(
+        log.warning(
             "modality %s: %d of %d patient(s) match no labelled patient and are left out (e.g. %s); if they should "
             "match, check the IDs' case and spelling", name, len(stray), ids.nunique(), ", ".join(map(repr, stray[:3])))
 
@@ -40,10 +41,11 @@ def build_patients_table(
 ) -> pd.DataFrame:
     """``labels`` + ``has_<modality>`` booleans + ``n_slides`` (usable slides per WSI modality)."""
     out = labels.copy()
+    labelled = set(out["patient_id"])
     for name, table in tabular.items():
         out[f"has_{name}"] = out["patient_id"].isin(set(table["patient_id"]))
         _some_labelled(name, out[f"has_{name}"], table["patient_id"])
-        _report_unlabelled(name, table["patient_id"], set(out["patient_id"]))
+        _report_unlabelled(name, table["patient_id"], labelled)
     for name, manifest in slide_manifests.items():
         ok = manifest[manifest["status"] == "ok"]
         counts = ok.groupby("patient_id").size()

@@ -118,6 +118,19 @@ def _collapse(out: pd.DataFrame, path: Path) -> pd.DataFrame:
 OUTCOME_COLUMNS = {"survival": ("time", "event"), "classification": ("label",)}
 
 
+def censorship_column_of(censorship_column: str | None, event_column: str | None) -> str | None:
+    """The censorship column to read: the one named, else MCAT's ``censorship`` unless an event column is named."""
+    return censorship_column or (None if event_column else "censorship")
+
+
+def source_outcome_columns(labels: dict) -> list[str]:
+    """The columns of the user's labels table that hold outcomes (time, event or censorship, class
+    label), from a ``cohort.labels`` config section: never a feature of any modality."""
+    names = [labels.get(k) for k in ("time_column", "event_column", "label_column")]
+    names.append(censorship_column_of(labels.get("censorship_column"), labels.get("event_column")))
+    return [n for n in names if n]
+
+
 def require_known_classes(labels: pd.DataFrame, classes: list[str], where: str) -> None:
     """Class labels a classifier was not trained on cannot be scored: one error naming them (an
     AUC over classes spelled differently, "1.0" for "1", failed deep in scikit-learn)."""
