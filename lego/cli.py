@@ -256,7 +256,7 @@ def cmd_collect_qc(a) -> None:
         parts.append(pd.DataFrame({"slide_id": bad["slide_id"], "patient_id": bad["patient_id"], "modality": name,
                                    "stage": stage, "reason": bad["reason"]}))
     for path in a.unmatched or []:
-        u = pd.read_table(path)
+        u = read_frame(path, "slide-QC")
         if len(u):
             parts.append(pd.DataFrame({"slide_id": u["slide_id"], "patient_id": u["patient_id"], "modality": "-",
                                        "stage": "index_slides", "reason": u["reason"]}))
@@ -562,7 +562,8 @@ def _cohort_commands(add) -> None:
     p = add("index-slides", cmd_index_slides,
             "List slides (directory and/or list file), map each to a patient and write slides.parquet.")
     p.add_argument("--labels", required=True, help="labels.parquet from ingest-labels")
-    p.add_argument("--dir", default=None)
+    p.add_argument("--dir", nargs="*", default=None,
+                   help="slide folder(s); several are imported feature folders naming the same slides")
     p.add_argument("--list", default=None, help="table with a 'path' column and optional 'patient_id'")
     p.add_argument("--ext", nargs="*", default=list(SLIDE_EXTENSIONS))
     p.add_argument("--prefix-length", type=int, default=12, help="patient ID = first N characters (TCGA: 12)")

@@ -81,6 +81,31 @@ def fill_registries(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def block_spec_errors(spec: dict[str, Any]) -> list[str]:
+    """What is wrong with a block's ``--spec`` (architecture, training, ``n_bins``, ``preprocess``),
+    checked against the same schema entries the config is, plus the cross-field rules.
+
+    Why: the workflow writes a valid spec, but a spec written by hand (or by a script) otherwise
+    fails deep in training with a message about something else (reversed clip quantiles read as
+    "no feature varies"; ``select_k: 0`` as "needs the outcomes")."""
+    props = load_schema()["properties"]
+    model, table = props["model"]["properties"], props["modalities"]["additionalProperties"]["else"]["properties"]
+    fields = {**model["block"]["properties"], **model["train"]["properties"], **table["block"]["properties"],
+              "n_bins": model["n_bins"], "preprocess": table["preprocess"]}
+    fields.pop("grid", None)
+    schema = {"type": "object", "properties": fields}
+    errors = [f"'{_dotted(e.absolute_path)}': {e.message}" for e in Draft7Validator(schema).iter_errors(spec)]
+    return errors or [f"'preprocess.{key}': {why}" for key, why in preprocess_errors(spec.get("preprocess") or {})]
+
+
+def preprocess_errors(pre: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, problem) of a table's ``preprocess`` rules that a JSON schema cannot express."""
+    q = pre.get("clip_quantiles")
+    if q and len(q) == 2 and not q[0] < q[1]:
+        return [("clip_quantiles", f"{list(q)} must be [lower, upper] with lower < upper, e.g. [0.001, 0.999]")]
+    return []
+
+
 def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate ``config`` in place (filling defaults) and return it; raise ConfigError otherwise."""
     schema = schema or load_schema()
@@ -111,6 +136,9 @@ def _check_consistency(config: dict[str, Any]) -> None:
     if seeds is not None and len(seeds) != folds["n_folds"]:
         raise ConfigError(f"config key 'folds.seeds': needs {folds['n_folds']} seeds (one per fold), got {len(seeds)}")
     _check_regexes(config)
+    for name, spec in config["modalities"].items():
+        for key, why in preprocess_errors(spec.get("preprocess") or {}):
+            raise ConfigError(f"config key 'modalities.{name}.preprocess.{key}': {why}")
     from lego.data.fold_data import is_slide_kind
 
     wsi = [m for m, spec in config["modalities"].items() if is_slide_kind(spec["kind"])]

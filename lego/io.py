@@ -122,7 +122,9 @@ TABLES: dict[str, tuple[tuple[str, ...], str]] = {
     "manifest": (("slide_id", "patient_id", "features", "status", "reason"), "lego feature-manifest"),
     "modality": (("patient_id",), "lego prepare-modality"),
     "patients": (("patient_id",), "lego cohort-table"),
+    "slide-QC": (("slide_id", "patient_id", "reason"), "lego index-slides --unmatched"),
 }
+TSV_TABLES = frozenset({"slide-QC"})  # QC tables are TSV, for people to read
 
 
 def read_frame(path: str | os.PathLike, kind: str):
@@ -137,11 +139,12 @@ def read_frame(path: str | os.PathLike, kind: str):
     need, writer = TABLES[kind]
     if not Path(path).is_file():
         raise InputError(f"{path}: file not found; make it with `{writer}` (or check the path)")
+    tsv = kind in TSV_TABLES
     try:
-        df = pd.read_parquet(path)
+        df = pd.read_table(path, dtype=str, keep_default_na=False) if tsv else pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for damaged or non-parquet files
-        raise InputError(f"{path}: not a readable parquet {kind} table ({' '.join(str(exc).split())[:160]}); "
-                         f"make it with `{writer}`") from None
+        raise InputError(f"{path}: not a readable {'TSV' if tsv else 'parquet'} {kind} table "
+                         f"({' '.join(str(exc).split())[:160]}); make it with `{writer}`") from None
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise InputError(f"{path}: a {kind} table needs column(s) {missing} (has {list(df.columns)[:6]}); "

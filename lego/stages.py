@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lego.config import block_spec_errors
 from lego.data.fold_data import (ModalityTensors, apply_modality, collate, fold_ids, load_fold_modality,
                                  load_modality_table, make_targets)
 from lego.data.labels import require_known_classes, require_outcomes
@@ -48,6 +49,9 @@ def check_spec(spec, where: str) -> dict:
     unknown = sorted(set(spec) - SPEC_KEYS)
     if unknown:
         raise InputError(f"{where}: unknown block setting(s) {unknown}; known: {', '.join(sorted(SPEC_KEYS))}")
+    problems = block_spec_errors(spec)
+    if problems:
+        raise InputError(f"{where}: block spec {problems[0]} (see config/schema.yaml, model and modalities.*.preprocess)")
     return spec
 
 

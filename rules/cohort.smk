@@ -23,7 +23,7 @@ rule ingest_labels:
 checkpoint index_slides:
     input:
         labels=rules.ingest_labels.output[0],
-        sources=[p for p in (slide_sources()["dir"], slide_sources()["list"]) if p],
+        sources=slide_source_paths(),
     output:
         slides=f"{OUT}/cohort/slides.parquet",
         unmatched=f"{OUT}/qc/unmatched_slides.tsv",

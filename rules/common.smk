@@ -248,9 +248,22 @@ def slide_sources():
     """Where index_slides looks: slides.dir/list, else a WSI modality's existing feature files."""
     sl = config["slides"]
     if sl["dir"] or sl["list"]:
-        return {"dir": sl["dir"], "list": sl["list"], "ext": sl["extensions"]}
+        return {"dir": [sl["dir"]] if sl["dir"] else None, "list": sl["list"], "ext": sl["extensions"]}
     imported = [MODALITIES[m]["features_dir"] for m in WSI if MODALITIES[m].get("features_dir")]
-    return {"dir": imported[0], "list": None, "ext": [".h5"]} if imported else {"dir": None, "list": None, "ext": []}
+    # Every imported folder is indexed: a slide missing from one of them is that modality's failed
+    # slide (rule import_features records it), not a missing input that stops the DAG.
+    return {"dir": imported, "list": None, "ext": [".h5"]} if imported else {"dir": None, "list": None, "ext": []}
+
+
+def imported_feature_file(wildcards):
+    """Where a slide's feature file sits in its imported modality's features_dir."""
+    return os.path.join(MODALITIES[wildcards.wsi]["features_dir"], f"{wildcards.slide}.h5")
+
+
+def slide_source_paths():
+    """The folders and list file index_slides reads (its declared inputs)."""
+    src = slide_sources()
+    return [p for p in (src["dir"] or []) + [src["list"]] if p]
 
 
 def mpp_arg():
@@ -295,11 +308,13 @@ def all_targets():
         targets += [f"{OUT}/summary/metrics.tsv", f"{OUT}/summary/figures/risk_groups.png"]
     if EVALUATION["heatmaps"] and "blocks" in _build:
         targets += expand(f"{OUT}/heatmaps/{{m}}/fold{{fold}}", m=WSI, fold=FOLDS)
+    if EVALUATION["heatmaps"] and "abmil" in _baselines:
+        targets += expand(f"{OUT}/heatmaps/abmil-{{m}}/fold{{fold}}", m=WSI, fold=FOLDS)
     return targets + [f"{OUT}/provenance/run.json"]
 
 
 def provenance_inputs():
     """The run's input files and folders: outcomes, tabular modalities, slides or feature files."""
     paths = [config["cohort"]["labels"]["path"]] + [MODALITIES[m]["path"] for m in TABULAR]
-    paths += [p for p in (slide_sources()["dir"], slide_sources()["list"]) if p]
+    paths += slide_source_paths()
     return sorted(set(paths))

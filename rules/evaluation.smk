@@ -76,6 +76,9 @@ rule abmil_baseline:
     output:
         metrics=f"{OUT}/eval/abmil-{{wsi}}/fold{{fold}}/metrics.json",
         predictions=f"{OUT}/eval/abmil-{{wsi}}/fold{{fold}}/predictions.parquet",
+        weights=f"{OUT}/eval/abmil-{{wsi}}/fold{{fold}}/model.safetensors",
+        config=f"{OUT}/eval/abmil-{{wsi}}/fold{{fold}}/config.json",
+        history=f"{OUT}/eval/abmil-{{wsi}}/fold{{fold}}/history.json",
     params:
         # The WSI block's own training options: the comparison isolates the Lego latent.
         spec=lambda w: json.dumps(block_spec(w.wsi), sort_keys=True),
@@ -227,6 +230,26 @@ rule heatmaps:
     shell:
         "lego heatmaps --model-dir {params.model_dir:q} --manifest {input.manifest:q} --folds {input.folds:q} "
         "{params.slides} --out-dir {output:q} > {log:q} 2>&1"
+
+
+use rule heatmaps as abmil_heatmaps with:
+    # The plain ABMIL baseline's attention, drawn the same way: where the Lego latent changes what
+    # the slide encoder looks at, the two sets of heatmaps differ.
+    input:
+        weights=rules.abmil_baseline.output.weights,
+        config=rules.abmil_baseline.output.config,
+        manifest=f"{OUT}/modalities/{{wsi}}.parquet",
+        features=slide_features,
+        slides=rules.index_slides.output.slides,
+        slide_files=lambda w: slide_files(w.wsi),
+        folds=rules.make_folds.output[0],
+    output:
+        report(directory(f"{OUT}/heatmaps/abmil-{{wsi}}/fold{{fold}}"), patterns=["{name}.png"],
+               caption="../workflow/report/heatmaps.rst", category="Heatmaps", subcategory="abmil-{wsi}, fold {fold}"),
+    log:
+        f"{OUT}/logs/heatmaps/abmil-{{wsi}}/fold{{fold}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/heatmaps/abmil-{{wsi}}/fold{{fold}}.tsv"
 
 
 rule predict:

@@ -81,9 +81,13 @@ rule embed_patches:
 rule import_features:
     input:
         # The file itself: a feature file replaced in place reruns its import (and what depends on it).
-        lambda w: os.path.join(config["modalities"][w.wsi]["features_dir"], f"{w.slide}.h5"),
+        # A slide this modality's folder lacks (other imported folders have it) is a recorded failure;
+        # the file appearing later changes the input set, which reruns the import.
+        src=lambda w: [p] if os.path.isfile(p := imported_feature_file(w)) else [],
     output:
         f"{OUT}/features/imported-{{wsi}}/{{slide}}.h5",
+    params:
+        src=imported_feature_file,
     log:
         f"{OUT}/logs/import_features/{{wsi}}/{{slide}}.log",
     conda:
@@ -92,7 +96,7 @@ rule import_features:
         mem_mb=2000,
         runtime=5,
     shell:
-        "lego import-features --src {input:q} --out {output:q} "
+        "lego import-features --src {params.src:q} --out {output:q} "
         "--slide-name {wildcards.slide:q} --record-failure > {log:q} 2>&1"
 
 

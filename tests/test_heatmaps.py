@@ -74,3 +74,32 @@ def test_a_block_without_attention_says_so_instead_of_failing(tmp_path):
     assert main(["heatmaps", "--model-dir", str(d / "blk"), "--manifest", str(d / "wsi.parquet"), "--folds",
                  str(d / "folds.parquet"), "--out-dir", str(d / "heat")]) == 0
     assert "no patch attention" in (d / "heat" / "NO_HEATMAPS.txt").read_text()
+
+
+def test_the_abmil_baselines_saved_model_reloads_and_draws_heatmaps(tmp_path):
+    """The baseline's files are a model like any other (safetensors + config.json): reloaded, it gives
+    the predictions it was evaluated with, and its attention is drawn as the block's is."""
+    import torch
+
+    from lego.data.fold_data import load_fold_modality
+    from lego.models import io as model_io
+    from lego.stages import predict
+
+    d = slide_cohort(tmp_path)
+    args = ["--data", str(d / "wsi.parquet"), "--labels", str(d / "labels.parquet"), "--folds", str(d / "folds.parquet")]
+    assert main(["abmil", "--modality", "wsi", *args, "--fold", "0", "--spec", json.dumps(SMALL),
+                 "--out-dir", str(d / "abmil"), "--device", "cpu"]) == 0
+    model, config = model_io.load(d / "abmil")
+    assert config["kind"] == "abmil" and config["fold"] == 0 and config["patients"]["train"]
+    inputs = load_fold_modality("wsi", "wsi", *args[1::2], 0, "survival", SMALL, "reload")
+    test = [p for p in inputs.ids["test"] if p in inputs.mod.per_patient]
+    with torch.no_grad():
+        again = predict(model, config, {"wsi": inputs.mod}, test).set_index("patient_id")["risk"]
+    saved = pd.read_parquet(d / "abmil" / "predictions.parquet").query("subset == 'test'").set_index("patient_id")["risk"]
+    assert np.allclose(again.loc[saved.index], saved, atol=1e-6)
+    out = d / "heat"
+    assert main(["heatmaps", "--model-dir", str(d / "abmil"), "--manifest", str(d / "wsi.parquet"), "--folds",
+                 str(d / "folds.parquet"), "--out-dir", str(out)]) == 0
+    index = pd.read_csv(out / "index.tsv", sep="\t")
+    assert len(index) and (index["reason"].isna()).all()
+    assert all((out / f"{s}.png").is_file() and (out / f"{s}.geojson").is_file() for s in index["slide_id"])

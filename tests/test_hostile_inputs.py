@@ -34,12 +34,12 @@ def test_ids_with_leading_zeros_stay_text(tmp_path):
 
 
 @pytest.mark.parametrize("spec, phrase", [
-    ({"epochs": 0}, "epochs=0"),
-    ({"epochs": "ten"}, "epochs='ten'"),
-    ({"lr": -1}, "lr=-1"),
-    ({"batch_size": 0}, "batch_size=0"),
+    ({"epochs": 0}, "'epochs': 0 is less than the minimum of 1"),
+    ({"epochs": "ten"}, "'epochs': 'ten' is not of type 'integer'"),
+    ({"lr": -1}, "'lr': -1 is less than or equal to the minimum of 0"),
+    ({"batch_size": 0}, "'batch_size': 0 is less than the minimum of 1"),
     ({"epoch": 1}, "unknown block setting(s) ['epoch']"),
-    ({"encoder": "foo"}, "unknown modality encoder 'foo'"),
+    ({"encoder": "foo"}, "'encoder': 'foo' is not one of"),
     ([1, 2], "must be a JSON object"),
 ])
 def test_a_bad_block_spec_is_one_line(spec, phrase, tmp_path, capsys):

@@ -78,12 +78,13 @@ def test_heatmaps_of_the_test_slides(demo_run):
     for fold in (0, 1):
         test = folds[(folds["fold"] == fold) & (folds["subset"] == "test")]["patient_id"]
         expected = set(manifest[(manifest["status"] == "ok") & manifest["patient_id"].isin(test)]["slide_id"])
-        d = out / "heatmaps" / "wsi" / f"fold{fold}"
-        index = pd.read_table(d / "index.tsv")
-        assert set(index["slide_id"]) == expected
-        for s in expected:
-            geo = json.loads((d / f"{s}.geojson").read_text())
-            assert geo["type"] == "FeatureCollection" and len(geo["features"]) == len(pd.read_parquet(d / f"{s}.attention.parquet"))
+        for name in ("wsi", "abmil-wsi"):  # the slide block, and the plain ABMIL baseline
+            d = out / "heatmaps" / name / f"fold{fold}"
+            index = pd.read_table(d / "index.tsv")
+            assert set(index["slide_id"]) == expected
+            for s in expected:
+                geo = json.loads((d / f"{s}.geojson").read_text())
+                assert geo["type"] == "FeatureCollection" and len(geo["features"]) == len(pd.read_parquet(d / f"{s}.attention.parquet"))
 
 
 def test_blank_slide_is_recorded_not_fatal(demo_run):
@@ -167,6 +168,28 @@ def test_existing_feature_files_skip_extraction(demo_run, tmp_path):
     table = pd.read_table(tmp_path / "results" / "imported" / "summary" / "metrics.tsv").set_index(["model", "metric"])
     assert "not fitted" in table.loc[("coxnet-uni", "c_index"), "missing"]
     assert (tmp_path / "results" / "imported" / "summary" / "figures" / "risk_groups.png").exists()
+
+    # A second imported modality whose folder lacks one slide and has one the first lacks: both
+    # folders are indexed, and each missing file is that modality's failed slide, not a stopped DAG.
+    feats2 = tmp_path / "conch_features"
+    feats2.mkdir()
+    extra = pd.read_csv(demo_input / "clinical.csv")["case_id"].tolist()[4]
+    for name in [p.name for p in sorted(feats.glob("*.h5"))][1:] + [f"{extra}-01Z-00-DX1.h5"]:
+        with h5py.File(feats2 / name, "w") as f:
+            f["features"] = rng.normal(size=(5, 8)).astype(np.float32)
+    config["modalities"]["conch"] = {"kind": "wsi", "features_dir": str(feats2)}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "results" / "imported"
+    snakemake(tmp_path, "--cores", "2", "results/imported/qc/failed.tsv", "results/imported/cohort/patients.parquet")
+    first = sorted(feats.glob("*.h5"))[0].name[:-3]
+    conch = pd.read_parquet(out / "modalities" / "conch.parquet").set_index("slide_id")
+    uni = pd.read_parquet(out / "modalities" / "uni.parquet").set_index("slide_id")
+    assert len(conch) == len(uni) == 5 and conch.loc[first, "status"] == "failed"
+    assert uni.loc[f"{extra}-01Z-00-DX1", "status"] == "failed" and (conch["status"] == "ok").sum() == 4
+    failed = pd.read_table(out / "qc" / "failed.tsv")
+    assert {first, f"{extra}-01Z-00-DX1"} <= set(failed["slide_id"]) and failed["reason"].str.contains("no feature file").any()
+    patients = pd.read_parquet(out / "cohort" / "patients.parquet").set_index("patient_id")
+    assert not patients.loc[first[:12], "has_conch"] and patients.loc[first[:12], "has_uni"]
 
 
 def test_config_typo_fails_fast_with_the_key_path(tmp_path):

@@ -224,7 +224,12 @@ def make_targets(labels: pd.DataFrame, train_ids: list[str], task: str, n_bins: 
         idx = discretise(lab["time"].to_numpy(), np.asarray(bins))
         per = {pid: (int(b), int(e), float(t)) for pid, b, e, t in zip(lab.index, idx, lab["event"], lab["time"])}
         return Targets(task, per, bins=list(bins))
-    classes = classes or sorted(lab["label"].astype(str).unique())
+    if classes is None:
+        classes = sorted(lab["label"].astype(str).unique())
+        seen = lab.loc[lab.index.intersection(train_ids), "label"].astype(str).unique()
+        if len(seen) < 2:  # cross-entropy of one class is 0 from the first step: nothing would be learnt
+            raise InputError(f"{where}: the training patients hold only class {list(seen)} of {classes}; "
+                             "classification needs two or more classes in training (stratify the folds: folds.stratify)")
     index = {c: i for i, c in enumerate(classes)}
     per = {pid: (index.get(str(c), -1),) for pid, c in zip(lab.index, lab["label"])}
     return Targets(task, per, classes=list(classes))

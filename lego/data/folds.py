@@ -243,7 +243,9 @@ def read_fold_file(path: str | Path, patients: pd.DataFrame, val_share: float, s
     strata = _strata(known.reset_index(), stratify)
     strata_of = dict(zip(known.index, strata))
     out = []
+    in_file = set(raw["patient_id"])
     for fold, f in raw.groupby("fold", sort=True):
+        _warn_fold_gap(path, int(fold), in_file - set(f["patient_id"]))
         if not (f["subset"] == "val").any():
             rest = np.sort(f.loc[f["subset"] == "train", "patient_id"].to_numpy())
             if len(rest) < 2:
@@ -255,6 +257,14 @@ def read_fold_file(path: str | Path, patients: pd.DataFrame, val_share: float, s
         out.append(f)
     return _checked(pd.concat(out, ignore_index=True),
                     f"the split file {path} leaves it empty among the {len(known)} labelled patients")
+
+
+def _warn_fold_gap(path: Path, fold: int, absent: set[str]) -> None:
+    """A patient the file uses in some folds but leaves out of this one (a truncated or hand-edited
+    split) is never tested there: say so per fold, since the union check cannot see it."""
+    if absent:
+        log.warning("%s: fold %d leaves out %d labelled patient(s) that other folds use (e.g. %s); "
+                    "they are in no subset of this fold", path, fold, len(absent), ", ".join(sorted(absent)[:3]))
 
 
 def report_mismatch(path: Path, in_file: set[str], labelled: set[str]) -> dict[str, list[str]]:

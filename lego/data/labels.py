@@ -96,6 +96,9 @@ def ingest_labels(
         label, empty = stripped_text(df[label_column])  # "LumA " and "LumA" are one class
         if empty.any():
             raise InputError(f"{path}: class label {label_column!r} is empty at line {_lines(df, empty)}")
+        if label.nunique() < 2:  # one class: the loss is 0 from the first step and nothing is learnt
+            raise InputError(f"{path}: class label {label_column!r} has one class ({label.iloc[0]!r}) in all "
+                             f"{len(df)} rows; classification needs two or more (check cohort.labels.label_column)")
         out["label"] = label.astype(str).to_numpy()
     return _collapse(out, path)
 

@@ -105,8 +105,22 @@ def _read_list(slide_list: str | Path, extensions: list[str]) -> tuple[list[dict
     return rows, bad
 
 
+def _scan_dirs(dirs: list[str | Path], extensions: list[str]) -> tuple[list[dict], list[dict]]:
+    """Slide files of one or more folders. Several folders are imported feature sets (one per WSI
+    modality) naming the same slides, so a slide ID met again in a later folder is the same slide."""
+    rows, bad, seen = [], [], set()
+    for d in map(Path, dirs):
+        if not d.is_dir():
+            raise InputError(f"{d}: slide directory not found; check slides.dir (or the modality's features_dir) in the config")
+        found, unusable = _scan_dir(d, extensions)
+        rows += [r for r in found if r["slide_id"] not in seen]
+        seen |= {r["slide_id"] for r in found}
+        bad += unusable
+    return rows, bad
+
+
 def index_slides(
-    slide_dir: str | Path | None = None,
+    slide_dir: str | Path | list[str | Path] | None = None,
     slide_list: str | Path | None = None,
     extensions: list[str] | None = None,
     prefix_length: int = 12,
@@ -118,10 +132,7 @@ def index_slides(
     _check_regex(regex)
     rows, bad = [], []
     if slide_dir:
-        d = Path(slide_dir)
-        if not d.is_dir():
-            raise InputError(f"{d}: slide directory not found; check slides.dir in the config")
-        rows, bad = _scan_dir(d, extensions)
+        rows, bad = _scan_dirs(slide_dir if isinstance(slide_dir, list) else [slide_dir], extensions)
     if slide_list:
         listed, listed_bad = _read_list(slide_list, extensions)
         rows, bad = rows + listed, bad + listed_bad

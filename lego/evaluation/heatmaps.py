@@ -1,4 +1,5 @@
-"""Attention heatmaps of a slide block: which patches the gated-attention pooling (ABMIL) weighs.
+"""Attention heatmaps of a slide block (or of the plain ABMIL baseline): which patches the
+gated-attention pooling (ABMIL) weighs.
 
 For each patient, the block's attention runs over all the patient's patches at once (every slide
 concatenated, as in training, without the training subsample), so a patch's weight is the share
@@ -179,9 +180,9 @@ def run_heatmaps(model_dir: str, manifest: str, folds: str, out_dir: str, slides
     from lego.models import io as model_io
 
     block, config = model_io.load(model_dir)
-    if config["kind"] != "block" or not is_slide_kind(config.get("modality_kind")):
-        raise InputError(f"{model_dir}: heatmaps need a slide modality's block (kind wsi), not a "
-                         f"{config.get('modality_kind', config['kind'])} model")
+    if config["kind"] not in ("block", "abmil") or not is_slide_kind(config.get("modality_kind")):
+        raise InputError(f"{model_dir}: heatmaps need a slide modality's block (kind wsi) or its abmil baseline, "
+                         f"not a {config.get('modality_kind', config['kind'])} model")
     block.eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

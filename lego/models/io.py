@@ -13,6 +13,7 @@ from safetensors.torch import load_model, save_model
 
 from lego.errors import InputError
 from lego.io import atomic_path, write_json
+from lego.models.abmil import PlainABMIL
 from lego.models.block import BlockConfig, LegoBlock
 from lego.models.fuse import LegoFuse
 from lego.models.merge import LegoMerge
@@ -23,10 +24,12 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 def build(config: dict) -> torch.nn.Module:
     """An untrained module of the architecture described by ``config``."""
     kind = config["kind"]
-    if kind not in ("block", "merge", "fuse"):
+    if kind not in ("block", "merge", "fuse", "abmil"):
         raise InputError(f"unknown model kind {kind!r} in config")
     if kind == "block":
         return LegoBlock(BlockConfig(**config["block"]))
+    if kind == "abmil":  # the abmil-<wsi> baseline
+        return PlainABMIL(config["modality"], config["in_dim"], config["n_outputs"], config["width"], config["dropout"])
     blocks = {m: LegoBlock(BlockConfig(**config["blocks"][m]["block"])) for m in block_order(config)}
     if kind == "merge":
         return LegoMerge(blocks, config["method"], config["head_method"], config.get("weights"), config.get("scales"))

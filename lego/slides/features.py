@@ -154,6 +154,21 @@ def write_failed_bag(path: str | Path, slide_name: str, reason: str, encoder: st
     )
 
 
+# How other tools spell a slide's outcome in a ``status`` attribute (compared case-insensitively).
+OK_STATUS = frozenset({"ok", "success", "succeeded", "successful", "done", "complete", "completed", "passed", "true", "1"})
+FAILED_STATUS = frozenset({"failed", "failure", "fail", "error", "errored", "false", "0"})
+
+
+def source_ok(attrs: dict, src: str | Path) -> bool:
+    """Whether an external feature file's ``status`` says the slide succeeded. "success" or "OK"
+    from another tool means ok; a status that says neither is refused rather than guessed."""
+    status = str(attrs.get("status", "ok")).strip().lower()
+    if status in OK_STATUS or status in FAILED_STATUS:
+        return status in OK_STATUS
+    raise InputError(f"{src}: status attribute {attrs.get('status')!r} says neither success nor failure; "
+                     "set it to 'ok' (or remove it) if the features are complete")
+
+
 def import_feature_file(src: str | Path, dst: str | Path, slide_name: str, mpp: float | None = None) -> FeatureBag:
     """Convert an existing TRIDENT/CLAM (``.h5`` or CLAM/MCAT ``.pt``) or STAMP file into our layout,
     keeping its provenance and its patch geometry (STAMP's micrometres become level-0 pixels
@@ -166,7 +181,7 @@ def import_feature_file(src: str | Path, dst: str | Path, slide_name: str, mpp: 
         bag = FeatureBag(feats, np.zeros((len(feats), 2), np.int64), {"encoder": "external"}, {"unit": "none"})
     else:
         bag = read_feature_bag(src)
-    if bag.attrs.get("status", "ok") != "ok":
+    if not source_ok(bag.attrs, src):
         raise InputError(f"{src}: the source file records a failed slide ({bag.attrs.get('reason', 'no reason given')})")
     if len(bag.features) == 0:
         raise InputError(f"{src}: 0 patch features; a slide with no patches cannot be used")
