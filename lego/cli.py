@@ -126,6 +126,8 @@ def cmd_import_features(a) -> None:
     from lego.slides.features import import_feature_file, write_failed_bag
 
     src = Path(a.src)
+    if not a.slide_name.strip():
+        raise InputError("--slide-name is empty; name the slide (its file name without the extension)")
     if not src.is_file():
         if not a.record_failure:
             raise LegoError(f"{src}: feature file not found")
@@ -842,6 +844,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("numexpr").setLevel(logging.WARNING)
     try:
+        _refuse_output_over_input(args)
         args.func(args)
     except Exception as exc:
         message = _user_error(exc)
@@ -850,6 +853,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lego {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
+
+
+OUTPUT_FLAGS = ("out", "out_dir", "out_root", "out_tissue", "out_png", "unmatched")
+
+
+def _refuse_output_over_input(args) -> None:
+    """An output path that is also an input would be overwritten with something else (a merge
+    written into a block's folder, labels replaced by a slide table): refuse it before any work."""
+    opts = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    inputs = {}
+    for flag, value in opts.items():
+        if flag in OUTPUT_FLAGS:
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and v:
+                path = _existing(v) or ("=" in v and _existing(v.split("=", 1)[1]))  # NAME=PATH arguments
+                if path:
+                    inputs.setdefault(path, flag)
+    for flag in OUTPUT_FLAGS:
+        out = opts.get(flag)
+        if isinstance(out, str) and out and Path(out).resolve() in inputs:
+            raise InputError(f"--{flag.replace('_', '-')} {out} is also an input (--{inputs[Path(out).resolve()].replace('_', '-')}); "
+                             "writing there would destroy it: choose another output path")
+
+
+def _existing(value: str) -> Path | None:
+    """The resolved path an argument names, if it exists (JSON and other values name none)."""
+    try:
+        return Path(value).resolve() if Path(value).exists() else None
+    except (OSError, ValueError):  # too long for a file name, or a NUL byte
+        return None
 
 
 def _user_error(exc: Exception) -> str | None:

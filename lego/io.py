@@ -47,10 +47,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".json", ".xlsx")
+
+
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
-    """Write ``df`` as parquet atomically; ``metadata`` goes into the schema's key-value metadata."""
+    """Write ``df`` as parquet atomically; ``metadata`` goes into the schema's key-value metadata.
+    A text-table name (``x.csv``) is refused: parquet bytes under it fool every later reader."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from lego.errors import InputError
+
+    if str(path).lower().endswith(TEXT_SUFFIXES):
+        raise InputError(f"{path}: this output is a parquet table; name it .parquet")
 
     table = pa.Table.from_pandas(df, preserve_index=False)
     if metadata:

@@ -124,6 +124,9 @@ def _load_blocks(block_dirs: list[str]) -> tuple[dict[str, LegoBlock], dict[str,
     blocks, configs = {}, {}
     for d in block_dirs:
         block, config = model_io.load(d)
+        if config["kind"] != "block":
+            raise InputError(f"{d}: a {config['kind']} model, not a block; merge and fuse take LegoBlock folders "
+                             "(blocks/<modality>/fold<k>)")
         blocks[config["modality"]] = block
         configs[config["modality"]] = config
     folds = {c["fold"] for c in configs.values()}

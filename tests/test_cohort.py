@@ -132,7 +132,7 @@ def test_index_slides_from_a_list_and_duplicates(tmp_path):
     slides, _ = index_slides(slide_list=tmp_path / "list.csv", patients=["P1", "P2"])
     assert slides["patient_id"].tolist() == ["P1", "P2"] and slides["path"].str.endswith("a/S1.svs").iloc[0]
     pd.DataFrame({"path": ["a/S1.svs", "b/S1.svs"]}).to_csv(tmp_path / "dup.csv", index=False)
-    with pytest.raises(InputError, match="'S1' occurs more than once"):
+    with pytest.raises(InputError, match="'S1' names more than one file"):
         index_slides(slide_list=tmp_path / "dup.csv")
 
 

@@ -110,3 +110,147 @@ def test_one_class_classification_is_refused_at_ingest_and_in_training(tmp_path,
     with pytest.raises(InputError, match=r"fold 0: the training patients hold only class \['A'\] of \['A', 'B'\]"):
         make_targets(labels, ["P0", "P1", "P2"], "classification", where="fold 0")
     assert make_targets(labels, ["P0", "P4"], "classification").classes == ["A", "B"]
+
+
+# ---- the fifth sweep (new names, new corruptions) ----
+
+def test_an_output_that_is_also_an_input_is_refused_before_any_work(tmp_path, capsys):
+    from tests.test_fit_protocol import trained_blocks
+
+    p, dirs = trained_blocks(tmp_path, {**SMALL, "epochs": 1})
+    before = (tmp_path / "blocks" / "zeta" / "config.json").read_text()
+    lego_fails(["merge", "--blocks", *dirs, "--out-dir", dirs[0]], capsys,
+               "--out-dir", "is also an input (--blocks)", "choose another output path")
+    assert (tmp_path / "blocks" / "zeta" / "config.json").read_text() == before, "the block is untouched"
+    (tmp_path / "ok.csv").write_text("case_id,survival_months,censorship\nP1,3,0\nP2,4,1\n")
+    lego_fails(["ingest-labels", "--table", str(tmp_path / "ok.csv"), "--out", str(tmp_path / "ok.csv")], capsys,
+               "is also an input (--table)")
+    assert (tmp_path / "ok.csv").read_text().startswith("case_id"), "the table is untouched"
+    lego_fails(["ingest-labels", "--table", str(tmp_path / "ok.csv"), "--out", str(tmp_path / "labels.csv")], capsys,
+               "this output is a parquet table; name it .parquet")
+
+
+def test_an_ensemble_given_one_model_name_twice_is_refused(tmp_path, capsys):
+    from tests.test_fit_protocol import trained_blocks
+
+    p, dirs = trained_blocks(tmp_path, {**SMALL, "epochs": 1})
+    common = ["--labels", str(p["labels"]), "--folds", str(p["folds"])]
+    for d, m in zip(dirs, ("zeta", "alpha")):
+        assert main(["evaluate", "--model-dir", d, "--name", "zeta", "--data", f"{m}={p[m]}", *common,
+                     "--out-dir", str(tmp_path / f"ev_{m}")]) == 0
+    metrics = [str(tmp_path / f"ev_{m}" / "metrics.json") for m in ("zeta", "alpha")]
+    lego_fails(["ensemble", "--block-metrics", *metrics, *common, "--out-dir", str(tmp_path / "ens")], capsys,
+               "model 'zeta' more than once")
+
+
+@pytest.mark.parametrize("corrupt, phrase", [
+    (lambda lab: pd.concat([lab, lab.iloc[:5]]), "has more than one row"),
+    (lambda lab: lab.assign(event=np.where(np.arange(len(lab)) == 3, 2, lab["event"])), "event must be 0 or 1"),
+    (lambda lab: lab.assign(time=-lab["time"]), "time must be a finite number >= 0"),
+    (lambda lab: lab.assign(event=np.where(lab["event"] == 1, "yes", "no")), "event must be 0 or 1"),
+])
+def test_a_hand_made_labels_table_with_impossible_outcomes_is_refused(tmp_path, capsys, corrupt, phrase):
+    from tests.test_fit_protocol import trained_blocks
+
+    p, dirs = trained_blocks(tmp_path, {**SMALL, "epochs": 1}, names=("zeta",))
+    corrupt(pd.read_parquet(p["labels"])).to_parquet(tmp_path / "bad.parquet")
+    for cmd in (["predict", "--model-dir", dirs[0], "--data", f"zeta={p['zeta']}", "--labels", str(tmp_path / "bad.parquet")],
+                ["evaluate", "--model-dir", dirs[0], "--name", "block-zeta", "--data", f"zeta={p['zeta']}",
+                 "--labels", str(tmp_path / "bad.parquet"), "--folds", str(p["folds"])]):
+        lego_fails([*cmd, "--out-dir", str(tmp_path / "out")], capsys, phrase)
+
+
+def test_a_model_given_the_labels_as_its_data_is_refused(tmp_path, capsys):
+    p = cohort(tmp_path)
+    common = ["--labels", str(p["labels"]), "--folds", str(p["folds"]), "--fold", "0"]
+    lego_fails(["train-block", "--modality", "zeta", "--kind", "tabular", "--data", str(p["labels"]), *common,
+                "--spec", json.dumps(SMALL), "--out-dir", str(tmp_path / "b"), "--device", "cpu"], capsys,
+               "column(s) ['time', 'event'] are the labels' outcome")
+    lego_fails(["baselines", "--methods", "coxnet", "--source", "zeta", "--data", f"zeta={p['labels']}",
+                "--modalities", json.dumps({"zeta": {"kind": "tabular"}}), *common, "--out-root", str(tmp_path / "bl")],
+               capsys, "are the labels' outcome")
+
+
+def test_training_with_labels_of_the_wrong_kind_is_one_line(tmp_path, capsys):
+    p = cohort(tmp_path)
+    args = ["train-block", "--modality", "zeta", "--kind", "tabular", "--data", str(p["zeta"]), "--folds", str(p["folds"]),
+            "--fold", "0", "--spec", json.dumps(SMALL), "--out-dir", str(tmp_path / "b"), "--device", "cpu"]
+    lego_fails([*args, "--labels", str(p["labels"]), "--task", "classification"], capsys,
+               "a classification model needs outcome column(s) ['label']", "survival outcomes")
+    lego_fails([*args, "--labels", str(p["alpha"])], capsys, "a survival model needs outcome column(s) ['time', 'event']")
+
+
+def test_a_merge_folder_given_as_a_block_is_one_line(tmp_path, capsys):
+    from tests.test_fit_protocol import trained_blocks
+
+    p, dirs = trained_blocks(tmp_path, {**SMALL, "epochs": 1})
+    assert main(["merge", "--blocks", *dirs, "--out-dir", str(tmp_path / "m")]) == 0
+    lego_fails(["merge", "--blocks", str(tmp_path / "m"), dirs[1], "--out-dir", str(tmp_path / "m2")], capsys,
+               "a merge model, not a block")
+
+
+def test_an_all_empty_modality_table_and_the_id_as_a_category_are_refused(tmp_path, capsys):
+    (tmp_path / "t.csv").write_text("case_id,g1,g2\nP1,,\nP2,,\n")
+    lego_fails(["prepare-modality", "--table", str(tmp_path / "t.csv"), "--modality", "m", "--out",
+                str(tmp_path / "m.parquet")], capsys, "every selected cell is empty (2 rows, 2 column(s))")
+    (tmp_path / "c.csv").write_text("case_id,g1\nP1,1\nP2,2\n")
+    lego_fails(["prepare-modality", "--table", str(tmp_path / "c.csv"), "--modality", "m", "--categorical", "case_id",
+                "--out", str(tmp_path / "m.parquet")], capsys, "the ID column 'case_id' is listed as categorical")
+
+
+def test_split_files_with_a_repeated_column_or_invisible_characters(tmp_path):
+    from lego.data.folds import _read_split_csv
+    from lego.errors import InputError
+
+    (tmp_path / "splits_0.csv").write_text(",train,train,val\n0,P1,P2,P3\n")
+    with pytest.raises(InputError, match="column 'train' appears twice in the header"):
+        _read_split_csv(tmp_path / "splits_0.csv", 0)
+    (tmp_path / "splits_1.csv").write_text(",train,val\n0,P1\u200b,P3\ufeff\n1, P2 ,\n")
+    split = _read_split_csv(tmp_path / "splits_1.csv", 1)
+    assert split["patient_id"].tolist() == ["P1", "P2", "P3"]
+
+
+def test_a_feature_group_instead_of_a_dataset_is_one_line(tmp_path, capsys):
+    with h5py.File(tmp_path / "g.h5", "w") as f:
+        f.create_group("features")
+    lego_fails(["import-features", "--src", str(tmp_path / "g.h5"), "--out", str(tmp_path / "o.h5"), "--slide-name", "s"],
+               capsys, "'features' is an HDF5 group, not a dataset")
+
+
+def test_one_slide_in_the_folder_and_the_list_is_one_slide(tmp_path):
+    from lego.data.slides_index import index_slides
+    from lego.errors import InputError
+
+    (tmp_path / "d").mkdir()
+    a = tmp_path / "d" / "TCGA-AA-0001-01Z.svs"
+    a.write_bytes(b"x")
+    pd.DataFrame({"path": [str(a)], "patient_id": ["TCGA-AA-0001"]}).to_csv(tmp_path / "list.csv", index=False)
+    slides, _ = index_slides(tmp_path / "d", tmp_path / "list.csv", [".svs"], patients=["TCGA-AA-0001"])
+    assert slides["slide_id"].tolist() == ["TCGA-AA-0001-01Z"]
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "TCGA-AA-0002-01Z.svs").write_bytes(b"x")
+    b = tmp_path / "e" / "TCGA-AA-0001-01Z.svs"
+    b.write_bytes(b"y")
+    pd.DataFrame({"path": [str(b)]}).to_csv(tmp_path / "list2.csv", index=False)
+    with pytest.raises(InputError) as err:
+        index_slides(tmp_path / "d", tmp_path / "list2.csv", [".svs"])
+    assert str(a.resolve()) in str(err.value) and str(b.resolve()) in str(err.value) and "0002" not in str(err.value)
+
+
+def test_a_patient_with_no_value_in_a_hand_made_table_is_not_scored(tmp_path):
+    from tests.test_fit_protocol import trained_blocks
+
+    p, dirs = trained_blocks(tmp_path, {**SMALL, "epochs": 1}, names=("zeta",))
+    table = pd.read_parquet(p["zeta"])
+    empty = table["patient_id"].iloc[0]
+    table.loc[table["patient_id"] == empty, [c for c in table.columns if c != "patient_id"]] = np.nan
+    table.to_parquet(tmp_path / "new.parquet")
+    assert main(["predict", "--model-dir", dirs[0], "--data", f"zeta={tmp_path / 'new.parquet'}",
+                 "--out-dir", str(tmp_path / "p")]) == 0
+    scored = pd.read_parquet(tmp_path / "p" / "predictions.parquet")["patient_id"]
+    assert empty not in set(scored) and len(scored) == len(table) - 1
+
+
+def test_an_empty_slide_name_is_refused(tmp_path, capsys):
+    lego_fails(["import-features", "--src", _h5(tmp_path / "s.h5", "ok"), "--out", str(tmp_path / "o.h5"),
+                "--slide-name", " "], capsys, "--slide-name is empty")

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lego.data.labels import refuse_outcome_features, require_outcomes
 from lego.errors import InputError
 from lego.io import TABLES, read_frame
 from lego.slides.features import read_feature_bag
@@ -131,8 +132,15 @@ class ModalityKind:
         return self.table == "manifest"
 
 
+def _rows_with_data(df: pd.DataFrame) -> pd.DataFrame:
+    """A table's patients with at least one value: a row of only missing cells means "no data" (as
+    prepare-modality decides), not a patient to score from imputed medians."""
+    feats = [c for c in df.columns if c != "patient_id"]
+    return df[df[feats].notna().any(axis=1)] if feats else df
+
+
 KINDS: dict[str, ModalityKind] = {
-    "tabular": ModalityKind("modality", "patient_id", lambda df: df, _fit_tabular, _apply_tabular, "snn"),
+    "tabular": ModalityKind("modality", "patient_id", _rows_with_data, _fit_tabular, _apply_tabular, "snn"),
     "wsi": ModalityKind("manifest", "slide_id", lambda df: df[df["status"] == "ok"], _fit_bags, _apply_bags, "abmil"),
 }
 
@@ -320,10 +328,13 @@ def load_fold_modality(modality: str, kind: str, data: str | Path, labels: str |
     """
     modality_kind(kind)  # an unknown kind before any file is read
     lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), fold)
+    require_outcomes(lab, task, f"{labels} ({where})", ids["train"] + ids["val"])
     targets = make_targets(lab, ids["train"], task, spec.get("n_bins", N_BINS), where)
     if task == "classification" and min(t[0] for t in targets.per_patient.values()) < 0:
         raise InputError(f"{where}: unknown class label")
-    mod = fit_modality(modality, kind, load_modality_table(kind, data), ids["train"], categorical,
+    table = load_modality_table(kind, data)
+    refuse_outcome_features(table, lab, f"{data} ({where})")
+    mod = fit_modality(modality, kind, table, ids["train"], categorical,
                        spec.get("max_patches", MAX_PATCHES), int(spec.get("seed", 0)), where,
                        preprocess=spec.get("preprocess"), targets=targets)
     train_ids = [p for p in ids["train"] if p in mod.per_patient]

@@ -205,12 +205,15 @@ def _read_long_table(path: Path) -> pd.DataFrame:
 
 def _read_split_csv(file: Path, fold: int) -> pd.DataFrame:
     """One MCAT/PORPOISE/CLAM split file: columns train, val[, test] of case IDs (ragged, NaN-padded)."""
+    from lego.tabular.tables import check_header, stripped_text
+
     try:
         df = pd.read_csv(file, dtype=str)
     except pd.errors.EmptyDataError:
         raise InputError(f"{file}: the split file is empty; it needs columns 'train' and 'val'") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise InputError(f"{file}: not a readable CSV split file ({' '.join(str(exc).split())[:160]})") from None
+    check_header(file, ",")  # a second `train` column would be renamed `train.1` and dropped
     cols = [c for c in ("train", "val", "test") if c in df.columns]
     if "train" not in cols or "val" not in cols:
         raise InputError(f"{file}: a split file needs columns 'train' and 'val' (and optionally 'test'); has {list(df.columns)}")
@@ -218,8 +221,8 @@ def _read_split_csv(file: Path, fold: int) -> pd.DataFrame:
     # Without a test column the file's `val` is the held-out fold (MCAT/PORPOISE): it becomes test.
     names = {"train": "train", "val": "val" if "test" in cols else "test", "test": "test"}
     for c in cols:
-        ids = df[c].dropna().astype(str).str.strip()
-        rows += [(p, fold, names[c]) for p in ids if p]
+        ids, empty = stripped_text(df[c])  # invisible characters too: "P1\u200b" is P1, as in the labels
+        rows += [(p, fold, names[c]) for p in ids[~empty]]
     return pd.DataFrame(rows, columns=["patient_id", "fold", "subset"])
 
 

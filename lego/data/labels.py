@@ -155,7 +155,41 @@ def require_outcomes(labels: pd.DataFrame, task: str, where: str, ids: list[str]
         held = next((t for t, cols in OUTCOME_COLUMNS.items() if all(c in labels.columns for c in cols)), None)
         raise InputError(f"{where}: a {task} model needs outcome column(s) {missing}; the labels hold "
                          f"{held + ' outcomes' if held else list(labels.columns)[:6]}. Give labels made for a {task} task")
+    _require_valid_values(labels, task, where)
     unlabelled = sorted(set(ids or ()) - set(labels["patient_id"].astype(str)))
     if unlabelled:
         raise InputError(f"{where}: {len(unlabelled)} of the {len(set(ids))} patients to score have no label "
                          f"(e.g. {', '.join(unlabelled[:3])}); use the labels table the folds were made from")
+
+
+def _require_valid_values(labels: pd.DataFrame, task: str, where: str) -> None:
+    """The outcome values a hand-made labels table could get wrong: one row per patient, finite
+    non-negative times, events of 0 or 1. (``ingest-labels`` guarantees them; a table from elsewhere
+    otherwise gave impossible metrics, e.g. 34 events among 30 patients.)"""
+    dup = labels["patient_id"].astype(str).duplicated()
+    if dup.any():
+        raise InputError(f"{where}: patient {labels['patient_id'][dup].iloc[0]} has more than one row; "
+                         "one row per patient (make the table with `lego ingest-labels`)")
+    if task != "survival":
+        return
+    time = pd.to_numeric(labels["time"], errors="coerce")
+    event = pd.to_numeric(labels["event"], errors="coerce")
+    for bad, what in ((~np.isfinite(time) | (time < 0), "time must be a finite number >= 0"),
+                      (~event.isin([0, 1]), "event must be 0 or 1")):
+        if bad.any():
+            column = "time" if what.startswith("time") else "event"
+            raise InputError(f"{where}: {what}, but patient {labels['patient_id'][bad].iloc[0]} has "
+                             f"{_show(labels[column][bad].iloc[0])}; make the table with `lego ingest-labels`")
+
+
+def refuse_outcome_features(table: pd.DataFrame, labels: pd.DataFrame, where: str) -> None:
+    """A model's input holding the outcome itself (the labels file given as ``--data``, or a table
+    with the labels' time/event/label columns) trains on the answer: test C = 1.0, exit 0."""
+    shared = [c for c in ("time", "event", "label") if c in table.columns and c in labels.columns]
+    if not shared or "patient_id" not in table.columns:
+        return
+    both = table[["patient_id", *shared]].merge(labels[["patient_id", *shared]], on="patient_id", suffixes=("", "_y"))
+    same = [c for c in shared if len(both) and (both[c].astype(str) == both[f"{c}_y"].astype(str)).all()]
+    if same:
+        raise InputError(f"{where}: column(s) {same} are the labels' outcome; a model must not read them "
+                         "(is --data the labels file?). Give a modality table without the outcome")

@@ -137,12 +137,14 @@ def index_slides(
         listed, listed_bad = _read_list(slide_list, extensions)
         rows, bad = rows + listed, bad + listed_bad
     slides = pd.DataFrame(rows, columns=["slide_id", "patient_id", "path"])
+    # One file reached twice (found in the folder and named by the list) is one slide; the list's
+    # patient_id, if it gives one, wins.
+    slides = slides.sort_values("patient_id", na_position="last", kind="stable").drop_duplicates(["slide_id", "path"])
     dup = slides["slide_id"].duplicated(keep=False)
     if dup.any():
-        raise InputError(
-            f"slide ID {slides.loc[dup, 'slide_id'].iloc[0]!r} occurs more than once ({slides.loc[dup, 'path'].tolist()[:2]}); "
-            "slide file names must be unique"
-        )
+        first = slides.loc[dup, "slide_id"].iloc[0]
+        raise InputError(f"slide ID {first!r} names more than one file ({slides.loc[slides['slide_id'] == first, 'path'].tolist()}); "
+                         "slide file names must be unique")
     missing_pid = slides["patient_id"].isna()
     slides.loc[missing_pid, "patient_id"] = [patient_of(s, prefix_length, regex) for s in slides.loc[missing_pid, "slide_id"]]
     known = set(patients) if patients is not None else None

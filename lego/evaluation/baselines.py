@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from lego.data.fold_data import Targets, fit_modality, load_modality_table
+from lego.data.labels import refuse_outcome_features
 from lego.errors import InputError
 from lego.evaluation.classical import CLASSICAL
 from lego.evaluation.metrics import headline, prediction_columns
@@ -39,6 +40,7 @@ def design_matrices(modalities: dict[str, dict], labels: pd.DataFrame, ids: dict
     blocks = {}
     for name, spec in modalities.items():
         table = load_modality_table(spec["kind"], spec["path"])
+        refuse_outcome_features(table, labels, f"{spec['path']} ({where})")
         mod = fit_modality(name, spec["kind"], table, ids["train"], spec.get("categorical"), seed=seed, where=where,
                            preprocess=spec.get("preprocess"), targets=targets)
         blocks[name] = ({p: t.numpy().mean(0) for p, t in mod.per_patient.items() if p in known}, mod.dim)

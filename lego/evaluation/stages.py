@@ -126,6 +126,11 @@ def run_ensemble(block_metrics: list[str], labels: str, folds: str, opts: EvalOp
     if len({json.dumps(r.get("bins")) for r in rows}) != 1:
         raise InputError("the ensemble's blocks use different survival bin edges "
                          f"({', '.join(r['model'] for r in rows)}); average blocks of one run and fold only")
+    names = [r["model"] for r in rows]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # predictions are keyed by model name: a repeat would silently drop a block
+        raise InputError(f"the ensemble is given model {repeated[0]!r} more than once ({len(rows)} metrics files); "
+                         "give each block's metrics.json once, and evaluate different blocks under different names")
     fold, task, edges = rows[0]["fold"], rows[0]["task"], rows[0].get("bins")
     preds = {r["model"]: pd.read_parquet(Path(f).with_name("predictions.parquet")) for r, f in zip(rows, block_metrics)}
     label_cols = [c for c in ("time", "event", "label") if c in next(iter(preds.values())).columns]

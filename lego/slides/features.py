@@ -53,6 +53,10 @@ def _feature_key(f, path) -> str:
         raise InputError(f"{path}: no 'features' (TRIDENT/CLAM) or 'feats' (STAMP) dataset; found {list(f.keys())}")
     if len(keys) > 1:
         raise InputError(f"{path}: both 'features' and 'feats' datasets; keep the one you mean")
+    if not isinstance(f[keys[0]], h5py.Dataset):
+        raise InputError(f"{path}: '{keys[0]}' is an HDF5 group, not a dataset of patch features")
+    if "coords" in f and not isinstance(f["coords"], h5py.Dataset):
+        raise InputError(f"{path}: 'coords' is an HDF5 group, not a dataset of x, y positions")
     return keys[0]
 
 
@@ -100,8 +104,6 @@ def bag_info(path: str | Path) -> dict:
     try:
         with h5py.File(path, "r") as f:
             key = _feature_key(f, path)
-            if not isinstance(f[key], h5py.Dataset):
-                raise InputError(f"'{key}' is a group, not a dataset of features")
             shape = f[key].shape[-2:]
             attrs = h5_attrs(f)
     except (OSError, InputError, KeyError, ValueError, TypeError, AttributeError) as exc:

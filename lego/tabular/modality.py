@@ -62,6 +62,9 @@ def _check_named_columns(df: pd.DataFrame, where: str, modality: str, id_column:
     if id_column != "patient_id" and "patient_id" in df.columns:
         raise InputError(f"{where}: a 'patient_id' column besides the ID column {id_column!r}; "
                          f"set modalities.{modality}.id_column: patient_id if it is the ID, else rename or drop it")
+    if id_column in categorical:  # one-hot patient IDs: a feature that identifies, never generalises
+        raise InputError(f"{where}: the ID column {id_column!r} is listed as categorical; remove it from "
+                         f"modalities.{modality}.categorical")
     absent = [c for c in categorical if c not in df.columns]
     if absent:
         raise InputError(f"{where}: categorical columns {absent} not in the table")
@@ -146,4 +149,7 @@ def _one_row_per_patient(out: pd.DataFrame, path: Path, modality: str) -> pd.Dat
             )
         out = out.drop_duplicates("patient_id")
     present = out[feats].notna().any(axis=1)  # a row of only missing values means "no data"
+    if len(out) and not present.any():  # said here, not as "zero patients" steps later
+        raise InputError(f"{path}: modality {modality!r}: every selected cell is empty ({len(out)} rows, "
+                         f"{len(feats)} column(s)); no patient has this modality. Check the file and the column selection")
     return out[present].sort_values("patient_id").reset_index(drop=True)

@@ -73,7 +73,7 @@ def _check_delimiter(df: pd.DataFrame, path: Path, used: str | None = None) -> N
             raise InputError(f"{path}: read as one column {header[:60]!r}: the file looks {name}-delimited; {fix}")
 
 
-def _check_header(path: Path, sep: str) -> None:
+def check_header(path: Path, sep: str) -> None:
     """Refuse a header naming a column twice. Why: pandas silently renames the second ``x`` to
     ``x.1``, so an ID, time or feature column would be read from whichever copy comes first."""
     head = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0].tolist()
@@ -113,7 +113,7 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = (), **kwargs) -
             raise InputError(f"{path}: unknown table format; use .csv(.gz/.zip), .tsv or .parquet")
         if sep is not None:
             df = _read_text(path, sep, kwargs)
-            _check_header(path, sep)
+            check_header(path, sep)
     except InputError:
         raise
     except UnicodeDecodeError:
