@@ -497,6 +497,7 @@ RANGES = {
     "--close-px": (0, 1000), "--n-bins": (2, 50), "--min-tissue-fraction": (0.0, 1.0),
     "--overlap": (0.0, 0.999999), "--n-folds": (1, 100), "--repeats": (1, 100),
     "--saturation-threshold": (0, 255), "--min-tissue-area-um2": (0.0, 1e12), "--min-hole-area-um2": (0.0, 1e12),
+    "--mpp-fallback": (1e-3, 100.0), "--seed": (0, 2**32 - 1),
 }
 
 
@@ -507,10 +508,24 @@ def _ranged(kind: type, low: float, high: float):
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is outside [{low:g}, {high:g}]")
+            shown = (f"{low}, {high}") if kind is int else f"{low:g}, {high:g}"
+            raise argparse.ArgumentTypeError(f"{value} is outside [{shown}]")
         return value
 
     return parse
+
+
+JSON_OPTIONS = ("--spec", "--evaluation", "--modalities", "--config-json")  # inline JSON text
+
+
+def _json_text(text: str) -> str:
+    """An inline-JSON option, checked when parsed so the error names the option (the text is kept)."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        hint = "; give the JSON itself, not a file path" if not text.lstrip().startswith(("{", "[")) else ""
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at character {exc.pos}){hint}; check the quoting") from None
+    return text
 
 
 def _fill_help(parser: argparse.ArgumentParser) -> None:
@@ -519,6 +534,8 @@ def _fill_help(parser: argparse.ArgumentParser) -> None:
         for action in sub._actions:
             if action.option_strings and action.option_strings[0] in RANGES and action.type in (int, float):
                 action.type = _ranged(action.type, *RANGES[action.option_strings[0]])
+            if action.option_strings and action.option_strings[0] in JSON_OPTIONS:
+                action.type = _json_text
             if action.option_strings and action.help is None:
                 action.help = OPTION_HELP.get(action.option_strings[0], "see the README")
             shown = action.default is not None and action.default is not False and action.default != [] \

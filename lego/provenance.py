@@ -10,6 +10,7 @@ terabytes; the ``digest`` column says which kind each row has.
 from __future__ import annotations
 
 import hashlib
+import logging
 import platform
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from lego.io import write_json, write_tsv
+
+log = logging.getLogger(__name__)
 
 PACKAGES = ("mm-lego-pipeline", "snakemake", "torch", "numpy", "pandas", "pyarrow", "h5py", "openslide-python",
             "openslide-bin", "scikit-survival", "scikit-learn", "safetensors", "opencv-python-headless")
@@ -84,15 +87,18 @@ def job_costs(benchmarks_dir: Path) -> pd.DataFrame:
     """One row per job from Snakemake ``benchmark:`` files: rule, job, wall seconds, peak memory."""
     rows = []
     for f in sorted(benchmarks_dir.rglob("*.tsv")) if benchmarks_dir.exists() else []:
-        rel = f.relative_to(benchmarks_dir)
-        bench = pd.read_table(f)
-        if bench.empty:
-            continue
-        last = bench.iloc[-1]
-        parts = rel.with_suffix("").parts  # <rule>/<job...>.tsv, or <rule>.tsv for a one-job rule
-        rows.append({"rule": parts[0], "job": "/".join(parts[1:]) or parts[0],
-                     "wall_s": float(last["s"]), "max_rss_mb": float(last.get("max_rss", float("nan")))})
-    return pd.DataFrame(rows, columns=["rule", "job", "wall_s", "max_rss_mb"])
+        parts = f.relative_to(benchmarks_dir).with_suffix("").parts  # <rule>/<job...>.tsv, or <rule>.tsv
+        row = {"rule": parts[0], "job": "/".join(parts[1:]) or parts[0], "note": ""}
+        try:  # one unreadable benchmark file is noted in jobs.tsv, never the end of the provenance
+            last = pd.read_table(f).iloc[-1]
+            row.update(wall_s=float(last["s"]), max_rss_mb=float(last.get("max_rss", float("nan"))))
+        except (OSError, ValueError, KeyError, IndexError, pd.errors.ParserError) as exc:
+            # EmptyDataError is a ValueError; IndexError: a header without a row
+            row.update(wall_s=float("nan"), max_rss_mb=float("nan"),
+                       note=f"unreadable benchmark file: {type(exc).__name__}: {' '.join(str(exc).split())[:120]}")
+            log.warning("%s: %s", f, row["note"])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["rule", "job", "wall_s", "max_rss_mb", "note"])
 
 
 def write_provenance(config: dict, inputs: list[str], benchmarks_dir: str, code_dir: str, out_dir: str) -> dict:

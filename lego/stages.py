@@ -6,6 +6,7 @@ the Snakemake rules stay thin and every stage can be run by hand through the ``l
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -68,7 +69,7 @@ class SingleBlock(torch.nn.Module):
 
 
 def _inputs_for(config: dict) -> dict[str, dict]:
-    return {config["modality"]: config} if config["kind"] == "block" else config["blocks"]
+    return {config["modality"]: config} if config["kind"] in ("block", "abmil") else config["blocks"]
 
 
 def train_block(modality: str, kind: str, data: str, labels: str, folds: str, fold: int, task: str, spec: dict,
@@ -175,7 +176,7 @@ def merge_tuned(block_dirs: list[str], data: dict[str, str], labels: str, folds:
     blocks, configs = _load_blocks(block_dirs)
     first = next(iter(configs.values()))
     lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), first["fold"])
-    mods = _fold_modalities(configs, data)
+    mods = _fold_modalities(configs, data, ids=ids)
     scales = {m: latent_scale(blocks[m], mods[m], ids["train"]) for m in blocks}
     block_scores = {m: read_json(Path(d) / "history.json").get("val_score")
                     for m, d in zip(configs, block_dirs)}
@@ -243,8 +244,11 @@ def select_variant(metrics_files: list[str], out_dir: str, name: str = "lego", r
     return chosen
 
 
-def _fold_modalities(configs: dict[str, dict], data: dict[str, str], seed: int = 0) -> dict[str, ModalityTensors]:
-    """Each block's saved preprocessing applied to its modality table."""
+def _fold_modalities(configs: dict[str, dict], data: dict[str, str], seed: int = 0,
+                     ids: dict[str, list[str]] | None = None) -> dict[str, ModalityTensors]:
+    """Each block's saved preprocessing applied to its modality table. With the fold's ``ids``, a
+    table sharing no patient with the fold is refused: another cohort's table (or IDs written
+    differently) would silently drop that modality, leaving the others to score alone."""
     out = {}
     for m, c in configs.items():
         if m not in data:
@@ -254,6 +258,10 @@ def _fold_modalities(configs: dict[str, dict], data: dict[str, str], seed: int =
                                     c["preprocess"], seed)
         except InputError as exc:
             raise InputError(f"{data[m]} (modality {m!r}): {exc}" if str(data[m]) not in str(exc) else str(exc)) from None
+        fold_patients = set().union(*ids.values()) if ids else set()
+        if ids is not None and out[m].per_patient and not fold_patients & set(out[m].per_patient):
+            raise InputError(f"{data[m]} (modality {m!r}): none of its {len(out[m].per_patient)} patients "
+                             f"(e.g. {next(iter(out[m].per_patient))}) is in the fold; give the table of this cohort")
     return out
 
 
@@ -303,6 +311,9 @@ def predict_cohort(model_dir: str, data: dict[str, str], out_dir: str, labels: s
         check_unseen(config, list(known["patient_id"]), f"of the labelled patients in {labels}",
                      "external metrics on them would be leaked: leave them out of the labels (or predict without labels)")
         result["labelled"] = len(known)
+        # Which patients were scored (a digest): predict-summary averages one model's folds only
+        # over one cohort, never a fold applied to another cohort under the same name.
+        result["labelled_digest"] = hashlib.sha256("\n".join(sorted(map(str, known["patient_id"]))).encode()).hexdigest()[:16]
         result["external"] = score_subset(known, config["task"], lab, config["bins"] or None,
                                           (opts or EvalOptions()).horizons, (opts or EvalOptions()).tau_quantile)
         pred = pred.merge(lab, on="patient_id", how="left")
@@ -333,7 +344,7 @@ def fuse(block_dirs: list[str], data: dict[str, str], labels: str, folds: str, s
     fold, task = first["fold"], first["task"]
     where = f"fuse, fold {fold}"
     lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), fold)
-    mods = _fold_modalities(configs, data, int(spec.get("seed", 0)))
+    mods = _fold_modalities(configs, data, int(spec.get("seed", 0)), ids)
     targets = make_targets(lab, ids["train"], task, bins=first["bins"] or None, classes=first["classes"] or None)
     seed_everything(int(spec.get("seed", 0)))
     try:
@@ -412,7 +423,7 @@ def evaluate(model_dir: str, data: dict[str, str], labels: str, folds: str, out_
     check_unseen(config, ids["test"], f"of the test patients in {folds}",
                  f"evaluate {model_dir} with the folds table it was trained with")
     require_outcomes(lab, config["task"], f"{labels} (evaluating {model_dir})", ids["test"] + ids["val"])
-    mods = _fold_modalities(_inputs_for(config), data)
+    mods = _fold_modalities(_inputs_for(config), data, ids=ids)
     can = lambda p: any(p in m.per_patient for m in mods.values())  # noqa: E731
     preds, extra = {}, {}
     for subset in ("test", "val"):

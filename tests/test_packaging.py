@@ -6,7 +6,7 @@ import tomllib
 import pytest
 import yaml
 
-from lego.cli import build_parser
+from lego.cli import JSON_OPTIONS, build_parser
 from tests.conftest import REPO
 
 
@@ -113,6 +113,7 @@ def dummy_args(command: str, tmp_path) -> list[str]:
         if not action.required or not action.option_strings:
             continue
         value = action.choices[0] if action.choices else ("0" if action.type is int else f"m={tmp_path}/{command}/missing")
+        value = "{}" if action.option_strings[0] in JSON_OPTIONS else value  # inline JSON, checked when parsed
         argv += [action.option_strings[0], str(value)]
     return argv
 

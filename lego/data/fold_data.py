@@ -49,17 +49,40 @@ N_BINS = 4  # survival bins at quantiles of the training patients' event times
 MAX_PATCHES = 4096  # patches per patient bag; a seeded subsample above this
 
 
-def _bags(manifest: pd.DataFrame, max_patches: int, seed: int) -> dict[str, np.ndarray]:
-    """All usable slides of a patient concatenated; at most ``max_patches`` (seeded subsample)."""
+def feature_source(attrs: dict) -> dict[str, str]:
+    """The patch encoder (name and weight digest) a feature file records. Why: UNI, Phikon-v2 and
+    ResNet50-trunc are all 1024-d, so the width alone cannot tell that a block trained on one is
+    being given another's features."""
+    return {"encoder": str(attrs.get("encoder") or ""), "encoder_digest": str(attrs.get("encoder_digest") or "")}
+
+
+class FeatureSourceError(InputError):
+    """Features of another encoder than the model's: a mistake of the whole run, never of one slide."""
+
+
+def check_feature_source(expected: dict | None, found: dict, path: str) -> None:
+    """Refuse features from another encoder (or other weights) than ``expected`` (None: not recorded)."""
+    if expected and found != expected:
+        raise FeatureSourceError(f"{path}: features of encoder {found['encoder']!r} (weights {found['encoder_digest'][:12] or '?'}) "
+                         f"where {expected['encoder']!r} (weights {expected['encoder_digest'][:12] or '?'}) was expected; "
+                         "embed every slide of the modality with the encoder its model was trained on")
+
+
+def _bags(manifest: pd.DataFrame, max_patches: int, seed: int, source: dict | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """All usable slides of a patient concatenated, at most ``max_patches`` (seeded subsample), and
+    the encoder that made them (every file must name the same one, ``source`` if given)."""
     rng = np.random.default_rng(seed)
     bags: dict[str, list[np.ndarray]] = {}
     first = None  # (dimension, file) of the first bag: every other must match it
     for row in manifest.itertuples():
-        feats = read_feature_bag(row.features).features
+        bag = read_feature_bag(row.features)
+        feats = bag.features
         first = first or (feats.shape[1], row.features)
         if feats.shape[1] != first[0]:
             raise InputError(f"{row.features}: {feats.shape[1]}-dimensional features where {first[1]} has {first[0]}; "
                              "embed every slide with one encoder")
+        source = source or feature_source(bag.attrs)
+        check_feature_source(source, feature_source(bag.attrs), row.features)
         bags.setdefault(row.patient_id, []).append(feats)
     out = {}
     for pid in sorted(bags):
@@ -67,7 +90,7 @@ def _bags(manifest: pd.DataFrame, max_patches: int, seed: int) -> dict[str, np.n
         if max_patches and len(feats) > max_patches:
             feats = feats[np.sort(rng.choice(len(feats), max_patches, replace=False))]
         out[pid] = feats
-    return out
+    return out, source or {}
 
 
 def _fit_tabular(table: pd.DataFrame, train_set: set[str], opts: dict) -> ModalityTensors:
@@ -97,19 +120,20 @@ def _apply_tabular(name: str, kind: str, table: pd.DataFrame, state: dict, seed:
 
 def _fit_bags(table: pd.DataFrame, train_set: set[str], opts: dict) -> ModalityTensors:
     """Per-dimension mean and standard deviation of the training patients' patch features."""
-    bags = _bags(table, opts["max_patches"], opts["seed"])
+    bags, source = _bags(table, opts["max_patches"], opts["seed"])
     train_bags = [b for pid, b in bags.items() if pid in train_set]
     if not train_bags:
         raise InputError(f"{opts['where']}: modality {opts['name']!r} has zero training patients in this fold")
     stacked = np.concatenate(train_bags)
     mean, std = stacked.mean(0), stacked.std(0)
     std = np.where(std > 1e-8, std, 1.0)
-    state = {"mean": mean.tolist(), "std": std.tolist(), "max_patches": opts["max_patches"]}
+    state = {"mean": mean.tolist(), "std": std.tolist(), "max_patches": opts["max_patches"], "features": source}
     return _standardised_bags(opts["name"], opts["kind"], bags, state)
 
 
 def _apply_bags(name: str, kind: str, table: pd.DataFrame, state: dict, seed: int) -> ModalityTensors:
-    return _standardised_bags(name, kind, _bags(table, state["max_patches"], seed), state)
+    bags, _ = _bags(table, state["max_patches"], seed, state.get("features"))  # older models: not recorded
+    return _standardised_bags(name, kind, bags, state)
 
 
 @dataclass(frozen=True)

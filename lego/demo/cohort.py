@@ -24,6 +24,7 @@ other slides is blank glass: the pipeline must record it in ``qc/failed.tsv`` ("
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import pandas as pd
 from skimage import color, data
 
 from lego.demo.aperio import write_aperio_tiff
+from lego.errors import InputError
 from lego.io import atomic_path
 
 FIELD_PX = 64  # level-0 pixels per cell of the random fields that shape tissue and tumour
@@ -146,8 +148,8 @@ class _Patients:
 
 def _patients(rng: np.random.Generator, n: int, prefix: str) -> _Patients:
     """Hidden factors u (slides), v (RNA), w (genome); survival from all three plus age."""
-    if len(prefix) != 4 or not prefix.isalpha():
-        raise ValueError(f"demo prefix {prefix!r}: four letters (patient IDs keep 12 characters)")
+    if len(prefix) != 4 or not prefix.isalpha() or not prefix.isascii():
+        raise InputError(f"demo prefix {prefix!r}: four letters (patient IDs keep 12 characters)")
     ids = [f"{prefix}-{(i // 100):02d}-{i:04d}" for i in range(n)]  # 12 characters, TCGA-like
     u, v, w = rng.normal(size=n), rng.normal(size=n), rng.normal(size=n)
     age = np.clip(rng.normal(62, 9, n), 30, 90).round(0)
@@ -218,7 +220,23 @@ def _omics_table(pat: _Patients, omics: dict, slide_rows: list, has_omics: np.nd
     return pd.DataFrame(rows, columns=MCAT_META + names)
 
 
+DEMO_SLIDE = re.compile(r"^[A-Za-z]{4}-\d{2}-\d{4}-01Z-00-DX\d\.svs$")
+
+
+def _clear_stale_slides(slide_dir: Path, keep: set[str]) -> None:
+    """Remove a previous demo's slides this cohort does not write: left behind, a smaller cohort's
+    index would hold them, some under this cohort's patient IDs. Anything that is not a demo slide
+    is refused, never deleted (``--out`` may be a folder of real data by mistake)."""
+    for p in sorted(slide_dir.iterdir()):
+        if p.name in keep:
+            continue
+        if not DEMO_SLIDE.match(p.name) or not p.is_file():
+            raise InputError(f"{p}: not a demo slide; write the demo cohort to a new or empty folder")
+        p.unlink()
+
+
 def _write_slides(slide_dir: Path, specs: list, seed: int, workers: int) -> None:
+    _clear_stale_slides(slide_dir, {f"{sid}.svs" for sid, _ in specs})
     jobs = [(slide_dir / f"{sid}.svs", sid, spec, seed) for sid, spec in specs]
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor
@@ -245,6 +263,8 @@ def make_demo_cohort(out_dir: str | Path, n_patients: int = 250, seed: int = 7, 
     Returns a summary dict (counts) for logging.
     """
     out = Path(out_dir)
+    if seed < 0 or n_patients < 1:
+        raise InputError(f"demo: seed {seed} and patients {n_patients} must be >= 0 and >= 1")
     rng = np.random.default_rng(seed)
     pat = _patients(rng, n_patients, prefix)
     # Modality availability: ~60 % without slides (keeps the demo's slide count, and run time, modest

@@ -118,5 +118,5 @@ def paired_difference(per_fold: list[pd.DataFrame], task: str, n_boot: int = 100
         "difference": float(np.nanmean(point)) if len(point) and not np.isnan(point).all() else float("nan"),
         "ci_low": lo,
         "ci_high": hi,
-        "p_not_better": float(np.mean(d <= 0)) if len(d) else float("nan"),
+        "p_not_better": float(np.mean(d <= 0)) if len(d) >= 10 else float("nan"),  # as the interval: too few is no answer
     }

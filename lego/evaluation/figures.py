@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -24,6 +25,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from lego.io import atomic_path  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 COLOURS = {"block": "#8c8c8c", "lego": "#1f77b4", "ensemble": "#ff7f0e", "baseline": "#2ca02c"}
 
@@ -173,7 +176,11 @@ def qc_thumbnails(pngs: list[str], path: str | Path) -> None:
         return
     fig, axes = _grid(len(pngs), size=2.6)
     for ax, png in zip(axes, pngs):
-        ax.imshow(plt.imread(png))
         ax.set_title(Path(png).parent.name, fontsize=7)
         ax.axis("off")
+        try:
+            ax.imshow(plt.imread(png))
+        except Exception as exc:  # one unreadable image (PIL and matplotlib raise several types) is said in its cell
+            log.warning("%s: thumbnail not drawn (%s)", png, exc)
+            ax.text(0.5, 0.5, "unreadable image", ha="center", va="center", fontsize=7, transform=ax.transAxes)
     _save(fig, path)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lego.data.fold_data import is_slide_kind
+from lego.data.fold_data import FeatureSourceError, check_feature_source, feature_source, is_slide_kind
 from lego.errors import InputError
 from lego.io import atomic_path
 from lego.slides.features import FeatureBag, read_feature_bag
@@ -37,6 +37,7 @@ def patient_attention(block, state: dict, feature_files: list[str]) -> list[tupl
     bags = [read_feature_bag(f) for f in feature_files]
     mean, std = np.asarray(state["mean"], np.float32), np.asarray(state["std"], np.float32)
     for f, b in zip(feature_files, bags):
+        check_feature_source(state.get("features"), feature_source(b.attrs), f)
         if b.features.shape[1] != len(mean):
             raise InputError(f"{f}: {b.features.shape[1]}-dimensional features; the block was trained on {len(mean)}")
     feats = np.concatenate([b.features for b in bags])
@@ -170,6 +171,20 @@ def _no_heatmaps(out: Path, why: str, where: str) -> pd.DataFrame:
     return index
 
 
+def _check_fold(config: dict, patients: set[str], subset: str, folds: str, model_dir: str) -> None:
+    """The folds table is the one the model was trained with: its test patients were never fitted
+    on, its train/val patients are the ones the model records (as evaluation requires)."""
+    from lego.stages import check_unseen
+
+    fix = f"draw {model_dir} with the folds table it was trained with"
+    if subset == "test":
+        check_unseen(config, sorted(patients), f"of the test patients in {folds}", fix)
+    elif "patients" in config and not set(config["patients"][subset]) <= patients:
+        missing = sorted(set(config["patients"][subset]) - patients)
+        raise InputError(f"{len(missing)} of the model's {subset} patients, e.g. {missing[0]}, are not {subset} "
+                         f"patients of fold {config['fold']} in {folds}; {fix}")
+
+
 def run_heatmaps(model_dir: str, manifest: str, folds: str, out_dir: str, slides: str | None = None,
                  subset: str = "test") -> pd.DataFrame:
     """Attention of a slide block's fold on that fold's ``subset`` patients: per slide a table,
@@ -190,6 +205,7 @@ def run_heatmaps(model_dir: str, manifest: str, folds: str, out_dir: str, slides
         return _no_heatmaps(out, f"the chosen block's encoder ({config['block']['encoder']}) has no patch attention; "
                                  "abmil has", model_dir)
     patients = set(fold_ids(read_frame(folds, "folds"), config["fold"])[subset])
+    _check_fold(config, patients, subset, folds, model_dir)
     m = _checked_manifest(read_frame(manifest, "manifest"), manifest)
     m = m[(m["status"] == "ok") & m["patient_id"].isin(patients)]
     if m.empty:
@@ -200,6 +216,8 @@ def run_heatmaps(model_dir: str, manifest: str, folds: str, out_dir: str, slides
     for pid, group in m.groupby("patient_id", sort=True):
         try:
             rows += _draw_patient(block, config, group, pid, paths, out)
+        except FeatureSourceError:  # another encoder's features: every slide would be wrong
+            raise
         except InputError as exc:  # one unreadable bag must not stop the others
             log.warning("patient %s: no heatmap: %s", pid, exc)
             rows += [{"slide_id": s, "patient_id": pid, "reason": str(exc)} for s in group["slide_id"]]

@@ -41,13 +41,13 @@ class EvalOptions:
         horizons_ok = isinstance(self.horizons, list) and all(isinstance(h, num) and h > 0 for h in self.horizons)
         checks = {"horizons": horizons_ok,
                   "tau_quantile": isinstance(self.tau_quantile, num) and 0 < self.tau_quantile <= 1,
-                  "n_boot": isinstance(self.n_boot, int) and not isinstance(self.n_boot, bool) and self.n_boot >= 1,
+                  "n_boot": isinstance(self.n_boot, int) and not isinstance(self.n_boot, bool) and self.n_boot >= 10,
                   "ci": isinstance(self.ci, num) and 0 < self.ci < 1,
                   "seed": isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"evaluation setting {bad[0]}={getattr(self, bad[0])!r} is not valid (horizons: positive "
-                              "times; tau_quantile in (0, 1]; n_boot >= 1; ci in (0, 1); seed an integer >= 0)")
+                              "times; tau_quantile in (0, 1]; n_boot >= 10 (the schema's minimum: fewer give no interval); ci in (0, 1); seed an integer >= 0)")
 
     @classmethod
     def from_json(cls, text: str | None) -> "EvalOptions":

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lego.evaluation.bootstrap import mean_ci, paired_difference
-from lego.evaluation.metrics import CLASSIFICATION_METRICS, HEADLINE, LOWER_IS_BETTER, SURVIVAL_METRICS
+from lego.evaluation.metrics import CLASSIFICATION_METRICS, HEADLINE, LOWER_IS_BETTER, SURVIVAL_METRICS, headline
 from lego.evaluation.names import LEGO_MODELS as LEGO
 from lego.evaluation.names import model_kind
 from lego.errors import InputError
@@ -79,19 +79,16 @@ def summarise(metric_files: list[str], out_dir: str | Path, n_boot: int = 1000, 
         raise InputError("no metrics files to summarise")
     seen: dict[tuple, str] = {}
     for r, f in zip(rows, metric_files):
-        if not {"model", "fold", "task"} <= set(r):
-            raise InputError(f"{f}: not a metrics.json written by `lego evaluate` (needs model, fold and task)")
+        if not {"model", "fold", "task"} <= set(r) or not all(isinstance(r.get(s), dict) for s in ("test", "val")):
+            raise InputError(f"{f}: not a metrics.json written by `lego evaluate` (needs model, fold, task, test and "
+                             "val; `lego predict` writes another kind: summarise those with `lego predict-summary`)")
+        if r["task"] not in HEADLINE or r["task"] != rows[0]["task"]:
+            raise InputError(f"{f}: task {r['task']!r} where {metric_files[0]} has {rows[0]['task']!r}; summarise "
+                             "the models of one run (one task) together")
         _first_of_its_fold(seen, r, f)
     task = rows[0]["task"]
     key = HEADLINE[task]
-    preds = {}
-    for r, f in zip(rows, metric_files):
-        pf = Path(f).with_name("predictions.parquet")
-        if not pf.is_file():
-            raise InputError(f"{pf}: missing beside {Path(f).name}; an evaluation writes both files: rerun `lego evaluate` "
-                             f"for model {r['model']!r}, fold {r['fold']}")
-        p = pd.read_parquet(pf)
-        preds[(r["model"], r["fold"])] = p[p["subset"] == "test"].reset_index(drop=True)
+    preds = {(r["model"], r["fold"]): _test_predictions(r, f, task) for r, f in zip(rows, metric_files)}
     folds = sorted({r["fold"] for r in rows})
     long = folds_table(rows, task)
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -119,6 +116,23 @@ def summarise(metric_files: list[str], out_dir: str | Path, n_boot: int = 1000, 
     tables = {"metrics": metrics, "folds": long, "comparisons": comparisons}
     write_tables_html(tables, out_dir / "tables.html")
     return tables
+
+
+def _test_predictions(r: dict, f: str, task: str) -> pd.DataFrame:
+    """The test predictions beside a metrics.json, checked against it: a file copied from another
+    model or an older run would pair one model's metrics with another's intervals and differences."""
+    pf = Path(f).with_name("predictions.parquet")
+    if not pf.is_file():
+        raise InputError(f"{pf}: missing beside {Path(f).name}; an evaluation writes both files: rerun `lego evaluate` "
+                         f"for model {r['model']!r}, fold {r['fold']}")
+    p = pd.read_parquet(pf)
+    test = p[p["subset"] == "test"].reset_index(drop=True)
+    stated, again = r["test"].get(HEADLINE[task]), headline(test, task) if len(test) else float("nan")
+    if len(test) != r["test"].get("n") or (stated is not None and np.isfinite(again) and abs(again - stated) > 1e-6):
+        raise InputError(f"{pf}: does not match {Path(f).name} beside it ({len(test)} test rows, {HEADLINE[task]} "
+                         f"{again:.4f}; the metrics say {r['test'].get('n')} and {stated}); rerun `lego evaluate` for "
+                         f"model {r['model']!r}, fold {r['fold']}")
+    return test
 
 
 TABLE_TITLES = {"metrics": "Every model and metric over the folds (metrics.tsv)",
@@ -186,15 +200,27 @@ def _first_of_its_fold(seen: dict, r: dict, f: str) -> None:
     seen[key] = f
 
 
+def _same_cohort(digests: dict, r: dict, f: str) -> None:
+    """One model's folds must have scored the same labelled patients (one external cohort)."""
+    digest = r.get("labelled_digest")
+    if digest is None:
+        return  # written before the digest was recorded
+    first = digests.setdefault(r["model"], (digest, f))
+    if first[0] != digest:
+        raise InputError(f"{f}: model {r['model']!r} scored other labelled patients than in {first[1]}; "
+                         "summarise the predictions of one cohort together")
+
+
 def external_summary(metric_files: list[str]) -> pd.DataFrame:
     """Per model and metric of an external cohort (``lego predict`` with labels): mean, std and
     range over the folds whose model was applied, and how many patients were labelled."""
-    rows, seen = [], {}
+    rows, seen, digests = [], {}, {}
     for f in metric_files:
         r = read_json(f, dict)
         if not isinstance(r.get("external"), dict) or not r.get("model") or not isinstance(r.get("fold"), int):
             raise InputError(f"{f}: not a metrics.json of `lego predict --labels` (needs model, fold and external)")
         _first_of_its_fold(seen, r, f)
+        _same_cohort(digests, r, f)
         for metric, value in r["external"].items():
             if metric in ("n", "events", "tau", "missing") or value is None or isinstance(value, (list, dict)):
                 continue  # counts, settings, and metrics the cohort could not give (their reason is in "missing")

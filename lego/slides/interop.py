@@ -78,6 +78,22 @@ def stamp_geometry(attrs: dict, coords: np.ndarray) -> tuple[np.ndarray, float] 
     return None
 
 
+def _checked_geometry(geometry: dict) -> dict:
+    """Micrometres per pixel and patch sizes are finite positive numbers: a NaN or negative
+    ``level0_mpp`` copied from a source file would make every exported coordinate NaN or negative."""
+    for key in ("level0_mpp", "patch_size_level0", "tile_size_um"):
+        if key not in geometry:
+            continue
+        try:
+            ok = np.isfinite(float(geometry[key])) and float(geometry[key]) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(f"'coords' attribute {key} = {geometry[key]!r} is not a positive number; fix or drop it "
+                             "(give the slide's microns per pixel with --mpp)")
+    return geometry
+
+
 def imported_geometry(attrs: dict, coords_attrs: dict, coords: np.ndarray, mpp: float | None,
                       is_stamp: bool) -> tuple[np.ndarray, dict]:
     """Coordinates and ``coords`` attributes for our copy of an external feature file.
@@ -88,7 +104,7 @@ def imported_geometry(attrs: dict, coords_attrs: dict, coords: np.ndarray, mpp: 
     if coords_attrs.get("unit") == "none":  # no coordinates in the source: said, not faked
         return coords, coords_attrs
     if not is_stamp:
-        return coords, {"unit": "px", **coords_attrs, **({"level0_mpp": mpp} if mpp else {})}
+        return coords, _checked_geometry({"unit": "px", **coords_attrs, **({"level0_mpp": mpp} if mpp else {})})
     geo = stamp_geometry(attrs, coords)
     if geo is None:
         return coords, {"unit": "unknown"}
@@ -147,6 +163,10 @@ def write_stamp(features: np.ndarray, coords: np.ndarray, attrs: dict, out: str 
     if not mpp or not size0:
         raise InputError(f"{src or out}: lacks {'level0_mpp' if not mpp else 'patch_size_level0'} (features from "
                          "`lego embed` have both; re-import an external file with --mpp); STAMP needs micrometres")
+    try:
+        _checked_geometry({"level0_mpp": mpp, "patch_size_level0": size0})
+    except InputError as exc:
+        raise InputError(f"{src or out}: {exc}") from None
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("feats", data=np.asarray(features, dtype=np.float32))

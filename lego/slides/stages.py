@@ -47,6 +47,13 @@ def run_segment(slide_path, tissue_out, png_out, params: TissueParams, mpp_fallb
         return _shown("segment_tissue", exc.reason)
 
 
+def _same_slide(recorded: str | None, name: str, path) -> None:
+    """An upstream file made from another slide would label this slide's output with the wrong
+    tissue or patches: a wiring mistake of the whole run, refused (not recorded as a bad slide)."""
+    if recorded and str(recorded) != name:
+        raise InputError(f"{path}: made from slide {recorded!r}, not {name!r}; give this slide's own file")
+
+
 def run_extract(slide_path, tissue_in, patches_out, params: PatchParams, mpp_fallback=None, record_failure=False) -> str:
     """Lay out the patch grid of one slide; a slide that failed segmentation stays failed."""
     name = Path(slide_path).name
@@ -57,6 +64,7 @@ def run_extract(slide_path, tissue_in, patches_out, params: PatchParams, mpp_fal
             raise
         write_failed_patches(name, str(exc), patches_out)
         return _shown("extract_patches", str(exc))
+    _same_slide(tissue.meta.get("slide"), name, tissue_in)
     stage = "extract_patches"
     try:
         if tissue.meta.get("status") != "ok":
@@ -79,6 +87,7 @@ def run_embed(slide_path, patches_in, encoder: "Encoder", features_out, record_f
 
     name = Path(slide_path).name
     grid = read_patches(patches_in)
+    _same_slide(grid.attrs.get("slide_name"), name, patches_in)
     stage = "embed_patches"
     try:
         if grid.attrs.get("status") != "ok":
