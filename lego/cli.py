@@ -386,17 +386,15 @@ def cmd_figures(a) -> None:
 
     from lego.evaluation.figures import fold_dots, merge_vs_ensemble, qc_thumbnails, risk_groups
     from lego.evaluation.metrics import HEADLINE
-    from lego.io import read_json
+    from lego.evaluation.summary import load_evaluations
 
     metrics = pd.read_csv(Path(a.summary_dir) / "metrics.tsv", sep="\t")
     folds = pd.read_csv(Path(a.summary_dir) / "folds.tsv", sep="\t")
+    rows, tests = load_evaluations(a.metrics)  # the checks summarise makes
+    task = rows[0]["task"]
     preds = {}
-    task = "survival"
-    for f in a.metrics:
-        row = read_json(f)
-        task = row["task"]
-        p = pd.read_parquet(Path(f).with_name("predictions.parquet"))
-        preds.setdefault(row["model"], []).append(p[p["subset"] == "test"].assign(fold=row["fold"]))
+    for (model, fold), p in tests.items():
+        preds.setdefault(model, []).append(p.assign(fold=fold))
     pooled = {m: pd.concat(v, ignore_index=True) for m, v in preds.items()}
     out = Path(a.out_dir)
     risk_groups(pooled, task, out / "risk_groups.png")
@@ -873,26 +871,40 @@ def main(argv: list[str] | None = None) -> int:
 
 
 OUTPUT_FLAGS = ("out", "out_dir", "out_root", "out_tissue", "out_png", "unmatched")
+READ_FLAGS = {"collect-qc": {"unmatched"}}  # where a flag named like an output is read
 
 
 def _refuse_output_over_input(args) -> None:
-    """An output path that is also an input would be overwritten with something else (a merge
-    written into a block's folder, labels replaced by a slide table): refuse it before any work."""
+    """An output path that is also an input (or a folder holding an input file, or another output)
+    would be overwritten with something else -- a merge written into a block's folder, labels
+    replaced by a slide table, an ensemble's metrics over a block's: refuse it before any work."""
     opts = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    outputs = {f: opts[f] for f in OUTPUT_FLAGS
+               if isinstance(opts.get(f), str) and opts[f] and f not in READ_FLAGS.get(args.command, ())}
     inputs = {}
     for flag, value in opts.items():
-        if flag in OUTPUT_FLAGS:
+        if flag in outputs:
             continue
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, str) and v:
                 path = _existing(v) or ("=" in v and _existing(v.split("=", 1)[1]))  # NAME=PATH arguments
                 if path:
                     inputs.setdefault(path, flag)
-    for flag in OUTPUT_FLAGS:
-        out = opts.get(flag)
-        if isinstance(out, str) and out and Path(out).resolve() in inputs:
-            raise InputError(f"--{flag.replace('_', '-')} {out} is also an input (--{inputs[Path(out).resolve()].replace('_', '-')}); "
-                             "writing there would destroy it: choose another output path")
+    seen = {}
+    for flag, out in outputs.items():
+        target = Path(out).resolve()
+        held = [p for p in inputs if p == target or (flag in ("out_dir", "out_root") and p.parent == target and p.is_file())]
+        if held:
+            what = "is also an input" if held[0] == target else f"holds an input file, {held[0].name},"
+            raise InputError(f"--{_flag(flag)} {out} {what} (--{_flag(inputs[held[0]])}); writing there would "
+                             "destroy it: choose another output path")
+        if target in seen:
+            raise InputError(f"--{_flag(flag)} and --{_flag(seen[target])} are the same path ({out}); give each output its own")
+        seen[target] = flag
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
 
 
 def _existing(value: str) -> Path | None:

@@ -108,7 +108,11 @@ def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 
 
 def write_tsv(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write ``df`` as a tab-separated table atomically."""
+    """Write ``df`` as a tab-separated table atomically (text under a binary table's name is refused)."""
+    from lego.errors import InputError
+
+    if str(path).lower().endswith((".parquet", ".pq", ".h5", ".feather")):
+        raise InputError(f"{path}: this output is a tab-separated text table; name it .tsv")
     with atomic_path(path) as tmp:
         df.to_csv(tmp, sep="\t", index=False)
 
@@ -158,4 +162,8 @@ def read_frame(path: str | os.PathLike, kind: str):
     if missing:
         raise InputError(f"{path}: a {kind} table needs column(s) {missing} (has {list(df.columns)[:6]}); "
                          f"make it with `{writer}`")
+    if kind == "labels":  # outcomes from a hand-made table: impossible values are refused wherever read
+        from lego.data.labels import check_labels_table
+
+        check_labels_table(df, str(path))
     return df

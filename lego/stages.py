@@ -146,6 +146,25 @@ def _load_blocks(block_dirs: list[str]) -> tuple[dict[str, LegoBlock], dict[str,
     return blocks, configs
 
 
+def check_blocks_fold(configs: dict[str, dict], ids: dict[str, list[str]], lab: pd.DataFrame, folds: str,
+                      labels: str) -> None:
+    """The folds table is the one the blocks were trained with, and the labels are valid, before a
+    tuned merge or a fuse uses the fold's training and validation patients. Why: another split of
+    the same cohort would fine-tune or choose on patients that are test patients of the blocks' fold."""
+    task, fold = next(iter(configs.values()))["task"], next(iter(configs.values()))["fold"]
+    require_outcomes(lab, task, f"{labels} (fold {fold})", ids["train"] + ids["val"])
+    for m, c in configs.items():
+        if "patients" not in c:
+            continue  # a block saved before its patients were recorded
+        check_unseen(c, ids["test"], f"of the test patients in {folds}",
+                     f"use the folds table block {m!r} was trained with")
+        for subset in ("train", "val"):
+            stray = sorted(set(c["patients"][subset]) - set(ids[subset]))
+            if stray:
+                raise InputError(f"{len(stray)} of block {m!r}'s {subset} patients (e.g. {stray[0]}) are not {subset} "
+                                 f"patients of fold {fold} in {folds}; use the folds table the block was trained with")
+
+
 def _combined_config(kind: str, configs: dict[str, dict], **extra) -> dict:
     first = next(iter(configs.values()))
     return {"kind": kind, "fold": first["fold"], "task": first["task"], "bins": first["bins"],
@@ -176,6 +195,7 @@ def merge_tuned(block_dirs: list[str], data: dict[str, str], labels: str, folds:
     blocks, configs = _load_blocks(block_dirs)
     first = next(iter(configs.values()))
     lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), first["fold"])
+    check_blocks_fold(configs, ids, lab, folds, labels)
     mods = _fold_modalities(configs, data, ids=ids)
     scales = {m: latent_scale(blocks[m], mods[m], ids["train"]) for m in blocks}
     block_scores = {m: read_json(Path(d) / "history.json").get("val_score")
@@ -344,6 +364,7 @@ def fuse(block_dirs: list[str], data: dict[str, str], labels: str, folds: str, s
     fold, task = first["fold"], first["task"]
     where = f"fuse, fold {fold}"
     lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), fold)
+    check_blocks_fold(configs, ids, lab, folds, labels)
     mods = _fold_modalities(configs, data, int(spec.get("seed", 0)), ids)
     targets = make_targets(lab, ids["train"], task, bins=first["bins"] or None, classes=first["classes"] or None)
     seed_everything(int(spec.get("seed", 0)))

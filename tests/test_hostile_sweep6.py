@@ -197,3 +197,96 @@ def test_patches_of_another_slide_are_refused(demo_slides, tmp_path, capsys):
     assert run_extract(a, tmp_path / "t.parquet", tmp_path / "p.h5", PatchParams()) == "ok"
     lego_fails(["embed", "--slide", str(b), "--patches", str(tmp_path / "p.h5"), "--encoder", "stain_texture",
                 "--out", str(tmp_path / "f.h5")], capsys, f"made from slide {a.name!r}, not {b.name!r}")
+
+
+# ---- the seventh sweep: variations of the fifth and sixth ----
+
+def _other_folds(p, tmp_path):
+    from lego.data.folds import make_folds
+
+    make_folds(pd.read_parquet(p["labels"]), n_folds=2, seeds=[77, 78]).to_parquet(tmp_path / "other_folds.parquet")
+    return str(tmp_path / "other_folds.parquet")
+
+
+def test_fuse_merge_tuned_and_ensemble_refuse_another_split_of_the_cohort(tmp_path, capsys):
+    p, dirs, metrics = _evaluated(tmp_path)
+    other = _other_folds(p, tmp_path)
+    data = ["--data", f"zeta={p['zeta']}", f"alpha={p['alpha']}", "--labels", str(p["labels"]), "--folds", other]
+    lego_fails(["fuse", "--blocks", *dirs, *data, "--spec", '{"epochs": 1}', "--out-dir", str(tmp_path / "fu"),
+                "--device", "cpu"], capsys, "use the folds table")
+    lego_fails(["merge-tuned", "--blocks", *dirs, *data, "--out-dir", str(tmp_path / "mt")], capsys, "use the folds table")
+    lego_fails(["ensemble", "--block-metrics", *metrics, "--labels", str(p["labels"]), "--folds", other,
+                "--out-dir", str(tmp_path / "en")], capsys, "evaluated on other test/validation patients than fold 0")
+
+
+@pytest.mark.parametrize("corrupt, phrase", [
+    (lambda lab: lab.assign(event=np.where(np.arange(len(lab)) == 4, np.nan, lab["event"])), "event must be 0 or 1"),
+    (lambda lab: pd.concat([lab, lab.iloc[:3]]), "has more than one row"),
+])
+def test_every_reader_of_a_labels_table_checks_it(tmp_path, capsys, corrupt, phrase):
+    p, dirs = trained_blocks(tmp_path, {**SMALL, "epochs": 1})
+    corrupt(pd.read_parquet(p["labels"])).to_parquet(tmp_path / "bad.parquet")
+    bad = str(tmp_path / "bad.parquet")
+    data = ["--data", f"zeta={p['zeta']}", f"alpha={p['alpha']}", "--labels", bad, "--folds", str(p["folds"])]
+    lego_fails(["merge-tuned", "--blocks", *dirs, *data, "--out-dir", str(tmp_path / "mt")], capsys, phrase)
+    lego_fails(["fuse", "--blocks", *dirs, *data, "--spec", '{"epochs": 1}', "--out-dir", str(tmp_path / "fu"),
+                "--device", "cpu"], capsys, phrase)
+    lego_fails(["make-folds", "--labels", bad, "--out", str(tmp_path / "f.parquet")], capsys, phrase)
+    lego_fails(["cohort-table", "--labels", bad, "--tabular", f"zeta={p['zeta']}", "--out", str(tmp_path / "c.parquet")],
+               capsys, phrase)
+
+
+def test_an_output_folder_holding_an_input_and_two_outputs_on_one_path_are_refused(tmp_path, capsys):
+    _, _, metrics = _evaluated(tmp_path)
+    labels, folds = str(tmp_path / "labels.parquet"), str(tmp_path / "folds.parquet")
+    before = (tmp_path / "ev" / "zeta" / "metrics.json").read_bytes()
+    lego_fails(["ensemble", "--block-metrics", *metrics, "--labels", labels, "--folds", folds, "--out-dir",
+                str(tmp_path / "ev" / "zeta")], capsys, "holds an input file, metrics.json, (--block-metrics)")
+    assert (tmp_path / "ev" / "zeta" / "metrics.json").read_bytes() == before
+    (tmp_path / "u.tsv").write_text("slide_id\tpatient_id\tpath\treason\nS1\t\t/x\tno id\n")
+    lego_fails(["collect-qc", "--unmatched", str(tmp_path / "u.tsv"), "--out", str(tmp_path / "u.tsv")], capsys,
+               "is also an input (--unmatched)")
+    lego_fails(["index-slides", "--labels", labels, "--out", str(tmp_path / "x.parquet"), "--unmatched",
+                str(tmp_path / "x.parquet")], capsys, "--unmatched and --out are the same path")
+
+
+def test_figures_check_their_metrics_as_summarise_does(tmp_path, capsys):
+    p, dirs, metrics = _evaluated(tmp_path)
+    assert main(["summarise", "--metrics", *metrics, "--out-dir", str(tmp_path / "s"), "--evaluation", '{"n_boot": 20}']) == 0
+    lego_fails(["figures", "--summary-dir", str(tmp_path / "s"), "--metrics", metrics[0], metrics[0], "--out-dir",
+                str(tmp_path / "f")], capsys, "is already given by")
+    assert main(["figures", "--summary-dir", str(tmp_path / "s"), "--metrics", *metrics, "--out-dir",
+                 str(tmp_path / "f")]) == 0
+
+
+def test_summarise_refuses_one_fold_from_two_folds_tables(tmp_path, capsys):
+    _, _, metrics = _evaluated(tmp_path)
+    moved = json.loads((tmp_path / "ev" / "alpha" / "metrics.json").read_text()) | {"fold_digest": "0" * 16}
+    (tmp_path / "ev" / "alpha" / "metrics.json").write_text(json.dumps(moved))
+    lego_fails(["summarise", "--metrics", *metrics, "--out-dir", str(tmp_path / "s")], capsys,
+               "fold 0 has other test/validation patients than in")
+
+
+def test_a_damaged_patch_file_is_a_recorded_failure_and_other_slips_are_one_line(demo_slides, tmp_path, capsys):
+    import h5py
+
+    (tmp_path / "p.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    assert main(["embed", "--slide", str(demo_slides[0]), "--patches", str(tmp_path / "p.h5"), "--encoder",
+                 "stain_texture", "--out", str(tmp_path / "f.h5"), "--record-failure"]) == 0
+    with h5py.File(tmp_path / "f.h5") as f:
+        assert f.attrs["status"] == "failed" and "not a readable patch file" in f.attrs["reason"]
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f["features"] = np.ones((3, 4), np.float32)
+        f["coords"] = np.full((3, 2), -1)
+    lego_fails(["import-features", "--src", str(tmp_path / "s.h5"), "--out", str(tmp_path / "o.h5"), "--slide-name", "s"],
+               capsys, "coords hold negative positions")
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f["features"] = np.ones((3, 4), np.float32)
+        f.attrs["status"] = np.array([b"failed", b"ok"])
+    lego_fails(["import-features", "--src", str(tmp_path / "a.h5"), "--out", str(tmp_path / "o.h5"), "--slide-name", "s"],
+               capsys, "says neither success nor failure")
+    (tmp_path / "real" / "slides").mkdir(parents=True)
+    (tmp_path / "real" / "clinical.csv").write_text("my,real,clinical\n")
+    (tmp_path / "real" / "slides" / "patient7.svs").write_bytes(b"x")
+    lego_fails(["make-demo", "--out", str(tmp_path / "real"), "--patients", "8"], capsys, "not a demo slide")
+    assert (tmp_path / "real" / "clinical.csv").read_text() == "my,real,clinical\n", "nothing written first"

@@ -162,6 +162,18 @@ def require_outcomes(labels: pd.DataFrame, task: str, where: str, ids: list[str]
                          f"(e.g. {', '.join(unlabelled[:3])}); use the labels table the folds were made from")
 
 
+def check_labels_table(labels: pd.DataFrame, where: str) -> None:
+    """Every labels table read back (``lego.io.read_frame``): one row per patient and valid outcome
+    values for the outcome columns it holds (survival or class label)."""
+    task = "survival" if {"time", "event"} <= set(labels.columns) else "classification"
+    if task == "classification" and "label" in labels.columns:
+        empty = labels["label"].isna() | (labels["label"].astype(str).str.strip() == "")
+        if empty.any():
+            raise InputError(f"{where}: patient {labels['patient_id'][empty].iloc[0]} has no class label; "
+                             "make the table with `lego ingest-labels`")
+    _require_valid_values(labels, task, where)
+
+
 def _require_valid_values(labels: pd.DataFrame, task: str, where: str) -> None:
     """The outcome values a hand-made labels table could get wrong: one row per patient, finite
     non-negative times, events of 0 or 1. (``ingest-labels`` guarantees them; a table from elsewhere

@@ -223,16 +223,21 @@ def _omics_table(pat: _Patients, omics: dict, slide_rows: list, has_omics: np.nd
 DEMO_SLIDE = re.compile(r"^[A-Za-z]{4}-\d{2}-\d{4}-01Z-00-DX\d\.svs$")
 
 
-def _clear_stale_slides(slide_dir: Path, keep: set[str]) -> None:
-    """Remove a previous demo's slides this cohort does not write: left behind, a smaller cohort's
-    index would hold them, some under this cohort's patient IDs. Anything that is not a demo slide
-    is refused, never deleted (``--out`` may be a folder of real data by mistake)."""
-    for p in sorted(slide_dir.iterdir()):
-        if p.name in keep:
-            continue
+def _check_slide_folder(slide_dir: Path) -> None:
+    """Before anything is written: ``--out`` may be a folder of real data by mistake, so anything in
+    its slides folder that is not a demo slide stops the run (it is never deleted or overwritten)."""
+    for p in sorted(slide_dir.iterdir()) if slide_dir.is_dir() else []:
         if not DEMO_SLIDE.match(p.name) or not p.is_file():
             raise InputError(f"{p}: not a demo slide; write the demo cohort to a new or empty folder")
-        p.unlink()
+
+
+def _clear_stale_slides(slide_dir: Path, keep: set[str]) -> None:
+    """Remove a previous demo's slides this cohort does not write: left behind, a smaller cohort's
+    index would hold them, some under this cohort's patient IDs."""
+    _check_slide_folder(slide_dir)
+    for p in sorted(slide_dir.iterdir()):
+        if p.name not in keep:
+            p.unlink()
 
 
 def _write_slides(slide_dir: Path, specs: list, seed: int, workers: int) -> None:
@@ -265,6 +270,7 @@ def make_demo_cohort(out_dir: str | Path, n_patients: int = 250, seed: int = 7, 
     out = Path(out_dir)
     if seed < 0 or n_patients < 1:
         raise InputError(f"demo: seed {seed} and patients {n_patients} must be >= 0 and >= 1")
+    _check_slide_folder(out / "slides")
     rng = np.random.default_rng(seed)
     pat = _patients(rng, n_patients, prefix)
     # Modality availability: ~60 % without slides (keeps the demo's slide count, and run time, modest

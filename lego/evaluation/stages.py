@@ -7,6 +7,7 @@ summary, the bootstrap and the figures treat them all alike.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -63,6 +64,13 @@ class EvalOptions:
         return cls(**data)
 
 
+def fold_digest(ids: dict[str, list[str]]) -> str:
+    """Which test and validation patients a fold has (a digest): models evaluated on another folds
+    table must not be summarised, paired or ensembled as one fold."""
+    text = "|".join(",".join(sorted(map(str, ids[s]))) for s in ("test", "val"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def write_evaluation(pred: dict[str, pd.DataFrame], labels: pd.DataFrame, ids: dict[str, list[str]], task: str,
                      edges: list[float] | None, opts: EvalOptions, name: str, fold: int, out_dir: str | Path,
                      extra: dict | None = None, not_fitted: str | None = None) -> dict:
@@ -71,7 +79,8 @@ def write_evaluation(pred: dict[str, pd.DataFrame], labels: pd.DataFrame, ids: d
     ``not_fitted``: why the model has no predictions; it becomes every metric's missing reason.
     """
     train = labels[labels["patient_id"].isin(ids["train"])]
-    results = {"model": name, "fold": int(fold), "task": task, "bins": list(edges) if edges else None, **(extra or {})}
+    results = {"model": name, "fold": int(fold), "task": task, "bins": list(edges) if edges else None,
+               "fold_digest": fold_digest(ids), **(extra or {})}
     frames = []
     for subset in ("test", "val"):
         p = pred[subset].merge(labels, on="patient_id", how="left")
@@ -136,6 +145,10 @@ def run_ensemble(block_metrics: list[str], labels: str, folds: str, opts: EvalOp
     label_cols = [c for c in ("time", "event", "label") if c in next(iter(preds.values())).columns]
     both = ensemble({m: p.drop(columns=label_cols) for m, p in preds.items()})
     lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), fold)
+    other = [f for r, f in zip(rows, block_metrics) if r.get("fold_digest") not in (None, fold_digest(ids))]
+    if other:  # evaluated on another folds table (or cohort): its test patients are not this fold's
+        raise InputError(f"{other[0]}: evaluated on other test/validation patients than fold {fold} of {folds}; "
+                         "give the folds table the blocks were evaluated with")
     require_outcomes(lab, task, f"{labels} ({name}, fold {fold})", ids["test"] + ids["val"])
     per_subset = {s: both[both["subset"] == s].drop(columns="subset").reset_index(drop=True) for s in ("test", "val")}
     return write_evaluation(per_subset, lab, ids, task, edges, opts, name, fold, out_dir, {"blocks": sorted(preds)})

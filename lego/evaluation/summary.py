@@ -74,21 +74,9 @@ def _paired_frames(preds, a: str, b: str, folds: list[int], task: str) -> list[p
 
 def summarise(metric_files: list[str], out_dir: str | Path, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, pd.DataFrame]:
     """Write metrics.tsv, folds.tsv and comparisons.tsv under ``out_dir``; return them."""
-    rows = [read_json(f) for f in metric_files]
-    if not rows:
-        raise InputError("no metrics files to summarise")
-    seen: dict[tuple, str] = {}
-    for r, f in zip(rows, metric_files):
-        if not {"model", "fold", "task"} <= set(r) or not all(isinstance(r.get(s), dict) for s in ("test", "val")):
-            raise InputError(f"{f}: not a metrics.json written by `lego evaluate` (needs model, fold, task, test and "
-                             "val; `lego predict` writes another kind: summarise those with `lego predict-summary`)")
-        if r["task"] not in HEADLINE or r["task"] != rows[0]["task"]:
-            raise InputError(f"{f}: task {r['task']!r} where {metric_files[0]} has {rows[0]['task']!r}; summarise "
-                             "the models of one run (one task) together")
-        _first_of_its_fold(seen, r, f)
+    rows, preds = load_evaluations(metric_files)
     task = rows[0]["task"]
     key = HEADLINE[task]
-    preds = {(r["model"], r["fold"]): _test_predictions(r, f, task) for r, f in zip(rows, metric_files)}
     folds = sorted({r["fold"] for r in rows})
     long = folds_table(rows, task)
     models = list(dict.fromkeys(r["model"] for r in rows))
@@ -116,6 +104,31 @@ def summarise(metric_files: list[str], out_dir: str | Path, n_boot: int = 1000, 
     tables = {"metrics": metrics, "folds": long, "comparisons": comparisons}
     write_tables_html(tables, out_dir / "tables.html")
     return tables
+
+
+def load_evaluations(metric_files: list[str]) -> tuple[list[dict], dict[tuple[str, int], pd.DataFrame]]:
+    """The metrics.json files of one run's evaluations and their test predictions, checked: each
+    written by `lego evaluate`, one task, each model and fold once, each predictions file the one
+    its metrics were computed from, and every model of a fold tested on that fold's patients."""
+    rows = [read_json(f) for f in metric_files]
+    if not rows:
+        raise InputError("no metrics files to summarise")
+    seen: dict[tuple, str] = {}
+    folds: dict[int, tuple[str, str]] = {}
+    for r, f in zip(rows, metric_files):
+        if not {"model", "fold", "task"} <= set(r) or not all(isinstance(r.get(s), dict) for s in ("test", "val")):
+            raise InputError(f"{f}: not a metrics.json written by `lego evaluate` (needs model, fold, task, test and "
+                             "val; `lego predict` writes another kind: summarise those with `lego predict-summary`)")
+        if r["task"] not in HEADLINE or r["task"] != rows[0]["task"]:
+            raise InputError(f"{f}: task {r['task']!r} where {metric_files[0]} has {rows[0]['task']!r}; summarise "
+                             "the models of one run (one task) together")
+        _first_of_its_fold(seen, r, f)
+        first = folds.setdefault(r["fold"], (r.get("fold_digest"), f))
+        if None not in (first[0], r.get("fold_digest")) and first[0] != r["fold_digest"]:
+            raise InputError(f"{f}: fold {r['fold']} has other test/validation patients than in {first[1]} (another "
+                             "folds table); summarise the models of one run together")
+    preds = {(r["model"], r["fold"]): _test_predictions(r, f, rows[0]["task"]) for r, f in zip(rows, metric_files)}
+    return rows, preds
 
 
 def _test_predictions(r: dict, f: str, task: str) -> pd.DataFrame:
@@ -202,9 +215,7 @@ def _first_of_its_fold(seen: dict, r: dict, f: str) -> None:
 
 def _same_cohort(digests: dict, r: dict, f: str) -> None:
     """One model's folds must have scored the same labelled patients (one external cohort)."""
-    digest = r.get("labelled_digest")
-    if digest is None:
-        return  # written before the digest was recorded
+    digest = r.get("labelled_digest") or f"{r.get('labelled')} patients"  # older files: the count at least
     first = digests.setdefault(r["model"], (digest, f))
     if first[0] != digest:
         raise InputError(f"{f}: model {r['model']!r} scored other labelled patients than in {first[1]}; "

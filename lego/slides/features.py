@@ -32,7 +32,7 @@ class FeatureBag:
 
     @property
     def ok(self) -> bool:
-        return self.attrs.get("status", "ok") == "ok"
+        return str(self.attrs.get("status", "ok")) == "ok"
 
 
 def _attr_value(v):
@@ -90,7 +90,10 @@ def read_feature_bag(path: str | Path) -> FeatureBag:
         raise InputError(f"{path}: coords must be (patches x 2) x, y positions, got shape {coords.shape}")
     if len(coords) and (not np.isfinite(coords.astype(np.float64)).all() or np.abs(coords.astype(np.float64)).max() > 2**40):
         raise InputError(f"{path}: coords hold NaN, infinite or impossibly large values (beyond 2^40); re-extract this slide")
-    if attrs.get("status", "ok") == "ok" and not np.isfinite(feats).all():
+    if len(coords) and (coords.astype(np.float64) < 0).any():  # top-left corners on the slide are never negative
+        raise InputError(f"{path}: coords hold negative positions (e.g. {coords[(coords < 0).any(axis=1)][0].tolist()}); "
+                         "patch positions are level-0 top-left corners, >= 0")
+    if str(attrs.get("status", "ok")) == "ok" and not np.isfinite(feats).all():
         raise InputError(f"{path}: features contain NaN or infinite values; re-extract this slide")
     integral = coords.dtype.kind in "iu" or (np.round(coords) == coords).all()
     return FeatureBag(feats, coords.astype(np.int64) if integral else coords.astype(np.float64), attrs, geometry, key)

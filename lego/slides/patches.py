@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 import lego
-from lego.errors import SlideError
+from lego.errors import InputError, SlideError
 from lego.io import atomic_path
 from lego.slides.features import h5_attrs
 from lego.slides.params import PatchParams  # noqa: F401  (re-exported: callers import it from here)
@@ -119,8 +119,13 @@ def write_failed_patches(slide_name: str, reason: str, path: str | Path, stage: 
 
 
 def read_patches(path: str | Path) -> PatchGrid:
-    with h5py.File(path, "r") as f:
-        coords = f["coords"][:]
-        attrs = {**h5_attrs(f["coords"]), **h5_attrs(f)}
-        frac = f["tissue_fraction"][:] if "tissue_fraction" in f else np.ones(len(coords), np.float32)
+    """A patch file (ours, TRIDENT's or CLAM's layout); a damaged one is one InputError naming it."""
+    try:
+        with h5py.File(path, "r") as f:
+            coords = f["coords"][:]
+            attrs = {**h5_attrs(f["coords"]), **h5_attrs(f)}
+            frac = f["tissue_fraction"][:] if "tissue_fraction" in f else np.ones(len(coords), np.float32)
+    except (OSError, KeyError, ValueError, TypeError) as exc:  # truncated, not HDF5, or no coords dataset
+        raise InputError(f"{path}: not a readable patch file ({' '.join(str(exc).split())[:160]}); "
+                         "re-run patch extraction for this slide") from None
     return PatchGrid(coords, frac, attrs)

@@ -86,7 +86,13 @@ def run_embed(slide_path, patches_in, encoder: "Encoder", features_out, record_f
     from lego.slides.embed import embed_slide
 
     name = Path(slide_path).name
-    grid = read_patches(patches_in)
+    try:
+        grid = read_patches(patches_in)
+    except InputError as exc:  # a damaged upstream file is this slide's failure, not the batch's
+        if not record_failure:
+            raise
+        write_failed_bag(features_out, name, str(exc), encoder.name, encoder.dim, "embed_patches")
+        return _shown("embed_patches", str(exc))
     _same_slide(grid.attrs.get("slide_name"), name, patches_in)
     stage = "embed_patches"
     try:
