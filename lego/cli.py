@@ -859,6 +859,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("numexpr").setLevel(logging.WARNING)
     try:
+        if isinstance(getattr(args, "name", None), str) and not args.name.strip():
+            raise InputError("--name is empty; name the model (it becomes a row of the summary)")
         _refuse_output_over_input(args)
         args.func(args)
     except Exception as exc:

@@ -46,6 +46,14 @@ def _explain(error) -> str:
     if "propertyNames" in error.schema_path:
         return (f"config key '{where}': name {error.instance!r} is not allowed; use letters, digits and underscores, "
                 "starting with a letter (names become file names and command-line words)")
+    if error.validator in ("oneOf", "anyOf") and error.instance in ([], {}):
+        return f"config key '{where}': is empty; give at least one entry, or leave the key out"
+    if error.validator in ("oneOf", "anyOf"):  # the branch of the instance's own type says what is wrong
+        relevant = [e for e in error.context if e.validator != "type"]
+        if relevant:
+            return _explain(relevant[0])
+    if error.validator == "uniqueItems":
+        return f"config key '{where}': lists an entry twice ({error.instance}); each candidate would be trained twice"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         hint = f" (allowed keys: {', '.join(allowed)})" if allowed else ""

@@ -73,6 +73,9 @@ METRIC_OPTIONS = json.dumps({k: EVALUATION[k] for k in ("horizons", "tau_quantil
 BOOTSTRAP_OPTIONS = json.dumps({k: EVALUATION[k] for k in ("n_boot", "ci", "seed")}, sort_keys=True)
 _TASK_BASELINES = {task: list(methods) for task, methods in TASK_BASELINES.items()}
 _baselines = EVALUATION.get("baselines")
+if _baselines is not None and "abmil" in _baselines and not WSI:
+    raise WorkflowError("evaluation.baselines names abmil, which needs a slide modality; this config has none "
+                        "(remove abmil from the list)")
 if _baselines is None:
     _baselines = list(DEFAULT_BASELINES[config["cohort"]["task"]]) + list(OTHER_BASELINES)
 _wrong = [b for b in _baselines if b not in OTHER_BASELINES and b not in _TASK_BASELINES[config["cohort"]["task"]]]

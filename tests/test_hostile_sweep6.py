@@ -290,3 +290,40 @@ def test_a_damaged_patch_file_is_a_recorded_failure_and_other_slips_are_one_line
     (tmp_path / "real" / "slides" / "patient7.svs").write_bytes(b"x")
     lego_fails(["make-demo", "--out", str(tmp_path / "real"), "--patients", "8"], capsys, "not a demo slide")
     assert (tmp_path / "real" / "clinical.csv").read_text() == "my,real,clinical\n", "nothing written first"
+
+
+def test_grid_mistakes_are_named_in_the_config():
+    from lego.config import ConfigError, validate_config
+
+    def config(grid):
+        return {"cohort": {"name": "c", "labels": {"path": "l.csv"}},
+                "modalities": {"rna": {"kind": "tabular", "path": "r.csv"}}, "model": {"grid": grid}}
+
+    for grid, phrase in (([], "'model.grid': is empty"),
+                         ({"lr": [0.001, 0.001]}, "'model.grid.lr': lists an entry twice"),
+                         ([{"lr": 0.001}, {"lr": 0.001}], "'model.grid': lists an entry twice"),
+                         ([{"lrr": 1}], "'model.grid.0': Additional properties are not allowed ('lrr' was unexpected)")):
+        with pytest.raises(ConfigError) as err:
+            validate_config(config(grid))
+        assert phrase in str(err.value), str(err.value)
+
+
+def test_an_abmil_baseline_without_a_slide_modality_is_a_config_error(tmp_path):
+    import yaml
+
+    from tests.workflow_runs import snakemake, write_config
+
+    cfg = write_config(tmp_path)
+    cfg["modalities"] = {m: s for m, s in cfg["modalities"].items() if s["kind"] != "wsi"}
+    cfg["evaluation"] = {"baselines": ["coxnet", "abmil"]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and "abmil, which needs a slide modality" in proc.stdout + proc.stderr
+
+
+def test_an_empty_model_name_and_a_folder_as_a_slide_are_one_line(tmp_path, capsys):
+    _, dirs, metrics = _evaluated(tmp_path)
+    lego_fails(["select-variant", "--metrics", *metrics, "--name", " ", "--out-dir", str(tmp_path / "v")], capsys,
+               "--name is empty")
+    lego_fails(["segment", "--slide", str(tmp_path), "--out-tissue", str(tmp_path / "t.parquet"), "--out-png",
+                str(tmp_path / "t.png")], capsys, "is a folder, not a slide file")

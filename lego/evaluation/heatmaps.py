@@ -85,8 +85,10 @@ def _thumbnail(slide_path: str | None, size0: tuple[int, int]) -> tuple[np.ndarr
                 scale = max(width, height) / THUMB_PX
                 img = np.asarray(s.get_thumbnail((int(round(width / scale)), int(round(height / scale)))).convert("RGB"))
             return img, width / img.shape[1]
-        except Exception:  # an unreadable slide still gets its heatmap, on white
-            pass
+        except Exception as exc:  # an unreadable slide still gets its heatmap, on white (said)
+            log.warning("%s: slide not readable for the thumbnail (%s); the heatmap is drawn on white", slide_path, exc)
+    elif slide_path:
+        log.warning("%s: slide file not found; the heatmap is drawn on white", slide_path)
     return np.full(shape + (3,), 255, np.uint8), scale
 
 

@@ -141,6 +141,8 @@ def open_slide(path: str | Path, mpp_fallback: float | None = None) -> Slide:
     corrupt tile data, or missing mpp without ``mpp_fallback``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise SlideError(path, "is a folder, not a slide file; give the slide file itself")
     if not path.is_file():
         raise SlideError(path, "file does not exist")
     openslide = _openslide()
