@@ -874,12 +874,23 @@ def main(argv: list[str] | None = None) -> int:
 
 OUTPUT_FLAGS = ("out", "out_dir", "out_root", "out_tissue", "out_png", "unmatched")
 READ_FLAGS = {"collect-qc": {"unmatched"}}  # where a flag named like an output is read
+MODEL_FILES = frozenset({"model.safetensors", "config.json", "history.json"})
+EVAL_FILES = frozenset({"metrics.json", "predictions.parquet"})
+# The fixed file names a command writes into its --out-dir: an input file of that name there would
+# be overwritten. (Other names in the folder are left alone, so writing beside them is allowed.)
+WRITES: dict[str, frozenset] = {
+    **dict.fromkeys(("train-block", "merge", "merge-tuned", "fuse", "select-block"), MODEL_FILES),
+    **dict.fromkeys(("evaluate", "ensemble", "select-variant", "predict"), EVAL_FILES),
+    "abmil": MODEL_FILES | EVAL_FILES,
+    "summarise": frozenset({"metrics.tsv", "folds.tsv", "comparisons.tsv", "tables.html"}),
+    "heatmaps": frozenset({"index.tsv"}),
+}
 
 
 def _refuse_output_over_input(args) -> None:
-    """An output path that is also an input (or a folder holding an input file, or another output)
-    would be overwritten with something else -- a merge written into a block's folder, labels
-    replaced by a slide table, an ensemble's metrics over a block's: refuse it before any work."""
+    """An output that would overwrite an input -- the same file, or a file of the name the command
+    writes in its output folder (a merge written into a block's folder, an ensemble's metrics over
+    a block's, labels replaced by a slide table) -- or two outputs on one path: refused before any work."""
     opts = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     outputs = {f: opts[f] for f in OUTPUT_FLAGS
                if isinstance(opts.get(f), str) and opts[f] and f not in READ_FLAGS.get(args.command, ())}
@@ -892,17 +903,31 @@ def _refuse_output_over_input(args) -> None:
                 path = _existing(v) or ("=" in v and _existing(v.split("=", 1)[1]))  # NAME=PATH arguments
                 if path:
                     inputs.setdefault(path, flag)
+    written = WRITES.get(args.command, frozenset())
     seen = {}
     for flag, out in outputs.items():
         target = Path(out).resolve()
-        held = [p for p in inputs if p == target or (flag in ("out_dir", "out_root") and p.parent == target and p.is_file())]
-        if held:
-            what = "is also an input" if held[0] == target else f"holds an input file, {held[0].name},"
-            raise InputError(f"--{_flag(flag)} {out} {what} (--{_flag(inputs[held[0]])}); writing there would "
-                             "destroy it: choose another output path")
+        for p, in_flag in inputs.items():
+            clash = _overwritten(p, target, written)
+            if clash is not None:
+                raise InputError(f"--{_flag(flag)} {out} would overwrite {clash.name} (--{_flag(in_flag)} {p}); "
+                                 "choose another output path")
         if target in seen:
             raise InputError(f"--{_flag(flag)} and --{_flag(seen[target])} are the same path ({out}); give each output its own")
         seen[target] = flag
+
+
+def _overwritten(inp: Path, target: Path, written: frozenset) -> Path | None:
+    """The input file an output at ``target`` would overwrite: the input itself (a file written over),
+    a file the command writes in its folder, or such a file inside an input folder that is the output."""
+    if inp == target and inp.is_file():
+        return inp
+    for name in sorted(written):
+        if inp == target / name:
+            return inp
+        if inp == target and (inp / name).is_file():
+            return inp / name
+    return None
 
 
 def _flag(name: str) -> str:

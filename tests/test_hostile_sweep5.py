@@ -98,11 +98,13 @@ def test_the_config_refuses_reversed_clip_quantiles_and_specs_the_workflow_write
     assert block_spec_errors(spec) == []
 
 
-def test_one_class_classification_is_refused_at_ingest_and_in_training(tmp_path, capsys):
+def test_one_class_classification_is_warned_at_ingest_and_refused_in_training(tmp_path, caplog):
+    """A cohort of one subtype can be scored by a trained model (external validation), not trained on."""
     (tmp_path / "labels.csv").write_text("case_id,subtype\n" + "".join(f"P{i},LumA\n" for i in range(6)))
-    lego_fails(["ingest-labels", "--table", str(tmp_path / "labels.csv"), "--task", "classification",
-                "--label-column", "subtype", "--out", str(tmp_path / "l.parquet")], capsys,
-               "'subtype' has one class ('LumA') in all 6 rows")
+    with caplog.at_level(logging.WARNING):
+        assert main(["ingest-labels", "--table", str(tmp_path / "labels.csv"), "--task", "classification",
+                     "--label-column", "subtype", "--out", str(tmp_path / "l.parquet")]) == 0
+    assert "'subtype' has one class ('LumA') in all 6 rows" in caplog.text
     from lego.data.fold_data import make_targets
     from lego.errors import InputError
 
@@ -120,11 +122,11 @@ def test_an_output_that_is_also_an_input_is_refused_before_any_work(tmp_path, ca
     p, dirs = trained_blocks(tmp_path, {**SMALL, "epochs": 1})
     before = (tmp_path / "blocks" / "zeta" / "config.json").read_text()
     lego_fails(["merge", "--blocks", *dirs, "--out-dir", dirs[0]], capsys,
-               "--out-dir", "is also an input (--blocks)", "choose another output path")
+               "--out-dir", "would overwrite config.json (--blocks", "choose another output path")
     assert (tmp_path / "blocks" / "zeta" / "config.json").read_text() == before, "the block is untouched"
     (tmp_path / "ok.csv").write_text("case_id,survival_months,censorship\nP1,3,0\nP2,4,1\n")
     lego_fails(["ingest-labels", "--table", str(tmp_path / "ok.csv"), "--out", str(tmp_path / "ok.csv")], capsys,
-               "is also an input (--table)")
+               "would overwrite ok.csv (--table")
     assert (tmp_path / "ok.csv").read_text().startswith("case_id"), "the table is untouched"
     lego_fails(["ingest-labels", "--table", str(tmp_path / "ok.csv"), "--out", str(tmp_path / "labels.csv")], capsys,
                "this output is a parquet table; name it .parquet")

@@ -241,11 +241,11 @@ def test_an_output_folder_holding_an_input_and_two_outputs_on_one_path_are_refus
     labels, folds = str(tmp_path / "labels.parquet"), str(tmp_path / "folds.parquet")
     before = (tmp_path / "ev" / "zeta" / "metrics.json").read_bytes()
     lego_fails(["ensemble", "--block-metrics", *metrics, "--labels", labels, "--folds", folds, "--out-dir",
-                str(tmp_path / "ev" / "zeta")], capsys, "holds an input file, metrics.json, (--block-metrics)")
+                str(tmp_path / "ev" / "zeta")], capsys, "would overwrite metrics.json (--block-metrics")
     assert (tmp_path / "ev" / "zeta" / "metrics.json").read_bytes() == before
     (tmp_path / "u.tsv").write_text("slide_id\tpatient_id\tpath\treason\nS1\t\t/x\tno id\n")
     lego_fails(["collect-qc", "--unmatched", str(tmp_path / "u.tsv"), "--out", str(tmp_path / "u.tsv")], capsys,
-               "is also an input (--unmatched)")
+               "would overwrite u.tsv (--unmatched")
     lego_fails(["index-slides", "--labels", labels, "--out", str(tmp_path / "x.parquet"), "--unmatched",
                 str(tmp_path / "x.parquet")], capsys, "--unmatched and --out are the same path")
 
@@ -327,3 +327,31 @@ def test_an_empty_model_name_and_a_folder_as_a_slide_are_one_line(tmp_path, caps
                "--name is empty")
     lego_fails(["segment", "--slide", str(tmp_path), "--out-tissue", str(tmp_path / "t.parquet"), "--out-png",
                 str(tmp_path / "t.png")], capsys, "is a folder, not a slide file")
+
+
+def test_writing_beside_an_input_that_is_not_overwritten_is_allowed(tmp_path):
+    """Only a file the command would write over is refused: evaluating a merge into its own folder
+    (metrics beside the model) or figures into the summary folder overwrite nothing."""
+    import shlex
+
+    from lego.cli import _refuse_output_over_input, build_parser
+
+    p, dirs, metrics = _evaluated(tmp_path)
+    assert main(["merge", "--blocks", *dirs, "--out-dir", str(tmp_path / "m")]) == 0
+    parser = build_parser()
+    ok = [f"evaluate --model-dir {tmp_path}/m --name merge --data zeta={p['zeta']} alpha={p['alpha']} --labels "
+          f"{p['labels']} --folds {p['folds']} --out-dir {tmp_path}/m",
+          f"train-block --modality zeta --kind tabular --data {p['zeta']} --labels {p['labels']} --folds {p['folds']} "
+          f"--fold 0 --out-dir {tmp_path}"]
+    for command in ok:
+        _refuse_output_over_input(parser.parse_args(shlex.split(command)))
+
+
+def test_predict_summary_accepts_metrics_from_before_the_digest(tmp_path):
+    from lego.evaluation.summary import external_summary
+
+    base = {"model": "merge-tuned", "task": "survival", "labelled": 50, "external": {"n": 50, "c_index": 0.6}}
+    (tmp_path / "a.json").write_text(json.dumps({**base, "fold": 0}))
+    (tmp_path / "b.json").write_text(json.dumps({**base, "fold": 1, "labelled_digest": "0123456789abcdef"}))
+    table = external_summary([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert table.loc[table["metric"] == "c_index", "folds"].item() == 2

@@ -6,6 +6,7 @@ collapse to one; rows that disagree are an error naming the patient and the line
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ import pandas as pd
 
 from lego.errors import InputError
 from lego.tabular.tables import read_table, stripped_text
+
+log = logging.getLogger(__name__)
 
 
 def _require(df: pd.DataFrame, path: Path, column: str, what: str) -> None:
@@ -96,9 +99,10 @@ def ingest_labels(
         label, empty = stripped_text(df[label_column])  # "LumA " and "LumA" are one class
         if empty.any():
             raise InputError(f"{path}: class label {label_column!r} is empty at line {_lines(df, empty)}")
-        if label.nunique() < 2:  # one class: the loss is 0 from the first step and nothing is learnt
-            raise InputError(f"{path}: class label {label_column!r} has one class ({label.iloc[0]!r}) in all "
-                             f"{len(df)} rows; classification needs two or more (check cohort.labels.label_column)")
+        if label.nunique() < 2:  # training refuses it (make_targets); a cohort only scored may be one subtype
+            log.warning("%s: class label %r has one class (%r) in all %d rows: such a cohort can be scored by a "
+                        "trained model, but not trained on (check cohort.labels.label_column)",
+                        path, label_column, label.iloc[0], len(df))
         out["label"] = label.astype(str).to_numpy()
     return _collapse(out, path)
 

@@ -215,7 +215,9 @@ def _first_of_its_fold(seen: dict, r: dict, f: str) -> None:
 
 def _same_cohort(digests: dict, r: dict, f: str) -> None:
     """One model's folds must have scored the same labelled patients (one external cohort)."""
-    digest = r.get("labelled_digest") or f"{r.get('labelled')} patients"  # older files: the count at least
+    digest = r.get("labelled_digest")
+    if digest is None:
+        return  # written before the digest was recorded: not comparable
     first = digests.setdefault(r["model"], (digest, f))
     if first[0] != digest:
         raise InputError(f"{f}: model {r['model']!r} scored other labelled patients than in {first[1]}; "
