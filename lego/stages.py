@@ -154,15 +154,20 @@ def check_blocks_fold(configs: dict[str, dict], ids: dict[str, list[str]], lab: 
     task, fold = next(iter(configs.values()))["task"], next(iter(configs.values()))["fold"]
     require_outcomes(lab, task, f"{labels} (fold {fold})", ids["train"] + ids["val"])
     for m, c in configs.items():
-        if "patients" not in c:
-            continue  # a block saved before its patients were recorded
-        check_unseen(c, ids["test"], f"of the test patients in {folds}",
-                     f"use the folds table block {m!r} was trained with")
+        fix = f"use the folds table block {m!r} was trained with"
+        check_unseen(c, ids["test"], f"of the test patients in {folds}", fix)
         for subset in ("train", "val"):
-            stray = sorted(set(c["patients"][subset]) - set(ids[subset]))
-            if stray:
-                raise InputError(f"{len(stray)} of block {m!r}'s {subset} patients (e.g. {stray[0]}) are not {subset} "
-                                 f"patients of fold {fold} in {folds}; use the folds table the block was trained with")
+            check_recorded_patients(c, subset, ids[subset], folds, fix)
+
+
+def check_recorded_patients(config: dict, subset: str, fold_patients: list[str] | set[str], folds: str, fix: str) -> None:
+    """The model's recorded ``subset`` (train or val) patients are that subset of the fold in
+    ``folds``: another folds table of the same cohort would otherwise pass unseen (a model saved
+    before its patients were recorded is not checked)."""
+    stray = sorted(set(config.get("patients", {}).get(subset, ())) - set(fold_patients))
+    if stray:
+        raise InputError(f"{len(stray)} of the model's {subset} patients (e.g. {stray[0]}) are not {subset} patients "
+                         f"of fold {config['fold']} in {folds}; {fix}")
 
 
 def _combined_config(kind: str, configs: dict[str, dict], **extra) -> dict:
@@ -270,6 +275,7 @@ def _fold_modalities(configs: dict[str, dict], data: dict[str, str], seed: int =
     table sharing no patient with the fold is refused: another cohort's table (or IDs written
     differently) would silently drop that modality, leaving the others to score alone."""
     out = {}
+    fold_patients = set().union(*ids.values()) if ids is not None else set()
     for m, c in configs.items():
         if m not in data:
             raise InputError(f"no data given for modality {m!r} (needed by the model)")
@@ -278,7 +284,6 @@ def _fold_modalities(configs: dict[str, dict], data: dict[str, str], seed: int =
                                     c["preprocess"], seed)
         except InputError as exc:
             raise InputError(f"{data[m]} (modality {m!r}): {exc}" if str(data[m]) not in str(exc) else str(exc)) from None
-        fold_patients = set().union(*ids.values()) if ids else set()
         if ids is not None and out[m].per_patient and not fold_patients & set(out[m].per_patient):
             raise InputError(f"{data[m]} (modality {m!r}): none of its {len(out[m].per_patient)} patients "
                              f"(e.g. {next(iter(out[m].per_patient))}) is in the fold; give the table of this cohort")

@@ -81,8 +81,9 @@ def _bags(manifest: pd.DataFrame, max_patches: int, seed: int, source: dict | No
         if feats.shape[1] != first[0]:
             raise InputError(f"{row.features}: {feats.shape[1]}-dimensional features where {first[1]} has {first[0]}; "
                              "embed every slide with one encoder")
-        source = source or feature_source(bag.attrs)
-        check_feature_source(source, feature_source(bag.attrs), row.features)
+        found = feature_source(bag.attrs)
+        source = source or found
+        check_feature_source(source, found, row.features)
         bags.setdefault(row.patient_id, []).append(feats)
     out = {}
     for pid in sorted(bags):

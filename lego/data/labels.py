@@ -152,14 +152,14 @@ def require_outcomes(labels: pd.DataFrame, task: str, where: str, ids: list[str]
     """The labels fit the model's task and cover every patient to be scored.
 
     Why: a classification table under a survival model failed as a KeyError, and test patients
-    missing from the labels were scored as if they had no event (n counted, 0 events)."""
+    missing from the labels were scored as if they had no event (n counted, 0 events). The values
+    themselves were checked when the table was read (``lego.io.read_frame`` -> check_labels_table)."""
     need = OUTCOME_COLUMNS.get(task, ())
     missing = [c for c in need if c not in labels.columns]
     if missing:
         held = next((t for t, cols in OUTCOME_COLUMNS.items() if all(c in labels.columns for c in cols)), None)
         raise InputError(f"{where}: a {task} model needs outcome column(s) {missing}; the labels hold "
                          f"{held + ' outcomes' if held else list(labels.columns)[:6]}. Give labels made for a {task} task")
-    _require_valid_values(labels, task, where)
     unlabelled = sorted(set(ids or ()) - set(labels["patient_id"].astype(str)))
     if unlabelled:
         raise InputError(f"{where}: {len(unlabelled)} of the {len(set(ids))} patients to score have no label "

@@ -176,15 +176,13 @@ def _no_heatmaps(out: Path, why: str, where: str) -> pd.DataFrame:
 def _check_fold(config: dict, patients: set[str], subset: str, folds: str, model_dir: str) -> None:
     """The folds table is the one the model was trained with: its test patients were never fitted
     on, its train/val patients are the ones the model records (as evaluation requires)."""
-    from lego.stages import check_unseen
+    from lego.stages import check_recorded_patients, check_unseen
 
     fix = f"draw {model_dir} with the folds table it was trained with"
     if subset == "test":
         check_unseen(config, sorted(patients), f"of the test patients in {folds}", fix)
-    elif "patients" in config and not set(config["patients"][subset]) <= patients:
-        missing = sorted(set(config["patients"][subset]) - patients)
-        raise InputError(f"{len(missing)} of the model's {subset} patients, e.g. {missing[0]}, are not {subset} "
-                         f"patients of fold {config['fold']} in {folds}; {fix}")
+    else:
+        check_recorded_patients(config, subset, patients, folds, fix)
 
 
 def run_heatmaps(model_dir: str, manifest: str, folds: str, out_dir: str, slides: str | None = None,

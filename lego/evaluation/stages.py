@@ -145,7 +145,8 @@ def run_ensemble(block_metrics: list[str], labels: str, folds: str, opts: EvalOp
     label_cols = [c for c in ("time", "event", "label") if c in next(iter(preds.values())).columns]
     both = ensemble({m: p.drop(columns=label_cols) for m, p in preds.items()})
     lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), fold)
-    other = [f for r, f in zip(rows, block_metrics) if r.get("fold_digest") not in (None, fold_digest(ids))]
+    expected = fold_digest(ids)
+    other = [f for r, f in zip(rows, block_metrics) if r.get("fold_digest") not in (None, expected)]
     if other:  # evaluated on another folds table (or cohort): its test patients are not this fold's
         raise InputError(f"{other[0]}: evaluated on other test/validation patients than fold {fold} of {folds}; "
                          "give the folds table the blocks were evaluated with")
