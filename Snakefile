@@ -14,7 +14,6 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/cohort.smk"
@@ -25,9 +24,9 @@ include: "rules/evaluation.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True
 
 
 reprint_summary_when_cached(workflow, f"{OUT}/summary/metrics.tsv")  # Snakemake skips onsuccess then

@@ -23,10 +23,17 @@ import resource
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import bench_slide, gpu_peak_mb, write_result  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
+
+    from lego.slides.patches import PatchGrid
 
 
 def _reset_gpu_peak() -> None:
@@ -82,7 +89,19 @@ def compute_only(enc, dev, batch_sizes: list[int], n: int) -> dict[str, float]:
     return out
 
 
-def main() -> None:
+@dataclass
+class Setup:
+    """What every encoder's timing shares: the slide, its patch grid (on disk in ``tmp``), the device."""
+
+    path: Path
+    grid: PatchGrid
+    tmp: Path
+    dev: torch.device
+    sizes: list[int]  # batch sizes of the compute-only measurement
+    n_loop: int  # patches of the one-at-a-time loop
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--patches", type=int, default=256)
     ap.add_argument("--loop-patches", type=int, default=64)
@@ -92,12 +111,14 @@ def main() -> None:
                     help="level-0 size of the synthetic benchmark slide (default 16384 12288)")
     ap.add_argument("--encoders", nargs="*", default=None, help="encoders to time (default: those without downloaded weights)")
     ap.add_argument("--result", default="embedding", help="result file name under bench/results/")
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def prepare(args: argparse.Namespace) -> Setup:
+    """Benchmark slide, its first ``--patches`` patches written to a temporary folder, random ResNet50 weights."""
     import torch
 
-    from lego.slides.embed import embed_slide, resolve_device
-    from lego.slides.encoders import create_encoder, list_encoders
+    from lego.slides.embed import resolve_device
     from lego.slides.encoders.resnet50_trunc import ResNet50Trunc
     from lego.slides.patches import PatchGrid, PatchParams, make_patch_grid, write_patches
     from lego.slides.reader import open_slide
@@ -112,53 +133,84 @@ def main() -> None:
     write_patches(grid, tmp / "patches.h5")
     torch.save(ResNet50Trunc().state_dict(), tmp / "r50.pth")
     sizes = [1, 8, 32] + ([128] if dev.type == "cuda" else [])
-    n_loop = min(args.patches, args.loop_patches)
+    return Setup(path, grid, tmp, dev, sizes, min(args.patches, args.loop_patches))
 
-    results = {}
+
+def load_encoder(name: str, setup: Setup, batch_size: int):
+    """The encoder on the device after one warm-up batch; foundation models get random weights."""
+    import torch
+
+    from lego.slides.encoders import create_encoder
     from lego.slides.encoders.foundation import FOUNDATION, network
 
-    for name in args.encoders or [n for n in list_encoders() if n not in FOUNDATION]:
-        checkpoint = str(tmp / "r50.pth") if name == "resnet50_trunc" else None
-        if name in FOUNDATION:  # random weights in the published layout (the real ones are gated downloads)
-            from safetensors.torch import save_file
+    checkpoint = str(setup.tmp / "r50.pth") if name == "resnet50_trunc" else None
+    if name in FOUNDATION:  # random weights in the published layout (the real ones are gated downloads)
+        from safetensors.torch import save_file
 
-            checkpoint = str(tmp / f"{name}.safetensors")
-            save_file({k: v.contiguous() for k, v in network(FOUNDATION[name]).state_dict().items()}, checkpoint)
-        enc = create_encoder(name, checkpoint)
-        enc.model.to(dev).eval()
-        with torch.inference_mode():
-            _embed(enc, torch.zeros((args.batch_size, 3, enc.input_px, enc.input_px), dtype=torch.uint8), dev)
-        _reset_gpu_peak()
-        t0 = time.perf_counter()
-        stats = embed_slide(path, tmp / "patches.h5", enc, tmp / f"{name}.h5", batch_size=args.batch_size,
-                            num_workers=args.workers)
-        wall = time.perf_counter() - t0
-        pipeline_gpu_mb = gpu_peak_mb()
-        _reset_gpu_peak()
-        loop_s = one_at_a_time(path, grid, enc, dev, n_loop)
-        loop_gpu_mb = gpu_peak_mb()
-        compute = compute_only(enc, dev, sizes, 1024 if dev.type == "cuda" else max(64, args.batch_size * 4))
-        model_s = stats["patches"] / max(compute.get(str(args.batch_size), max(compute.values())), 1e-9)
-        results[name] = {
-            "dim": enc.dim,
-            "input_px": enc.input_px,
-            "patches": stats["patches"],
-            "pipeline_s": round(wall, 2),
-            "pipeline_patches_per_s": round(stats["patches"] / wall, 1),
-            "one_at_a_time_patches": n_loop,
-            "one_at_a_time_patches_per_s": round(n_loop / loop_s, 1),
-            "speedup_vs_one_at_a_time": round((stats["patches"] / wall) / (n_loop / loop_s), 2),
-            "compute_only_patches_per_s_by_batch": compute,
-            # Share of the pipeline's time not explained by the model at this batch size: reading,
-            # decoding, resizing and transfers the model waits for (0 = the model is the limit).
-            "reader_wait_share_estimate": round(max(0.0, 1 - model_s / wall), 3),
-            "peak_rss_mb_after": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "pipeline_gpu_peak_mb": pipeline_gpu_mb,
-            "one_at_a_time_gpu_peak_mb": loop_gpu_mb,
-        }
+        checkpoint = str(setup.tmp / f"{name}.safetensors")
+        save_file({k: v.contiguous() for k, v in network(FOUNDATION[name]).state_dict().items()}, checkpoint)
+    enc = create_encoder(name, checkpoint)
+    enc.model.to(setup.dev).eval()
+    with torch.inference_mode():
+        _embed(enc, torch.zeros((batch_size, 3, enc.input_px, enc.input_px), dtype=torch.uint8), setup.dev)
+    return enc
+
+
+def time_pipeline(name: str, enc, setup: Setup, args: argparse.Namespace) -> tuple[dict, float, int | None]:
+    """``embed_slide`` as the workflow runs it: its stats, wall seconds and peak GPU memory."""
+    from lego.slides.embed import embed_slide
+
+    _reset_gpu_peak()
+    t0 = time.perf_counter()
+    stats = embed_slide(setup.path, setup.tmp / "patches.h5", enc, setup.tmp / f"{name}.h5", batch_size=args.batch_size,
+                        num_workers=args.workers)
+    wall = time.perf_counter() - t0
+    return stats, wall, gpu_peak_mb()
+
+
+def encoder_result(name: str, enc, setup: Setup, args: argparse.Namespace) -> dict:
+    """All three measurements of one encoder, in this order: pipeline, one at a time, compute only."""
+    dev, n_loop = setup.dev, setup.n_loop
+    stats, wall, pipeline_gpu_mb = time_pipeline(name, enc, setup, args)
+    _reset_gpu_peak()
+    loop_s = one_at_a_time(setup.path, setup.grid, enc, dev, n_loop)
+    loop_gpu_mb = gpu_peak_mb()
+    compute = compute_only(enc, dev, setup.sizes, 1024 if dev.type == "cuda" else max(64, args.batch_size * 4))
+    model_s = stats["patches"] / max(compute.get(str(args.batch_size), max(compute.values())), 1e-9)
+    return {
+        "dim": enc.dim,
+        "input_px": enc.input_px,
+        "patches": stats["patches"],
+        "pipeline_s": round(wall, 2),
+        "pipeline_patches_per_s": round(stats["patches"] / wall, 1),
+        "one_at_a_time_patches": n_loop,
+        "one_at_a_time_patches_per_s": round(n_loop / loop_s, 1),
+        "speedup_vs_one_at_a_time": round((stats["patches"] / wall) / (n_loop / loop_s), 2),
+        "compute_only_patches_per_s_by_batch": compute,
+        # Share of the pipeline's time not explained by the model at this batch size: reading,
+        # decoding, resizing and transfers the model waits for (0 = the model is the limit).
+        "reader_wait_share_estimate": round(max(0.0, 1 - model_s / wall), 3),
+        "peak_rss_mb_after": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "pipeline_gpu_peak_mb": pipeline_gpu_mb,
+        "one_at_a_time_gpu_peak_mb": loop_gpu_mb,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+
+    from lego.slides.encoders import list_encoders
+
+    setup = prepare(args)
+    results = {}
+    from lego.slides.encoders.foundation import FOUNDATION
+
+    for name in args.encoders or [n for n in list_encoders() if n not in FOUNDATION]:
+        enc = load_encoder(name, setup, args.batch_size)
+        results[name] = encoder_result(name, enc, setup, args)
         print(name, results[name], flush=True)
-    write_result(args.result, {"slide": path.name, "batch_size": args.batch_size, "workers": args.workers,
-                               "device": str(dev), "encoders": results})
+    write_result(args.result, {"slide": setup.path.name, "batch_size": args.batch_size, "workers": args.workers,
+                               "device": str(setup.dev), "encoders": results})
 
 
 if __name__ == "__main__":

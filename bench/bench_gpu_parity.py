@@ -5,8 +5,8 @@ Writes bench/results/gpu_parity.json (gpu_parity_gpu.json on a GPU).
 
 For every block candidate of the fold (``blocks/<modality>/fold<k>/candidates/c<i>``), the spec is
 rebuilt from the candidate's saved ``config.json`` and the block is retrained with
-``lego.stages.train_block`` on the CPU and on ``--device``; the saved (pipeline-trained)
-candidate and both retrained ones are evaluated with ``lego.stages.evaluate`` on the fold's test
+``lego.steps.block_training.train_block`` on the CPU and on ``--device``; the saved (pipeline-trained)
+candidate and both retrained ones are evaluated with ``lego.steps.inference.evaluate`` on the fold's test
 patients. The CPU retrain reproduces a candidate saved by the same code exactly (that checks the
 rebuilt spec); a GPU retrain must learn the same thing: test C, best epoch and validation loss
 side by side, with the Spearman correlation of the CPU and GPU models' test risks.
@@ -27,7 +27,7 @@ from common import write_result  # noqa: E402
 
 def rebuilt_spec(config: dict) -> dict:
     """The train-block spec that produced a saved candidate (architecture, training, bins)."""
-    from lego.stages import ARCH_KEYS, TRAIN_KEYS
+    from lego.steps.block_training import ARCH_KEYS, TRAIN_KEYS
 
     spec = {k: config["block"][k] for k in ARCH_KEYS if k in config["block"]}
     spec.update({k: v for k, v in config["train"].items() if k in TRAIN_KEYS})
@@ -45,7 +45,8 @@ def one_candidate(run: Path, cand: Path, device: str, tmp: Path) -> dict:
     import pandas as pd
     from scipy.stats import spearmanr
 
-    from lego.stages import evaluate, train_block
+    from lego.steps.block_training import train_block
+    from lego.steps.inference import evaluate
 
     config = json.loads((cand / "config.json").read_text())
     m, fold = config["modality"], config["fold"]
@@ -55,14 +56,14 @@ def one_candidate(run: Path, cand: Path, device: str, tmp: Path) -> dict:
     for dev in dict.fromkeys(["cpu", device]):
         dirs[dev] = tmp / m / cand.name / dev
         t0 = time.perf_counter()
-        hist[dev] = train_block(m, config["modality_kind"], data[m], labels, folds, fold, config["task"],
-                                rebuilt_spec(config), str(dirs[dev]), categorical(config) or None, dev)
+        hist[dev] = train_block(m, config["modality_kind"], data[m], labels=labels, folds=folds, fold=fold, task=config["task"],
+                                spec=rebuilt_spec(config), out_dir=str(dirs[dev]), categorical=categorical(config) or None, device=dev)
         seconds[dev] = round(time.perf_counter() - t0, 2)
     row = {"modality": m, "candidate": cand.name, "encoder": config["block"]["encoder"], "train_seconds": seconds}
     risk = {}
     for tag, d in dirs.items():
         ev = tmp / "eval" / m / cand.name / tag
-        row[f"test_c_{tag}"] = evaluate(str(d), data, labels, folds, str(ev), tag)["test"]["c_index"]
+        row[f"test_c_{tag}"] = evaluate(str(d), data, labels=labels, folds=folds, out_dir=str(ev), name=tag)["test"]["c_index"]
         row[f"val_loss_{tag}"] = round(hist[tag]["best_val_loss"], 5)
         row[f"best_epoch_{tag}"] = hist[tag]["best_epoch"]
         risk[tag] = pd.read_parquet(ev / "predictions.parquet").query("subset == 'test'").set_index("patient_id")["risk"]

@@ -17,8 +17,8 @@ RESULTS = Path(os.environ.get("BENCH_RESULTS", HERE / "results"))
 
 def bench_slide(width: int = 16384, height: int = 12288, seed: int = 0) -> Path:
     """A 20x Aperio-style slide (about 100 mm2 of tissue at 0.5 um/px), built once and cached."""
-    from lego.demo.cohort import SlideRenderer, SlideSpec
     from lego.demo.aperio import write_aperio_tiff
+    from lego.demo.cohort import SlideRenderer, SlideSpec
 
     path = CACHE / f"bench_{width}x{height}_{seed}.svs"
     if not path.exists():

@@ -25,10 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # The paper's omics-only rows ("Unimodal (Tabular)") and its multimodal rows (WSI + omics), from
 # ../shared/notes/mm-lego-reference.md: test C-index means over 5 random 70/15/15 splits.
 PAPER = {
-    "blca": {"paper LegoBlock (tabular)": 0.681, "paper SNN (tabular)": 0.689, "paper LegoMerge (WSI+omics)": 0.701, "paper LegoFuse (WSI+omics)": 0.734},
-    "brca": {"paper LegoBlock (tabular)": 0.591, "paper SNN (tabular)": 0.544, "paper LegoMerge (WSI+omics)": 0.601, "paper LegoFuse (WSI+omics)": 0.626},
-    "kirp": {"paper LegoBlock (tabular)": 0.840, "paper SNN (tabular)": 0.798, "paper LegoMerge (WSI+omics)": 0.825, "paper LegoFuse (WSI+omics)": 0.863},
-    "ucec": {"paper LegoBlock (tabular)": 0.615, "paper SNN (tabular)": 0.589, "paper LegoMerge (WSI+omics)": 0.625, "paper LegoFuse (WSI+omics)": 0.634},
+    "blca": {"paper LegoBlock (tabular)": 0.681, "paper SNN (tabular)": 0.689,
+             "paper LegoMerge (WSI+omics)": 0.701, "paper LegoFuse (WSI+omics)": 0.734},
+    "brca": {"paper LegoBlock (tabular)": 0.591, "paper SNN (tabular)": 0.544,
+             "paper LegoMerge (WSI+omics)": 0.601, "paper LegoFuse (WSI+omics)": 0.626},
+    "kirp": {"paper LegoBlock (tabular)": 0.840, "paper SNN (tabular)": 0.798,
+             "paper LegoMerge (WSI+omics)": 0.825, "paper LegoFuse (WSI+omics)": 0.863},
+    "ucec": {"paper LegoBlock (tabular)": 0.615, "paper SNN (tabular)": 0.589,
+             "paper LegoMerge (WSI+omics)": 0.625, "paper LegoFuse (WSI+omics)": 0.634},
 }
 VARIANTS = ["merge", "merge-tuned", "fuse", "lego", "ensemble"]
 
@@ -91,7 +95,8 @@ def pooled(diffs: list[dict], runs: dict[str, pd.DataFrame]) -> list[dict]:
                     s = runs[r]
                     refs = {k.split(" (")[0]: val for k, val in references(s).items()}
                     if v in s and len(refs[ref]):
-                        a.append(s[v]); b.append(refs[ref])
+                        a.append(s[v])
+                        b.append(refs[ref])
                 if a:
                     out.append({"protocol": proto, "model": v, "reference": ref, "runs": len(a),
                                 **paired(pd.concat(a, ignore_index=True), pd.concat(b, ignore_index=True))})
@@ -102,9 +107,11 @@ def markdown(rows, diffs, per_mod, pool) -> str:
     fmt = lambda d: f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"  # noqa: E731
     parts = ["## Test C-index, mean ± std over folds", pd.DataFrame(rows).fillna("").to_markdown(index=False),
              "\n## Paired differences per run (mean over folds, 95 % t-interval)",
-             pd.DataFrame([{**{k: d[k] for k in ("run", "model", "reference")}, "difference": fmt(d)} for d in diffs]).to_markdown(index=False),
+             pd.DataFrame([{**{k: d[k] for k in ("run", "model", "reference")}, "difference": fmt(d)}
+                           for d in diffs]).to_markdown(index=False),
              "\n## Pooled across cohorts (per-fold differences of every run of a protocol)",
-             pd.DataFrame([{**{k: d[k] for k in ("protocol", "model", "reference", "runs", "n")}, "difference": fmt(d)} for d in pool]).to_markdown(index=False),
+             pd.DataFrame([{**{k: d[k] for k in ("protocol", "model", "reference", "runs", "n")}, "difference": fmt(d)}
+                           for d in pool]).to_markdown(index=False),
              "\n## Each block against the better classical model on the same modality",
              pd.DataFrame(per_mod).round(3).to_markdown(index=False)]
     return "\n".join(parts) + "\n"
@@ -120,11 +127,14 @@ def main() -> None:
     rows, diffs, per_mod = [], [], []
     for name, s in scores.items():
         r, d, p = cohort_rows("paper_" + name, s)
-        rows += r; diffs += d; per_mod += p
+        rows += r
+        diffs += d
+        per_mod += p
     pool = pooled(diffs, {"paper_" + k: v for k, v in scores.items()})
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out + ".md").write_text(markdown(rows, diffs, per_mod, pool))
-    Path(a.out + ".json").write_text(json.dumps({"rows": rows, "paired": diffs, "pooled": pool, "per_modality": per_mod}, indent=2, default=float))
+    Path(a.out + ".json").write_text(json.dumps({"rows": rows, "paired": diffs, "pooled": pool, "per_modality": per_mod},
+                                                indent=2, default=float))
     print(Path(a.out + ".md").read_text())
 
 

@@ -7,7 +7,9 @@ first second with the key's dotted path, not deep inside a job.
 from __future__ import annotations
 
 import copy
+import functools
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,7 @@ import yaml
 from jsonschema import Draft7Validator, validators
 
 from lego.errors import ConfigError
-
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+from lego.settings import SCHEMA_PATH
 
 
 def _with_defaults(cls):
@@ -61,32 +62,101 @@ def _explain(error) -> str:
     return f"config key '{where}': {error.message}"
 
 
+# model.block and model.train settings a modality may set for itself: those blocks need not share
+# to merge (shapes, the loss weight and execution settings stay run-wide).
+BLOCK_OVERRIDES = ("encoder_width", "dropout", "epochs", "batch_size", "lr", "weight_decay", "patience", "scheduler",
+                   "seed", "max_patches")
+GRID_KEYS = ("encoder", "encoder_width", "dropout", "lr", "weight_decay", "epochs", "select_k")  # choosable on validation
+BUILD_BLOCKS = "blocks"  # model.build's word for the blocks (the variants are named by their kinds)
+ALIASES = {"model.build": {"tuned_merge": "merge-tuned"}}  # old spellings still read (with a warning)
+
+
 def load_schema(path: str | Path | None = None) -> dict[str, Any]:
-    """The config schema, with the names its registries own filled in (:func:`fill_registries`)."""
-    with open(path or SCHEMA_PATH) as fh:
-        return fill_registries(yaml.safe_load(fh))
+    """The config schema, completed with what the code's registries own (:func:`complete_schema`)."""
+    from lego.evaluation.classical import CLASSICAL
+    from lego.modality_kinds import kinds
+    from lego.models.model_kinds import model_kinds
+
+    # A kind or baseline registered later (a plugin, a test) gets a schema of its own.
+    registered = tuple((n, id(k)) for reg in (kinds(), model_kinds(), CLASSICAL) for n, k in reg.items())
+    return copy.deepcopy(_completed(str(path or SCHEMA_PATH), registered))
 
 
-def fill_registries(schema: dict[str, Any]) -> dict[str, Any]:
-    """Fill the schema's lists of modality kinds and baselines from the code's registries.
+@functools.lru_cache(maxsize=8)
+def _completed(path: str, registered: tuple) -> dict[str, Any]:
+    with open(path) as fh:
+        return complete_schema(yaml.safe_load(fh))
 
-    Why: a YAML file cannot import them, and a second copy drifts; adding a kind
-    (``lego.data.fold_data.KINDS``) or a classical baseline (``lego.evaluation.classical``) then
-    touches that one module. A slide kind (one that reads the slide manifest) takes the slide
-    settings; every other kind the table settings."""
-    from lego.data.fold_data import KINDS
-    from lego.evaluation.names import ALL_BASELINES
 
-    slides = sorted(k for k, v in KINDS.items() if v.slides)
-    tables = sorted(k for k in KINDS if k not in slides)
-    props = schema["properties"]
-    props["evaluation"]["properties"]["baselines"]["items"]["enum"] = list(ALL_BASELINES)
-    modality = props["modalities"]["additionalProperties"]
-    modality["properties"]["kind"]["enum"] = sorted(KINDS)
-    modality["if"]["properties"]["kind"]["enum"] = slides
-    modality["then"]["properties"]["kind"]["enum"] = slides
-    modality["else"]["properties"]["kind"]["enum"] = tables
+def complete_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Fill in the names and settings the schema takes from the code, so that each is written once.
+
+    Why: a YAML file cannot import them, and a second copy drifts. From the registries: the
+    modality kinds (:mod:`lego.modality_kinds`: each kind's settings are its family's plus its own), the
+    baselines (classical and trained), the block encoders, the MM-Lego variants (``model.build``,
+    ``predict.models``); from the schema itself: a modality's block overrides and the grid's keys
+    take the ranges of the ``model.block``/``model.train`` settings they override."""
+    _fill_kinds(schema)
+    _fill_models(schema)
+    _fill_block_settings(schema)
     return schema
+
+
+def _fill_kinds(schema: dict[str, Any]) -> None:
+    from lego.modality_kinds import kinds
+
+    modality = schema["properties"]["modalities"]["additionalProperties"]
+    modality["properties"]["kind"]["enum"] = sorted(kinds())
+    branches = []
+    for name, kind in sorted(kinds().items()):
+        then: dict[str, Any] = {"$ref": f"#/definitions/{kind.family}_modality"}
+        if kind.settings:
+            then = copy.deepcopy(schema["definitions"][f"{kind.family}_modality"])
+            then["properties"].update(copy.deepcopy(dict(kind.settings)))
+        branches.append({"if": {"properties": {"kind": {"const": name}}, "required": ["kind"]}, "then": then})
+    modality["allOf"] = branches
+
+
+def _fill_models(schema: dict[str, Any]) -> None:
+    from lego.evaluation.names import all_baselines, variants
+    from lego.models.encoders import ENCODERS
+    from lego.models.model_kinds import MERGE_TUNED, by_role
+
+    props = schema["properties"]
+    props["evaluation"]["properties"]["baselines"]["items"]["enum"] = list(all_baselines())
+    build = props["model"]["properties"]["build"]
+    build["items"]["enum"] = [BUILD_BLOCKS, *variants()]
+    build["default"] = [BUILD_BLOCKS, *variants()]
+    schema["definitions"]["block_overrides"]["properties"]["encoder"]["enum"] = list(ENCODERS)
+    identifier = "[A-Za-z][A-Za-z0-9_]*"
+    per_modality = [f"{k.name}-{identifier}" for k in by_role("block") + by_role("baseline") if k.scope == "modality"]
+    whole = [k.name for k in by_role("variant") + by_role("baseline") if k.scope == "fold"]
+    pattern = "|".join(per_modality + [re.escape(n) for n in whole])
+    props["predict"]["properties"]["models"]["items"]["pattern"] = f"^({pattern})$"
+    props["predict"]["properties"]["models"]["default"] = [MERGE_TUNED.name]
+
+
+def _bare(node: dict[str, Any]) -> dict[str, Any]:
+    """A setting's type and range without its default and description (an override sets it or not)."""
+    return {k: copy.deepcopy(v) for k, v in node.items() if k not in ("default", "description")}
+
+
+def _fill_block_settings(schema: dict[str, Any]) -> None:
+    from lego.settings import schema_node
+
+    overrides = schema["definitions"]["block_overrides"]["properties"]
+    model = schema["properties"]["model"]["properties"]
+    for key in BLOCK_OVERRIDES:
+        overrides[key] = _bare(model["block"]["properties"].get(key) or model["train"]["properties"][key])
+    items = {key: _bare(overrides[key]) for key in GRID_KEYS if key in overrides}
+    select_k = _bare(schema_node("table_modality.preprocess.select_k", schema))
+    items["select_k"] = {**select_k, "type": "integer", "description": "Tables only: preprocess.select_k."}
+    schema["definitions"]["grid"]["oneOf"] = [
+        {"type": "object", "additionalProperties": False,
+         "properties": {k: {"type": "array", "minItems": 1, "uniqueItems": True, "items": v} for k, v in items.items()}},
+        {"type": "array", "minItems": 1, "maxItems": 64, "uniqueItems": True,
+         "items": {"type": "object", "additionalProperties": False, "properties": items}},
+    ]
 
 
 def block_spec_errors(spec: dict[str, Any]) -> list[str]:
@@ -96,13 +166,13 @@ def block_spec_errors(spec: dict[str, Any]) -> list[str]:
     Why: the workflow writes a valid spec, but a spec written by hand (or by a script) otherwise
     fails deep in training with a message about something else (reversed clip quantiles read as
     "no feature varies"; ``select_k: 0`` as "needs the outcomes")."""
-    props = load_schema()["properties"]
-    model, table = props["model"]["properties"], props["modalities"]["additionalProperties"]["else"]["properties"]
-    fields = {**model["block"]["properties"], **model["train"]["properties"], **table["block"]["properties"],
-              "n_bins": model["n_bins"], "preprocess": table["preprocess"]}
+    schema = load_schema()
+    model, defs = schema["properties"]["model"]["properties"], schema["definitions"]
+    fields = {**model["block"]["properties"], **model["train"]["properties"], **defs["block_overrides"]["properties"],
+              "n_bins": model["n_bins"], "preprocess": defs["table_modality"]["properties"]["preprocess"]}
     fields.pop("grid", None)
-    schema = {"type": "object", "properties": fields}
-    errors = [f"'{_dotted(e.absolute_path)}': {e.message}" for e in Draft7Validator(schema).iter_errors(spec)]
+    spec_schema = {"type": "object", "properties": fields}
+    errors = [f"'{_dotted(e.absolute_path)}': {e.message}" for e in Draft7Validator(spec_schema).iter_errors(spec)]
     return errors or [f"'preprocess.{key}': {why}" for key, why in preprocess_errors(spec.get("preprocess") or {})]
 
 
@@ -117,12 +187,26 @@ def preprocess_errors(pre: dict[str, Any]) -> list[tuple[str, str]]:
 def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate ``config`` in place (filling defaults) and return it; raise ConfigError otherwise."""
     schema = schema or load_schema()
+    _read_old_spellings(config)
     errors = sorted(_DefaultingValidator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = "\n  ".join(_explain(e) for e in errors)
         raise ConfigError(f"invalid configuration:\n  {lines}")
     _check_consistency(config)
     return config
+
+
+def _read_old_spellings(config: dict[str, Any]) -> None:
+    """Replace an old spelling of a name (see ``ALIASES``) by today's, saying so once."""
+    for path, names in ALIASES.items():
+        section, _, key = path.rpartition(".")
+        holder = config.get(section, {}) if isinstance(config.get(section), dict) else {}
+        values = holder.get(key)
+        if isinstance(values, list) and any(v in names for v in values):
+            holder[key] = [names.get(v, v) for v in values]
+            old = sorted(v for v in values if v in names)
+            print(f"config key '{path}': {', '.join(old)} is now spelt {', '.join(names[v] for v in old)}; "
+                  "please update the config", file=sys.stderr)
 
 
 def _check_consistency(config: dict[str, Any]) -> None:
@@ -147,7 +231,7 @@ def _check_consistency(config: dict[str, Any]) -> None:
     for name, spec in config["modalities"].items():
         for key, why in preprocess_errors(spec.get("preprocess") or {}):
             raise ConfigError(f"config key 'modalities.{name}.preprocess.{key}': {why}")
-    from lego.data.fold_data import is_slide_kind
+    from lego.modality_kinds import is_slide_kind
 
     wsi = [m for m, spec in config["modalities"].items() if is_slide_kind(spec["kind"])]
     if wsi and not (config["slides"]["dir"] or config["slides"]["list"]):

@@ -8,10 +8,12 @@ import warnings
 
 import torch
 
+from lego.settings import default
+
 log = logging.getLogger(__name__)
 
 
-def resolve_device(device: str = "auto") -> torch.device:
+def resolve_device(device: str = default("model.train.device")) -> torch.device:
     """``auto`` picks CUDA when visible, else CPU with a warning if a GPU was expected."""
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():

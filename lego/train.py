@@ -19,37 +19,41 @@ from torch import nn
 
 from lego.data.fold_data import ModalityTensors, Targets, collate, target_tensors
 from lego.errors import ConfigError, LegoError
+from lego.settings import default, require
 from lego.survival.loss import classification_loss, nll_survival_loss
 
 log = logging.getLogger(__name__)
 
 
+def _train_default(key: str):
+    return default(f"model.train.{key}")
+
+
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 5e-4
-    weight_decay: float = 1e-4
-    patience: int = 8
-    scheduler: str = "none"  # none | cosine | plateau
-    alpha: float = 0.4
-    seed: int = 0
+    """Training settings (config ``model.train``: its defaults and ranges)."""
+
+    epochs: int = _train_default("epochs")
+    batch_size: int = _train_default("batch_size")
+    lr: float = _train_default("lr")
+    weight_decay: float = _train_default("weight_decay")
+    patience: int = _train_default("patience")
+    scheduler: str = _train_default("scheduler")
+    alpha: float = _train_default("alpha")
+    seed: int = _train_default("seed")
     # The starting weights are a candidate too (epoch -1): fine-tuning (LegoFuse) then can never
     # end worse on validation than the model it started from.
     keep_initial: bool = False
 
     def __post_init__(self) -> None:
         """Settings that would train nothing, or crash mid-run, fail here with the key's name."""
-        checks = {"epochs": (int, 0), "batch_size": (int, 1), "patience": (int, 1), "lr": (float, 0.0),
-                  "weight_decay": (float, 0.0), "alpha": (float, 0.0)}
-        for key, (kind, low) in checks.items():
-            value = getattr(self, key)
-            ok = isinstance(value, int if kind is int else (int, float)) and not isinstance(value, bool)
-            if not ok or value < low or (key in ("epochs", "lr") and value <= 0):
-                raise ConfigError(f"training setting {key}={value!r} is not a valid {'positive ' if key in ('epochs', 'lr') else ''}"
-                                  f"{'integer' if kind is int else 'number'}{f' >= {low}' if key not in ('epochs', 'lr') else ''}")
-        if self.scheduler not in ("none", "cosine", "plateau"):
-            raise ConfigError(f"training setting scheduler={self.scheduler!r}; use none, cosine or plateau")
+        require("model.train", {k: v for k, v in asdict(self).items() if k != "keep_initial"}, "training setting",
+                ConfigError)
+
+    @classmethod
+    def from_spec(cls, spec: dict, **fixed) -> TrainConfig:
+        """The training settings a block or model spec holds (its other keys are not training's)."""
+        return cls(**{**fixed, **{k: spec[k] for k in cls.__dataclass_fields__ if k in spec}})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,7 +94,7 @@ def _to(inputs: dict, device: torch.device) -> dict:
 
 
 def train(model: nn.Module, modalities: dict[str, ModalityTensors], targets: Targets, train_ids: list[str],
-          val_ids: list[str], cfg: TrainConfig, device: torch.device, where: str, params: list | None = None,
+          val_ids: list[str], *, cfg: TrainConfig, device: torch.device, where: str, params: list | None = None,
           penalty: Callable[[], torch.Tensor] | None = None) -> dict:
     """Fit ``model`` (forward(inputs) -> (latent, logits)); returns the per-epoch history.
 

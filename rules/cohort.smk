@@ -6,9 +6,6 @@ rule ingest_labels:
         config["cohort"]["labels"]["path"],
     output:
         f"{OUT}/cohort/labels.parquet",
-    params:
-        task=config["cohort"]["task"],
-        args=cli_args(config["cohort"]["labels"], skip=("path",)),
     log:
         f"{OUT}/logs/ingest_labels.log",
     conda:
@@ -16,6 +13,9 @@ rule ingest_labels:
     resources:
         mem_mb=grows(4000),
         runtime=10,
+    params:
+        task=config["cohort"]["task"],
+        args=cli_args(config["cohort"]["labels"], skip=("path",)),
     shell:
         "lego ingest-labels --table {input:q} --task {params.task} {params.args} --out {output:q} > {log:q} 2>&1"
 
@@ -23,12 +23,10 @@ rule ingest_labels:
 checkpoint index_slides:
     input:
         labels=rules.ingest_labels.output[0],
-        sources=slide_source_paths(),
+        sources=PLAN.slide_source_paths(),
     output:
         slides=f"{OUT}/cohort/slides.parquet",
         unmatched=f"{OUT}/qc/unmatched_slides.tsv",
-    params:
-        args=cli_args({**slide_sources(), **config["slides"]["patient_id"]}),
     log:
         f"{OUT}/logs/index_slides.log",
     conda:
@@ -36,6 +34,8 @@ checkpoint index_slides:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        args=cli_args({**PLAN.slide_sources(), **config["slides"]["patient_id"]}),
     shell:
         "lego index-slides --labels {input.labels:q} {params.args} "
         "--out {output.slides:q} --unmatched {output.unmatched:q} > {log:q} 2>&1"
@@ -44,11 +44,9 @@ checkpoint index_slides:
 rule make_folds:
     input:
         labels=rules.ingest_labels.output[0],
-        sources=FOLD_SOURCES,
+        sources=PLAN.fold_sources,
     output:
         f"{OUT}/cohort/folds.parquet",
-    params:
-        args=cli_args(config["folds"]),
     log:
         f"{OUT}/logs/make_folds.log",
     conda:
@@ -56,6 +54,8 @@ rule make_folds:
     resources:
         mem_mb=2000,
         runtime=5,
+    params:
+        args=cli_args(config["folds"]),
     shell:
         "lego make-folds --labels {input.labels:q} {params.args} --out {output:q} > {log:q} 2>&1"
 
@@ -63,13 +63,10 @@ rule make_folds:
 rule cohort_table:
     input:
         labels=rules.ingest_labels.output[0],
-        tabular=expand(f"{OUT}/modalities/{{m}}.parquet", m=TABULAR),
-        wsi=expand(f"{OUT}/modalities/{{m}}.parquet", m=WSI),
+        tabular=[PLAN.data_path(m) for m in PLAN.read_as("modality")],
+        wsi=[PLAN.data_path(m) for m in PLAN.read_as("manifest")],
     output:
         f"{OUT}/cohort/patients.parquet",
-    params:
-        tabular=lambda w, input: named_paths(TABULAR, input.tabular),
-        wsi=lambda w, input: named_paths(WSI, input.wsi),
     log:
         f"{OUT}/logs/cohort_table.log",
     conda:
@@ -77,6 +74,9 @@ rule cohort_table:
     resources:
         mem_mb=2000,
         runtime=5,
+    params:
+        tabular=lambda w, input: named_paths(PLAN.read_as("modality"), input.tabular),
+        wsi=lambda w, input: named_paths(PLAN.read_as("manifest"), input.wsi),
     shell:
         "lego cohort-table --labels {input.labels:q} --tabular {params.tabular} --wsi {params.wsi} "
         "--out {output:q} > {log:q} 2>&1"
@@ -84,12 +84,10 @@ rule cohort_table:
 
 rule collect_qc:
     input:
-        manifests=expand(f"{OUT}/modalities/{{m}}.parquet", m=WSI),
+        manifests=[PLAN.data_path(m) for m in PLAN.slide_modalities],
         unmatched=rules.index_slides.output.unmatched,
     output:
         f"{OUT}/qc/failed.tsv",
-    params:
-        manifests=lambda w, input: named_paths(WSI, input.manifests),
     log:
         f"{OUT}/logs/collect_qc.log",
     conda:
@@ -97,5 +95,7 @@ rule collect_qc:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        manifests=lambda w, input: named_paths(PLAN.slide_modalities, input.manifests),
     shell:
         "lego collect-qc --manifest {params.manifests} --unmatched {input.unmatched:q} --out {output:q} > {log:q} 2>&1"

@@ -8,20 +8,20 @@ rule make_demo:
         omics=f"{DEMO_DIR}/omics_all_clean.csv.gz",
         truth=f"{DEMO_DIR}/hidden_factors.csv",
         slides=directory(f"{DEMO_DIR}/slides"),
-    params:
-        n=config["demo"]["n_patients"],
-        seed=config["demo"]["seed"],
-        prefix=config["demo"]["prefix"],
-        out=lambda w, output: os.path.dirname(output.clinical),
-    threads: 2
     log:
         f"{DEMO_DIR}/logs/make_demo.log",
     benchmark:
         f"{DEMO_DIR}/benchmarks/make_demo.tsv"
     conda:
         "../envs/slides.yaml"
+    threads: 2
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        n=config["demo"]["n_patients"],
+        seed=config["demo"]["seed"],
+        prefix=config["demo"]["prefix"],
+        out=lambda w, output: os.path.dirname(output.clinical),
     shell:
         "lego make-demo --out {params.out:q} --patients {params.n} --seed {params.seed} --prefix {params.prefix} --workers {threads} > {log:q} 2>&1"

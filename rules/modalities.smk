@@ -1,27 +1,26 @@
-# Tabular modalities: each gets only the preparation keys of its own section of the config, so
-# changing one modality's source or columns reruns that modality's branch alone (and changing
-# its block hyper-parameters reruns its blocks, not its preparation).
-
-PREPARE_KEYS = ("id_column", "include", "exclude", "columns", "categorical")
-
+# Modalities prepared from a table: each by its kind's command (lego.modality_kinds: e.g.
+# prepare-modality for tabular), given only its own section's preparation settings, so changing one
+# modality's source or columns reruns that modality's branch alone (and changing its block
+# hyper-parameters reruns its blocks, not its preparation). Slide modalities: slides.smk.
 
 
 rule prepare_modality:
     input:
-        lambda w: MODALITIES[w.tabular]["path"],
+        lambda w: MODALITIES[w.prepared]["path"],
     output:
-        f"{OUT}/modalities/{{tabular}}.parquet",
-    params:
-        args=lambda w: cli_args({**{k: MODALITIES[w.tabular].get(k) for k in PREPARE_KEYS}, "outcome_columns": OUTCOMES}),
+        f"{OUT}/modalities/{{prepared}}.parquet",
     log:
-        f"{OUT}/logs/prepare_modality/{{tabular}}.log",
+        f"{OUT}/logs/prepare_modality/{{prepared}}.log",
     benchmark:
-        f"{OUT}/benchmarks/prepare_modality/{{tabular}}.tsv"
+        f"{OUT}/benchmarks/prepare_modality/{{prepared}}.tsv"
     conda:
         "../envs/tabular.yaml"
     resources:
         mem_mb=grows(8000),
         runtime=15,
+    params:
+        command=lambda w: PLAN.prepare_args(w.prepared)[0],
+        args=lambda w: cli_args(PLAN.prepare_args(w.prepared)[1]),
     shell:
-        "lego prepare-modality --table {input:q} --modality {wildcards.tabular} {params.args} "
+        "lego {params.command} --table {input:q} --modality {wildcards.prepared} {params.args} "
         "--out {output:q} > {log:q} 2>&1"

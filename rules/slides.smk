@@ -8,9 +8,6 @@ rule segment_tissue:
     output:
         tissue=f"{OUT}/slides/{{slide}}/tissue.parquet",
         png=f"{OUT}/slides/{{slide}}/tissue.png",
-    params:
-        args=cli_args(config["tissue"]),
-        mpp=mpp_arg(),
     log:
         f"{OUT}/logs/segment_tissue/{{slide}}.log",
     benchmark:
@@ -20,6 +17,9 @@ rule segment_tissue:
     resources:
         mem_mb=3000,
         runtime=10,
+    params:
+        args=cli_args(config["tissue"]),
+        mpp=mpp_arg(),
     shell:
         "lego segment --slide {input.slide:q} --out-tissue {output.tissue:q} --out-png {output.png:q} "
         "{params.args} {params.mpp} --record-failure > {log:q} 2>&1"
@@ -31,9 +31,6 @@ rule extract_patches:
         tissue=rules.segment_tissue.output.tissue,
     output:
         f"{OUT}/slides/{{slide}}/patches.h5",
-    params:
-        args=cli_args(config["patches"]),
-        mpp=mpp_arg(),
     log:
         f"{OUT}/logs/extract_patches/{{slide}}.log",
     benchmark:
@@ -43,6 +40,9 @@ rule extract_patches:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        args=cli_args(config["patches"]),
+        mpp=mpp_arg(),
     shell:
         "lego extract --slide {input.slide:q} --tissue {input.tissue:q} --out {output:q} "
         "{params.args} {params.mpp} --record-failure > {log:q} 2>&1"
@@ -55,23 +55,23 @@ rule embed_patches:
         checkpoint=encoder_checkpoint,
     output:
         f"{OUT}/features/{{encoder}}/{{slide}}.h5",
-    wildcard_constraints:
-        encoder=r"(?!imported-)[A-Za-z0-9_]+",
-    params:
-        args=cli_args(config["embedding"], skip=("threads", "gpus")),
-        checkpoint=lambda w: cli_args({"checkpoint": config["encoders"].get(w.encoder, {}).get("checkpoint")}),
-        mpp=mpp_arg(),
-    threads: config["embedding"]["threads"]
     log:
         f"{OUT}/logs/embed_patches/{{encoder}}/{{slide}}.log",
     benchmark:
         f"{OUT}/benchmarks/embed_patches/{{encoder}}/{{slide}}.tsv"
+    wildcard_constraints:
+        encoder=r"(?!imported-)[A-Za-z0-9_]+",
     conda:
         "../envs/slides.yaml"
+    threads: config["embedding"]["threads"]
     resources:
         mem_mb=grows(6000),
         runtime=60,
         gpu=config["embedding"]["gpus"],
+    params:
+        args=cli_args(config["embedding"], skip=("threads", "gpus")),
+        checkpoint=lambda w: cli_args({"checkpoint": config["encoders"].get(w.encoder, {}).get("checkpoint")}),
+        mpp=mpp_arg(),
     shell:
         "lego embed --slide {input.slide:q} --patches {input.patches:q} --encoder {wildcards.encoder} "
         "{params.checkpoint} --out {output:q} {params.args} --threads {threads} {params.mpp} "
@@ -86,8 +86,6 @@ rule import_features:
         src=lambda w: [p] if os.path.isfile(p := imported_feature_file(w)) else [],
     output:
         f"{OUT}/features/imported-{{wsi}}/{{slide}}.h5",
-    params:
-        src=imported_feature_file,
     log:
         f"{OUT}/logs/import_features/{{wsi}}/{{slide}}.log",
     conda:
@@ -95,6 +93,8 @@ rule import_features:
     resources:
         mem_mb=2000,
         runtime=5,
+    params:
+        src=imported_feature_file,
     shell:
         "lego import-features --src {params.src:q} --out {output:q} "
         "--slide-name {wildcards.slide:q} --record-failure > {log:q} 2>&1"
@@ -103,11 +103,9 @@ rule import_features:
 rule collect_slide_features:
     input:
         slides=rules.index_slides.output.slides,
-        features=slide_features,
+        features=lambda w: slide_features(w.wsi),
     output:
         f"{OUT}/modalities/{{wsi}}.parquet",
-    params:
-        features_dir=lambda w: f"{OUT}/features/{feature_set(w.wsi)}",
     log:
         f"{OUT}/logs/collect_slide_features/{{wsi}}.log",
     conda:
@@ -115,6 +113,8 @@ rule collect_slide_features:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        features_dir=lambda w: f"{OUT}/features/{PLAN.feature_set(w.wsi)}",
     shell:
         "lego feature-manifest --slides {input.slides:q} --features-dir {params.features_dir:q} "
         "--modality {wildcards.wsi} --out {output:q} > {log:q} 2>&1"

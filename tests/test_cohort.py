@@ -6,6 +6,7 @@ from lego.data.cohort_table import build_patients_table
 from lego.data.folds import make_folds
 from lego.data.slides_index import index_slides, patient_of
 from lego.errors import InputError
+from tests.helpers import lego_fails
 
 
 def patients(n=100, seed=0):
@@ -66,11 +67,12 @@ def test_fold_counts_that_make_no_folds_are_refused(kwargs, message):
 def test_make_folds_cli_exits_2_with_one_line(tmp_path, capsys):
     from lego.cli import main
 
-    patients().to_parquet(tmp_path / "labels.parquet")
-    assert main(["make-folds", "--labels", str(tmp_path / "labels.parquet"), "--method", "kfold", "--n-folds", "1",
-                 "--out", str(tmp_path / "folds.parquet")]) == 2
+    n = 20
+    patients(n).to_parquet(tmp_path / "labels.parquet")
+    assert main(["make-folds", "--labels", str(tmp_path / "labels.parquet"), "--method", "kfold", "--n-folds",
+                 str(n + 1), "--out", str(tmp_path / "folds.parquet")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("lego make-folds: error: kfold needs n_folds >= 2")
+    assert err[-1].startswith(f"lego make-folds: error: kfold with {n + 1} folds needs at least {n + 1} patients")
     assert not (tmp_path / "folds.parquet").exists()
     with pytest.raises(SystemExit) as info:  # --n-folds 0 never reaches make_folds: the parser refuses it
         main(["make-folds", "--labels", str(tmp_path / "labels.parquet"), "--n-folds", "0", "--out", str(tmp_path / "f")])
@@ -197,3 +199,30 @@ def test_an_unwritable_output_folder_is_one_line_exit_2(tmp_path, capsys, monkey
     assert main(["make-folds", "--labels", str(tmp_path / "labels.parquet"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "locked" in err[0] and "Permission denied; check the folder's permissions" in err[0]
+
+
+@pytest.mark.parametrize("kind, option", [("modality", "--tabular"), ("manifest", "--wsi"), ("labels", "--labels")])
+def test_cohort_table_names_the_columns_its_input_tables_lack(tmp_path, labels, capsys, kind, option):
+    """Found by the second hostile sweep (as test_our_tables_missing_their_columns_are_named)."""
+    pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "odd.parquet")
+    pd.DataFrame({"patient_id": ["P000"], "g": [1.0]}).to_parquet(tmp_path / "mod.parquet")
+    args = {"--labels": str(labels), "--tabular": "a=" + str(tmp_path / "mod.parquet")}
+    args[option] = str(tmp_path / "odd.parquet") if option == "--labels" else option[2] + "=" + str(tmp_path / "odd.parquet")
+    lego_fails(["cohort-table", *[x for kv in args.items() for x in kv], "--out", str(tmp_path / "c.parquet")], capsys,
+               f"a {kind} table needs column(s)")
+
+
+def test_cohort_table_refuses_a_modality_name_given_twice(tmp_path, capsys):
+    """Found by the second hostile sweep (as test_a_name_given_twice_is_refused)."""
+    lego_fails(["cohort-table", "--labels", "l.parquet", "--tabular", "a=x.parquet", "a=y.parquet", "--out",
+                str(tmp_path / "c.parquet")], capsys, "'a' is given twice")
+
+
+def test_cohort_table_refuses_a_modality_no_labelled_patient_has(tmp_path, capsys):
+    labels = tmp_path / "labels.parquet"
+    pd.DataFrame({"patient_id": ["P0", "P1"], "time": [1.0, 2.0], "event": [1, 0]}).to_parquet(labels)
+    pd.DataFrame({"patient_id": ["P0\t", "P1\t"], "g": [1.0, 2.0]}).to_parquet(tmp_path / "rna.parquet")
+    base = ["cohort-table", "--labels", str(labels), "--out", str(tmp_path / "c.parquet")]
+    lego_fails([*base, "--tabular", f"rna={tmp_path / 'rna.parquet'}"], capsys, "modality 'rna': no labelled patient")
+    lego_fails([*base, "--tabular", f"rna={tmp_path / 'rna.parquet'}", "--wsi", f"rna={tmp_path / 'rna.parquet'}"],
+               capsys, "given as tabular and as wsi")

@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from lego.config import load_config, validate_config
+from lego.config import block_spec_errors, load_config, validate_config
 from lego.errors import ConfigError
 from tests.conftest import REPO
 
@@ -147,53 +147,65 @@ def test_patch_encoder_names_are_safe_identifiers(place):
         validate_config(cfg)
 
 
-def test_the_schema_and_the_cli_share_the_slide_defaults():
-    """Tissue, patch and slide-extension defaults live in lego.slides.params; the schema repeats them."""
-    import dataclasses
-
-    from lego.config import load_schema
-    from lego.slides.params import SLIDE_EXTENSIONS, PatchParams, TissueParams
-
-    props = load_schema()["properties"]
-    assert props["slides"]["properties"]["extensions"]["default"] == list(SLIDE_EXTENSIONS)
-    for section, cls in (("tissue", TissueParams), ("patches", PatchParams)):
-        schema = {k: v.get("default") for k, v in props[section]["properties"].items()}
-        code = {f.name: f.default for f in dataclasses.fields(cls)}
-        assert schema == code, section
-
-
-def test_the_schema_and_the_block_spec_share_their_defaults():
-    from lego.config import load_schema
-    from lego.data.fold_data import MAX_PATCHES, N_BINS
-
-    model = load_schema()["properties"]["model"]["properties"]
-    assert model["n_bins"]["default"] == N_BINS
-    assert model["train"]["properties"]["max_patches"]["default"] == MAX_PATCHES
-
-
-def test_the_schema_names_the_block_encoders_the_code_builds():
-    """Every encoder enum in the schema (a block's encoder, a grid's encoder list) is ENCODERS."""
-    from lego.config import load_schema
-    from lego.models.encoders import ENCODERS
-
-    def enums(node):
-        if isinstance(node, dict):
-            if "snn" in node.get("enum", []):
-                yield node["enum"]
-            for v in node.values():
-                yield from enums(v)
-        elif isinstance(node, list):
-            for v in node:
-                yield from enums(v)
-
-    found = list(enums(load_schema()))
-    assert found and all(sorted(e) == sorted(ENCODERS) for e in found), found
-
-
 def test_model_names_are_built_and_read_in_one_module():
-    from lego.evaluation.names import (baseline_name, block_modality, block_name, model_folder, model_kind)
+    from lego.evaluation.names import baseline_name, block_modality, block_name, model_folder, model_kind
 
     assert block_modality(block_name("rna_v2")) == "rna_v2" and block_modality("merge-tuned") is None
     assert [model_kind(n) for n in (block_name("cnv"), "merge-tuned", "lego", "ensemble", baseline_name("rsf", "early"))] \
         == ["block", "lego", "lego", "ensemble", "baseline"]
     assert model_folder(block_name("cnv"), 2, "r") == "r/blocks/cnv/fold2" and model_folder("fuse", 0, "r") == "r/fuse/fold0"
+
+
+@pytest.mark.parametrize("name", ["..", ".hidden", "."])
+def test_a_cohort_name_cannot_leave_the_results_folder(name):
+    from lego.config import validate_config
+    from lego.errors import ConfigError
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["cohort"]["name"] = name
+    with pytest.raises(ConfigError, match="cohort"):
+        validate_config(cfg)
+
+
+def test_the_config_refuses_reversed_clip_quantiles_and_specs_the_workflow_writes_pass():
+    from lego.config import ConfigError, validate_config
+
+    config = {"cohort": {"name": "c", "labels": {"path": "l.csv"}},
+              "modalities": {"rna": {"kind": "tabular", "path": "r.csv", "preprocess": {"clip_quantiles": [0.9, 0.1]}}}}
+    with pytest.raises(ConfigError, match=r"modalities\.rna\.preprocess\.clip_quantiles': \[0\.9, 0\.1\] must be"):
+        validate_config(config)
+    config["modalities"]["rna"]["preprocess"] = {"clip_quantiles": [0.01, 0.99], "select_k": 64}
+    config = validate_config(config)
+    model = config["model"]
+    spec = {**model["block"], **model["train"], "n_bins": model["n_bins"], "encoder": "snn",
+            "preprocess": config["modalities"]["rna"]["preprocess"]}
+    assert block_spec_errors(spec) == []
+
+
+def test_grid_mistakes_are_named_in_the_config():
+    from lego.config import ConfigError, validate_config
+
+    def config(grid):
+        return {"cohort": {"name": "c", "labels": {"path": "l.csv"}},
+                "modalities": {"rna": {"kind": "tabular", "path": "r.csv"}}, "model": {"grid": grid}}
+
+    for grid, phrase in (([], "'model.grid': is empty"),
+                         ({"lr": [0.001, 0.001]}, "'model.grid.lr': lists an entry twice"),
+                         ([{"lr": 0.001}, {"lr": 0.001}], "'model.grid': lists an entry twice"),
+                         ([{"lrr": 1}], "'model.grid.0': Additional properties are not allowed ('lrr' was unexpected)")):
+        with pytest.raises(ConfigError) as err:
+            validate_config(config(grid))
+        assert phrase in str(err.value), str(err.value)
+
+
+def test_an_abmil_baseline_without_a_slide_modality_is_a_config_error(tmp_path):
+    import yaml
+
+    from tests.workflow_runs import snakemake, write_config
+
+    cfg = write_config(tmp_path)
+    cfg["modalities"] = {m: s for m, s in cfg["modalities"].items() if s["kind"] != "wsi"}
+    cfg["evaluation"] = {"baselines": ["coxnet", "abmil"]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and "abmil, which needs a slide modality" in proc.stdout + proc.stderr

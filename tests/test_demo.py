@@ -1,8 +1,10 @@
 import numpy as np
 import openslide
 import pandas as pd
+import pytest
 
 from lego.demo.cohort import make_demo_cohort
+from tests.helpers import parse_fails
 
 
 def test_slides_are_aperio_pyramids_with_mpp(demo_slides):
@@ -79,3 +81,22 @@ def test_parallel_slide_writing_gives_identical_files(tmp_path):
     assert one and [p.name for p in one] == [p.name for p in sorted((tmp_path / "two" / "slides").glob("*.svs"))]
     for p in one:
         assert p.read_bytes() == (tmp_path / "two" / "slides" / p.name).read_bytes()
+
+
+def test_the_demo_generator_checks_its_arguments_and_leaves_no_stale_slide(tmp_path, capsys):
+    parse_fails(["make-demo", "--out", str(tmp_path / "d"), "--seed", "-1"], capsys, "argument --seed: -1 is outside [0, ")
+    parse_fails(["make-demo", "--out", str(tmp_path / "d"), "--patients", "8", "--prefix", "ab1"], capsys,
+                "argument --prefix: ab1 does not match ^[A-Z]{4}$")  # demo.prefix's pattern in the schema
+    from lego.demo.cohort import _clear_stale_slides
+    from lego.errors import InputError
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in ("DEMO-00-0001-01Z-00-DX1.svs", "DEMO-00-0099-01Z-00-DX1.svs"):
+        (slides / name).write_bytes(b"x")
+    _clear_stale_slides(slides, {"DEMO-00-0001-01Z-00-DX1.svs"})
+    assert [p.name for p in slides.iterdir()] == ["DEMO-00-0001-01Z-00-DX1.svs"]
+    (slides / "my_real_slide.svs").write_bytes(b"x")
+    with pytest.raises(InputError, match="not a demo slide"):
+        _clear_stale_slides(slides, set())
+    assert (slides / "my_real_slide.svs").exists(), "never deleted"

@@ -9,8 +9,9 @@ from lego.slides.encoders import create_encoder, list_encoders, to_chw_uint8
 from lego.slides.encoders.resnet50_trunc import ResNet50Trunc
 from lego.slides.features import import_feature_file, read_feature_bag, write_feature_bag
 from lego.slides.patches import PatchParams
-from lego.slides.stages import run_embed, run_extract, run_segment
+from lego.slides.slide_jobs import run_embed, run_extract, run_segment
 from lego.slides.tissue import TissueParams
+from tests.helpers import lego_fails
 
 
 def test_registry_lists_the_shipped_encoders():
@@ -218,3 +219,18 @@ def test_stain_texture_ignores_reduced_precision_autocast():
         cast = enc.embed(batch)
     assert cast.dtype == torch.float32
     torch.testing.assert_close(cast, plain)
+
+
+def test_checkpoints_are_read_by_content_and_refused_where_none_is_taken(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from lego.slides.encoders import load_state_dict
+
+    save_file({"w": torch.ones(2)}, str(tmp_path / "st_as.bin"))  # a safetensors file under another name
+    assert set(load_state_dict(str(tmp_path / "st_as.bin"))) == {"w"}
+    (tmp_path / "rand.bin").write_bytes(np.random.default_rng(0).bytes(4096))
+    base = ["embed", "--slide", "s.svs", "--patches", "p.h5", "--out", "o.h5"]
+    lego_fails([*base, "--encoder", "uni", "--checkpoint", str(tmp_path / "rand.bin")], capsys,
+               "neither a safetensors nor a torch weights file")
+    lego_fails([*base, "--encoder", "stain_texture", "--checkpoint", str(tmp_path / "st_as.bin")], capsys,
+               "encoder 'stain_texture' has no weights")

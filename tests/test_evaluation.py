@@ -9,9 +9,10 @@ from sklearn.metrics import roc_auc_score
 from sksurv.metrics import concordance_index_censored
 
 from lego.data.folds import make_folds
+from lego.evaluation.baseline_runs import BaselineRun, run_baselines, run_ensemble
 from lego.evaluation.bootstrap import mean_ci, pair_matrices, pair_score, paired_difference
 from lego.evaluation.metrics import classification_metrics, curve_at, score_subset, survival_metrics
-from lego.evaluation.stages import EvalOptions, run_baselines, run_ensemble, write_evaluation
+from lego.evaluation.scoring import EvalOptions, write_evaluation
 from lego.evaluation.summary import best_block, summarise
 
 EDGES = [0.0, 1.0, 2.0, 3.0, np.inf]
@@ -102,7 +103,7 @@ def test_a_set_without_events_gives_missing_metrics_with_the_reason():
 def test_bootstrap_interval_covers_the_estimate_and_identical_models_differ_by_zero():
     rng = np.random.default_rng(3)
     folds = []
-    for f in range(3):
+    for _ in range(3):
         t = rng.exponential(10, 50)
         folds.append(_surv_frame(t, rng.integers(0, 2, 50), -t + rng.normal(0, 8, 50)))
     point = np.mean([pair_score(pair_matrices(f, "survival"), np.ones(50))[0] for f in folds])
@@ -138,8 +139,9 @@ def test_baselines_choose_on_validation_and_never_see_test_patients(tmp_path):
     specs = {"omics": {"kind": "tabular", "path": str(paths["omics"]), "preprocess": {"select_k": 3}},
              "clinical": {"kind": "tabular", "path": str(paths["clinical"]), "categorical": ["site"]}}
     opts = EvalOptions(horizons=[10.0])
-    first = run_baselines(["coxnet", "rsf"], "early", specs, str(paths["labels"]), str(paths["folds"]), 0, "survival", 4,
-                          opts, str(tmp_path / "a"))
+    common = {"labels": str(paths["labels"]), "folds": str(paths["folds"]), "fold": 0, "task": "survival", "n_bins": 4,
+              "opts": opts}
+    first = run_baselines(BaselineRun(["coxnet", "rsf"], "early", specs), **common, out_root=str(tmp_path / "a"))
     assert set(first) == {"coxnet-early", "rsf-early"}
     assert first["coxnet-early"]["test"]["c_index"] > 0.65 and first["rsf-early"]["test"]["c_index"] > 0.6
 
@@ -152,8 +154,7 @@ def test_baselines_choose_on_validation_and_never_see_test_patients(tmp_path):
     labels.loc[lab_test, "time"] = rng.uniform(0.1, 500, lab_test.sum())
     omics.to_parquet(paths["omics"])
     labels.to_parquet(paths["labels"])
-    second = run_baselines(["coxnet", "rsf"], "early", specs, str(paths["labels"]), str(paths["folds"]), 0, "survival", 4,
-                           opts, str(tmp_path / "b"))
+    second = run_baselines(BaselineRun(["coxnet", "rsf"], "early", specs), **common, out_root=str(tmp_path / "b"))
     for name in first:
         assert first[name]["baseline"] == second[name]["baseline"]
         a = pd.read_parquet(tmp_path / "a" / name / "fold0" / "predictions.parquet")
@@ -170,8 +171,8 @@ def test_ensemble_averages_the_blocks_a_patient_has(tmp_path):
     files = []
     for name, pids, risk in (("block-x", ["C", "D"], [-1.0, -3.0]), ("block-y", ["D"], [-2.0])):
         pred = {"test": pd.DataFrame({"patient_id": pids, "risk": risk}), "val": pd.DataFrame({"patient_id": [], "risk": []})}
-        write_evaluation(pred, labels, {"train": ["A", "B"], "val": [], "test": ["C", "D"]}, "survival", None,
-                         EvalOptions(horizons=[]), name, 0, tmp_path / name)
+        write_evaluation(pred, labels, {"train": ["A", "B"], "val": [], "test": ["C", "D"]}, task="survival", edges=None,
+                         opts=EvalOptions(horizons=[]), name=name, fold=0, out_dir=tmp_path / name)
         files.append(str(tmp_path / name / "metrics.json"))
     result = run_ensemble(files, str(tmp_path / "labels.parquet"), str(tmp_path / "folds.parquet"), EvalOptions(horizons=[]),
                           str(tmp_path / "ens"))
@@ -196,7 +197,7 @@ def test_summary_picks_the_best_block_on_validation_and_reports_missing_folds(tm
             if name == "block-bad" and f == 1:
                 pred["test"] = pred["test"].iloc[:0]  # a fold where the block predicts nobody
             out = tmp_path / name / f"fold{f}"
-            write_evaluation(pred, labels, ids[f], "survival", None, EvalOptions(horizons=[]), name, f, out)
+            write_evaluation(pred, labels, ids[f], task="survival", edges=None, opts=EvalOptions(horizons=[]), name=name, fold=f, out_dir=out)
             files.append(str(out / "metrics.json"))
     tables = summarise(files, tmp_path / "summary", n_boot=100)
     m = tables["metrics"].set_index(["model", "metric"])
@@ -218,9 +219,9 @@ def test_a_baseline_that_cannot_be_fitted_is_missing_with_the_reason(tmp_path):
     few = omics[omics["patient_id"].isin(folds[folds["subset"] != "train"]["patient_id"]) | (omics.index < 3)]
     for name, df in (("labels", labels), ("folds", folds), ("omics", few)):
         df.to_parquet(tmp_path / f"{name}.parquet")
-    res = run_baselines(["coxnet"], "omics", {"omics": {"kind": "tabular", "path": str(tmp_path / "omics.parquet")}},
-                        str(tmp_path / "labels.parquet"), str(tmp_path / "folds.parquet"), 0, "survival", 4,
-                        EvalOptions(), str(tmp_path / "out"))["coxnet-omics"]
+    run = BaselineRun(["coxnet"], "omics", {"omics": {"kind": "tabular", "path": str(tmp_path / "omics.parquet")}})
+    res = run_baselines(run, labels=str(tmp_path / "labels.parquet"), folds=str(tmp_path / "folds.parquet"), fold=0,
+                        task="survival", n_bins=4, opts=EvalOptions(), out_root=str(tmp_path / "out"))["coxnet-omics"]
     assert res["test"]["c_index"] is None and "it needs at least 5" in res["test"]["missing"]["c_index"]
     assert res["baseline"]["chosen"] is None and (tmp_path / "out" / "coxnet-omics" / "fold0" / "predictions.parquet").exists()
 
@@ -233,7 +234,7 @@ def test_summary_copes_with_a_model_that_predicts_nobody(tmp_path):
     for name, pred in (("block-x", {s: pd.DataFrame({"patient_id": ids[s], "risk": np.arange(len(ids[s]), dtype=float)})
                                     for s in ("test", "val")}),
                        ("coxnet-x", {s: pd.DataFrame({"patient_id": pd.Series([], dtype=str)}) for s in ("test", "val")})):
-        write_evaluation(pred, labels, ids, "survival", None, EvalOptions(horizons=[]), name, 0, tmp_path / name,
+        write_evaluation(pred, labels, ids, task="survival", edges=None, opts=EvalOptions(horizons=[]), name=name, fold=0, out_dir=tmp_path / name,
                          not_fitted="too few patients" if name == "coxnet-x" else None)
         files.append(str(tmp_path / name / "metrics.json"))
     m = summarise(files, tmp_path / "summary", n_boot=50)["metrics"].set_index(["model", "metric"])

@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from lego.cli import main
 from lego.slides.encoders import create_encoder, encoder_info
 from lego.slides.encoders.foundation import FOUNDATION, _builder, network
-from tests.test_hostile_inputs import lego_fails
+from tests.helpers import lego_fails
 
 # name -> (keys, parameters in millions, {key: shape}) of the published timm layouts.
 PUBLISHED = {
@@ -187,7 +186,7 @@ def test_a_foundation_encoder_embeds_a_demo_slide(demo_slides, tmp_path, monkeyp
     from lego.slides import encoders
     from lego.slides.features import read_feature_bag
     from lego.slides.patches import PatchParams
-    from lego.slides.stages import run_embed, run_extract, run_segment
+    from lego.slides.slide_jobs import run_embed, run_extract, run_segment
     from lego.slides.tissue import TissueParams
 
     torch.save(random_state("uni", 2), tmp_path / "uni.bin")

@@ -16,9 +16,9 @@ import torch
 
 from lego.data.fold_data import ModalityTensors, collate, make_targets
 from lego.models import BlockConfig, LegoBlock, LegoFuse
-from lego.models import io as model_io
+from lego.models import files as model_io
+from lego.survival.discrimination import c_index
 from lego.survival.loss import risk_score
-from lego.survival.metrics import c_index
 from lego.train import TrainConfig, evaluate_loss, train
 
 CPU = torch.device("cpu")
@@ -78,7 +78,7 @@ def fit(name, encoder, device, mods, targets, ids, epochs=6):
     train_ids, val_ids, _ = split(ids)
     model = Single(name, block(mods[name].dim, encoder))
     cfg = TrainConfig(epochs=epochs, lr=3e-3, batch_size=16, patience=epochs, seed=1)
-    result = train(model, {name: mods[name]}, targets, train_ids, val_ids, cfg, device, f"gpu test {name}")
+    result = train(model, {name: mods[name]}, targets, train_ids, val_ids, cfg=cfg, device=device, where=f"gpu test {name}")
     return model, cfg, result
 
 
@@ -131,7 +131,7 @@ def test_fuse_on_the_accelerator_reloads_to_its_best_validation_loss(accel, tmp_
               "tab": fit("tab", "snn", accel, mods, targets, ids)[0].b}
     fuse = LegoFuse({m: b.cpu() for m, b in blocks.items()}, "stack")
     cfg = TrainConfig(epochs=3, lr=1e-4, batch_size=16, patience=3, seed=2, keep_initial=True)
-    result = train(fuse, mods, targets, train_ids, val_ids, cfg, accel, "gpu test fuse")
+    result = train(fuse, mods, targets, train_ids, val_ids, cfg=cfg, device=accel, where="gpu test fuse")
     cfgs = {m: {"block": b.cfg.to_dict()} for m, b in blocks.items()}
     model_io.save(fuse, {"kind": "fuse", "blocks": cfgs, "order": list(cfgs), "mode": "stack", "head_method": "slerp"},
                   tmp_path)
@@ -145,8 +145,8 @@ def small_slide(tmp_path):
     """A small uncompressed Aperio-style slide and its patch grid (no JPEG codec needed)."""
     from lego.demo.aperio import write_aperio_tiff
     from lego.demo.cohort import SlideRenderer, SlideSpec
-    from lego.slides.stages import run_extract, run_segment
     from lego.slides.patches import PatchParams
+    from lego.slides.slide_jobs import run_extract, run_segment
     from lego.slides.tissue import TissueParams
 
     path = tmp_path / "small.svs"

@@ -6,43 +6,17 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from lego.cli import main
-from lego.data.cohort_table import feature_manifest
-from lego.data.folds import make_folds
-from lego.slides.features import write_feature_bag
-from lego.stages import train_block
-from tests.test_fit_protocol import SMALL
-
-
-def slide_cohort(tmp_path, n=24):
-    """Patients with one or two feature bags each (a signal in feature 0), labels and folds."""
-    rng = np.random.default_rng(0)
-    ids = [f"P{i:03d}" for i in range(n)]
-    rows, risk = [], rng.normal(size=n)
-    for i, pid in enumerate(ids):
-        for s in range(1 + i % 2):
-            k = 6 + s
-            feats = rng.normal(size=(k, 8)).astype(np.float32)
-            feats[0, 0] += 3 * risk[i]
-            coords = np.stack([np.arange(k) * 256, np.full(k, 512 * s)], axis=1)
-            path = tmp_path / f"{pid}-S{s}.h5"
-            write_feature_bag(path, feats, coords, {"encoder": "toy"}, {"patch_size_level0": 256})
-            rows.append({"slide_id": f"{pid}-S{s}", "patient_id": pid, "path": str(path)})
-    slides = pd.DataFrame(rows)
-    manifest = feature_manifest(slides, dict(zip(slides["slide_id"], slides["path"])))
-    manifest.to_parquet(tmp_path / "wsi.parquet")
-    time = np.exp(-risk) * 20
-    labels = pd.DataFrame({"patient_id": ids, "time": time, "event": (rng.random(n) < 0.8).astype(int)})
-    labels.to_parquet(tmp_path / "labels.parquet")
-    make_folds(labels, n_folds=1, fractions=(0.5, 0.2, 0.3)).to_parquet(tmp_path / "folds.parquet")
-    return tmp_path
+from lego.steps.block_training import train_block
+from tests.helpers import SMALL, _wsi_block, lego_fails, slide_cohort
 
 
 def test_heatmaps_cover_every_test_slide_and_open_in_qupath(tmp_path):
     d = slide_cohort(tmp_path)
-    train_block("wsi", "wsi", str(d / "wsi.parquet"), str(d / "labels.parquet"), str(d / "folds.parquet"), 0, "survival",
-                {**SMALL, "encoder": "abmil"}, str(d / "blk"), device="cpu")
+    train_block("wsi", "wsi", str(d / "wsi.parquet"), labels=str(d / "labels.parquet"), folds=str(d / "folds.parquet"), fold=0, task="survival",
+                spec={**SMALL, "encoder": "abmil"}, out_dir=str(d / "blk"), device="cpu")
     out = d / "heat"
     assert main(["heatmaps", "--model-dir", str(d / "blk"), "--manifest", str(d / "wsi.parquet"), "--folds",
                  str(d / "folds.parquet"), "--out-dir", str(out)]) == 0
@@ -69,33 +43,38 @@ def test_heatmaps_cover_every_test_slide_and_open_in_qupath(tmp_path):
 
 def test_a_block_without_attention_says_so_instead_of_failing(tmp_path):
     d = slide_cohort(tmp_path)
-    train_block("wsi", "wsi", str(d / "wsi.parquet"), str(d / "labels.parquet"), str(d / "folds.parquet"), 0, "survival",
-                {**SMALL, "encoder": "none"}, str(d / "blk"), device="cpu")
+    train_block("wsi", "wsi", str(d / "wsi.parquet"), labels=str(d / "labels.parquet"), folds=str(d / "folds.parquet"), fold=0, task="survival",
+                spec={**SMALL, "encoder": "none"}, out_dir=str(d / "blk"), device="cpu")
     assert main(["heatmaps", "--model-dir", str(d / "blk"), "--manifest", str(d / "wsi.parquet"), "--folds",
                  str(d / "folds.parquet"), "--out-dir", str(d / "heat")]) == 0
     assert "no patch attention" in (d / "heat" / "NO_HEATMAPS.txt").read_text()
 
 
 def test_the_abmil_baselines_saved_model_reloads_and_draws_heatmaps(tmp_path):
-    """The baseline's files are a model like any other (safetensors + config.json): reloaded, it gives
-    the predictions it was evaluated with, and its attention is drawn as the block's is."""
+    """The baseline's files are a model like any other (safetensors + config.json): trained by
+    train-model and scored by evaluate, reloaded it gives the predictions it was evaluated with, and
+    its attention is drawn as the block's is."""
     import torch
 
     from lego.data.fold_data import load_fold_modality
-    from lego.models import io as model_io
-    from lego.stages import predict
+    from lego.models import files as model_io
+    from lego.steps.inference import predict
 
     d = slide_cohort(tmp_path)
-    args = ["--data", str(d / "wsi.parquet"), "--labels", str(d / "labels.parquet"), "--folds", str(d / "folds.parquet")]
-    assert main(["abmil", "--modality", "wsi", *args, "--fold", "0", "--spec", json.dumps(SMALL),
-                 "--out-dir", str(d / "abmil"), "--device", "cpu"]) == 0
+    common = ["--labels", str(d / "labels.parquet"), "--folds", str(d / "folds.parquet"), "--device", "cpu"]
+    assert main(["train-model", "--model", "abmil", "--data", f"wsi={d / 'wsi.parquet'}", "--modalities",
+                 json.dumps({"wsi": {"kind": "wsi"}}), "--fold", "0", "--spec", json.dumps(SMALL),
+                 "--out-dir", str(d / "abmil"), *common]) == 0
+    assert main(["evaluate", "--model-dir", str(d / "abmil"), "--name", "abmil-wsi", "--data", f"wsi={d / 'wsi.parquet'}",
+                 "--out-dir", str(d / "eval"), *common]) == 0
     model, config = model_io.load(d / "abmil")
     assert config["kind"] == "abmil" and config["fold"] == 0 and config["patients"]["train"]
-    inputs = load_fold_modality("wsi", "wsi", *args[1::2], 0, "survival", SMALL, "reload")
+    inputs = load_fold_modality("wsi", "wsi", str(d / "wsi.parquet"), labels=str(d / "labels.parquet"),
+                                folds=str(d / "folds.parquet"), fold=0, task="survival", spec=SMALL, where="reload")
     test = [p for p in inputs.ids["test"] if p in inputs.mod.per_patient]
     with torch.no_grad():
         again = predict(model, config, {"wsi": inputs.mod}, test).set_index("patient_id")["risk"]
-    saved = pd.read_parquet(d / "abmil" / "predictions.parquet").query("subset == 'test'").set_index("patient_id")["risk"]
+    saved = pd.read_parquet(d / "eval" / "predictions.parquet").query("subset == 'test'").set_index("patient_id")["risk"]
     assert np.allclose(again.loc[saved.index], saved, atol=1e-6)
     out = d / "heat"
     assert main(["heatmaps", "--model-dir", str(d / "abmil"), "--manifest", str(d / "wsi.parquet"), "--folds",
@@ -103,3 +82,58 @@ def test_the_abmil_baselines_saved_model_reloads_and_draws_heatmaps(tmp_path):
     index = pd.read_csv(out / "index.tsv", sep="\t")
     assert len(index) and (index["reason"].isna()).all()
     assert all((out / f"{s}.png").is_file() and (out / f"{s}.geojson").is_file() for s in index["slide_id"])
+
+
+@pytest.fixture
+def heat_inputs(tmp_path):
+    from lego.steps.block_training import train_block
+
+    d = slide_cohort(tmp_path)
+    train_block("wsi", "wsi", str(d / "wsi.parquet"), labels=str(d / "labels.parquet"), folds=str(d / "folds.parquet"), fold=0,
+                task="survival", spec={**SMALL, "encoder": "abmil"}, out_dir=str(d / "blk"), device="cpu")
+    folds = pd.read_parquet(d / "folds.parquet")
+    test = sorted(folds.loc[folds["subset"] == "test", "patient_id"])
+    return d, pd.read_parquet(d / "wsi.parquet"), test
+
+
+def heat(d, manifest):
+    manifest.to_parquet(d / "m.parquet")
+    return ["heatmaps", "--model-dir", str(d / "blk"), "--manifest", str(d / "m.parquet"), "--folds",
+            str(d / "folds.parquet"), "--out-dir", str(d / "heat")]
+
+
+def test_one_unreadable_slide_does_not_stop_the_heatmaps(heat_inputs):
+    d, m, test = heat_inputs
+    broken = m.index[m["patient_id"] == test[0]][0]
+    m.loc[broken, "features"] = str(d / "deleted.h5")
+    assert main(heat(d, m)) == 0
+    index = pd.read_table(d / "heat" / "index.tsv").fillna({"reason": ""})
+    assert "not a readable HDF5" in index.loc[index["slide_id"] == m.loc[broken, "slide_id"], "reason"].iloc[0]
+    drawn = index[index["reason"] == ""]
+    assert set(drawn["patient_id"]) == set(test[1:]) and all((d / "heat" / f"{s}.png").exists() for s in drawn["slide_id"])
+
+
+def test_heatmaps_refuse_slide_ids_that_leave_the_folder_and_repeated_rows(heat_inputs, capsys):
+    d, m, test = heat_inputs
+    lego_fails(heat(d, pd.concat([m, m.iloc[[0]]])), capsys, "is listed twice")
+    m.loc[m.index[0], "slide_id"] = "../../escape"
+    lego_fails(heat(d, m), capsys, "'../../escape' is not a file name")
+    assert not (d.parent / "escape.png").exists()
+
+
+def test_no_usable_slide_is_said_not_silent(heat_inputs):
+    d, m, _ = heat_inputs
+    assert main(heat(d, m.assign(status="failed"))) == 0
+    assert "no usable slide" in (d / "heat" / "NO_HEATMAPS.txt").read_text()
+
+
+def test_heatmaps_refuse_a_folds_table_the_model_was_not_trained_with(tmp_path, capsys):
+    from lego.data.folds import make_folds
+
+    d = slide_cohort(tmp_path)
+    _wsi_block(d)
+    labels = pd.read_parquet(d / "labels.parquet")
+    make_folds(labels, n_folds=1, fractions=(0.5, 0.2, 0.3), seeds=[99]).to_parquet(d / "other_folds.parquet")
+    lego_fails(["heatmaps", "--model-dir", str(d / "blk"), "--manifest", str(d / "wsi.parquet"), "--folds",
+                str(d / "other_folds.parquet"), "--out-dir", str(d / "h")], capsys,
+               "test patients in", "were used to fit or validate this model", "folds table it was trained with")

@@ -16,9 +16,9 @@ from lego.slides.features import import_feature_file, read_feature_bag
 from lego.slides.interop import stamp_geometry
 from lego.slides.patches import PatchParams
 from lego.slides.reader import open_slide
-from lego.slides.stages import run_embed, run_extract, run_segment
+from lego.slides.slide_jobs import run_embed, run_extract, run_segment
 from lego.slides.tissue import TissueParams
-from tests.test_hostile_inputs import lego_fails
+from tests.helpers import lego_fails
 
 
 @pytest.fixture(scope="module")

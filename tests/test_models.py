@@ -8,11 +8,11 @@ import torch
 from lego.data.fold_data import ModalityTensors, collate, make_targets
 from lego.errors import LegoError
 from lego.models import BlockConfig, LegoBlock, LegoFuse, LegoMerge
-from lego.models import io as model_io
+from lego.models import files as model_io
 from lego.models.encoders import ABMIL
 from lego.models.merge import merge_heads, merge_latents, slerp, spherical_mean
+from lego.survival.discrimination import auc, c_index
 from lego.survival.loss import nll_survival_loss, risk_score
-from lego.survival.metrics import auc, c_index
 from lego.survival.targets import discretise, fit_bins
 from lego.train import TrainConfig, evaluate_loss, train
 
@@ -223,7 +223,7 @@ def test_early_stopping_restores_the_best_weights():
     targets = make_targets(labels, ids[:40], "survival")
     model = Single(block())
     cfg = TrainConfig(epochs=12, lr=5e-3, patience=3, batch_size=8)
-    result = train(model, {"a": mod}, targets, ids[:40], ids[40:], cfg, torch.device("cpu"), "test")
+    result = train(model, {"a": mod}, targets, ids[:40], ids[40:], cfg=cfg, device=torch.device("cpu"), where="test")
     best = min(h["val_loss"] for h in result["history"])
     assert result["best_val_loss"] == pytest.approx(best)
     assert evaluate_loss(model, ids[40:], {"a": mod}, targets, cfg, torch.device("cpu")) == pytest.approx(best, rel=1e-5)
@@ -235,7 +235,7 @@ def test_training_is_deterministic():
     outs = []
     for _ in range(2):
         model = Single(block())
-        train(model, {"a": mod}, targets, ids[:40], ids[40:], TrainConfig(epochs=3, seed=5), torch.device("cpu"), "t")
+        train(model, {"a": mod}, targets, ids[:40], ids[40:], cfg=TrainConfig(epochs=3, seed=5), device=torch.device("cpu"), where="t")
         outs.append(model.eval()(collate(ids, {"a": mod}))[1])
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
 
@@ -251,7 +251,8 @@ def test_nan_loss_names_modality_and_fold():
 
     ids, labels, mod = toy_task()
     with pytest.raises(LegoError, match="modality 'a', fold 2: loss became nan"):
-        train(Broken(), {"a": mod}, make_targets(labels, ids, "survival"), ids, [], TrainConfig(epochs=1), torch.device("cpu"), "modality 'a', fold 2")
+        train(Broken(), {"a": mod}, make_targets(labels, ids, "survival"), ids, [], cfg=TrainConfig(epochs=1),
+              device=torch.device("cpu"), where="modality 'a', fold 2")
 
 
 @pytest.mark.parametrize("kind", ["block", "merge", "fuse"])
@@ -261,7 +262,8 @@ def test_save_load_round_trips_predictions_exactly(kind, tmp_path):
     if kind == "block":
         model, config = blocks["a"], {"kind": "block", "block": blocks["a"].cfg.to_dict()}
     elif kind == "merge":
-        model, config = LegoMerge(blocks, "harmonic", "slerp"), {"kind": "merge", "blocks": cfgs, "order": list(cfgs), "method": "harmonic", "head_method": "slerp"}
+        model = LegoMerge(blocks, "harmonic", "slerp")
+        config = {"kind": "merge", "blocks": cfgs, "order": list(cfgs), "method": "harmonic", "head_method": "slerp"}
     else:
         model, config = LegoFuse(blocks, "weave"), {"kind": "fuse", "blocks": cfgs, "order": list(cfgs), "mode": "weave", "head_method": "slerp"}
     model.eval()
@@ -341,7 +343,7 @@ def test_a_tampered_model_folder_is_one_clear_error(case, tmp_path):
 
 def test_blocks_of_different_latent_sizes_refuse_to_merge(tmp_path):
     from lego.errors import InputError
-    from lego.stages import _load_blocks
+    from lego.steps.fold_blocks import load_blocks as _load_blocks
 
     dirs = []
     for name, rows in (("a", 4), ("b", 6)):
@@ -355,7 +357,7 @@ def test_blocks_of_different_latent_sizes_refuse_to_merge(tmp_path):
 
 def test_non_finite_predictions_are_refused_naming_the_model():
     from lego.errors import InputError
-    from lego.stages import predict
+    from lego.steps.inference import predict
 
     b = block(seed=0)
     mod = ModalityTensors("a", "tabular", {"p1": torch.randn(1, 6), "p2": torch.full((1, 6), float("inf"))}, {}, 6)

@@ -1,14 +1,14 @@
 import re
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 import yaml
 
-from lego.cli import JSON_OPTIONS, build_parser
+from lego.cli import COMMANDS, build_parser
+from lego.cli.declare import argparse_kwargs, flag
 from tests.conftest import REPO
-
 
 # Extras a rule environment needs: the slides env runs make_demo and may embed with efficientnet_lite0.
 RULE_EXTRAS = ("demo", "efficientnet")
@@ -43,7 +43,7 @@ def test_every_rule_uses_an_existing_env():
             assert (REPO / "rules" / env).resolve().is_file(), f"{smk.name}: {env}"
 
 
-@pytest.mark.parametrize("command", sorted(build_parser()._subparsers._group_actions[0].choices))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_subcommand_explains_itself(command):
     proc = subprocess.run([sys.executable, "-m", "lego.cli", command, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "usage: lego" in proc.stdout
@@ -51,9 +51,13 @@ def test_every_subcommand_explains_itself(command):
 
 
 def test_every_option_has_help():
-    subs = build_parser()._subparsers._group_actions[0].choices
-    missing = [(name, a.option_strings[0]) for name, sub in subs.items() for a in sub._actions
-               if a.option_strings and not a.help]
+    from lego.cli.declare import Option
+    from lego.settings import section
+
+    missing = [(name, opt) for name, cls in COMMANDS.items() for opt, o in cls.options().items()
+               if not argparse_kwargs(o)["help"].split("(default")[0].strip()]
+    missing += [(name, key) for name, cls in COMMANDS.items() for sec in cls.sections.values()
+                for key, s in section(sec.path).items() if not argparse_kwargs(Option(setting=s.path))["help"]]
     assert missing == []
 
 
@@ -107,14 +111,15 @@ def rule_commands() -> list[tuple[str, str]]:
 
 def dummy_args(command: str, tmp_path) -> list[str]:
     """Every required option of ``command`` with a value that passes argparse (files that do not exist)."""
-    sub = build_parser()._subparsers._group_actions[0].choices[command]
     argv = [command]
-    for action in sub._actions:
-        if not action.required or not action.option_strings:
+    for name, option in COMMANDS[command].options().items():
+        if not option.required:
             continue
-        value = action.choices[0] if action.choices else ("0" if action.type is int else f"m={tmp_path}/{command}/missing")
-        value = "{}" if action.option_strings[0] in JSON_OPTIONS else value  # inline JSON, checked when parsed
-        argv += [action.option_strings[0], str(value)]
+        kwargs = argparse_kwargs(option)
+        value = kwargs["choices"][0] if kwargs.get("choices") else (
+            "0" if getattr(kwargs.get("type"), "__name__", "") == "int" else f"m={tmp_path}/{command}/missing")
+        value = "{}" if option.json else value  # inline JSON, checked when parsed
+        argv += [flag(name), str(value)]
     return argv
 
 
@@ -150,11 +155,17 @@ def test_slide_setting_flags_take_the_fields_types_and_defaults():
     integer default (seg_downsample = 32) still takes 16.5, an integer field refuses 2.5."""
     from lego.slides.params import PatchParams, TissueParams
 
-    sub = build_parser()._subparsers._group_actions[0].choices
-    seg = sub["segment"].parse_args(["--slide", "s", "--out-tissue", "t", "--out-png", "p", "--seg-downsample", "16.5",
-                                     "--min-tissue-area-um2", "2.5e4"])
+    parser = build_parser()
+
+    def command(argv):
+        args = parser.parse_args(argv)
+        return COMMANDS[args.command].from_namespace(args)
+
+    seg = command(["segment", "--slide", "s", "--out-tissue", "t", "--out-png", "p", "--seg-downsample", "16.5",
+                   "--min-tissue-area-um2", "2.5e4"]).values["tissue"]
     assert seg.seg_downsample == 16.5 and seg.min_tissue_area_um2 == 25000.0 and seg.method == TissueParams.method
-    ext = sub["extract"].parse_args(["--slide", "s", "--tissue", "t", "--out", "o"])
-    assert (ext.patch_px, ext.patch_mpp, ext.overlap) == (PatchParams.patch_px, PatchParams.patch_mpp, PatchParams.overlap)
+    assert isinstance(seg, TissueParams)
+    ext = command(["extract", "--slide", "s", "--tissue", "t", "--out", "o"]).values["patches"]
+    assert ext == PatchParams()
     with pytest.raises(SystemExit):
-        sub["segment"].parse_args(["--slide", "s", "--out-tissue", "t", "--out-png", "p", "--median-blur", "2.5"])
+        parser.parse_args(["segment", "--slide", "s", "--out-tissue", "t", "--out-png", "p", "--median-blur", "2.5"])

@@ -45,3 +45,20 @@ def test_job_costs_and_run_record(tmp_path):
 
 def test_git_state_outside_a_checkout(tmp_path):
     assert git_state(tmp_path) == {"commit": None, "dirty": None}
+
+
+def test_one_bad_benchmark_file_or_thumbnail_does_not_stop_the_step(tmp_path):
+    from lego.evaluation.figures import qc_thumbnails
+    from lego.provenance import job_costs
+
+    bench = tmp_path / "bench"
+    (bench / "rule_a").mkdir(parents=True)
+    (bench / "rule_a" / "ok.tsv").write_text("s\th:m:s\tmax_rss\n1.5\t0:00:01\t100\n")
+    (bench / "rule_a" / "empty.tsv").write_text("")
+    (bench / "rule_a" / "text.tsv").write_text("s\nabc\n")
+    jobs = job_costs(bench).set_index("job")
+    assert jobs.loc["ok", "wall_s"] == 1.5 and jobs.loc["ok", "note"] == ""
+    assert "unreadable benchmark file" in jobs.loc["empty", "note"] and "unreadable" in jobs.loc["text", "note"]
+    (tmp_path / "bad.png").write_text("not a png")
+    qc_thumbnails([str(tmp_path / "bad.png")], tmp_path / "qc.png")
+    assert (tmp_path / "qc.png").read_bytes()[:4] == b"\x89PNG"

@@ -139,7 +139,7 @@ def test_a_run_killed_mid_training_resumes(finished):
     assert not model.exists(), "an interrupted job leaves no output that could pass for finished"
     snakemake(finished, "--unlock")  # a SIGKILLed Snakemake cannot release its lock (Ctrl-C / SIGTERM do)
     # No --rerun-incomplete needed: outputs are written under temporary names, so a killed job left
-    # nothing Snakemake could call incomplete; the plain command resumes (README, "Reruns").
+    # nothing Snakemake could call incomplete; the plain command resumes (docs/cluster.md, "Partial reruns, resuming and provenance").
     jobs = dry_run_jobs(finished)
     assert jobs["train_block"] == N_FOLDS and "prepare_modality" not in jobs, jobs
     snakemake(finished, "--cores", "2")

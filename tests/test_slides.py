@@ -8,7 +8,7 @@ from lego.errors import SlideError
 from lego.io import atomic_path
 from lego.slides.patches import PatchParams, make_patch_grid, read_patches
 from lego.slides.reader import open_slide
-from lego.slides.stages import run_extract, run_segment
+from lego.slides.slide_jobs import run_extract, run_segment
 from lego.slides.tissue import Tissue, TissueParams, read_tissue, segment_tissue
 
 

@@ -43,7 +43,7 @@ def cluster():
 def test_demo_under_slurm_equals_a_local_run(cluster, demo_run, tmp_path):
     work = tmp_path / "slurm_run"
     write_config(work)  # the same config and seed as the local demo_run
-    # This cluster has no accounting daemon: poll with squeue (the README's site variation).
+    # This cluster has no accounting daemon: poll with squeue (docs/cluster.md's site variation).
     proc = snakemake(work, "--profile", str(REPO / "slurm"), "--slurm-status-command", "squeue", timeout=2400)
     output = proc.stdout + proc.stderr
 

@@ -10,7 +10,10 @@ import pytest
 from lego.data.folds import make_folds
 from lego.errors import InputError
 from lego.evaluation.summary import summarise
-from lego.stages import evaluate, fuse, merge, train_block
+from lego.steps.block_training import train_block
+from lego.steps.fusing import fuse
+from lego.steps.inference import evaluate
+from lego.steps.merging import merge
 
 SPEC = {"epochs": 20, "lr": 1e-3, "patience": 6, "batch_size": 32, "latent_rows": 8, "latent_dim": 32,
         "heads": 2, "head_dim": 16, "encoder_width": 64, "dropout": 0.1}
@@ -47,13 +50,15 @@ def test_merge_and_fuse_beat_every_single_block(task):
         dirs = []
         for m in ("a", "b"):
             out = d / f"block-{m}" / f"fold{fold}"
-            train_block(m, "tabular", data[m], str(d / "labels.parquet"), str(d / "folds.parquet"), fold, "survival", SPEC, str(out))
+            train_block(m, "tabular", data[m], labels=str(d / "labels.parquet"), folds=str(d / "folds.parquet"), fold=fold,
+                        task="survival", spec=SPEC, out_dir=str(out))
             dirs.append(str(out))
         merge(dirs, "harmonic", "slerp", str(d / "merge" / f"fold{fold}"))
-        fuse(dirs, data, str(d / "labels.parquet"), str(d / "folds.parquet"), {"epochs": 2, "lr": 1e-4}, str(d / "fuse" / f"fold{fold}"))
+        fuse(dirs, data, labels=str(d / "labels.parquet"), folds=str(d / "folds.parquet"), spec={"epochs": 2, "lr": 1e-4},
+             out_dir=str(d / "fuse" / f"fold{fold}"))
         for name in ("block-a", "block-b", "merge", "fuse"):
             out = d / "eval" / name / f"fold{fold}"
-            evaluate(str(d / name / f"fold{fold}"), data, str(d / "labels.parquet"), str(d / "folds.parquet"), str(out), name)
+            evaluate(str(d / name / f"fold{fold}"), data, labels=str(d / "labels.parquet"), folds=str(d / "folds.parquet"), out_dir=str(out), name=name)
             metrics.append(str(out / "metrics.json"))
     tables = summarise(metrics, d / "summary", n_boot=300)
     table = tables["metrics"].query("metric == 'c_index'").set_index("model")
@@ -75,20 +80,21 @@ def test_merge_and_fuse_beat_every_single_block(task):
 def test_zero_training_patients_names_modality_and_fold(task, tmp_path):
     d = task
     folds = pd.read_parquet(d / "folds.parquet")
-    only_test = folds[(folds.fold == 0) & (folds.subset != "train")]["patient_id"]
+    only_test = folds[(folds.fold == 0) & (folds.subset != "train")]["patient_id"]  # noqa: F841 (read by query)
     pd.read_parquet(d / "a.parquet").query("patient_id in @only_test").to_parquet(tmp_path / "a.parquet")
     with pytest.raises(InputError, match="modality 'a', fold 0: modality 'a' has zero training patients"):
-        train_block("a", "tabular", str(tmp_path / "a.parquet"), str(d / "labels.parquet"), str(d / "folds.parquet"), 0, "survival", SPEC, str(tmp_path / "m"))
+        train_block("a", "tabular", str(tmp_path / "a.parquet"), labels=str(d / "labels.parquet"),
+                    folds=str(d / "folds.parquet"), fold=0, task="survival", spec=SPEC, out_dir=str(tmp_path / "m"))
 
 
 def test_a_block_evaluated_on_a_different_feature_set(task, tmp_path):
     d = task
-    train_block("a", "tabular", str(d / "a.parquet"), str(d / "labels.parquet"), str(d / "folds.parquet"), 0, "survival",
-                {**SPEC, "epochs": 1}, str(tmp_path / "m"))
+    train_block("a", "tabular", str(d / "a.parquet"), labels=str(d / "labels.parquet"), folds=str(d / "folds.parquet"), fold=0, task="survival",
+                spec={**SPEC, "epochs": 1}, out_dir=str(tmp_path / "m"))
     pd.read_parquet(d / "a.parquet").drop(columns=["a3"]).to_parquet(tmp_path / "other.parquet")
     with pytest.raises(InputError, match="different feature set"):
-        evaluate(str(tmp_path / "m"), {"a": str(tmp_path / "other.parquet")}, str(d / "labels.parquet"),
-                 str(d / "folds.parquet"), str(tmp_path / "e"), "block-a")
+        evaluate(str(tmp_path / "m"), {"a": str(tmp_path / "other.parquet")}, labels=str(d / "labels.parquet"),
+                 folds=str(d / "folds.parquet"), out_dir=str(tmp_path / "e"), name="block-a")
 
 
 def test_classification_task_reports_auc_from_scores(tmp_path):
@@ -108,13 +114,14 @@ def test_classification_task_reports_auc_from_scores(tmp_path):
     data = {m: str(tmp_path / f"{m}.parquet") for m in "ab"}
     dirs = []
     for m in "ab":
-        train_block(m, "tabular", data[m], str(tmp_path / "labels.parquet"), str(tmp_path / "folds.parquet"), 0,
-                    "classification", SPEC, str(tmp_path / m))
+        train_block(m, "tabular", data[m], labels=str(tmp_path / "labels.parquet"), folds=str(tmp_path / "folds.parquet"), fold=0,
+                    task="classification", spec=SPEC, out_dir=str(tmp_path / m))
         dirs.append(str(tmp_path / m))
     merge(dirs, "harmonic", "slerp", str(tmp_path / "merge"))
     results = {}
     for name, d in (("block-a", dirs[0]), ("block-b", dirs[1]), ("merge", str(tmp_path / "merge"))):
-        results[name] = evaluate(d, data, str(tmp_path / "labels.parquet"), str(tmp_path / "folds.parquet"), str(tmp_path / "e" / name), name)
+        results[name] = evaluate(d, data, labels=str(tmp_path / "labels.parquet"), folds=str(tmp_path / "folds.parquet"),
+                                 out_dir=str(tmp_path / "e" / name), name=name)
     for r in results.values():
         assert r["task"] == "classification" and 0.5 < r["test"]["auc"] <= 1.0
     preds = pd.read_parquet(tmp_path / "e" / "merge" / "predictions.parquet")

@@ -182,7 +182,7 @@ def _naive_cox_score(x, time, event):
 
 
 def test_cox_score_matches_the_textbook_formula_with_ties():
-    from lego.tabular.selection import cox_score_z2
+    from lego.tabular.feature_selection import cox_score_z2
 
     rng = np.random.default_rng(4)
     x = rng.normal(size=(60, 3))

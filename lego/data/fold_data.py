@@ -1,13 +1,13 @@
 """Per-fold model inputs: modality tensors per patient, fitted on the fold's training patients.
 
-Tabular modalities go through a TabularTransform fitted on the training patients of the fold;
-patch bags are standardised with per-feature means and standard deviations of the training
-patients' patches. Both fitted states are stored with the model and re-applied unchanged.
+How each modality is fitted and re-applied is its kind's (:mod:`lego.modality_kinds`): a table goes through
+a TabularTransform fitted on the fold's training patients, patch bags are standardised with the
+training patients' per-feature means and standard deviations. The fitted state is stored with the
+model and re-applied unchanged. Targets (bins, classes) are fitted here on the same patients.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,169 +16,19 @@ import pandas as pd
 import torch
 
 from lego.data.labels import refuse_outcome_features, require_outcomes
+from lego.data.tensors import ModalityTensors
 from lego.errors import InputError
 from lego.io import TABLES, read_frame
-from lego.slides.features import read_feature_bag
+from lego.modality_kinds import modality_kind
+from lego.settings import default
 from lego.survival.targets import discretise, fit_bins
-from lego.tabular.transforms import TabularTransform
+
+__all__ = ["ModalityTensors", "Targets", "collate", "fold_ids", "load_fold_modality", "make_targets"]
 
 
-@dataclass
-class ModalityTensors:
-    """One modality of one fold: (T, D) float tensor per patient who has it."""
-
-    name: str
-    kind: str
-    per_patient: dict[str, torch.Tensor]
-    state: dict  # fitted preprocessing, JSON-serialisable
-    dim: int
-
-    def __post_init__(self) -> None:
-        # Tables have one token per patient: keep them as one dense matrix too, so a batch is a
-        # single index_select instead of a Python loop (most of a tabular epoch's time otherwise).
-        self.index: dict[str, int] = {}
-        self.dense: torch.Tensor | None = None
-        if self.per_patient and all(t.shape[0] == 1 for t in self.per_patient.values()):
-            self.index = {pid: i for i, pid in enumerate(self.per_patient)}
-            self.dense = torch.cat([self.per_patient[p] for p in self.index]).unsqueeze(1)
-            self.per_patient = {pid: self.dense[i] for pid, i in self.index.items()}  # views: one copy in memory
-
-
-# A block spec's defaults (config/schema.yaml repeats them for the workflow; a test keeps them equal).
-N_BINS = 4  # survival bins at quantiles of the training patients' event times
-MAX_PATCHES = 4096  # patches per patient bag; a seeded subsample above this
-
-
-def feature_source(attrs: dict) -> dict[str, str]:
-    """The patch encoder (name and weight digest) a feature file records. Why: UNI, Phikon-v2 and
-    ResNet50-trunc are all 1024-d, so the width alone cannot tell that a block trained on one is
-    being given another's features."""
-    return {"encoder": str(attrs.get("encoder") or ""), "encoder_digest": str(attrs.get("encoder_digest") or "")}
-
-
-class FeatureSourceError(InputError):
-    """Features of another encoder than the model's: a mistake of the whole run, never of one slide."""
-
-
-def check_feature_source(expected: dict | None, found: dict, path: str) -> None:
-    """Refuse features from another encoder (or other weights) than ``expected`` (None: not recorded)."""
-    if expected and found != expected:
-        raise FeatureSourceError(f"{path}: features of encoder {found['encoder']!r} (weights {found['encoder_digest'][:12] or '?'}) "
-                         f"where {expected['encoder']!r} (weights {expected['encoder_digest'][:12] or '?'}) was expected; "
-                         "embed every slide of the modality with the encoder its model was trained on")
-
-
-def _bags(manifest: pd.DataFrame, max_patches: int, seed: int, source: dict | None = None) -> tuple[dict[str, np.ndarray], dict]:
-    """All usable slides of a patient concatenated, at most ``max_patches`` (seeded subsample), and
-    the encoder that made them (every file must name the same one, ``source`` if given)."""
-    rng = np.random.default_rng(seed)
-    bags: dict[str, list[np.ndarray]] = {}
-    first = None  # (dimension, file) of the first bag: every other must match it
-    for row in manifest.itertuples():
-        bag = read_feature_bag(row.features)
-        feats = bag.features
-        first = first or (feats.shape[1], row.features)
-        if feats.shape[1] != first[0]:
-            raise InputError(f"{row.features}: {feats.shape[1]}-dimensional features where {first[1]} has {first[0]}; "
-                             "embed every slide with one encoder")
-        found = feature_source(bag.attrs)
-        source = source or found
-        check_feature_source(source, found, row.features)
-        bags.setdefault(row.patient_id, []).append(feats)
-    out = {}
-    for pid in sorted(bags):
-        feats = np.concatenate(bags[pid])
-        if max_patches and len(feats) > max_patches:
-            feats = feats[np.sort(rng.choice(len(feats), max_patches, replace=False))]
-        out[pid] = feats
-    return out, source or {}
-
-
-def _fit_tabular(table: pd.DataFrame, train_set: set[str], opts: dict) -> ModalityTensors:
-    """The TabularTransform (clipping, imputation, filters, selection, categories) of the training rows."""
-    fit_rows = table[table["patient_id"].isin(train_set)]
-    if fit_rows.empty:
-        raise InputError(f"{opts['where']}: modality {opts['name']!r} has zero training patients in this fold")
-    options = dict(opts["preprocess"] or {})
-    if options.get("clip_quantiles") is not None:
-        options["clip_quantiles"] = tuple(options["clip_quantiles"])
-    tf = TabularTransform(categorical=list(opts["categorical"] or []), **options)
-    targets = opts["targets"]
-    target = targets.training_target(fit_rows["patient_id"]) if targets is not None and tf.select_k else None
-    try:
-        tf.fit(fit_rows, target)
-    except InputError as e:
-        raise InputError(f"{opts['where']}: {e}") from None
-    return _apply_tabular(opts["name"], opts["kind"], table, {"transform": tf.to_dict()}, opts["seed"])
-
-
-def _apply_tabular(name: str, kind: str, table: pd.DataFrame, state: dict, seed: int) -> ModalityTensors:
-    tf = TabularTransform.from_dict(state["transform"])
-    x = tf.transform(table)
-    per = {pid: torch.from_numpy(x[i : i + 1]) for i, pid in enumerate(table["patient_id"])}
-    return ModalityTensors(name, kind, per, state, x.shape[1])
-
-
-def _fit_bags(table: pd.DataFrame, train_set: set[str], opts: dict) -> ModalityTensors:
-    """Per-dimension mean and standard deviation of the training patients' patch features."""
-    bags, source = _bags(table, opts["max_patches"], opts["seed"])
-    train_bags = [b for pid, b in bags.items() if pid in train_set]
-    if not train_bags:
-        raise InputError(f"{opts['where']}: modality {opts['name']!r} has zero training patients in this fold")
-    stacked = np.concatenate(train_bags)
-    mean, std = stacked.mean(0), stacked.std(0)
-    std = np.where(std > 1e-8, std, 1.0)
-    state = {"mean": mean.tolist(), "std": std.tolist(), "max_patches": opts["max_patches"], "features": source}
-    return _standardised_bags(opts["name"], opts["kind"], bags, state)
-
-
-def _apply_bags(name: str, kind: str, table: pd.DataFrame, state: dict, seed: int) -> ModalityTensors:
-    bags, _ = _bags(table, state["max_patches"], seed, state.get("features"))  # older models: not recorded
-    return _standardised_bags(name, kind, bags, state)
-
-
-@dataclass(frozen=True)
-class ModalityKind:
-    """What a modality kind is, in one place: the table it reads (a ``lego.io.TABLES`` kind), the
-    rows it uses, how its preprocessing is fitted on a fold's training patients (returning the
-    tensors, whose ``state`` is what a model saves), and how a saved state turns the table into
-    per-patient tensors. Adding a kind = one entry here."""
-
-    table: str  # "modality": prepared from the user's table; "manifest": slide features (the slide settings)
-    key: str  # the column naming one row (a repeated key would count twice)
-    usable: Callable[[pd.DataFrame], pd.DataFrame]
-    fit: Callable[[pd.DataFrame, set, dict], "ModalityTensors"]
-    apply: Callable[[str, str, pd.DataFrame, dict, int], "ModalityTensors"]
-    encoder: str  # the block encoder when the config names none
-
-    @property
-    def slides(self) -> bool:
-        """Read from slides (patch features, attention heatmaps, the ABMIL baseline), not from a table."""
-        return self.table == "manifest"
-
-
-def _rows_with_data(df: pd.DataFrame) -> pd.DataFrame:
-    """A table's patients with at least one value: a row of only missing cells means "no data" (as
-    prepare-modality decides), not a patient to score from imputed medians."""
-    feats = [c for c in df.columns if c != "patient_id"]
-    return df[df[feats].notna().any(axis=1)] if feats else df
-
-
-KINDS: dict[str, ModalityKind] = {
-    "tabular": ModalityKind("modality", "patient_id", _rows_with_data, _fit_tabular, _apply_tabular, "snn"),
-    "wsi": ModalityKind("manifest", "slide_id", lambda df: df[df["status"] == "ok"], _fit_bags, _apply_bags, "abmil"),
-}
-
-
-def is_slide_kind(kind: str | None) -> bool:
-    """Whether a (known) modality kind reads slides."""
-    return kind in KINDS and KINDS[kind].slides
-
-
-def modality_kind(kind: str) -> ModalityKind:
-    if kind not in KINDS:
-        raise InputError(f"unknown modality kind {kind!r}; use one of {', '.join(sorted(KINDS))}")
-    return KINDS[kind]
+# A block spec's defaults (the schema's model.n_bins and model.train.max_patches).
+N_BINS = default("model.n_bins")  # survival bins at quantiles of the training patients' event times
+MAX_PATCHES = default("model.train.max_patches")  # patches per patient bag; a seeded subsample above this
 
 
 def load_modality_table(kind: str, path: str | Path) -> pd.DataFrame:
@@ -193,9 +43,9 @@ def load_modality_table(kind: str, path: str | Path) -> pd.DataFrame:
     return k.usable(df)
 
 
-def fit_modality(name: str, kind: str, table: pd.DataFrame, train_ids: list[str], categorical: list[str] | None = None,
+def fit_modality(name: str, kind: str, table: pd.DataFrame, train_ids: list[str], *, categorical: list[str] | None = None,
                  max_patches: int = MAX_PATCHES, seed: int = 0, where: str = "", preprocess: dict | None = None,
-                 targets: "Targets | None" = None) -> ModalityTensors:
+                 targets: Targets | None = None) -> ModalityTensors:
     """Fit preprocessing on ``train_ids`` and build tensors for every patient with the modality.
 
     ``preprocess``: TabularTransform options (clipping, variance filter, ``select_k``);
@@ -211,18 +61,6 @@ def fit_modality(name: str, kind: str, table: pd.DataFrame, train_ids: list[str]
 def apply_modality(name: str, kind: str, table: pd.DataFrame, state: dict, seed: int = 0) -> ModalityTensors:
     """Apply a fitted state (from fitting, or from a saved model) to a modality table."""
     return modality_kind(kind).apply(name, kind, table, state, seed)
-
-
-def _standardised_bags(name: str, kind: str, bags: dict[str, np.ndarray], state: dict) -> ModalityTensors:
-    mean, std = np.asarray(state["mean"], np.float32), np.asarray(state["std"], np.float32)
-    for pid, b in bags.items():
-        if b.shape[1] != len(mean):
-            raise InputError(
-                f"modality {name!r}: features of patient {pid} have {b.shape[1]} dimensions but the model was trained "
-                f"on {len(mean)}; the block was trained on a different feature set"
-            )
-    per = {pid: torch.from_numpy(((b - mean) / std).astype(np.float32)) for pid, b in bags.items()}
-    return ModalityTensors(name, kind, per, state, len(mean))
 
 
 @dataclass
@@ -345,24 +183,71 @@ class FoldModality:
     val_ids: list[str]
 
 
-def load_fold_modality(modality: str, kind: str, data: str | Path, labels: str | Path, folds: str | Path, fold: int,
+@dataclass
+class FoldInputs:
+    """Several modalities' training inputs for one fold (a multimodal model's)."""
+
+    labels: pd.DataFrame
+    ids: dict[str, list[str]]
+    targets: Targets
+    mods: dict[str, ModalityTensors]
+    train_ids: list[str]  # training patients who have at least one of the modalities
+    val_ids: list[str]
+
+
+def fold_outcomes(labels: str | Path, folds: str | Path, fold: int, task: str, spec: dict,
+                  where: str) -> tuple[pd.DataFrame, dict[str, list[str]], Targets]:
+    """The labels, the fold's patients and the targets fitted on its training patients."""
+    lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), fold)
+    require_outcomes(lab, task, f"{labels} ({where})", ids["train"] + ids["val"])
+    targets = make_targets(lab, ids["train"], task, spec.get("n_bins", N_BINS), where)
+    if task == "classification" and min(t[0] for t in targets.per_patient.values()) < 0:
+        raise InputError(f"{where}: unknown class label")
+    return lab, ids, targets
+
+
+def _fit_fold_modality(name: str, spec: dict, path: str | Path, lab: pd.DataFrame, ids: dict, targets: Targets,
+                       where: str) -> ModalityTensors:
+    """One modality (``spec``: its kind, categorical columns and in-fold preprocessing, and the
+    model's ``max_patches``/``seed``) fitted on the fold's training patients."""
+    table = load_modality_table(spec["kind"], path)
+    refuse_outcome_features(table, lab, f"{path} ({where})")
+    return fit_modality(name, spec["kind"], table, ids["train"], categorical=spec.get("categorical"),
+                        max_patches=spec.get("max_patches", MAX_PATCHES), seed=int(spec.get("seed", 0)), where=where,
+                        preprocess=spec.get("preprocess"), targets=targets)
+
+
+def load_fold_modality(modality: str, kind: str, data: str | Path, *, labels: str | Path, folds: str | Path, fold: int,
                        task: str, spec: dict, where: str, categorical: list[str] | None = None) -> FoldModality:
     """Targets fitted on the fold's training patients and the modality's in-fold preprocessed tensors.
 
     ``spec``: the block's settings (``n_bins``, ``max_patches``, ``seed``, ``preprocess``).
     """
     modality_kind(kind)  # an unknown kind before any file is read
-    lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), fold)
-    require_outcomes(lab, task, f"{labels} ({where})", ids["train"] + ids["val"])
-    targets = make_targets(lab, ids["train"], task, spec.get("n_bins", N_BINS), where)
-    if task == "classification" and min(t[0] for t in targets.per_patient.values()) < 0:
-        raise InputError(f"{where}: unknown class label")
-    table = load_modality_table(kind, data)
-    refuse_outcome_features(table, lab, f"{data} ({where})")
-    mod = fit_modality(modality, kind, table, ids["train"], categorical,
-                       spec.get("max_patches", MAX_PATCHES), int(spec.get("seed", 0)), where,
-                       preprocess=spec.get("preprocess"), targets=targets)
+    lab, ids, targets = fold_outcomes(labels, folds, fold, task, spec, where)
+    mod = _fit_fold_modality(modality, {**spec, "kind": kind, "categorical": categorical}, data, lab, ids, targets, where)
     train_ids = [p for p in ids["train"] if p in mod.per_patient]
     if not train_ids:
         raise InputError(f"{where}: zero training patients have this modality; it cannot be trained in this fold")
     return FoldModality(lab, ids, targets, mod, train_ids, [p for p in ids["val"] if p in mod.per_patient])
+
+
+def load_fold_inputs(modalities: dict[str, dict], data: dict[str, str], *, labels: str | Path, folds: str | Path,
+                     fold: int, task: str, spec: dict, where: str) -> FoldInputs:
+    """Every modality of a multimodal model fitted on the fold's training patients.
+
+    ``modalities``: name -> {"kind", "categorical"?, "preprocess"?}; ``data``: name -> prepared file.
+    A patient with any of the modalities is a training (validation) patient: models that cannot
+    take a missing modality say so themselves."""
+    for m, s in modalities.items():
+        modality_kind(s["kind"])
+        if m not in data:
+            raise InputError(f"{where}: no data given for modality {m!r}")
+    lab, ids, targets = fold_outcomes(labels, folds, fold, task, spec, where)
+    mods = {m: _fit_fold_modality(m, {**spec, **s}, data[m], lab, ids, targets, f"{where}, {m}")
+            for m, s in modalities.items()}
+    has = lambda p: any(p in t.per_patient for t in mods.values())  # noqa: E731
+    train_ids = [p for p in ids["train"] if has(p)]
+    if not train_ids:
+        raise InputError(f"{where}: zero training patients have any of {sorted(mods)}; nothing to train in this fold")
+    return FoldInputs(lab, ids, targets, mods, train_ids, [p for p in ids["val"] if has(p)])

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from lego.errors import InputError
+from lego.settings import default, setting
 
 log = logging.getLogger(__name__)
 
@@ -70,21 +71,49 @@ def _kfold_rows(ids: np.ndarray, strata: np.ndarray, n_folds: int, seed: int, va
 
 def make_folds(
     patients: pd.DataFrame,
-    method: str = "random_split",
+    method: str = default("folds.method"),
+    *,
     n_folds: int | None = None,
     seeds: list[int] | None = None,
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-    stratify: bool = False,
-    repeats: int = 1,
+    fractions: tuple[float, float, float] = tuple(default("folds.fractions")),
+    stratify: bool = default("folds.stratify"),
+    repeats: int = default("folds.repeats"),
     path: str | Path | None = None,
 ) -> pd.DataFrame:
     """Long table ``patient_id, fold, subset`` with every patient once per fold.
 
-    ``n_folds`` defaults to one fold per seed (random_split with ``seeds``), else 5; given both,
-    they must agree (a silent override ran a different number of folds than asked)."""
+    ``n_folds`` defaults to one fold per seed (random_split with ``seeds``), else the config's
+    default; given both, they must agree (a silent override ran a different number of folds than asked)."""
     n_folds = _fold_count(method, n_folds, seeds)
     _check_fractions(fractions)
     ids = patients["patient_id"].astype(str).to_numpy()
+    _check_request(ids, method, n_folds, seeds, repeats, path)
+    strata = _strata(patients, stratify)
+    val_share = fractions[1] / (fractions[0] + fractions[1])
+    if method == "random_split":
+        seeds = list(seeds) if seeds is not None else list(range(1, n_folds + 1))
+        rows = []
+        for fold, seed in enumerate(seeds):
+            assign = _random_split(ids, strata, fractions, seed)
+            rows += [(pid, fold, assign[pid]) for pid in ids]
+    elif method == "kfold":
+        seed = seeds[0] if seeds else 1
+        rows = []
+        for r in range(repeats):
+            rows += _kfold_rows(ids, strata, n_folds, seed + 1000 * r, val_share, stratify, r * n_folds)
+    elif method == "file":
+        if path is None:
+            raise InputError("folds.method 'file' needs folds.path (a splits_{k}.csv folder or a fold table)")
+        return read_fold_file(path, patients, val_share, (seeds or [1])[0], stratify)
+    else:
+        raise InputError(f"unknown fold method {method!r}; use {', '.join(setting('folds.method').choices)}")
+    return _checked(pd.DataFrame(rows, columns=["patient_id", "fold", "subset"]),
+                    f"{len(ids)} patients are too few for fractions {list(fractions)}")
+
+
+def _check_request(ids: np.ndarray, method: str, n_folds: int, seeds: list[int] | None, repeats: int,
+                   path: str | Path | None) -> None:
+    """The combinations of settings that cannot make folds, each one line."""
     if len(set(ids)) != len(ids):
         raise InputError("make_folds needs one row per patient; the labels table has duplicate patient IDs")
     if len(ids) < 3:
@@ -108,27 +137,6 @@ def make_folds(
         raise InputError(f"kfold takes one seed (got {list(seeds)}); repeats gives further shuffles")
     if seeds and min(seeds) < 0:
         raise InputError(f"seeds {list(seeds)} hold a negative value; seeds are non-negative integers")
-    strata = _strata(patients, stratify)
-    val_share = fractions[1] / (fractions[0] + fractions[1])
-    if method == "random_split":
-        seeds = list(seeds) if seeds is not None else list(range(1, n_folds + 1))
-        rows = []
-        for fold, seed in enumerate(seeds):
-            assign = _random_split(ids, strata, fractions, seed)
-            rows += [(pid, fold, assign[pid]) for pid in ids]
-    elif method == "kfold":
-        seed = seeds[0] if seeds else 1
-        rows = []
-        for r in range(repeats):
-            rows += _kfold_rows(ids, strata, n_folds, seed + 1000 * r, val_share, stratify, r * n_folds)
-    elif method == "file":
-        if path is None:
-            raise InputError("folds.method 'file' needs folds.path (a splits_{k}.csv folder or a fold table)")
-        return read_fold_file(path, patients, val_share, (seeds or [1])[0], stratify)
-    else:
-        raise InputError(f"unknown fold method {method!r}; use random_split, kfold or file")
-    return _checked(pd.DataFrame(rows, columns=["patient_id", "fold", "subset"]),
-                    f"{len(ids)} patients are too few for fractions {list(fractions)}")
 
 
 def _fold_count(method: str, n_folds: int | None, seeds: list[int] | None) -> int:
@@ -138,7 +146,7 @@ def _fold_count(method: str, n_folds: int | None, seeds: list[int] | None) -> in
             raise InputError(f"{len(seeds)} seeds make {len(seeds)} folds but n_folds is {n_folds}; "
                              "give one seed per fold or leave n_folds out")
         return len(seeds)
-    return 5 if n_folds is None else n_folds
+    return default("folds.n_folds") if n_folds is None else n_folds
 
 
 def _check_fractions(fractions: tuple[float, float, float]) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lego.errors import InputError
+from lego.settings import default
 from lego.tabular.tables import read_table, stripped_text
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,9 @@ def _numeric(df: pd.DataFrame, path: Path, column: str, ids: pd.Series) -> pd.Se
 
 def ingest_labels(
     path: str | Path,
-    task: str = "survival",
-    id_column: str = "case_id",
-    time_column: str = "survival_months",
+    task: str = default("cohort.task"),
+    id_column: str = default("cohort.labels.id_column"),
+    time_column: str = default("cohort.labels.time_column"),
     censorship_column: str | None = "censorship",
     event_column: str | None = None,
     label_column: str | None = None,

@@ -13,14 +13,15 @@ from pathlib import Path
 import pandas as pd
 
 from lego.config import regex_problem
-from lego.slides.params import SLIDE_EXTENSIONS
 from lego.errors import InputError
+from lego.settings import default
+from lego.slides.params import SLIDE_EXTENSIONS
 from lego.tabular.tables import read_table
 
 log = logging.getLogger(__name__)
 
 
-def patient_of(slide_id: str, prefix_length: int = 12, regex: str | None = None) -> str | None:
+def patient_of(slide_id: str, prefix_length: int = default("slides.patient_id.prefix_length"), regex: str | None = None) -> str | None:
     """Patient ID of a slide: regex group 1 when given, else the first ``prefix_length`` characters."""
     if regex:
         m = re.search(regex, slide_id)
@@ -123,7 +124,7 @@ def index_slides(
     slide_dir: str | Path | list[str | Path] | None = None,
     slide_list: str | Path | None = None,
     extensions: list[str] | None = None,
-    prefix_length: int = 12,
+    prefix_length: int = default("slides.patient_id.prefix_length"),
     regex: str | None = None,
     patients: list[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

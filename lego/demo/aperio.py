@@ -8,8 +8,8 @@ callback and streamed, so no whole level is ever held in memory.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import tifffile
@@ -35,6 +35,7 @@ def write_aperio_tiff(
     width: int,
     height: int,
     render: RenderFn,
+    *,
     mpp: float,
     app_mag: int,
     level_factor: int = 4,

@@ -36,6 +36,7 @@ from skimage import color, data
 from lego.demo.aperio import write_aperio_tiff
 from lego.errors import InputError
 from lego.io import atomic_path
+from lego.settings import default
 
 FIELD_PX = 64  # level-0 pixels per cell of the random fields that shape tissue and tumour
 SIGNAL_CNV = ["MYC_cnv", "ERBB2_cnv", "CCND1_cnv", "EGFR_cnv"]
@@ -258,8 +259,8 @@ def _write_csv(df: pd.DataFrame, path: Path, **kwargs) -> None:
         df.to_csv(tmp, index=False, **kwargs)
 
 
-def make_demo_cohort(out_dir: str | Path, n_patients: int = 250, seed: int = 7, write_slides: bool = True,
-                     workers: int = 1, prefix: str = "DEMO") -> dict:
+def make_demo_cohort(out_dir: str | Path, n_patients: int = default("demo.n_patients"), seed: int = default("demo.seed"),
+                     write_slides: bool = True, workers: int = 1, prefix: str = default("demo.prefix")) -> dict:
     """Write ``clinical.csv``, ``omics_all_clean.csv.gz`` (MCAT format) and ``slides/*.svs``.
 
     ``prefix`` (4 letters) starts every patient ID: a second cohort from another seed and prefix

@@ -41,7 +41,7 @@ def design_matrices(modalities: dict[str, dict], labels: pd.DataFrame, ids: dict
     for name, spec in modalities.items():
         table = load_modality_table(spec["kind"], spec["path"])
         refuse_outcome_features(table, labels, f"{spec['path']} ({where})")
-        mod = fit_modality(name, spec["kind"], table, ids["train"], spec.get("categorical"), seed=seed, where=where,
+        mod = fit_modality(name, spec["kind"], table, ids["train"], categorical=spec.get("categorical"), seed=seed, where=where,
                            preprocess=spec.get("preprocess"), targets=targets)
         blocks[name] = ({p: t.numpy().mean(0) for p, t in mod.per_patient.items() if p in known}, mod.dim)
     several = len(blocks) > 1
@@ -117,7 +117,7 @@ def fit_baseline(method: str, data: dict[str, tuple[list[str], np.ndarray]], lab
     options = CLASSICAL[method].fit(x_train, y, seed)
 
     scores = []
-    for label, est, kw in options:
+    for _label, est, kw in options:
         s = headline(with_labels(predict(est, x_val, val_ids, kw)), task) if val_ids else np.nan
         scores.append(-np.inf if np.isnan(s) else s)
     best = int(np.argmax(scores)) if np.isfinite(scores).any() else len(options) // 2

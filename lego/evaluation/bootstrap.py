@@ -19,6 +19,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from lego.settings import default
+
 TIED_TOL = 1e-8  # scikit-survival's tolerance for tied risks
 
 
@@ -94,13 +96,15 @@ def _interval(reps: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def mean_ci(per_fold: list[pd.DataFrame], task: str, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def mean_ci(per_fold: list[pd.DataFrame], task: str, n_boot: int = default("evaluation.n_boot"),
+            level: float = default("evaluation.ci"), seed: int = 0) -> tuple[float, float]:
     """Percentile CI of the mean-over-folds headline metric (one test-predictions frame per fold)."""
     mats = [[pair_matrices(f, task)] for f in per_fold]
     return _interval(_replicate_means(mats, [len(f) for f in per_fold], n_boot, seed)[:, 0], level)
 
 
-def paired_difference(per_fold: list[pd.DataFrame], task: str, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+def paired_difference(per_fold: list[pd.DataFrame], task: str, n_boot: int = default("evaluation.n_boot"),
+                      level: float = default("evaluation.ci"), seed: int = 0) -> dict:
     """Model ``a_`` minus model ``b_`` (column prefixes) on shared patients: mean over folds, CI, P(a <= b).
 
     Each frame holds the shared test patients of one fold with labels and both models'

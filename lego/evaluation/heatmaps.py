@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lego.data.fold_data import FeatureSourceError, check_feature_source, feature_source, is_slide_kind
 from lego.errors import InputError
 from lego.io import atomic_path
+from lego.modality_kinds import is_slide_kind
+from lego.modality_kinds.wsi import FeatureSourceError, check_feature_source, feature_source
 from lego.slides.features import FeatureBag, read_feature_bag
 
 THUMB_PX = 1024  # the heatmap PNG's longer side
@@ -176,7 +177,8 @@ def _no_heatmaps(out: Path, why: str, where: str) -> pd.DataFrame:
 def _check_fold(config: dict, patients: set[str], subset: str, folds: str, model_dir: str) -> None:
     """The folds table is the one the model was trained with: its test patients were never fitted
     on, its train/val patients are the ones the model records (as evaluation requires)."""
-    from lego.stages import check_recorded_patients, check_unseen
+    from lego.steps.fold_blocks import check_recorded_patients
+    from lego.steps.inference import check_unseen
 
     fix = f"draw {model_dir} with the folds table it was trained with"
     if subset == "test":
@@ -192,12 +194,13 @@ def run_heatmaps(model_dir: str, manifest: str, folds: str, out_dir: str, slides
     whose files cannot be read is recorded in the index (``reason``) and the others are drawn."""
     from lego.data.fold_data import fold_ids
     from lego.io import read_frame, write_tsv
-    from lego.models import io as model_io
+    from lego.models import files as model_files
+    from lego.models.model_kinds import architecture
 
-    block, config = model_io.load(model_dir)
-    if config["kind"] not in ("block", "abmil") or not is_slide_kind(config.get("modality_kind")):
-        raise InputError(f"{model_dir}: heatmaps need a slide modality's block (kind wsi) or its abmil baseline, "
-                         f"not a {config.get('modality_kind', config['kind'])} model")
+    block, config = model_files.load(model_dir)
+    if not architecture(config).heatmaps or not is_slide_kind(config.get("modality_kind")):
+        raise InputError(f"{model_dir}: heatmaps need a slide modality's block (kind wsi) or a model with patch "
+                         f"attention over one, not a {config.get('modality_kind', config['kind'])} model")
     block.eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

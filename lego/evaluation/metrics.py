@@ -27,7 +27,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from lego.survival.metrics import auc, c_index
+from lego.settings import default
+from lego.survival.discrimination import auc, c_index
 
 SURVIVAL_METRICS = ["c_index", "uno_c", "mean_auc", "ibs"]
 CLASSIFICATION_METRICS = ["auc", "balanced_accuracy", "brier"]
@@ -56,7 +57,7 @@ def curve_at(surv_at_edges: np.ndarray, edges: np.ndarray, times: np.ndarray) ->
 
 
 def survival_metrics(pred: pd.DataFrame, train: pd.DataFrame, edges: list[float] | None, horizons: list[float],
-                     tau_quantile: float = 0.8) -> tuple[dict, dict]:
+                     tau_quantile: float = default("evaluation.tau_quantile")) -> tuple[dict, dict]:
     """Metrics from predictions (``time``, ``event``, ``risk``, optional ``surv_k``) and training labels.
 
     Returns (values, missing): a metric that cannot be computed is None with its reason."""
@@ -190,7 +191,7 @@ def headline(pred: pd.DataFrame, task: str) -> float:
 
 
 def score_subset(pred: pd.DataFrame, task: str, train_labels: pd.DataFrame, edges: list[float] | None = None,
-                 horizons: list[float] = (), tau_quantile: float = 0.8) -> dict:
+                 horizons: list[float] = (), tau_quantile: float = default("evaluation.tau_quantile")) -> dict:
     """``{"n", "events"?, <metric>: value or None, "missing": {metric: reason}}`` for one subset."""
     if task == "survival":
         values, missing = survival_metrics(pred, train_labels, edges, list(horizons), tau_quantile)

@@ -1,35 +1,51 @@
-"""The models' names: the one list the CLI, the workflow and the fitting code read.
+"""The models' names: how every model is called in folders, metrics and the summary.
 
-A module of names only (no numpy, pandas or torch), so that the CLI's argument parser and the
-Snakefile can import it without paying for the fitting code. The classical baselines' names come
-from their registry, :data:`lego.evaluation.classical.CLASSICAL`; ``config/schema.yaml``'s
-``evaluation.baselines`` enum is filled from :data:`ALL_BASELINES` when the schema loads.
+Derived from the registries, never listed here: the classical baselines from
+:data:`lego.evaluation.classical.CLASSICAL`, the block, the MM-Lego variants and the trained
+baselines from :mod:`lego.models.model_kinds`. Light at import (no numpy, pandas or torch); the trained
+baselines' modules are imported only by the functions that list them.
 """
 
 from __future__ import annotations
 
 from lego.evaluation.classical import CLASSICAL
+from lego.models.model_kinds import BLOCK, MODEL_KINDS, by_role
+from lego.settings import setting
 
 # Classical models fitted per fold on one input (a modality, or several concatenated: "early").
 TASK_BASELINES: dict[str, tuple[str, ...]] = {task: tuple(n for n, b in CLASSICAL.items() if b.task == task)
-                                              for task in ("survival", "classification")}
+                                              for task in setting("cohort.task").choices}
 DEFAULT_BASELINES: dict[str, tuple[str, ...]] = {task: tuple(n for n in names if CLASSICAL[n].default)
                                                  for task, names in TASK_BASELINES.items()}
 FITTED_BASELINES: tuple[str, ...] = tuple(CLASSICAL)
-# Baselines with their own rules: attention-MIL on the slides alone, and the late-fusion mean of the blocks.
-OTHER_BASELINES: tuple[str, ...] = ("abmil", "ensemble")
-ALL_BASELINES: tuple[str, ...] = FITTED_BASELINES + OTHER_BASELINES
+ENSEMBLE = "ensemble"  # the late-fusion mean of the blocks' predictions
+CHOSEN = "lego"  # the MM-Lego variant chosen on validation in each fold
+EARLY = "early"  # the baselines' input of every modality concatenated
 
-# Model names: how every model is called in folders, metrics and the summary. Built and read
-# here only (the workflow, the fitting code and the summary all call these).
-BLOCK_PREFIX = "block-"
-LEGO_MODELS: tuple[str, ...] = ("merge", "merge-tuned", "fuse", "lego")  # "lego": the variant chosen per fold
-TRAINED_MODELS: tuple[str, ...] = ("merge", "merge-tuned", "fuse")  # with a model folder of their own
+
+def variants() -> tuple[str, ...]:
+    """The MM-Lego variants, in their registration order (the summary's)."""
+    return tuple(k.name for k in MODEL_KINDS.values() if k.role == "variant")
+
+
+def lego_models() -> tuple[str, ...]:
+    """Every model the summary counts as MM-Lego: the variants and the chosen one."""
+    return (*variants(), CHOSEN)
+
+
+def trained_baselines() -> tuple[str, ...]:
+    """The trained baselines' names (their modules imported)."""
+    return tuple(k.name for k in by_role("baseline"))
+
+
+def all_baselines() -> tuple[str, ...]:
+    """Every name ``evaluation.baselines`` accepts."""
+    return (*FITTED_BASELINES, *trained_baselines(), ENSEMBLE)
 
 
 def block_name(modality: str) -> str:
     """``block-<modality>``: one modality's LegoBlock."""
-    return BLOCK_PREFIX + modality
+    return BLOCK.model_name(modality)
 
 
 def baseline_name(method: str, source: str) -> str:
@@ -39,19 +55,25 @@ def baseline_name(method: str, source: str) -> str:
 
 def block_modality(name: str) -> str | None:
     """The modality of a block's name; None for any other model."""
-    return name[len(BLOCK_PREFIX):] if name.startswith(BLOCK_PREFIX) else None
+    prefix = BLOCK.name + "-"
+    return name[len(prefix):] if name.startswith(prefix) else None
 
 
 def model_kind(name: str) -> str:
     """block, lego (a merge, the fuse or the chosen variant), ensemble or baseline."""
     if block_modality(name) is not None:
         return "block"
-    if name in LEGO_MODELS:
+    if name in lego_models():
         return "lego"
-    return "ensemble" if name == "ensemble" else "baseline"
+    return "ensemble" if name == ENSEMBLE else "baseline"
 
 
 def model_folder(name: str, fold: int | str, base: str) -> str:
-    """Where a run under ``base`` keeps a trained model's fold (blocks/<m>/fold<k> or <name>/fold<k>)."""
-    modality = block_modality(name)
-    return f"{base}/blocks/{modality}/fold{fold}" if modality is not None else f"{base}/{name}/fold{fold}"
+    """Where a run under ``base`` keeps a trained model's fold (blocks/<m>/fold<k>, <variant>/fold<k>,
+    baselines/<name>/fold<k>)."""
+    from lego.models.model_kinds import kind_of
+
+    kind = kind_of(name)
+    if kind is None:
+        raise ValueError(f"{name!r} is not a trained model with a folder of its own")
+    return kind.folder(name, fold, base)

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lego.errors import InputError
 from lego.evaluation.bootstrap import mean_ci, paired_difference
 from lego.evaluation.metrics import CLASSIFICATION_METRICS, HEADLINE, LOWER_IS_BETTER, SURVIVAL_METRICS, headline
-from lego.evaluation.names import LEGO_MODELS as LEGO
-from lego.evaluation.names import model_kind
-from lego.errors import InputError
+from lego.evaluation.names import lego_models, model_kind
 from lego.io import read_json, write_tsv
+from lego.settings import default
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ def _paired_frames(preds, a: str, b: str, folds: list[int], task: str) -> list[p
     return out
 
 
-def summarise(metric_files: list[str], out_dir: str | Path, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, pd.DataFrame]:
+def summarise(metric_files: list[str], out_dir: str | Path, n_boot: int = default("evaluation.n_boot"),
+              level: float = default("evaluation.ci"), seed: int = 0) -> dict[str, pd.DataFrame]:
     """Write metrics.tsv, folds.tsv and comparisons.tsv under ``out_dir``; return them."""
     rows, preds = load_evaluations(metric_files)
     task = rows[0]["task"]
@@ -96,7 +97,7 @@ def summarise(metric_files: list[str], out_dir: str | Path, n_boot: int = 1000, 
                 row["ci_low"], row["ci_high"] = mean_ci(_test_frames(preds, model, folds), task, n_boot, level, seed)
             table.append(row)
     metrics = pd.DataFrame(table)
-    comparisons = _comparisons(metrics, preds, folds, task, key, n_boot, level, seed)
+    comparisons = _comparisons(metrics, preds, folds, task=task, key=key, n_boot=n_boot, level=level, seed=seed)
     out_dir = Path(out_dir)
     write_tsv(metrics.round(4), out_dir / "metrics.tsv")
     write_tsv(long.round(4), out_dir / "folds.tsv")
@@ -182,13 +183,13 @@ def best_block(metrics: pd.DataFrame, key: str) -> str | None:
     return str(order.iloc[0]["model"])
 
 
-def _comparisons(metrics, preds, folds, task, key, n_boot, level, seed) -> pd.DataFrame:
+def _comparisons(metrics, preds, folds, *, task, key, n_boot, level, seed) -> pd.DataFrame:
     models = set(metrics["model"])
     ref = best_block(metrics, key)
     blocks = sorted(m for m in models if model_kind(m) == "block")
     pairs = [(m, b, "best block (validation)" if b == ref else "block")
-             for m in (*LEGO, "ensemble") if m in models for b in sorted(blocks, key=lambda b: b != ref)]
-    pairs += [(m, "ensemble", "late-fusion ensemble") for m in LEGO if m in models and "ensemble" in models]
+             for m in (*lego_models(), "ensemble") if m in models for b in sorted(blocks, key=lambda b: b != ref)]
+    pairs += [(m, "ensemble", "late-fusion ensemble") for m in lego_models() if m in models and "ensemble" in models]
     early = sorted(m for m in models if model_kind(m) == "baseline" and m.endswith("-early"))
     pairs += [("lego", b, "classical baseline (all modalities)") for b in early if "lego" in models]
     head = metrics[metrics["metric"] == key].set_index("model")

@@ -23,34 +23,43 @@ import torch.nn.functional as F
 from torch import nn
 
 from lego.models.encoders import build_encoder
+from lego.settings import default, require, section
+
+
+def _block_default(key: str):
+    return default(f"model.block.{key}")
 
 
 @dataclass
 class BlockConfig:
+    """A LegoBlock's architecture: the data's widths, the encoder, and config ``model.block``
+    (its defaults and ranges)."""
+
     in_dim: int
     n_outputs: int
-    encoder: str = "snn"  # a name in lego.models.encoders.ENCODERS
-    encoder_width: int = 256
-    latent_rows: int = 32
-    latent_dim: int = 64
-    depth: int = 2
-    heads: int = 4
-    head_dim: int = 32
-    dropout: float = 0.25
-    share_weights: bool = False
+    encoder: str = "snn"  # a name in lego.models.encoders.ENCODERS (the modality kind's default in a run)
+    encoder_width: int = _block_default("encoder_width")
+    latent_rows: int = _block_default("latent_rows")
+    latent_dim: int = _block_default("latent_dim")
+    depth: int = _block_default("depth")
+    heads: int = _block_default("heads")
+    head_dim: int = _block_default("head_dim")
+    dropout: float = _block_default("dropout")
+    share_weights: bool = _block_default("share_weights")
     init_seed: int = 0  # latent, layers and head start identical across modalities (mergeable)
 
-    # Bounds far above any real block: a damaged or hostile config fails here, not in a 100 GB allocation.
-    LIMITS = {"in_dim": 1 << 24, "n_outputs": 1 << 12, "encoder_width": 1 << 13, "latent_rows": 1 << 12,
-              "latent_dim": 1 << 12, "depth": 64, "heads": 64, "head_dim": 1 << 10}
+    # The data's widths are not settings: bounds far above any real cohort, so a damaged or hostile
+    # config fails here, not in a 100 GB allocation.
+    DATA_LIMITS = {"in_dim": 1 << 24, "n_outputs": 1 << 12}
 
     def __post_init__(self) -> None:
-        for key, limit in self.LIMITS.items():
+        for key, limit in self.DATA_LIMITS.items():
             value = getattr(self, key)
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 1 <= value <= limit:
                 raise ValueError(f"block setting {key}={value!r} is not an integer between 1 and {limit}")
-        if not 0 <= float(self.dropout) < 1:
-            raise ValueError(f"block setting dropout={self.dropout!r} is not in [0, 1)")
+        shape = {k: getattr(self, k) for k in section("model.block")}
+        require("model.block", {k: int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v
+                                for k, v in shape.items()}, "block setting")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -178,3 +187,15 @@ class LegoBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         latent = self.latent_from(x, mask)
         return latent, self.head(latent)
+
+
+class SingleBlock(nn.Module):
+    """Adapter: a block driven by the multi-modality input dict the trainer and predictors use."""
+
+    def __init__(self, modality: str, block: LegoBlock):
+        super().__init__()
+        self.modality, self.block = modality, block
+
+    def forward(self, inputs):
+        x, mask, _ = inputs[self.modality]
+        return self.block(x, mask)

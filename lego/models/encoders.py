@@ -30,9 +30,12 @@ import math
 import torch
 from torch import nn
 
+from lego.settings import default
+
+WIDTH, DROPOUT = default("model.block.encoder_width"), default("model.block.dropout")  # the block's defaults
 
 class SNN(nn.Module):
-    def __init__(self, in_dim: int, width: int = 256, depth: int = 4, dropout: float = 0.25):
+    def __init__(self, in_dim: int, width: int = WIDTH, depth: int = 4, dropout: float = DROPOUT):
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(depth):
@@ -51,7 +54,7 @@ class SNN(nn.Module):
 class ABMIL(nn.Module):
     """Gated attention pooling (Ilse et al. 2018) with a padding mask."""
 
-    def __init__(self, in_dim: int, hidden: int = 512, attn_dim: int = 256, out_dim: int = 256, dropout: float = 0.25):
+    def __init__(self, in_dim: int, hidden: int = 512, attn_dim: int = 256, out_dim: int = WIDTH, dropout: float = DROPOUT):
         super().__init__()
         self.embed = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.attn_v = nn.Linear(hidden, attn_dim)
@@ -208,7 +211,7 @@ ENCODERS = ("snn", "abmil", "none", "linear", "coxnet", "rsf", "coxrsf")
 FITTED = ("coxnet", "rsf", "coxrsf")  # classical models fitted in the fold, then frozen
 
 
-def build_encoder(name: str, in_dim: int, width: int = 256, dropout: float = 0.25) -> nn.Module:
+def build_encoder(name: str, in_dim: int, width: int = WIDTH, dropout: float = DROPOUT) -> nn.Module:
     if name == "snn":
         return SNN(in_dim, width=width, dropout=dropout)
     if name == "abmil":

@@ -44,7 +44,7 @@ def _quiet_fit(est, x, y):
 
 
 def _val_c(scores: list[np.ndarray], yv) -> list[float]:
-    from lego.survival.metrics import c_index
+    from lego.survival.discrimination import c_index
 
     out = [c_index(yv["time"], yv["event"], s) if np.ptp(s) > 0 else 0.5 for s in scores]
     return list(np.nan_to_num(out, nan=0.5))  # no comparable pair: as uninformative as a constant
@@ -168,7 +168,7 @@ def _mix_weight(train_parts: list[np.ndarray], y, val_parts: list[np.ndarray], y
     bootstrap SE of the best. Why: the shares' Cs differ by less than their noise on a weak
     modality, and there picking the best is picking noise; the even mix is the lower-variance
     ensemble of the two models. Returns the share, each share's C and the SE."""
-    from lego.selection import c_index_se
+    from lego.model_selection import c_index_se
 
     time = np.concatenate([y["time"]] + ([yv["time"]] if val_parts else []))
     event = np.concatenate([y["event"]] + ([yv["event"]] if val_parts else []))
@@ -220,7 +220,7 @@ def fit_coxrsf(encoder: CoxForest, x, y, xv, yv, seed: int) -> tuple[dict, np.nd
 FITTERS = {"coxnet": fit_coxnet, "rsf": fit_rsf, "coxrsf": fit_coxrsf}
 
 
-def fit_encoder(name: str, encoder: FittedScore, mod, targets, train_ids: list[str], val_ids: list[str], where: str,
+def fit_encoder(name: str, encoder: FittedScore, mod, targets, *, train_ids: list[str], val_ids: list[str], where: str,
                 seed: int = 0) -> tuple[dict, dict[str, float]]:
     """Fit the classical model ``name`` on the training patients into ``encoder`` (survival only).
 
@@ -249,12 +249,12 @@ def score_modality(encoder: FittedScore, mod, ids: list[str], overrides: dict[st
     return ModalityTensors(mod.name, mod.kind, per, mod.state, 1)
 
 
-def prepare_fitted_encoder(name: str, encoder: FittedScore, mod, targets, train_ids: list[str], val_ids: list[str],
+def prepare_fitted_encoder(name: str, encoder: FittedScore, mod, targets, *, train_ids: list[str], val_ids: list[str],
                            where: str, seed: int = 0):
     """Fit the encoder and switch it to reading scores; returns (what was chosen, the training
     modality of scores -- cross-fitted for training patients, full-model for validation -- and
     every score value the block will meet, for its ranking constraint)."""
-    fitted, oof = fit_encoder(name, encoder, mod, targets, train_ids, val_ids, where, seed)
+    fitted, oof = fit_encoder(name, encoder, mod, targets, train_ids=train_ids, val_ids=val_ids, where=where, seed=seed)
     train_mod = score_modality(encoder, mod, train_ids + val_ids, oof)
     full = score_modality(encoder, mod, train_ids, {})
     encoder.takes_score = True

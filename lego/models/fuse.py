@@ -15,15 +15,17 @@ from torch import nn
 
 from lego.models.block import LegoBlock, fft
 from lego.models.merge import merge_heads
+from lego.settings import default, setting
 
 
 class LegoFuse(nn.Module):
-    def __init__(self, blocks: dict[str, LegoBlock], mode: str = "stack", head_method: str = "slerp"):
+    def __init__(self, blocks: dict[str, LegoBlock], mode: str = default("model.fuse.mode"),
+                 head_method: str = default("model.merge.head")):
         super().__init__()
         if len(blocks) < 2:
             raise ValueError("LegoFuse needs at least two blocks")
-        if mode not in ("stack", "weave"):
-            raise ValueError(f"unknown fuse mode {mode!r}; use stack or weave")
+        if mode not in setting("model.fuse.mode").choices:
+            raise ValueError(f"unknown fuse mode {mode!r}; use {' or '.join(setting('model.fuse.mode').choices)}")
         cfgs = {(b.cfg.latent_rows, b.cfg.latent_dim, b.cfg.n_outputs, b.cfg.depth) for b in blocks.values()}
         if len(cfgs) != 1:
             raise ValueError(f"blocks must share latent shape, outputs and depth to fuse; got {sorted(cfgs)}")

@@ -22,11 +22,13 @@ import torch
 from torch import nn
 
 from lego.models.block import Head, LegoBlock
+from lego.settings import default, setting
 
 EPS = 1e-6
 
 
-def merge_latents(latents: torch.Tensor, present: torch.Tensor, method: str = "harmonic", weights: torch.Tensor | None = None) -> torch.Tensor:
+def merge_latents(latents: torch.Tensor, present: torch.Tensor, method: str = default("model.merge.method"),
+                  weights: torch.Tensor | None = None) -> torch.Tensor:
     """latents (K, B, R, D) complex, present (K, B) bool -> merged (B, R, D) complex."""
     k = latents.shape[0]
     w = torch.ones(k, device=latents.device) if weights is None else weights.to(latents.device)
@@ -82,7 +84,7 @@ def spherical_mean(vectors: torch.Tensor, weights: torch.Tensor, iters: int = 10
     return q * (w * norms).sum()
 
 
-def merge_heads(heads: list[Head], method: str = "slerp", weights: torch.Tensor | None = None) -> Head:
+def merge_heads(heads: list[Head], method: str = default("model.merge.head"), weights: torch.Tensor | None = None) -> Head:
     """A new head whose parameters merge the given heads' parameters."""
     merged = Head(heads[0].fc.in_features, heads[0].fc.out_features)
     w = torch.ones(len(heads)) if weights is None else weights.float()
@@ -95,7 +97,7 @@ def merge_heads(heads: list[Head], method: str = "slerp", weights: torch.Tensor 
         elif method == "slerp":
             value = spherical_mean(stack.double(), w.double()).float()
         else:
-            raise ValueError(f"unknown head merge {method!r}; use slerp or linear")
+            raise ValueError(f"unknown head merge {method!r}; use {' or '.join(setting('model.merge.head').choices)}")
         new[name] = value.reshape(ref.shape)
     merged.load_state_dict(new)
     return merged
@@ -110,7 +112,8 @@ class LegoMerge(nn.Module):
     either, this is the paper's training-free merge.
     """
 
-    def __init__(self, blocks: dict[str, LegoBlock], method: str = "harmonic", head_method: str = "slerp",
+    def __init__(self, blocks: dict[str, LegoBlock], method: str = default("model.merge.method"),
+                 head_method: str = default("model.merge.head"),
                  weights: dict[str, float] | None = None, scales: dict[str, float] | None = None):
         super().__init__()
         if len(blocks) < 2:
@@ -118,8 +121,8 @@ class LegoMerge(nn.Module):
         shapes = {(b.cfg.latent_rows, b.cfg.latent_dim, b.cfg.n_outputs) for b in blocks.values()}
         if len(shapes) != 1:
             raise ValueError(f"blocks must share latent shape and outputs to merge; got {sorted(shapes)}")
-        if method not in ("sum", "mean", "harmonic", "readout"):
-            raise ValueError(f"unknown merge method {method!r}; use sum, mean, harmonic or readout")
+        if method not in setting("model.merge.method").choices:
+            raise ValueError(f"unknown merge method {method!r}; use {', '.join(setting('model.merge.method').choices)}")
         self.modalities = list(blocks)
         self.blocks = nn.ModuleDict(blocks)
         self.method, self.head_method = method, head_method

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lego.device import resolve_device
+from lego.settings import default
 from lego.slides.encoders import Encoder, to_chw_uint8
 from lego.slides.features import write_feature_bag
 from lego.slides.patches import PATCH_FILE_ROOT, read_patches
@@ -58,9 +59,10 @@ def embed_slide(
     patches_h5: str | Path,
     encoder: Encoder,
     out_h5: str | Path,
-    batch_size: int = 64,
+    *,
+    batch_size: int = default("embedding.batch_size"),
     num_workers: int = 1,
-    device: str = "auto",
+    device: str = default("embedding.device"),
     mpp_fallback: float | None = None,
     progress: bool = False,
 ) -> dict:

@@ -20,7 +20,7 @@ def _openslide():
     try:
         import openslide
     except ImportError as exc:  # pragma: no cover - install problem
-        raise SlideError("-", f"OpenSlide is not importable ({exc}); run `pip install openslide-python openslide-bin`")
+        raise SlideError("-", f"OpenSlide is not importable ({exc}); run `pip install openslide-python openslide-bin`") from None
     return openslide
 
 
@@ -99,7 +99,7 @@ class Slide:
     def close(self) -> None:
         self.handle.close()
 
-    def __enter__(self) -> "Slide":
+    def __enter__(self) -> Slide:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lego.settings import default
+
 
 def survival_curve(logits: torch.Tensor) -> torch.Tensor:
     """S(t_k) = prod_{j<=k} (1 - h_j) with hazards h = sigmoid(logits); shape (B, n_bins)."""
@@ -16,7 +18,8 @@ def risk_score(logits: torch.Tensor) -> torch.Tensor:
     return -survival_curve(logits).sum(dim=1)
 
 
-def nll_survival_loss(logits: torch.Tensor, bin_idx: torch.Tensor, event: torch.Tensor, alpha: float = 0.4, eps: float = 1e-7) -> torch.Tensor:
+def nll_survival_loss(logits: torch.Tensor, bin_idx: torch.Tensor, event: torch.Tensor,
+                      alpha: float = default("model.train.alpha"), eps: float = 1e-7) -> torch.Tensor:
     """Discrete-time negative log-likelihood.
 
     uncensored: -log S(t_{y-1}) - log h_y;  censored: -log S(t_y);

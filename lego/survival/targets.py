@@ -11,10 +11,12 @@ import logging
 
 import numpy as np
 
+from lego.settings import default
+
 log = logging.getLogger(__name__)
 
 
-def fit_bins(time: np.ndarray, event: np.ndarray, n_bins: int = 4, where: str = "") -> np.ndarray:
+def fit_bins(time: np.ndarray, event: np.ndarray, n_bins: int = default("model.n_bins"), where: str = "") -> np.ndarray:
     """Bin edges (n_bins + 1 values, first 0, last inf) from training times and events."""
     time, event = np.asarray(time, float), np.asarray(event, int)
     source = time[event == 1]

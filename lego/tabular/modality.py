@@ -15,13 +15,15 @@ import numpy as np
 import pandas as pd
 
 from lego.errors import InputError
+from lego.settings import default
 from lego.tabular.tables import read_table, stripped_text
 
 log = logging.getLogger(__name__)
 
 
 def select_columns(
-    columns: list[str], id_column: str, include: str = ".*", exclude: list[str] | None = None, names: list[str] | None = None
+    columns: list[str], id_column: str, include: str = default("table_modality.include"), exclude: list[str] | None = None,
+    names: list[str] | None = None,
 ) -> list[str]:
     """Feature columns of a modality: explicit ``names``, else ``include`` minus ``exclude`` regexes."""
     if names:
@@ -76,8 +78,9 @@ def _check_named_columns(df: pd.DataFrame, where: str, modality: str, id_column:
 def prepare_modality(
     path: str | Path,
     modality: str,
-    id_column: str = "case_id",
-    include: str = ".*",
+    *,
+    id_column: str = default("table_modality.id_column"),
+    include: str = default("table_modality.include"),
     exclude: list[str] | None = None,
     columns: list[str] | None = None,
     categorical: list[str] | None = None,

@@ -14,9 +14,15 @@ import numpy as np
 import pandas as pd
 
 from lego.errors import InputError
-from lego.tabular.selection import univariate_scores
+from lego.settings import default
+from lego.tabular.feature_selection import univariate_scores
 
 log = logging.getLogger(__name__)
+
+
+def _preprocess(key: str):
+    """A table's preprocessing default (config ``modalities.<name>.preprocess``)."""
+    return default(f"table_modality.preprocess.{key}")
 
 
 @dataclass
@@ -31,19 +37,19 @@ class TabularTransform:
     after that; ``min_variance``: drop features (nearly) constant on train; ``max_features``: keep
     the most variable ones (unsupervised); ``select_k``: then keep the ``k`` features most
     associated with the outcome of the training patients (univariate Cox score or ANOVA F; see
-    :mod:`lego.tabular.selection`), which needs ``target`` in :meth:`fit`; ``binary_as_is``: 0/1
+    :mod:`lego.tabular.feature_selection`), which needs ``target`` in :meth:`fit`; ``binary_as_is``: 0/1
     features (mutations) are not standardised -- z-scoring a gene mutated in 1 of 300 patients
     turns its 1 into 17, so hypermutated tumours get huge, meaningless inputs.
     """
 
-    clip_quantiles: tuple[float, float] | None = (0.001, 0.999)
-    clip_mad: float | None = 5.0
-    clip_abs: float | None = None
-    min_variance: float = 1e-8
-    max_features: int | None = None
-    select_k: int | None = None
+    clip_quantiles: tuple[float, float] | None = tuple(_preprocess("clip_quantiles"))
+    clip_mad: float | None = _preprocess("clip_mad")
+    clip_abs: float | None = _preprocess("clip_abs")
+    min_variance: float = _preprocess("min_variance")
+    max_features: int | None = _preprocess("max_features")
+    select_k: int | None = _preprocess("select_k")
     standardise: bool = True
-    binary_as_is: bool = True
+    binary_as_is: bool = _preprocess("binary_as_is")
     categorical: list[str] = field(default_factory=list)
     state: dict = field(default_factory=dict)
 
@@ -55,7 +61,7 @@ class TabularTransform:
     def feature_names(self) -> list[str]:
         return list(self.state["numeric"]) + [f"{c}={v}" for c, vocab in self.state["categories"].items() for v in vocab]
 
-    def fit(self, df: pd.DataFrame, target: dict | None = None) -> "TabularTransform":
+    def fit(self, df: pd.DataFrame, target: dict | None = None) -> TabularTransform:
         """Learn everything from ``df`` (training rows only); ``target`` holds their outcomes, row-aligned.
 
         ``target``: ``{"task": "survival", "time": ..., "event": ...}`` or
@@ -167,7 +173,7 @@ class TabularTransform:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TabularTransform":
+    def from_dict(cls, d: dict) -> TabularTransform:
         d = dict(d)
         if d.get("clip_quantiles") is not None:
             d["clip_quantiles"] = tuple(d["clip_quantiles"])

@@ -8,8 +8,8 @@ never mix silently. Adding an encoder = adding a module with a ``@register_encod
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch

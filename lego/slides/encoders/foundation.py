@@ -5,15 +5,15 @@ checkpoint file (nothing is downloaded). Architectures, outputs and normalisatio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from lego.errors import ConfigError
 from lego.slides.encoders import IMAGENET_MEAN, IMAGENET_STD, Encoder, digest_state_dict, load_state_dict, register_encoder
-from lego.slides.encoders.vit import ConchVisionTower, ViTSpec, VisionTransformer, hf_dinov2_to_timm, hf_resampled
+from lego.slides.encoders.vit import ConchVisionTower, VisionTransformer, ViTSpec, hf_dinov2_to_timm, hf_resampled
 
 HOPTIMUS_MEAN, HOPTIMUS_STD = (0.707223, 0.578729, 0.703617), (0.211883, 0.230117, 0.177517)
 

@@ -1,0 +1,53 @@
+"""lego: one sub-command per pipeline stage of the MM-Lego workflow.
+
+The Snakemake rules call these, and users can run any stage by hand on one slide or one table,
+e.g. ``lego segment --slide S.svs --out-tissue t.parquet --out-png t.png``. Bad input exits with
+status 2 and a one-line message naming the file and the fix (no traceback); ``--debug`` shows it.
+
+Each command is a dataclass declared next to the code it runs (:mod:`lego.cli.declare`); options
+bound to a config setting take its type, range, choices and default from the config schema.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import lego
+from lego.cli import cohort_commands, evaluation_commands, model_commands, report_commands, slide_commands  # noqa: F401
+from lego.cli.declare import COMMANDS, Command, add_options
+from lego.cli.guards import refuse_output_over_input, user_error
+from lego.errors import InputError
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lego`` parser: one sub-command per declared command, in the modules' order."""
+    parser = argparse.ArgumentParser(prog="lego", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {lego.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, cls in COMMANDS.items():
+        add_options(sub.add_parser(name, help=cls.summary, description=cls.summary), cls)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("numexpr").setLevel(logging.WARNING)
+    try:
+        cmd: Command = COMMANDS[args.command].from_namespace(args)
+        if isinstance(getattr(cmd, "name", None), str) and not cmd.name.strip():
+            raise InputError("--name is empty; name the model (it becomes a row of the summary)")
+        refuse_output_over_input(cmd)
+        cmd.run()
+    except Exception as exc:
+        message = user_error(exc)
+        if message is None or args.debug:
+            raise
+        print(f"lego {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return 0

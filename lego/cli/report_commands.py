@@ -1,0 +1,102 @@
+"""Report commands: figures, attention heatmaps and the run's provenance; and the table
+preparation of a tabular modality."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from lego.cli.declare import Command, command, opt
+from lego.cli.slide_commands import set_threads
+
+log = logging.getLogger("lego")
+
+
+@command("prepare-modality", "Select, validate and type one tabular modality; write a parquet table.")
+class PrepareModality(Command):
+    table: str = opt("input table (CSV, TSV or parquet)", required=True)
+    modality: str = opt("modality name (as in the config)", required=True)
+    id_column: str = opt("column holding the patient ID (read as text: leading zeros kept)",
+                         setting="table_modality.id_column")
+    include: str = opt(setting="table_modality.include")
+    exclude: list = opt(setting="table_modality.exclude")
+    columns: list = opt(setting="table_modality.columns", default=None)
+    categorical: list = opt(setting="table_modality.categorical")
+    outcome_columns: list = opt("the cohort's outcome columns (time, event/censorship, label): never features",
+                                many=True)
+    out: str = opt("the modality's parquet to write", required=True, output=True)
+
+    def run(self) -> None:
+        from lego.io import write_parquet
+        from lego.tabular.modality import prepare_modality
+
+        df = prepare_modality(self.table, self.modality, id_column=self.id_column, include=self.include,
+                              exclude=self.exclude, columns=self.columns, categorical=self.categorical,
+                              outcomes=self.outcome_columns)
+        write_parquet(df, self.out, metadata={"modality": self.modality, "source": str(self.table)})
+        log.info("modality %s: %d patients x %d features", self.modality, len(df), df.shape[1] - 1)
+
+
+@command("figures", "Report figures: risk groups, per-fold metrics, merge vs ensemble, tissue QC.")
+class Figures(Command):
+    summary_dir: str = opt("directory with metrics.tsv and folds.tsv", required=True)
+    metrics: list = opt("metrics.json files (predictions beside)", required=True, many=True)
+    thumbnails: list = opt("tissue.png files of the slides to show", many=True)
+    out_dir: str = opt("output folder (created if missing)", required=True, output=True)
+
+    def run(self) -> None:
+        import pandas as pd
+
+        from lego.evaluation.figures import fold_dots, merge_vs_ensemble, qc_thumbnails, risk_groups
+        from lego.evaluation.metrics import HEADLINE
+        from lego.evaluation.summary import load_evaluations
+
+        metrics = pd.read_csv(Path(self.summary_dir) / "metrics.tsv", sep="\t")
+        folds = pd.read_csv(Path(self.summary_dir) / "folds.tsv", sep="\t")
+        rows, tests = load_evaluations(self.metrics)  # the checks summarise makes
+        task = rows[0]["task"]
+        preds: dict[str, list] = {}
+        for (model, fold), p in tests.items():
+            preds.setdefault(model, []).append(p.assign(fold=fold))
+        pooled = {m: pd.concat(v, ignore_index=True) for m, v in preds.items()}
+        out = Path(self.out_dir)
+        risk_groups(pooled, task, out / "risk_groups.png")
+        fold_dots(metrics, folds, HEADLINE[task], out / "folds.png")
+        merge_vs_ensemble(metrics, HEADLINE[task], out / "merge_vs_ensemble.png")
+        qc_thumbnails(list(self.thumbnails or []), out / "qc_thumbnails.png")
+        log.info("figures written to %s", out)
+
+
+@command("heatmaps", "Attention heatmaps of a slide model on its fold's test patients: PNG, QuPath GeoJSON and a "
+         "table per slide.", writes=frozenset({"index.tsv"}))
+class Heatmaps(Command):
+    model_dir: str = opt("a slide modality's model folder with patch attention (a block, abmil)", required=True)
+    manifest: str = opt("the modality's feature manifest (written by feature-manifest)", required=True)
+    folds: str = opt("folds table written by make-folds (parquet)", required=True)
+    slides: str = opt("slide index (written by index-slides), to draw over thumbnails")
+    subset: str = opt("which of the fold's patients to draw", default="test", choices=("test", "val", "train"))
+    threads: int = opt("torch CPU threads (default: torch's)", setting="model.train.threads", default=None)
+    out_dir: str = opt("output folder (created if missing)", required=True, output=True)
+
+    def run(self) -> None:
+        from lego.evaluation.heatmaps import run_heatmaps
+
+        set_threads(self.threads)
+        run_heatmaps(self.model_dir, self.manifest, self.folds, self.out_dir, self.slides, self.subset)
+
+
+@command("provenance", "Record the resolved config, package versions, git commit, input digests and per-job costs.")
+class Provenance(Command):
+    config_json: str = opt("the resolved run config, as JSON", required=True, json=True)
+    inputs: list = opt("input files or directories to digest", many=True)
+    benchmarks: str = opt("directory of Snakemake benchmark files", required=True)
+    code_dir: str = opt("the workflow's checkout (for the git commit)", required=True)
+    out_dir: str = opt("output folder (created if missing)", required=True, output=True)
+
+    def run(self) -> None:
+        from lego.provenance import write_provenance
+
+        run = write_provenance(json.loads(self.config_json), self.inputs or [], self.benchmarks, self.code_dir,
+                               self.out_dir)
+        log.info("provenance of %d jobs written to %s (commit %s)", run["jobs"]["n"], self.out_dir, run["git"]["commit"])

@@ -1,0 +1,181 @@
+"""The model-kind registry: every kind of trained model, how it is built, trained, saved, loaded,
+evaluated and drawn, in one entry.
+
+The LegoBlock and the MM-Lego variants (merge, merge-tuned, fuse) are registered here; trained
+baselines are one module each in :mod:`lego.baselines` (or a plugin module named in
+``LEGO_PLUGINS``) that calls :func:`register`. The config schema (``model.build``,
+``evaluation.baselines``, ``predict.models``), the workflow plan, the rules' resources, model
+loading (:mod:`lego.models.files`), evaluation and heatmaps read these entries; none of them
+matches a kind by its name.
+
+Light at import (no torch): the architectures are imported when a model is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lego.errors import InputError
+from lego.plugins import Registry
+
+ROLES = ("block", "variant", "baseline")
+SCOPES = ("modality", "fold")
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """One kind of trained model.
+
+    ``name``: the model's name (``fold`` scope) or its prefix (``modality`` scope: ``<name>-<modality>``,
+    blocks ``block-<modality>``). ``architecture``: the ``kind`` its ``config.json`` records, from
+    which :func:`build_model` rebuilds it (merge-tuned is a merge). ``fit``: how a trained baseline
+    is trained on one fold (``lego train-model``); the block and the variants have their own steps.
+    ``slides_only``: takes slide modalities only (modality scope). ``heatmaps``: its attention over a
+    slide's patches can be drawn. ``gpu``: its training job asks the cluster for the configured GPUs.
+    ``min_modalities``: a fold-scope model needs at least this many modalities in the config.
+    """
+
+    name: str
+    role: str
+    architecture: str
+    build: Callable[[dict], Any] | None = None
+    wrap: Callable[[Any, dict], Any] | None = None  # the built module -> one taking {modality: (x, mask, present)}
+    scope: str = "fold"
+    fit: Callable[..., Any] | None = None
+    slides_only: bool = False
+    heatmaps: bool = False
+    gpu: bool = False
+    min_modalities: int = 1
+    preference: int = 0  # variants: the one-SE rule's order (lower first)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES or self.scope not in SCOPES:
+            raise ValueError(f"model kind {self.name!r}: role {self.role!r} / scope {self.scope!r} not in {ROLES} / {SCOPES}")
+        if self.role == "baseline" and self.fit is None:
+            raise ValueError(f"trained baseline {self.name!r} needs a fit function")
+
+    def model_name(self, modality: str | None = None) -> str:
+        """The name of this kind's model on ``modality`` (modality scope) or of the fold's model."""
+        return f"{self.name}-{modality}" if self.scope == "modality" else self.name
+
+    def folder(self, name: str, fold: int | str, base: str) -> str:
+        """Where a run under ``base`` keeps this model's fold."""
+        if self.role == "block":
+            return f"{base}/blocks/{name[len(self.name) + 1:]}/fold{fold}"
+        return role_folder(self.role, name, fold, base)
+
+
+def role_folder(role: str, name: str, fold: int | str, base: str) -> str:
+    """Where a variant (``<name>/fold<k>``) or a trained baseline (``baselines/<name>/fold<k>``) is kept."""
+    return f"{base}/{'baselines/' if role == 'baseline' else ''}{name}/fold{fold}"
+
+
+REGISTRY: Registry[ModelKind] = Registry("model kind", "lego.baselines")
+MODEL_KINDS = REGISTRY.entries
+register = REGISTRY.register
+model_kinds = REGISTRY.all  # every kind: the core ones, lego.baselines' modules and the plugins'
+
+
+def by_role(role: str) -> list[ModelKind]:
+    return [k for k in model_kinds().values() if k.role == role]
+
+
+def kind_of(name: str) -> ModelKind | None:
+    """The kind of a model name (``block-rna``, ``merge``, ``abmil-wsi``); None for a model without
+    a folder of its own (a classical baseline, the ensemble, the chosen variant ``lego``)."""
+    for kind in model_kinds().values():
+        if kind.scope == "fold" and name == kind.name:
+            return kind
+        if kind.scope == "modality" and name.startswith(kind.name + "-") and len(name) > len(kind.name) + 1:
+            return kind
+    return None
+
+
+def modality_of(name: str) -> str | None:
+    """The modality of a modality-scope model's name (``block-rna`` -> ``rna``); None otherwise."""
+    kind = kind_of(name)
+    return name[len(kind.name) + 1:] if kind is not None and kind.scope == "modality" else None
+
+
+def architecture(config: dict) -> ModelKind:
+    """The kind that builds a saved model's ``config["kind"]`` (its first registration)."""
+    name = config.get("kind")
+    found = next((k for k in model_kinds().values() if k.architecture == name and k.build is not None), None)
+    if found is None:
+        raise InputError(f"unknown model kind {name!r} in config")
+    return found
+
+
+def as_predictor(model: Any, config: dict) -> Any:
+    """A loaded model as a module taking the multi-modality input dict (a block takes its own tensors)."""
+    wrap = architecture(config).wrap
+    return wrap(model, config) if wrap is not None else model
+
+
+def model_inputs(config: dict) -> dict[str, dict]:
+    """Per modality a saved model reads, the config holding its ``modality_kind`` and fitted ``preprocess``."""
+    if "blocks" in config:
+        return config["blocks"]
+    if "inputs" in config:
+        return config["inputs"]
+    return {config["modality"]: config}
+
+
+def block_order(config: dict) -> list[str]:
+    """The blocks' order as trained. JSON files are written with sorted keys, so the order of
+    ``config["blocks"]`` is not the training order; LegoFuse chains blocks, so rebuilding it in
+    another order gives a different model (silently). Merges are order-free."""
+    order = config.get("order")
+    if order is None:
+        if config["kind"] == FUSE.architecture:
+            raise InputError("this LegoFuse config has no block 'order' (written by an older version); run the fuse step again")
+        return sorted(config["blocks"])
+    if sorted(order) != sorted(config["blocks"]):
+        raise InputError(f"config 'order' {order} does not name the same blocks as 'blocks' {sorted(config['blocks'])}")
+    return list(order)
+
+
+# ----------------------------------------------------------------------------- the core kinds
+
+
+def _build_block(config: dict):
+    from lego.models.block import BlockConfig, LegoBlock
+
+    return LegoBlock(BlockConfig(**config["block"]))
+
+
+def _wrap_block(block, config: dict):
+    from lego.models.block import SingleBlock
+
+    return SingleBlock(config["modality"], block)
+
+
+def _blocks(config: dict) -> dict:
+    from lego.models.block import BlockConfig, LegoBlock
+
+    return {m: LegoBlock(BlockConfig(**config["blocks"][m]["block"])) for m in block_order(config)}
+
+
+def _build_merge(config: dict):
+    from lego.models.merge import LegoMerge
+
+    return LegoMerge(_blocks(config), config["method"], config["head_method"], config.get("weights"), config.get("scales"))
+
+
+def _build_fuse(config: dict):
+    from lego.models.fuse import LegoFuse
+
+    return LegoFuse(_blocks(config), config["mode"], config["head_method"])
+
+
+BLOCK = register(ModelKind("block", "block", "block", _build_block, _wrap_block, scope="modality", heatmaps=True, gpu=True,
+                           description="one modality's LegoBlock"))
+MERGE = register(ModelKind("merge", "variant", "merge", _build_merge, min_modalities=2, preference=1,
+                           description="LegoMerge: the paper's training-free merge"))
+MERGE_TUNED = register(ModelKind("merge-tuned", "variant", "merge", min_modalities=2, preference=0,
+                                 description="LegoMerge with latents normalised and blocks weighted on validation"))
+FUSE = register(ModelKind("fuse", "variant", "fuse", _build_fuse, min_modalities=2, gpu=True, preference=2,
+                          description="LegoFuse: the blocks chained and fine-tuned for a few epochs"))

@@ -1,0 +1,368 @@
+"""Workflow planning: a validated config -> what a run makes (modalities and how each is prepared,
+folds, models, baselines, output paths) and what each job is given.
+
+The Snakemake rules (``rules/common.smk``) read a :class:`Plan` and hold no decisions of their own,
+so everything a run decides is testable here without Snakemake. Which models exist comes from
+the registries (modality kinds, model kinds, classical baselines), never from a list of names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from lego.config import BUILD_BLOCKS
+from lego.data.folds import fold_files, n_folds_in
+from lego.data.labels import source_outcome_columns
+from lego.errors import ConfigError, LegoError
+from lego.evaluation.names import DEFAULT_BASELINES, EARLY, ENSEMBLE, TASK_BASELINES, baseline_name, trained_baselines
+from lego.modality_kinds import ModalityKind, modality_kind
+from lego.model_selection import grid_candidates
+from lego.models.model_kinds import BLOCK, ModelKind, by_role, kind_of, modality_of, role_folder
+from lego.plan_predict import predict_runs
+
+EXECUTION = ("device", "threads", "gpus")  # model.train keys that decide where a job runs, not what it computes
+MODEL_FILES = ("model.safetensors", "config.json", "history.json")
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """One trained baseline model of the run: its kind and the modalities it reads."""
+
+    kind: ModelKind
+    modalities: tuple[str, ...]
+
+
+@dataclass
+class Plan:
+    """What one run of the workflow makes, from its validated ``config``."""
+
+    config: dict[str, Any]
+    task: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.task = self.config["cohort"]["task"]
+        _check(self)
+
+    # ------------------------------------------------------------------ places and inputs
+
+    @property
+    def out(self) -> str:
+        return f"{self.config['results_dir']}/{self.config['cohort']['name']}"
+
+    @property
+    def demo_dir(self) -> str:
+        return f"{self.config['results_dir']}/demo_input"
+
+    @property
+    def modalities(self) -> dict[str, dict]:
+        return self.config["modalities"]
+
+    def kind(self, modality: str) -> ModalityKind:
+        return modality_kind(self.modalities[modality]["kind"])
+
+    @cached_property
+    def slide_modalities(self) -> list[str]:
+        """Modalities read from slides (patch features)."""
+        return [m for m in self.modalities if self.kind(m).slides]
+
+    @cached_property
+    def prepared_modalities(self) -> list[str]:
+        """Modalities prepared from a table by their kind's command (everything not from slides)."""
+        return [m for m in self.modalities if self.kind(m).prepare is not None]
+
+    def read_as(self, table: str) -> list[str]:
+        """Modalities whose prepared file is a ``table`` (lego.io.TABLES: "modality" or "manifest")."""
+        return [m for m in self.modalities if self.kind(m).table == table]
+
+    @property
+    def outcomes(self) -> list[str]:
+        """The labels table's outcome columns: never features (prepare commands leave them out)."""
+        return source_outcome_columns(self.config["cohort"]["labels"])
+
+    def prepare_args(self, modality: str) -> tuple[str, dict[str, Any]]:
+        """The command that prepares a table modality and its flags (the modality's own settings only)."""
+        prep = self.kind(modality).prepare
+        spec = self.modalities[modality]
+        return prep.command, {**{k: spec.get(k) for k in prep.settings}, "outcome_columns": self.outcomes}
+
+    def data_path(self, modality: str) -> str:
+        return f"{self.out}/modalities/{modality}.parquet"
+
+    def feature_set(self, modality: str) -> str:
+        """Folder name of a slide modality's features: its encoder, or imported-<modality>."""
+        spec = self.modalities[modality]
+        return f"imported-{modality}" if spec.get("features_dir") else spec["encoder"]
+
+    def slide_sources(self) -> dict[str, Any]:
+        """Where index_slides looks: slides.dir/list, else the slide modalities' existing feature files."""
+        sl = self.config["slides"]
+        if sl["dir"] or sl["list"]:
+            return {"dir": [sl["dir"]] if sl["dir"] else None, "list": sl["list"], "ext": sl["extensions"]}
+        imported = [self.modalities[m]["features_dir"] for m in self.slide_modalities
+                    if self.modalities[m].get("features_dir")]
+        # Every imported folder is indexed: a slide missing from one of them is that modality's failed
+        # slide (rule import_features records it), not a missing input that stops the DAG.
+        return {"dir": imported, "list": None, "ext": [".h5"]} if imported else {"dir": None, "list": None, "ext": []}
+
+    def slide_source_paths(self) -> list[str]:
+        """The folders and list file index_slides reads (its declared inputs)."""
+        src = self.slide_sources()
+        return [p for p in (src["dir"] or []) + [src["list"]] if p]
+
+    def segments_slides(self) -> bool:
+        """Whether any slide is segmented (a slide modality not made of imported features)."""
+        return any(not self.modalities[m].get("features_dir") for m in self.slide_modalities)
+
+    # ------------------------------------------------------------------ folds
+
+    @cached_property
+    def fold_sources(self) -> list[str]:
+        folds = self.config["folds"]
+        return _fold_files(folds["path"]) if folds["method"] == "file" else []
+
+    @cached_property
+    def folds(self) -> list[int]:
+        folds = self.config["folds"]
+        if folds["method"] == "file":
+            return list(range(_fold_count(folds["path"])))
+        if folds["method"] == "kfold":
+            return list(range(folds["n_folds"] * folds["repeats"]))
+        return list(range(len(folds["seeds"]) if folds.get("seeds") else folds["n_folds"]))
+
+    # ------------------------------------------------------------------ models
+
+    @property
+    def build(self) -> list[str]:
+        return self.config["model"]["build"]
+
+    @cached_property
+    def blocks(self) -> list[str]:
+        return [BLOCK.model_name(m) for m in self.modalities] if BUILD_BLOCKS in self.build else []
+
+    @cached_property
+    def variants(self) -> list[str]:
+        """The MM-Lego variants built (they need two modalities or more)."""
+        return [k.name for k in by_role("variant") if k.name in self.build and len(self.modalities) >= k.min_modalities]
+
+    @cached_property
+    def models(self) -> list[str]:
+        """The blocks and variants, and "lego" (the variant chosen per fold) when there are two or more."""
+        return self.blocks + self.variants + (["lego"] if len(self.variants) >= 2 else [])
+
+    @cached_property
+    def baselines(self) -> list[str]:
+        """The names ``evaluation.baselines`` asks for (its default: the task's defaults and the rest)."""
+        asked = self.config["evaluation"].get("baselines")
+        if asked is not None:
+            return list(asked)
+        return [*DEFAULT_BASELINES[self.task], *trained_baselines(), ENSEMBLE]
+
+    @cached_property
+    def classical(self) -> list[str]:
+        return [b for b in self.baselines if b in TASK_BASELINES[self.task]]
+
+    @cached_property
+    def baseline_sources(self) -> list[str]:
+        """The inputs the classical baselines are fitted on: each modality and/or all of them (early)."""
+        if not self.classical:
+            return []
+        inputs = self.config["evaluation"]["baseline_inputs"]
+        return (list(self.modalities) if "each" in inputs else []) + (
+            [EARLY] if "early" in inputs and len(self.modalities) >= 2 else [])
+
+    @cached_property
+    def trained(self) -> dict[str, TrainedRun]:
+        """Each trained baseline model by name: one per accepted modality (modality scope) or one per run."""
+        runs = {}
+        for kind in by_role("baseline"):
+            if kind.name not in self.baselines:
+                continue
+            if kind.scope == "modality":
+                for m in self.modalities:
+                    if not kind.slides_only or m in self.slide_modalities:
+                        runs[kind.model_name(m)] = TrainedRun(kind, (m,))
+            else:
+                runs[kind.name] = TrainedRun(kind, tuple(self.modalities))
+        return runs
+
+    @cached_property
+    def all_models(self) -> list[str]:
+        """Every model the summary holds."""
+        names = self.models + [baseline_name(m, s) for s in self.baseline_sources for m in self.classical]
+        names += list(self.trained)
+        if ENSEMBLE in self.baselines and self.blocks and len(self.modalities) >= 2:
+            names.append(ENSEMBLE)
+        return names
+
+    @cached_property
+    def evaluated(self) -> list[str]:
+        """Models with a folder of their own that the evaluate rule scores (blocks, variants, trained baselines)."""
+        return self.blocks + self.variants + list(self.trained)
+
+    def model_folder(self, name: str, fold: int | str, base: str | None = None) -> str:
+        return kind_of(name).folder(name, fold, base or self.out)
+
+    def trained_folder(self, name: str, fold: int | str) -> str:
+        """A trained baseline's fold (``name`` may be a wildcard pattern)."""
+        return role_folder("baseline", name, fold, self.out)
+
+    def block_folder(self, modality: str, fold: int | str) -> str:
+        return self.model_folder(BLOCK.model_name(modality), fold)
+
+    def candidate_folder(self, modality: str, fold: int | str, candidate: int | str) -> str:
+        """Where one grid candidate of a block is trained (select_block keeps one of them)."""
+        return f"{self.block_folder(modality, fold)}/candidates/c{candidate}"
+
+    def fold_block_files(self, fold: int | str) -> list[str]:
+        """Every selected block of a fold: weights, config and history (merging and fusing read all three)."""
+        return [f"{self.block_folder(m, fold)}/{f}" for m in self.modalities for f in MODEL_FILES]
+
+    def model_modalities(self, name: str) -> list[str]:
+        """The modalities a model reads."""
+        if name in self.trained:
+            return list(self.trained[name].modalities)
+        modality = modality_of(name)
+        return [modality] if modality is not None else list(self.modalities)
+
+    @cached_property
+    def heatmap_models(self) -> dict[str, str]:
+        """Models whose patch attention is drawn, with their slide modality."""
+        if not self.config["evaluation"]["heatmaps"]:
+            return {}
+        out = {}
+        for name in self.blocks + list(self.trained):
+            kind, modality = kind_of(name), modality_of(name)
+            if kind.heatmaps and modality in self.slide_modalities:
+                out[name] = modality
+        return out
+
+    def gpus(self, kind: ModelKind) -> int:
+        """GPUs a model kind's training job asks for on a cluster."""
+        return self.config["model"]["train"]["gpus"] if kind.gpu else 0
+
+    # ------------------------------------------------------------------ what each job is given
+
+    def block_spec(self, modality: str) -> dict[str, Any]:
+        """Everything one modality's block training depends on (and nothing about other modalities)."""
+        model = self.config["model"]
+        spec = {**model["block"], **model["train"], "n_bins": model["n_bins"]}
+        for key in EXECUTION:
+            spec.pop(key)
+        spec["encoder"] = self.kind(modality).encoder
+        spec.update(self.modalities[modality].get("block", {}))
+        if self.modalities[modality].get("preprocess"):
+            spec["preprocess"] = self.modalities[modality]["preprocess"]
+        return spec
+
+    def block_grid(self, modality: str) -> list[dict]:
+        """The modality's hyper-parameter candidates (a list of overrides; one empty dict without a grid)."""
+        return grid_candidates(self.modalities[modality].get("block", {}).get("grid", self.config["model"].get("grid")))
+
+    def candidate_spec(self, modality: str, candidate: int | str) -> dict[str, Any]:
+        """block_spec with one grid candidate applied (select_k goes into the table preprocessing)."""
+        spec = self.block_spec(modality)
+        spec.pop("grid", None)
+        overrides = dict(self.block_grid(modality)[int(candidate)])
+        if "select_k" in overrides:
+            spec["preprocess"] = {**spec.get("preprocess", {}), "select_k": overrides.pop("select_k")}
+        spec.update(overrides)
+        return spec
+
+    def baseline_modalities(self, source: str) -> list[str]:
+        return list(self.modalities) if source == EARLY else [source]
+
+    def modality_specs(self, modalities: list[str]) -> dict[str, dict]:
+        """What a baseline needs of each modality: its kind, categories and in-fold preprocessing."""
+        keys = ("kind", "categorical", "preprocess")
+        return {m: {k: self.modalities[m][k] for k in keys if self.modalities[m].get(k)} for m in modalities}
+
+    def trained_spec(self, name: str) -> dict[str, Any]:
+        """A trained baseline's settings: its modality's block settings (modality scope: the comparison
+        with the block isolates the architecture), else the run's block and training settings."""
+        run = self.trained[name]
+        if run.kind.scope == "modality":
+            return self.block_spec(run.modalities[0])
+        model = self.config["model"]
+        spec = {**model["block"], **model["train"], "n_bins": model["n_bins"]}
+        return {k: v for k, v in spec.items() if k not in EXECUTION}
+
+    def fuse_spec(self) -> dict[str, Any]:
+        model = self.config["model"]
+        return {**model["fuse"], "alpha": model["train"]["alpha"], "patience": model["fuse"]["epochs"],
+                "head_method": model["merge"]["head"]}
+
+    @property
+    def metric_options(self) -> str:
+        """Metric settings (every evaluation job); bootstrap settings reach only the summary, so
+        changing the number of replicates does not re-evaluate every model."""
+        return json.dumps({k: self.config["evaluation"][k] for k in ("horizons", "tau_quantile")}, sort_keys=True)
+
+    @property
+    def bootstrap_options(self) -> str:
+        return json.dumps({k: self.config["evaluation"][k] for k in ("n_boot", "ci", "seed")}, sort_keys=True)
+
+    # ------------------------------------------------------------------ targets
+
+    @cached_property
+    def predict_runs(self) -> list[tuple[str, int, list[str]]]:
+        """(model, fold, modalities) of every trained model the predict section applies."""
+        source = self.config["predict"]["from"]
+        return predict_runs(self.config["predict"]["models"], source, self.modalities) if source else []
+
+    def targets(self, provenance: bool = True) -> list[str]:
+        """Every file the run ends with (``provenance=False``: all but the provenance record, which
+        reads the others' benchmarks and so comes last)."""
+        out = self.out
+        targets = [f"{out}/cohort/patients.parquet", f"{out}/cohort/folds.parquet", f"{out}/qc/failed.tsv"]
+        if self.config["predict"]["from"]:  # external validation: models of another run applied here, nothing trained
+            targets.append(f"{out}/predict/summary.tsv")
+        else:
+            if self.models:
+                targets += [f"{out}/summary/metrics.tsv", f"{out}/summary/figures/risk_groups.png"]
+            targets += [f"{out}/heatmaps/{m}/fold{k}" for m in self.heatmap_models for k in self.folds]
+        return targets + ([f"{out}/provenance/run.json"] if provenance else [])
+
+    def provenance_inputs(self) -> list[str]:
+        """The run's input files and folders: outcomes, tables, slides or feature files."""
+        paths = [self.config["cohort"]["labels"]["path"]] + [self.modalities[m]["path"] for m in self.prepared_modalities]
+        return sorted(set(paths + self.slide_source_paths()))
+
+
+def _check(plan: Plan) -> None:
+    """The config's combinations that the schema cannot refuse, each one line naming the key."""
+    asked = plan.config["evaluation"].get("baselines")
+    needs_slides = [k.name for k in by_role("baseline") if k.slides_only]
+    if asked is not None and not plan.slide_modalities and any(b in needs_slides for b in asked):
+        name = next(b for b in asked if b in needs_slides)
+        raise ConfigError(f"evaluation.baselines names {name}, which needs a slide modality; this config has none "
+                          f"(remove {name} from the list)")
+    other_task = [b for b in plan.baselines if b in {n for t in TASK_BASELINES.values() for n in t}
+                  and b not in TASK_BASELINES[plan.task]]
+    if other_task:
+        raise ConfigError(f"evaluation.baselines {other_task} do not fit task {plan.task!r}; "
+                          f"use {list(TASK_BASELINES[plan.task])} (and the trained baselines, {ENSEMBLE})")
+    if EARLY in plan.modalities and plan.baseline_sources:
+        raise ConfigError(f"a modality named '{EARLY}' clashes with the early-fusion baseline; rename the modality")
+    for run in plan.trained.values():
+        if len(run.modalities) < run.kind.min_modalities:
+            raise ConfigError(f"evaluation.baselines names {run.kind.name}, which needs {run.kind.min_modalities} "
+                              f"modalities or more; this config has {len(run.modalities)}")
+    plan.folds  # noqa: B018  (a fold file that cannot be read fails here, when the DAG is built)
+
+
+def _fold_files(path: str | None) -> list[str]:
+    if not path:
+        raise ConfigError("folds.method is 'file' but folds.path is not set; point it at a splits_<k>.csv folder "
+                          "or a fold table")
+    try:
+        return fold_files(path)
+    except (LegoError, OSError) as exc:
+        raise ConfigError(f"folds.path: {exc}") from None
+
+
+def _fold_count(path: str | None) -> int:
+    _fold_files(path)
+    return n_folds_in(path)
