@@ -1,7 +1,7 @@
 """Finds facts written twice: a config setting's choices, default or range, or a registry's names,
 copied into the code instead of read from where they are defined.
 
-Run by CI (and by tests/test_single_source.py). It reads config/schema.yaml and the Python code
+Run by CI (and by tests/test_settings.py). It reads config/schema.yaml and the Python code
 under lego/, workflow/ and rules/ and reports, one line each:
 
 * a list, tuple or set literal holding two or more of a setting's choices (``("stack", "weave")``)

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import demo_block, write_result  # noqa: E402
 
-BLOCK = {"latent_rows": 16, "latent_dim": 32, "encoder_width": 64, "heads": 2, "head_dim": 16, "dropout": 0.1}
+BLOCK = demo_block()  # the demo config's block
 
 
 def parse_args() -> argparse.Namespace:

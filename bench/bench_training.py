@@ -22,14 +22,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import gpu_peak_mb, write_result  # noqa: E402
+from common import demo_block, gpu_peak_mb, write_result  # noqa: E402
 
 CASES = {
     "tabular_2000_features": {"kind": "tabular", "patients": 512, "dim": 2000, "tokens": 1, "batch": 16},
     "bag_1000_patches": {"kind": "wsi", "patients": 32, "dim": 1024, "tokens": 1000, "batch": 8},
     "bag_10000_patches": {"kind": "wsi", "patients": 32, "dim": 1024, "tokens": 10000, "batch": 8},
 }
-BLOCK = {"latent_rows": 16, "latent_dim": 32, "encoder_width": 64, "heads": 2, "head_dim": 16, "dropout": 0.1}
+BLOCK = demo_block()  # the demo config's block
 
 
 def one_case(name: str, epochs: int, device: str) -> dict:

@@ -15,6 +15,13 @@ CACHE = HERE / ".cache"
 RESULTS = Path(os.environ.get("BENCH_RESULTS", HERE / "results"))
 
 
+def demo_block() -> dict:
+    """The demo config's LegoBlock architecture (config/config.yaml, model.block): the size benchmarks train."""
+    import yaml
+
+    return dict(yaml.safe_load((HERE.parent / "config" / "config.yaml").read_text())["model"]["block"])
+
+
 def bench_slide(width: int = 16384, height: int = 12288, seed: int = 0) -> Path:
     """A 20x Aperio-style slide (about 100 mm2 of tissue at 0.5 um/px), built once and cached."""
     from lego.demo.aperio import write_aperio_tiff

@@ -16,11 +16,11 @@ import pandas as pd
 import torch
 
 from lego.io import copy_atomic, read_json, write_json
+from lego.models.model_kinds import CONFIG, HISTORY, MODEL_FILES
 from lego.settings import default, setting
 
 log = logging.getLogger(__name__)
 
-MODEL_FILES = ("model.safetensors", "config.json", "history.json")
 
 
 def grid_candidates(grid: dict[str, list] | list[dict] | None) -> list[dict]:
@@ -137,7 +137,7 @@ def _same_block(candidate_dirs: list[str]) -> None:
         raise InputError("no candidate given; name the grid candidates' model folders")
     seen = {}
     for d in candidate_dirs:
-        c = read_json(Path(d) / "config.json", dict)
+        c = read_json(Path(d) / CONFIG, dict)
         key = tuple(c.get(k) for k in ("modality", "fold", "task"))
         if seen and key not in seen.values():
             first, was = next(iter(seen.items()))
@@ -149,7 +149,7 @@ def _same_block(candidate_dirs: list[str]) -> None:
 def select_candidate(candidate_dirs: list[str], out_dir: str, rule: str = default("model.selection")) -> dict:
     """Copy the candidate chosen on validation (see :func:`choose`) into ``out_dir``."""
     _same_block(candidate_dirs)
-    hists = [read_json(Path(d) / "history.json", dict) for d in candidate_dirs]
+    hists = [read_json(Path(d) / HISTORY, dict) for d in candidate_dirs]
     scores = [_finite(h.get("val_score")) for h in hists]
     chosen, threshold = choose(scores, [h.get("val_score_se") for h in hists], rule, [h.get("best_val_loss") for h in hists])
     out = Path(out_dir)

@@ -17,14 +17,23 @@ from lego.config import BUILD_BLOCKS
 from lego.data.folds import fold_files, n_folds_in
 from lego.data.labels import source_outcome_columns
 from lego.errors import ConfigError, LegoError
-from lego.evaluation.names import DEFAULT_BASELINES, EARLY, ENSEMBLE, TASK_BASELINES, baseline_name, trained_baselines
+from lego.evaluation.names import (
+    CHOSEN,
+    DEFAULT_BASELINES,
+    EARLY,
+    ENSEMBLE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    TASK_BASELINES,
+    baseline_name,
+    trained_baselines,
+)
 from lego.modality_kinds import ModalityKind, modality_kind
 from lego.model_selection import grid_candidates
-from lego.models.model_kinds import BLOCK, ModelKind, by_role, kind_of, modality_of, role_folder
+from lego.models.model_kinds import BLOCK, MODEL_FILES, ModelKind, by_role, kind_of, modality_of, role_folder
 from lego.plan_predict import predict_runs
 
 EXECUTION = ("device", "threads", "gpus")  # model.train keys that decide where a job runs, not what it computes
-MODEL_FILES = ("model.safetensors", "config.json", "history.json")
 
 
 @dataclass(frozen=True)
@@ -150,7 +159,7 @@ class Plan:
     @cached_property
     def models(self) -> list[str]:
         """The blocks and variants, and "lego" (the variant chosen per fold) when there are two or more."""
-        return self.blocks + self.variants + (["lego"] if len(self.variants) >= 2 else [])
+        return self.blocks + self.variants + ([CHOSEN] if len(self.variants) >= 2 else [])
 
     @cached_property
     def baselines(self) -> list[str]:
@@ -201,6 +210,17 @@ class Plan:
     def evaluated(self) -> list[str]:
         """Models with a folder of their own that the evaluate rule scores (blocks, variants, trained baselines)."""
         return self.blocks + self.variants + list(self.trained)
+
+    def evaluation(self, model: str, fold: int | str, stage: str = "eval") -> dict[str, str]:
+        """The two files a model's scoring on a fold ends as (``stage`` eval, or predict in predict
+        mode; ``model`` and ``fold`` may be wildcard patterns)."""
+        folder = f"{self.out}/{stage}/{model}/fold{fold}"
+        return {"metrics": f"{folder}/{METRICS_FILE}", "predictions": f"{folder}/{PREDICTIONS_FILE}"}
+
+    def evaluations(self, models: list[str], folds: list[int] | None = None) -> list[str]:
+        """Every metrics file of ``models`` over the folds (model by model), then their predictions."""
+        pairs = [self.evaluation(m, k) for m in models for k in (self.folds if folds is None else folds)]
+        return [p["metrics"] for p in pairs] + [p["predictions"] for p in pairs]
 
     def model_folder(self, name: str, fold: int | str, base: str | None = None) -> str:
         return kind_of(name).folder(name, fold, base or self.out)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from lego.errors import ConfigError
-from lego.models.model_kinds import kind_of, model_inputs
+from lego.models.model_kinds import CONFIG, kind_of, model_inputs
 
 
 def predict_runs(models: list[str], source: str, modalities: dict[str, dict]) -> list[tuple[str, int, list[str]]]:
@@ -18,11 +18,11 @@ def predict_runs(models: list[str], source: str, modalities: dict[str, dict]) ->
         if kind is None:
             raise ConfigError(f"predict.models: {model!r} is not a trained model")
         base = Path(kind.folder(model, 0, source)).parent
-        folds = sorted(int(p.name[4:]) for p in base.glob("fold*") if p.name[4:].isdigit() and (p / "config.json").is_file())
+        folds = sorted(int(p.name[4:]) for p in base.glob("fold*") if p.name[4:].isdigit() and (p / CONFIG).is_file())
         if not folds:
             raise ConfigError(f"predict.from: no trained {model} under {source}; run the training config first")
         for fold in folds:
-            trained = json.loads(Path(kind.folder(model, fold, source), "config.json").read_text())
+            trained = json.loads(Path(kind.folder(model, fold, source), CONFIG).read_text())
             mods = sorted(model_inputs(trained))
             missing = [m for m in mods if m not in modalities]
             if missing:

@@ -1,5 +1,8 @@
 """Every setting's type, range, default, choices and description, read from the config schema.
 
+This is the schema as written. Names that the registries own (modality kinds, model kinds, block
+encoders, baselines) are filled in by :func:`lego.config.load_schema`; read those there.
+
 ``config/schema.yaml`` writes each of these facts once. The command line's flags
 (:mod:`lego.cli`), the settings dataclasses (tissue, patches), ``BlockConfig``, ``TrainConfig``
 and ``EvalOptions`` read them from here instead of keeping copies that drift. Light at import
@@ -19,7 +22,9 @@ from typing import Any
 
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+# config/schema.yaml, reached through lego/schema.yaml (a link in the repository, the file itself in
+# a built wheel): the command line works from an installed package too.
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
 _TYPES = {"integer": int, "number": float, "string": str, "boolean": bool, "array": list, "object": dict}
 
 

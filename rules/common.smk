@@ -12,8 +12,9 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from lego.config import load_schema, read_yaml, validate_config
 from lego.errors import ConfigError
+from lego.evaluation.names import CHOSEN, ENSEMBLE, METRICS_FILE, baseline_name
 from lego.models.model_kinds import BLOCK, FUSE, MERGE, MERGE_TUNED
-from lego.plan import MODEL_FILES, Plan
+from lego.plan import MODEL_FILES, Plan  # the model folder's files (lego.models.model_kinds)
 from helpers import (
     cli_args,
     print_summary,
@@ -39,6 +40,7 @@ OUT = PLAN.out
 DEMO_DIR = PLAN.demo_dir
 MODALITIES = PLAN.modalities
 TRAIN_RUN = config["model"]["train"]
+RUN_ARGS = cli_args({k: TRAIN_RUN[k] for k in ("device", "threads")})  # where a training job runs, not what it computes
 
 
 def grows(mem_mb):

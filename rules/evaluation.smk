@@ -10,8 +10,7 @@ rule evaluate:
         labels=rules.ingest_labels.output[0],
         folds=rules.make_folds.output[0],
     output:
-        metrics=f"{OUT}/eval/{{model}}/fold{{fold}}/metrics.json",
-        predictions=f"{OUT}/eval/{{model}}/fold{{fold}}/predictions.parquet",
+        **PLAN.evaluation("{model}", "{fold}"),
     log:
         f"{OUT}/logs/evaluate/{{model}}/fold{{fold}}.log",
     benchmark:
@@ -40,10 +39,8 @@ rule baselines:
         labels=rules.ingest_labels.output[0],
         folds=rules.make_folds.output[0],
     output:
-        metrics=expand(f"{OUT}/eval/{{method}}-{{{{source}}}}/fold{{{{fold}}}}/metrics.json", method=PLAN.classical),
-        predictions=expand(
-            f"{OUT}/eval/{{method}}-{{{{source}}}}/fold{{{{fold}}}}/predictions.parquet", method=PLAN.classical
-        ),
+        metrics=[PLAN.evaluation(baseline_name(m, "{source}"), "{fold}")["metrics"] for m in PLAN.classical],
+        predictions=[PLAN.evaluation(baseline_name(m, "{source}"), "{fold}")["predictions"] for m in PLAN.classical],
     log:
         f"{OUT}/logs/baselines/{{source}}/fold{{fold}}.log",
     benchmark:
@@ -71,11 +68,9 @@ rule baselines:
 
 rule select_lego:
     input:
-        expand(f"{OUT}/eval/{{model}}/fold{{{{fold}}}}/metrics.json", model=PLAN.variants),
-        expand(f"{OUT}/eval/{{model}}/fold{{{{fold}}}}/predictions.parquet", model=PLAN.variants),
+        lambda w: PLAN.evaluations(PLAN.variants, [w.fold]),
     output:
-        metrics=f"{OUT}/eval/lego/fold{{fold}}/metrics.json",
-        predictions=f"{OUT}/eval/lego/fold{{fold}}/predictions.parquet",
+        **PLAN.evaluation(CHOSEN, "{fold}"),
     log:
         f"{OUT}/logs/select_lego/fold{{fold}}.log",
     conda:
@@ -84,7 +79,7 @@ rule select_lego:
         mem_mb=1000,
         runtime=5,
     params:
-        metrics=lambda w, input: quoted(p for p in input if p.endswith("metrics.json")),
+        metrics=lambda w, input: quoted(p for p in input if p.endswith(METRICS_FILE)),
         out_dir=lambda w, output: os.path.dirname(output.metrics),
         rule=config["model"]["selection"],
     shell:
@@ -93,13 +88,12 @@ rule select_lego:
 
 rule ensemble:
     input:
-        blocks=lambda w: [f"{OUT}/eval/{b}/fold{w.fold}/metrics.json" for b in PLAN.blocks],
-        predictions=lambda w: [f"{OUT}/eval/{b}/fold{w.fold}/predictions.parquet" for b in PLAN.blocks],
+        blocks=lambda w: [PLAN.evaluation(b, w.fold)["metrics"] for b in PLAN.blocks],
+        predictions=lambda w: [PLAN.evaluation(b, w.fold)["predictions"] for b in PLAN.blocks],
         labels=rules.ingest_labels.output[0],
         folds=rules.make_folds.output[0],
     output:
-        metrics=f"{OUT}/eval/ensemble/fold{{fold}}/metrics.json",
-        predictions=f"{OUT}/eval/ensemble/fold{{fold}}/predictions.parquet",
+        **PLAN.evaluation(ENSEMBLE, "{fold}"),
     log:
         f"{OUT}/logs/ensemble/fold{{fold}}.log",
     conda:
@@ -117,10 +111,8 @@ rule ensemble:
 
 rule summarise:
     input:
-        metrics=expand(f"{OUT}/eval/{{model}}/fold{{fold}}/metrics.json", model=PLAN.all_models, fold=PLAN.folds),
-        predictions=expand(
-            f"{OUT}/eval/{{model}}/fold{{fold}}/predictions.parquet", model=PLAN.all_models, fold=PLAN.folds
-        ),
+        metrics=[PLAN.evaluation(m, k)["metrics"] for m in PLAN.all_models for k in PLAN.folds],
+        predictions=[PLAN.evaluation(m, k)["predictions"] for m in PLAN.all_models for k in PLAN.folds],
     output:
         metrics=report(f"{OUT}/summary/metrics.tsv", caption="../workflow/report/metrics.rst", category="Tables"),
         folds=report(f"{OUT}/summary/folds.tsv", caption="../workflow/report/folds_table.rst", category="Tables"),
@@ -149,10 +141,8 @@ rule figures:
     input:
         summary=rules.summarise.output.metrics,
         folds=rules.summarise.output.folds,
-        metrics=expand(f"{OUT}/eval/{{model}}/fold{{fold}}/metrics.json", model=PLAN.all_models, fold=PLAN.folds),
-        predictions=expand(
-            f"{OUT}/eval/{{model}}/fold{{fold}}/predictions.parquet", model=PLAN.all_models, fold=PLAN.folds
-        ),
+        metrics=[PLAN.evaluation(m, k)["metrics"] for m in PLAN.all_models for k in PLAN.folds],
+        predictions=[PLAN.evaluation(m, k)["predictions"] for m in PLAN.all_models for k in PLAN.folds],
         thumbnails=qc_thumbnails,
     output:
         risk=report(
@@ -226,8 +216,7 @@ rule predict:
         data=lambda w: [PLAN.data_path(m) for m in predict_modalities(w)],
         labels=rules.ingest_labels.output[0],
     output:
-        metrics=f"{OUT}/predict/{{model}}/fold{{fold}}/metrics.json",
-        predictions=f"{OUT}/predict/{{model}}/fold{{fold}}/predictions.parquet",
+        **PLAN.evaluation("{model}", "{fold}", stage="predict"),
     log:
         f"{OUT}/logs/predict/{{model}}/fold{{fold}}.log",
     benchmark:
@@ -249,7 +238,7 @@ rule predict:
 
 rule predict_summary:
     input:
-        [f"{OUT}/predict/{model}/fold{fold}/metrics.json" for model, fold, _ in PLAN.predict_runs],
+        [PLAN.evaluation(model, fold, stage="predict")["metrics"] for model, fold, _ in PLAN.predict_runs],
     output:
         f"{OUT}/predict/summary.tsv",
     log:

@@ -26,7 +26,7 @@ rule train_block:
         spec=lambda w: json.dumps(PLAN.candidate_spec(w.modality, w.candidate), sort_keys=True),
         categorical=lambda w: cli_args({"categorical": MODALITIES[w.modality].get("categorical") or None}),
         task=config["cohort"]["task"],
-        run=cli_args({k: TRAIN_RUN[k] for k in ("device", "threads")}),
+        run=RUN_ARGS,
         out_dir=lambda w, output: os.path.dirname(output[0]),
     shell:
         "lego train-block --modality {wildcards.modality} --kind {params.kind} --data {input.data:q} "
@@ -134,7 +134,7 @@ rule fuse:
         blocks=lambda w, input: folders(input.blocks),
         data=lambda w, input: named_paths(MODALITIES, input.data),
         spec=json.dumps(PLAN.fuse_spec(), sort_keys=True),
-        run=cli_args({k: TRAIN_RUN[k] for k in ("device", "threads")}),
+        run=RUN_ARGS,
         out_dir=lambda w, output: os.path.dirname(output[0]),
     shell:
         "lego fuse --blocks {params.blocks} --data {params.data} --labels {input.labels:q} --folds {input.folds:q} "
@@ -167,7 +167,7 @@ rule train_model:
         modalities=lambda w: json.dumps(PLAN.modality_specs(PLAN.model_modalities(w.trained)), sort_keys=True),
         spec=lambda w: json.dumps(PLAN.trained_spec(w.trained), sort_keys=True),
         task=config["cohort"]["task"],
-        run=cli_args({k: TRAIN_RUN[k] for k in ("device", "threads")}),
+        run=RUN_ARGS,
         out_dir=lambda w, output: os.path.dirname(output[0]),
     shell:
         "lego train-model --model {params.kind} --data {params.data} --modalities {params.modalities:q} "

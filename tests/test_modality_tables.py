@@ -117,9 +117,9 @@ def test_row_numbers_and_r_row_names_are_not_features(tmp_path):
 
     df = pd.DataFrame({"case_id": list("ABCD"), "age": [1.0, 2.0, 3.0, 4.0]})
     df[df["case_id"].isin(["A", "C", "D"])].to_parquet(tmp_path / "f.parquet")
-    assert list(prepare_modality(tmp_path / "f.parquet", "m").columns) == ["patient_id", "age"]
+    assert list(prepare_modality(tmp_path / "f.parquet", "m", exclude=[]).columns) == ["patient_id", "age"]
     (tmp_path / "r.csv").write_text("case_id,age\n1,A,50\n2,B,60\n")
-    out = prepare_modality(tmp_path / "r.csv", "m")
+    out = prepare_modality(tmp_path / "r.csv", "m", exclude=[])  # none left out (MCAT's metadata, age among them, by default)
     assert out["patient_id"].tolist() == ["A", "B"] and out["age"].tolist() == [50.0, 60.0]
 
 

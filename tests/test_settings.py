@@ -111,3 +111,39 @@ def test_the_code_refuses_what_the_schema_refuses():
     with pytest.raises(ConfigError, match=r"evaluation setting n_boot=5 is outside \[10, inf\)"):
         EvalOptions(n_boot=5)
     assert TrainConfig().epochs == setting("model.train.epochs").default
+
+
+SCHEMA_KEYWORDS = {"$schema", "description", "type", "additionalProperties", "required", "properties", "default", "enum",
+                   "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "items", "minItems", "maxItems",
+                   "uniqueItems", "pattern", "propertyNames", "minProperties", "if", "then", "else", "allOf", "oneOf",
+                   "anyOf", "$ref", "definitions", "const"}
+
+
+def test_the_schema_uses_only_json_schema_keywords():
+    """A comma in an unquoted YAML description once split it into a stray key (the help lost its
+    unit): every key of a schema node is a JSON-schema keyword, or a setting's name."""
+    from lego.settings import raw_schema
+
+    stray = []
+
+    def walk(node, path: str, names: bool = False) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{path}[{i}]")
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if not names and key not in SCHEMA_KEYWORDS:
+                    stray.append(f"{path}/{key}")
+                walk(value, f"{path}/{key}", names=not names and key in ("properties", "definitions"))
+
+    walk(raw_schema(), "")
+    assert stray == []
+
+
+def test_the_settings_reference_is_the_schema_written_out():
+    """docs/settings.md is generated (`lego settings > docs/settings.md`): it lists every setting of
+    the completed schema, so the docs link to it instead of quoting a default a second time."""
+    from lego.reference import settings_markdown
+
+    assert (REPO / "docs" / "settings.md").read_text() == settings_markdown() + "\n", \
+        "docs/settings.md is stale: run `lego settings > docs/settings.md`"

@@ -66,7 +66,7 @@ def test_report_embeds_every_figure_and_table(demo_run, tmp_path):
         assert png in html, f"{name}.png is not embedded in the report"
     for table in ("metrics.tsv", "folds.tsv", "comparisons.tsv"):
         assert table in html
-    heat = sorted((demo_run / "results" / "demo" / "heatmaps" / "wsi").glob("fold*/*.png"))
+    heat = sorted((demo_run / "results" / "demo" / "heatmaps" / "block-wsi").glob("fold*/*.png"))
     assert heat, "the slide block's test heatmaps are drawn"
     assert base64.b64encode(heat[0].read_bytes()).decode() in html, "and shown in the report"
 
@@ -78,7 +78,7 @@ def test_heatmaps_of_the_test_slides(demo_run):
     for fold in (0, 1):
         test = folds[(folds["fold"] == fold) & (folds["subset"] == "test")]["patient_id"]
         expected = set(manifest[(manifest["status"] == "ok") & manifest["patient_id"].isin(test)]["slide_id"])
-        for name in ("wsi", "abmil-wsi"):  # the slide block, and the plain ABMIL baseline
+        for name in ("block-wsi", "abmil-wsi"):  # the slide block, and the plain ABMIL baseline
             d = out / "heatmaps" / name / f"fold{fold}"
             index = pd.read_table(d / "index.tsv")
             assert set(index["slide_id"]) == expected

@@ -1,5 +1,5 @@
-"""Cohort commands: the demo cohort, outcomes, the slide index, folds, the per-patient table and
-slide QC."""
+"""Cohort commands: the demo cohort, outcomes, the slide index, table modalities, folds, the
+per-patient table and slide QC."""
 
 from __future__ import annotations
 
@@ -88,6 +88,31 @@ class IndexSlides(Command):
         no_slide = len(set(labels["patient_id"]) - set(slides["patient_id"]))
         log.info("%d slides for %d patients; %d unmatched slides; %d patients without a slide",
                  len(slides), slides["patient_id"].nunique(), len(unmatched), no_slide)
+
+
+@command("prepare-modality", "Select, validate and type one tabular modality; write a parquet table.")
+class PrepareModality(Command):
+    table: str = opt("input table (CSV, TSV or parquet)", required=True)
+    modality: str = opt("modality name (as in the config)", required=True)
+    id_column: str = opt("column holding the patient ID (read as text: leading zeros kept)",
+                         setting="table_modality.id_column")
+    include: str = opt(setting="table_modality.include")
+    exclude: list = opt(setting="table_modality.exclude")
+    columns: list = opt(setting="table_modality.columns", default=None)
+    categorical: list = opt(setting="table_modality.categorical")
+    outcome_columns: list = opt("the cohort's outcome columns (time, event/censorship, label): never features",
+                                many=True)
+    out: str = opt("the modality's parquet to write", required=True, output=True)
+
+    def run(self) -> None:
+        from lego.io import write_parquet
+        from lego.tabular.modality import prepare_modality
+
+        df = prepare_modality(self.table, self.modality, id_column=self.id_column, include=self.include,
+                              exclude=self.exclude, columns=self.columns, categorical=self.categorical,
+                              outcomes=self.outcome_columns)
+        write_parquet(df, self.out, metadata={"modality": self.modality, "source": str(self.table)})
+        log.info("modality %s: %d patients x %d features", self.modality, len(df), df.shape[1] - 1)
 
 
 @command("make-folds", "Patient-level train/val/test folds (default: 5 random 70/15/15 splits, seeds 1..5).")

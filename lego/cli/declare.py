@@ -124,8 +124,9 @@ def argparse_kwargs(option: Option) -> dict[str, Any]:
     default = option.default if option.default is not UNSET else (s.default if s and s.has_default else None)
     help_ = option.help or (s.description if s else "")
     if kind is bool:
-        action = argparse.BooleanOptionalAction if default else "store_true"
-        return {"action": action, "default": bool(default), "help": _shown(help_, default if default else None)}
+        if default:  # the rules turn a config value into flags and leave out False: a true default could not be turned off
+            raise ValueError(f"option for {option.setting or help_!r}: a boolean option must default to false")
+        return {"action": "store_true", "default": False, "help": help_}
     kwargs: dict[str, Any] = {"type": _parser(option, s, kind), "default": default, "required": option.required,
                               "help": _shown(help_, default)}
     choices = option.choices() if callable(option.choices) else option.choices or (_item(s).choices if s else None)
@@ -163,7 +164,8 @@ def _parser(option: Option, s: Setting | None, kind: type) -> Callable[[str], An
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
         problem = target.problem(value) if target else None
         if problem is None and not _within(value, option.low, option.high):
-            problem = f"is outside [{option.low}, {option.high}]"
+            low, high = ("-inf" if option.low is None else option.low), ("inf" if option.high is None else option.high)
+            problem = f"is outside [{low}, {high}]"
         if problem:
             raise argparse.ArgumentTypeError(f"{value} {problem}")
         return value

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from lego.cli.declare import Command, flag
 from lego.errors import InputError, LegoError
+from lego.evaluation.names import METRICS_FILE, PREDICTIONS_FILE
+from lego.models import model_kinds
 
-MODEL_FILES = frozenset({"model.safetensors", "config.json", "history.json"})
-EVAL_FILES = frozenset({"metrics.json", "predictions.parquet"})
+MODEL_FILES = frozenset(model_kinds.MODEL_FILES)
+EVAL_FILES = frozenset({METRICS_FILE, PREDICTIONS_FILE})
 
 
 def refuse_output_over_input(cmd: Command) -> None:

@@ -11,6 +11,7 @@ from lego.cli.declare import Command, command, named_paths, opt
 from lego.cli.guards import EVAL_FILES, MODEL_FILES
 from lego.cli.slide_commands import set_threads
 from lego.errors import InputError
+from lego.evaluation.names import CHOSEN
 
 log = logging.getLogger("lego")
 
@@ -94,7 +95,7 @@ class MergeTuned(FoldCommand):
          writes=EVAL_FILES)
 class SelectVariant(Command):
     metrics: list = opt("the variants' eval metrics.json files of one fold", required=True, many=True)
-    name: str = opt("model name in the summary", default="lego")
+    name: str = opt("model name in the summary", default=CHOSEN)
     rule: str = opt(setting="model.selection")
     out_dir: str = opt("output folder (created if missing)", required=True, output=True)
 

@@ -1,5 +1,4 @@
-"""Report commands: figures, attention heatmaps and the run's provenance; and the table
-preparation of a tabular modality."""
+"""Report commands: figures, attention heatmaps and the run's provenance."""
 
 from __future__ import annotations
 
@@ -11,31 +10,6 @@ from lego.cli.declare import Command, command, opt
 from lego.cli.slide_commands import set_threads
 
 log = logging.getLogger("lego")
-
-
-@command("prepare-modality", "Select, validate and type one tabular modality; write a parquet table.")
-class PrepareModality(Command):
-    table: str = opt("input table (CSV, TSV or parquet)", required=True)
-    modality: str = opt("modality name (as in the config)", required=True)
-    id_column: str = opt("column holding the patient ID (read as text: leading zeros kept)",
-                         setting="table_modality.id_column")
-    include: str = opt(setting="table_modality.include")
-    exclude: list = opt(setting="table_modality.exclude")
-    columns: list = opt(setting="table_modality.columns", default=None)
-    categorical: list = opt(setting="table_modality.categorical")
-    outcome_columns: list = opt("the cohort's outcome columns (time, event/censorship, label): never features",
-                                many=True)
-    out: str = opt("the modality's parquet to write", required=True, output=True)
-
-    def run(self) -> None:
-        from lego.io import write_parquet
-        from lego.tabular.modality import prepare_modality
-
-        df = prepare_modality(self.table, self.modality, id_column=self.id_column, include=self.include,
-                              exclude=self.exclude, columns=self.columns, categorical=self.categorical,
-                              outcomes=self.outcome_columns)
-        write_parquet(df, self.out, metadata={"modality": self.modality, "source": str(self.table)})
-        log.info("modality %s: %d patients x %d features", self.modality, len(df), df.shape[1] - 1)
 
 
 @command("figures", "Report figures: risk groups, per-fold metrics, merge vs ensemble, tissue QC.")
@@ -100,3 +74,11 @@ class Provenance(Command):
         run = write_provenance(json.loads(self.config_json), self.inputs or [], self.benchmarks, self.code_dir,
                                self.out_dir)
         log.info("provenance of %d jobs written to %s (commit %s)", run["jobs"]["n"], self.out_dir, run["git"]["commit"])
+
+
+@command("settings", "Print every config setting (type, range, default, description) as markdown: docs/settings.md.")
+class Settings(Command):
+    def run(self) -> None:
+        from lego.reference import settings_markdown
+
+        print(settings_markdown())

@@ -14,7 +14,7 @@ from lego.data.fold_data import fold_ids, make_targets
 from lego.data.labels import require_outcomes
 from lego.errors import InputError
 from lego.evaluation.baselines import design_matrices, ensemble, fit_baseline
-from lego.evaluation.names import baseline_name
+from lego.evaluation.names import ENSEMBLE, PREDICTIONS_FILE, baseline_name
 from lego.evaluation.scoring import EvalOptions, fold_digest, write_evaluation
 from lego.io import read_frame, read_json
 
@@ -76,12 +76,12 @@ def _check_ensemble_rows(rows: list[dict]) -> None:
                          "give each block's metrics.json once, and evaluate different blocks under different names")
 
 
-def run_ensemble(block_metrics: list[str], labels: str, folds: str, opts: EvalOptions, out_dir: str, name: str = "ensemble") -> dict:
+def run_ensemble(block_metrics: list[str], labels: str, folds: str, opts: EvalOptions, out_dir: str, name: str = ENSEMBLE) -> dict:
     """Late-fusion ensemble of one fold's evaluated blocks (their predictions.parquet files)."""
     rows = [read_json(f) for f in block_metrics]
     _check_ensemble_rows(rows)
     fold, task, edges = rows[0]["fold"], rows[0]["task"], rows[0].get("bins")
-    preds = {r["model"]: pd.read_parquet(Path(f).with_name("predictions.parquet")) for r, f in zip(rows, block_metrics)}
+    preds = {r["model"]: pd.read_parquet(Path(f).with_name(PREDICTIONS_FILE)) for r, f in zip(rows, block_metrics)}
     label_cols = [c for c in ("time", "event", "label") if c in next(iter(preds.values())).columns]
     both = ensemble({m: p.drop(columns=label_cols) for m, p in preds.items()})
     lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), fold)

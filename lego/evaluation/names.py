@@ -18,6 +18,8 @@ TASK_BASELINES: dict[str, tuple[str, ...]] = {task: tuple(n for n, b in CLASSICA
 DEFAULT_BASELINES: dict[str, tuple[str, ...]] = {task: tuple(n for n in names if CLASSICAL[n].default)
                                                  for task, names in TASK_BASELINES.items()}
 FITTED_BASELINES: tuple[str, ...] = tuple(CLASSICAL)
+# What every evaluated model ends as (eval/<model>/fold<k>/): its scores and its per-patient predictions.
+METRICS_FILE, PREDICTIONS_FILE = "metrics.json", "predictions.parquet"
 ENSEMBLE = "ensemble"  # the late-fusion mean of the blocks' predictions
 CHOSEN = "lego"  # the MM-Lego variant chosen on validation in each fold
 EARLY = "early"  # the baselines' input of every modality concatenated

@@ -16,6 +16,7 @@ import pandas as pd
 
 from lego.errors import ConfigError
 from lego.evaluation.metrics import score_subset
+from lego.evaluation.names import METRICS_FILE, PREDICTIONS_FILE
 from lego.io import write_json, write_parquet
 from lego.settings import default, require
 
@@ -74,6 +75,6 @@ def write_evaluation(pred: dict[str, pd.DataFrame], labels: pd.DataFrame, ids: d
         frames.append(p.assign(subset=subset))
     predictions = pd.concat(frames, ignore_index=True)
     predictions.insert(1, "subset", predictions.pop("subset"))
-    write_parquet(predictions, Path(out_dir) / "predictions.parquet")
-    write_json(results, Path(out_dir) / "metrics.json")
+    write_parquet(predictions, Path(out_dir) / PREDICTIONS_FILE)
+    write_json(results, Path(out_dir) / METRICS_FILE)
     return results

@@ -22,7 +22,7 @@ import pandas as pd
 from lego.errors import InputError
 from lego.evaluation.bootstrap import mean_ci, paired_difference
 from lego.evaluation.metrics import CLASSIFICATION_METRICS, HEADLINE, LOWER_IS_BETTER, SURVIVAL_METRICS, headline
-from lego.evaluation.names import lego_models, model_kind
+from lego.evaluation.names import CHOSEN, EARLY, ENSEMBLE, PREDICTIONS_FILE, lego_models, model_kind
 from lego.io import read_json, write_tsv
 from lego.settings import default
 
@@ -135,7 +135,7 @@ def load_evaluations(metric_files: list[str]) -> tuple[list[dict], dict[tuple[st
 def _test_predictions(r: dict, f: str, task: str) -> pd.DataFrame:
     """The test predictions beside a metrics.json, checked against it: a file copied from another
     model or an older run would pair one model's metrics with another's intervals and differences."""
-    pf = Path(f).with_name("predictions.parquet")
+    pf = Path(f).with_name(PREDICTIONS_FILE)
     if not pf.is_file():
         raise InputError(f"{pf}: missing beside {Path(f).name}; an evaluation writes both files: rerun `lego evaluate` "
                          f"for model {r['model']!r}, fold {r['fold']}")
@@ -188,10 +188,10 @@ def _comparisons(metrics, preds, folds, *, task, key, n_boot, level, seed) -> pd
     ref = best_block(metrics, key)
     blocks = sorted(m for m in models if model_kind(m) == "block")
     pairs = [(m, b, "best block (validation)" if b == ref else "block")
-             for m in (*lego_models(), "ensemble") if m in models for b in sorted(blocks, key=lambda b: b != ref)]
-    pairs += [(m, "ensemble", "late-fusion ensemble") for m in lego_models() if m in models and "ensemble" in models]
-    early = sorted(m for m in models if model_kind(m) == "baseline" and m.endswith("-early"))
-    pairs += [("lego", b, "classical baseline (all modalities)") for b in early if "lego" in models]
+             for m in (*lego_models(), ENSEMBLE) if m in models for b in sorted(blocks, key=lambda b: b != ref)]
+    pairs += [(m, ENSEMBLE, "late-fusion ensemble") for m in lego_models() if m in models and ENSEMBLE in models]
+    early = sorted(m for m in models if model_kind(m) == "baseline" and m.endswith(f"-{EARLY}"))
+    pairs += [(CHOSEN, b, "classical baseline (all modalities)") for b in early if CHOSEN in models]
     head = metrics[metrics["metric"] == key].set_index("model")
     out = []
     for a, b, what in pairs:

@@ -13,9 +13,7 @@ from safetensors.torch import load_model, save_model
 
 from lego.errors import InputError
 from lego.io import atomic_path, write_json
-from lego.models.model_kinds import architecture, block_order  # noqa: F401  (block_order: read with the files)
-
-WEIGHTS, CONFIG = "model.safetensors", "config.json"
+from lego.models.model_kinds import CONFIG, HISTORY, MODEL_FILES, WEIGHTS, architecture, block_order  # noqa: F401
 
 
 def build(config: dict) -> torch.nn.Module:

@@ -20,6 +20,9 @@ from typing import Any
 from lego.errors import InputError
 from lego.plugins import Registry
 
+# A model folder's files: the weights, the config that rebuilds the architecture, the training history.
+WEIGHTS, CONFIG, HISTORY = "model.safetensors", "config.json", "history.json"
+MODEL_FILES = (WEIGHTS, CONFIG, HISTORY)
 ROLES = ("block", "variant", "baseline")
 SCOPES = ("modality", "fold")
 

@@ -15,7 +15,7 @@ from lego.models import files as model_files
 from lego.models.block import BlockConfig, LegoBlock, SingleBlock
 from lego.models.encoders import FITTED
 from lego.models.fitted import prepare_fitted_encoder, ranking_kept, ranking_penalty, start_monotone
-from lego.models.model_kinds import BLOCK
+from lego.models.model_kinds import BLOCK, HISTORY
 from lego.settings import default
 from lego.steps.inference import predict
 from lego.train import TrainConfig, seed_everything, train
@@ -86,7 +86,7 @@ def train_block(modality: str, kind: str, data: str, *, labels: str, folds: str,
     result["val_score"] = validation_score(val_pred, inputs.labels, task)
     result["val_score_se"] = validation_se(val_pred, inputs.labels, task, seed=seed)
     model_files.save(block, config, out_dir)
-    write_json(result, Path(out_dir) / "history.json")
+    write_json(result, Path(out_dir) / HISTORY)
     log.info("%s: %d train / %d val patients, best epoch %d, val loss %.4f",
              where, len(train_ids), len(val_ids), result["best_epoch"], result["best_val_loss"])
     return result

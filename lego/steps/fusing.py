@@ -11,7 +11,7 @@ from lego.errors import InputError
 from lego.io import read_frame, write_json
 from lego.models import files as model_files
 from lego.models.fuse import LegoFuse
-from lego.models.model_kinds import FUSE
+from lego.models.model_kinds import FUSE, HISTORY
 from lego.settings import default, setting
 from lego.steps.fold_blocks import check_blocks_fold, combined_config, load_blocks
 from lego.steps.inference import fold_modalities
@@ -68,5 +68,5 @@ def fuse(block_dirs: list[str], data: dict[str, str], *, labels: str, folds: str
                              head_method=spec.get("head_method", default("model.merge.head")),
                              train=tcfg.to_dict(), freeze=sorted(frozen))
     model_files.save(model.cpu(), config, out_dir)
-    write_json(result, Path(out_dir) / "history.json")
+    write_json(result, Path(out_dir) / HISTORY)
     return result

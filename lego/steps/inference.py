@@ -13,6 +13,7 @@ import torch
 from lego.data.fold_data import ModalityTensors, apply_modality, collate, fold_ids, load_modality_table
 from lego.data.labels import require_known_classes, require_outcomes
 from lego.errors import InputError
+from lego.evaluation.names import METRICS_FILE, PREDICTIONS_FILE
 from lego.evaluation.scoring import EvalOptions, write_evaluation
 from lego.io import read_frame, write_json
 from lego.models import files as model_files
@@ -149,8 +150,8 @@ def predict_cohort(model_dir: str, data: dict[str, str], out_dir: str, labels: s
               "n": len(ids), "modalities": {m: len(t.per_patient) for m, t in mods.items()}}
     if labels:
         pred = _external_metrics(pred, config, labels, model_dir, opts or EvalOptions(), result)
-    write_parquet(pred, Path(out_dir) / "predictions.parquet")
-    write_json(result, Path(out_dir) / "metrics.json")
+    write_parquet(pred, Path(out_dir) / PREDICTIONS_FILE)
+    write_json(result, Path(out_dir) / METRICS_FILE)
     log.info("%s: predicted %d patients%s", model_dir, len(ids), f"; external {result['external']}" if labels else "")
     return result
 

@@ -12,7 +12,7 @@ from lego.io import read_frame, read_json
 from lego.model_selection import latent_scale, merge_weights, subsets, validation_score
 from lego.models import files as model_files
 from lego.models.merge import LegoMerge
-from lego.models.model_kinds import MERGE
+from lego.models.model_kinds import HISTORY, MERGE
 from lego.settings import default
 from lego.steps.fold_blocks import check_blocks_fold, combined_config, load_blocks
 from lego.steps.inference import fold_modalities, predict
@@ -48,7 +48,7 @@ def merge_tuned(block_dirs: list[str], data: dict[str, str], *, labels: str, fol
     check_blocks_fold(configs, ids, lab, folds, labels)
     mods = fold_modalities(configs, data, ids=ids)
     scales = {m: latent_scale(blocks[m], mods[m], ids["train"]) for m in blocks}
-    block_scores = {m: read_json(Path(d) / "history.json").get("val_score") for m, d in zip(configs, block_dirs)}
+    block_scores = {m: read_json(Path(d) / HISTORY).get("val_score") for m, d in zip(configs, block_dirs)}
     weights = merge_weights(block_scores)
     methods = ("mean", "readout", "harmonic") if search else ("mean", "readout")  # single-source: the tuned merge's tries
     tried = []

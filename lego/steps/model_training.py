@@ -11,7 +11,7 @@ from lego.errors import InputError
 from lego.io import write_json
 from lego.modality_kinds import modality_kind
 from lego.models import files as model_files
-from lego.models.model_kinds import ModelKind, model_kinds
+from lego.models.model_kinds import HISTORY, ModelKind, model_kinds
 from lego.settings import default
 from lego.train import seed_everything
 
@@ -62,6 +62,6 @@ def train_model(kind_name: str, modalities: dict[str, dict], data: dict[str, str
               "bins": inputs.targets.bins, "classes": inputs.targets.classes,
               "patients": {"train": sorted(inputs.train_ids), "val": sorted(inputs.val_ids)}}
     model_files.save(model.cpu().eval(), config, out_dir)
-    write_json(history, Path(out_dir) / "history.json")
+    write_json(history, Path(out_dir) / HISTORY)
     log.info("%s: %d train / %d val patients", where, len(inputs.train_ids), len(inputs.val_ids))
     return config

@@ -9,7 +9,7 @@ import pandas as pd
 
 from lego.errors import InputError
 from lego.evaluation.metrics import HEADLINE, prediction_columns
-from lego.evaluation.names import CHOSEN
+from lego.evaluation.names import CHOSEN, METRICS_FILE, PREDICTIONS_FILE
 from lego.io import copy_atomic, read_json, write_json
 from lego.model_selection import choose, validation_se
 from lego.models.model_kinds import by_role
@@ -25,7 +25,7 @@ def variant_order() -> tuple[str, ...]:
 
 def _variant_se(metrics_file: str, task: str) -> float | None:
     """Bootstrap SE of a variant's validation score, from its saved validation predictions (which carry the labels)."""
-    path = Path(metrics_file).with_name("predictions.parquet")
+    path = Path(metrics_file).with_name(PREDICTIONS_FILE)
     if not path.exists():
         return None
     pred = pd.read_parquet(path)
@@ -59,7 +59,7 @@ def select_variant(metrics_files: list[str], out_dir: str, name: str = CHOSEN, r
               "variant_val_se": {r["model"]: se for r, se in zip(rows, ses)}}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    copy_atomic(Path(metrics_files[best]).with_name("predictions.parquet"), out / "predictions.parquet")
-    write_json(chosen, out / "metrics.json")
+    copy_atomic(Path(metrics_files[best]).with_name(PREDICTIONS_FILE), out / PREDICTIONS_FILE)
+    write_json(chosen, out / METRICS_FILE)
     log.info("fold %s: %s chose %s on validation (%s)", rows[0]["fold"], name, chosen["variant"], rule)
     return chosen

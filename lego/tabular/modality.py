@@ -88,10 +88,13 @@ def prepare_modality(
 ) -> pd.DataFrame:
     """One row per patient with ``patient_id`` and the modality's typed feature columns.
 
-    ``outcomes``: the cohort's outcome columns (time, event or censorship, class label). They are
-    never features: a modality read from the labels' own table would otherwise learn the answer
-    (measured: a clinical table holding ``OS_months``/``OS_event`` scored test C 0.98)."""
+    ``exclude``: regexes of columns to leave out (None: the config's default, MCAT's metadata
+    columns; ``[]``: none). ``outcomes``: the cohort's outcome columns (time, event or censorship,
+    class label). They are never features: a modality read from the labels' own table would
+    otherwise learn the answer (measured: a clinical table holding ``OS_months``/``OS_event``
+    scored test C 0.98)."""
     path = Path(path)
+    exclude = default("table_modality.exclude") if exclude is None else exclude
     df = read_table(path, text_columns=(id_column,))
     categorical = list(categorical or [])
     _check_named_columns(df, f"{path}: modality {modality!r}", modality, id_column, columns, categorical)
