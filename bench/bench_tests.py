@@ -32,7 +32,7 @@ def main() -> None:
     result = {"command": " ".join(["python", *cmd[1:]]), "exit_code": proc.returncode, "wall_s": round(wall, 1),
               "counts": counts(last), "summary": last}
     write_result("test_suite", result)
-    print(last)
+    print("\n".join(proc.stdout.splitlines()[-60:]))  # failures, --durations and the summary
 
 
 if __name__ == "__main__":

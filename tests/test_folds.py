@@ -126,7 +126,7 @@ def test_make_folds_refuses_contradictory_or_invalid_settings(tmp_path, labels, 
 
 @pytest.mark.parametrize("args, phrase", [
     (["--fractions", "0", "0", "0"], "argument --fractions: 0.0 is outside (0, inf)"),
-    (["--seeds", "-1", "-2"], "argument --seeds: -1 is outside [0, inf)"),
+    (["--seeds", "-1", "-2"], "argument --seeds: -1 is outside [0, 4294967295]"),
 ])
 def test_make_folds_refuses_values_the_config_refuses_when_parsed(tmp_path, labels, capsys, args, phrase):
     """The flags take folds.fractions' and folds.seeds' ranges from the schema (before: the library
