@@ -42,10 +42,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--cold", action="store_true", help="run the demo from nothing first (about 9 minutes)")
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="with --cold: run in this (new) folder and keep it, e.g. to compare its summary with another run's")
     args = ap.parse_args()
     result = {"cores": args.cores}
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp) if args.cold else REPO
+        workdir = (args.keep or Path(tmp)) if args.cold else REPO
+        workdir.mkdir(parents=True, exist_ok=True)
         if args.cold:
             result["cold"] = timed(workdir, "--cores", str(args.cores))
         result["cached_run"] = timed(workdir, "--cores", str(args.cores))

@@ -30,8 +30,10 @@ _TYPES = {"integer": int, "number": float, "string": str, "boolean": bool, "arra
 
 @functools.cache
 def _raw_schema() -> dict[str, Any]:
+    # libyaml's loader when PyYAML has it: every `lego` job reads the schema at start (8x faster).
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with open(SCHEMA_PATH) as fh:
-        return yaml.safe_load(fh)
+        return yaml.load(fh, Loader=loader)  # noqa: S506 (a safe loader)
 
 
 def raw_schema() -> dict[str, Any]:

@@ -23,19 +23,29 @@ from lego.errors import InputError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``lego`` parser: one sub-command per declared command, in the modules' order."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``lego`` parser: one sub-command per declared command, in the modules' order (``only``:
+    just that command's options, the others listed -- a job's start need not build 31 parsers)."""
     parser = argparse.ArgumentParser(prog="lego", description=__doc__.split("\n")[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"%(prog)s {lego.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, cls in COMMANDS.items():
-        add_options(sub.add_parser(name, help=cls.summary, description=cls.summary), cls)
+        command = sub.add_parser(name, help=cls.summary, description=cls.summary)
+        if only is None or name == only:
+            add_options(command, cls)
     return parser
 
 
+def _command_word(argv: list[str]) -> str | None:
+    """The sub-command the arguments name (None: none, or --help/--version before it)."""
+    words = [a for a in argv if not a.startswith("-")]
+    return words[0] if words and words[0] in COMMANDS and argv.index(words[0]) <= argv.count("--debug") else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_word(argv)).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("numexpr").setLevel(logging.WARNING)
     try:
