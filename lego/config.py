@@ -134,6 +134,10 @@ def _fill_models(schema: dict[str, Any]) -> None:
     pattern = "|".join(per_modality + [re.escape(n) for n in whole])
     props["predict"]["properties"]["models"]["items"]["pattern"] = f"^({pattern})$"
     props["predict"]["properties"]["models"]["default"] = [MERGE_TUNED.name]
+    props["trained_baselines"]["properties"] = {
+        k.name: {"type": "object", "additionalProperties": False, "default": {}, "description": k.description,
+                 "properties": copy.deepcopy(dict(k.settings))}
+        for k in by_role("baseline") if k.settings}
 
 
 def _bare(node: dict[str, Any]) -> dict[str, Any]:

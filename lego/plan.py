@@ -167,7 +167,7 @@ class Plan:
         asked = self.config["evaluation"].get("baselines")
         if asked is not None:
             return list(asked)
-        return [*DEFAULT_BASELINES[self.task], *trained_baselines(), ENSEMBLE]
+        return [*DEFAULT_BASELINES[self.task], *trained_baselines(defaults_only=True), ENSEMBLE]
 
     @cached_property
     def classical(self) -> list[str]:
@@ -193,9 +193,14 @@ class Plan:
                 for m in self.modalities:
                     if not kind.slides_only or m in self.slide_modalities:
                         runs[kind.model_name(m)] = TrainedRun(kind, (m,))
-            else:
+            elif kind.problem(self.families) is None:  # a default that does not fit the modalities is left out
                 runs[kind.name] = TrainedRun(kind, tuple(self.modalities))
         return runs
+
+    @property
+    def families(self) -> dict[str, str]:
+        """Each modality's family ("table" or "slide"): what a trained baseline can read."""
+        return {m: self.kind(m).family for m in self.modalities}
 
     @cached_property
     def all_models(self) -> list[str]:
@@ -301,13 +306,21 @@ class Plan:
 
     def trained_spec(self, name: str) -> dict[str, Any]:
         """A trained baseline's settings: its modality's block settings (modality scope: the comparison
-        with the block isolates the architecture), else the run's block and training settings."""
+        with the block isolates the architecture), else the run's training settings; then its own
+        (``trained_baselines.<kind>``, which may override training settings such as ``lr``)."""
         run = self.trained[name]
+        own = self.config.get("trained_baselines", {}).get(run.kind.name, {})
         if run.kind.scope == "modality":
-            return self.block_spec(run.modalities[0])
+            return {**self.block_spec(run.modalities[0]), **own}
         model = self.config["model"]
-        spec = {**model["block"], **model["train"], "n_bins": model["n_bins"]}
+        spec = {**model["train"], "n_bins": model["n_bins"], **own}
         return {k: v for k, v in spec.items() if k not in EXECUTION}
+
+    def trained_files(self, name: str) -> list[str]:
+        """The input files a trained baseline's settings name (e.g. MCAT's gene signatures)."""
+        run = self.trained[name]
+        own = self.config.get("trained_baselines", {}).get(run.kind.name, {})
+        return [own[k] for k in run.kind.files if own.get(k)]
 
     def fuse_spec(self) -> dict[str, Any]:
         model = self.config["model"]
@@ -367,9 +380,17 @@ def _check(plan: Plan) -> None:
     if EARLY in plan.modalities and plan.baseline_sources:
         raise ConfigError(f"a modality named '{EARLY}' clashes with the early-fusion baseline; rename the modality")
     for run in plan.trained.values():
-        if len(run.modalities) < run.kind.min_modalities:
-            raise ConfigError(f"evaluation.baselines names {run.kind.name}, which needs {run.kind.min_modalities} "
-                              f"modalities or more; this config has {len(run.modalities)}")
+        own = plan.config.get("trained_baselines", {}).get(run.kind.name, {})
+        missing = [k for k in run.kind.files if not own.get(k)]
+        if missing:
+            raise ConfigError(f"config key 'trained_baselines.{run.kind.name}.{missing[0]}': {run.kind.name} needs it "
+                              f"({run.kind.settings[missing[0]].get('description', 'a file')})")
+    for kind in by_role("baseline"):
+        problem = kind.problem(plan.families) if kind.scope == "fold" and asked and kind.name in asked else None
+        if problem:
+            shown = ", ".join(f"{m} ({f})" for m, f in plan.families.items())
+            raise ConfigError(f"evaluation.baselines names {kind.name}, which {problem}; this config's modalities are "
+                              f"{shown} (remove {kind.name} from the list)")
     plan.folds  # noqa: B018  (a fold file that cannot be read fails here, when the DAG is built)
 
 

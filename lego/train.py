@@ -124,7 +124,7 @@ def train(model: nn.Module, modalities: dict[str, ModalityTensors], targets: Tar
             y = {k: v.to(device) for k, v in target_tensors(b, targets).items()}
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(inputs)[1]
-            loss = compute_loss(logits, y, targets.task, cfg.alpha)
+            loss = _training_loss(model, logits, y, targets.task, cfg.alpha)
             if not torch.isfinite(loss):
                 raise LegoError(
                     f"{where}: loss became {loss.item()} at epoch {epoch}; lower the learning rate "
@@ -152,6 +152,14 @@ def train(model: nn.Module, modalities: dict[str, ModalityTensors], targets: Tar
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     return {"history": history, "best_epoch": best["epoch"], "best_val_loss": best["val_loss"]}
+
+
+def _training_loss(model: nn.Module, logits: torch.Tensor, y: dict, task: str, alpha: float) -> torch.Tensor:
+    """The task loss of the batch, or the model's own training loss built from it (``training_loss``:
+    e.g. MultiModN's average over every step's prediction). Validation always uses the task loss."""
+    task_loss = lambda lg, yy: compute_loss(lg, yy, task, alpha)  # noqa: E731
+    own = getattr(model, "training_loss", None)
+    return own(logits, y, task_loss) if own is not None else task_loss(logits, y)
 
 
 def _optimiser(params: list, cfg: TrainConfig):

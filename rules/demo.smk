@@ -7,6 +7,7 @@ rule make_demo:
         clinical=f"{DEMO_DIR}/clinical.csv",
         omics=f"{DEMO_DIR}/omics_all_clean.csv.gz",
         truth=f"{DEMO_DIR}/hidden_factors.csv",
+        signatures=f"{DEMO_DIR}/signatures.csv",
         slides=directory(f"{DEMO_DIR}/slides"),
     log:
         f"{DEMO_DIR}/logs/make_demo.log",

@@ -146,6 +146,7 @@ rule train_model:
     # scored by the evaluate rule and drawn by the heatmaps rule like any model.
     input:
         data=lambda w: [PLAN.data_path(m) for m in PLAN.model_modalities(w.trained)],
+        files=lambda w: PLAN.trained_files(w.trained),  # e.g. MCAT's gene signatures
         labels=rules.ingest_labels.output[0],
         folds=rules.make_folds.output[0],
     output:

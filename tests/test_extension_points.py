@@ -231,9 +231,9 @@ def test_an_unknown_kind_is_one_error_wherever_it_is_met(capsys):
     assert main(["train-block", "--modality", "x", "--kind", "omics", "--data", "x.parquet", "--fold", "0",
                  "--labels", "l.parquet", "--folds", "f.parquet", "--out-dir", "out"]) == 2
     assert "unknown modality kind 'omics'" in capsys.readouterr().err
-    assert main(["train-model", "--model", "healnet", "--data", "x=x.parquet", "--modalities", '{"x": {"kind": "tabular"}}',
+    assert main(["train-model", "--model", "nosuchmodel", "--data", "x=x.parquet", "--modalities", '{"x": {"kind": "tabular"}}',
                  "--fold", "0", "--labels", "l.parquet", "--folds", "f.parquet", "--out-dir", "out"]) == 2
-    assert "unknown trained model 'healnet'; registered: abmil" in capsys.readouterr().err
+    assert "unknown trained model 'nosuchmodel'; registered: abmil, healnet" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("package", ["lego.slides.encoders", "lego.modality_kinds", "lego.baselines"])

@@ -35,8 +35,11 @@ def test_the_demo_plan_names_every_model_the_summary_holds():
     assert plan.blocks == ["block-wsi", "block-rna", "block-cnv"]
     assert plan.variants == ["merge", "merge-tuned", "fuse"] and plan.models[-1] == "lego"
     assert plan.classical == ["coxnet", "rsf"] and plan.baseline_sources == ["early"]  # the demo's baseline_inputs
-    assert list(plan.trained) == ["abmil-wsi"] and plan.trained["abmil-wsi"].modalities == ("wsi",)
-    assert plan.all_models == [*plan.models, "coxnet-early", "rsf-early", "abmil-wsi", "ensemble"]
+    trained = ["abmil-wsi", "healnet", "late-fusion", "late-bilinear", "mcat", "mcat-single", "multimodn", "perceiver"]
+    assert list(plan.trained) == trained and plan.trained["abmil-wsi"].modalities == ("wsi",)
+    assert plan.trained["healnet"].modalities == ("wsi", "rna", "cnv")
+    assert plan.all_models == [*plan.models, "coxnet-early", "rsf-early", *trained, "ensemble"]
+    assert plan.trained_files("mcat") == ["results/demo_input/signatures.csv"] and plan.trained_files("healnet") == []
     assert plan.heatmap_models == {"block-wsi": "wsi", "abmil-wsi": "wsi"}
 
 
@@ -67,9 +70,10 @@ def test_each_job_gets_only_its_own_settings():
 
 
 def test_models_need_what_they_read():
-    one = plan_of(modalities={"rna": DEMO["modalities"]["rna"]}, slides={"dir": None})
+    defaults = {"baseline_inputs": ["early"]}  # the default baselines: those that fit the modalities
+    one = plan_of(modalities={"rna": DEMO["modalities"]["rna"]}, slides={"dir": None}, evaluation=defaults)
     assert one.variants == [] and one.models == ["block-rna"] and one.trained == {} and "ensemble" not in one.all_models
-    no_slides = plan_of(modalities={m: DEMO["modalities"][m] for m in ("rna", "cnv")})
+    no_slides = plan_of(modalities={m: DEMO["modalities"][m] for m in ("rna", "cnv")}, evaluation=defaults)
     assert no_slides.trained == {} and no_slides.heatmap_models == {} and not no_slides.segments_slides()
     assert plan_of(model__build=["blocks", "merge"]).models == ["block-wsi", "block-rna", "block-cnv", "merge"]
     assert plan_of(evaluation__heatmaps=False).heatmap_models == {}
@@ -81,6 +85,11 @@ def test_models_need_what_they_read():
     ({"evaluation__baselines": ["logreg"]}, "do not fit task 'survival'"),
     ({"modalities": {**DEMO["modalities"], "early": DEMO["modalities"]["rna"]}}, "clashes with the early-fusion"),
     ({"folds__method": "file"}, "folds.path is not set"),
+    ({"modalities": {m: DEMO["modalities"][m] for m in ("rna", "cnv")}, "evaluation__baselines": ["mcat"]},
+     r"names mcat, which co-attends one slide modality with the tables .* are rna \(table\), cnv \(table\)"),
+    ({"modalities": {"wsi": DEMO["modalities"]["wsi"]}, "evaluation__baselines": ["late-bilinear"]},
+     "names late-bilinear, which fuses one slide modality with the tables"),
+    ({"trained_baselines": {}}, r"'trained_baselines.mcat.signatures': mcat needs it"),
 ])
 def test_config_combinations_the_schema_cannot_refuse_are_one_line(changes, message):
     with pytest.raises(ConfigError, match=message):

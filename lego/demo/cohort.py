@@ -254,6 +254,25 @@ def _write_slides(slide_dir: Path, specs: list, seed: int, workers: int) -> None
             _write_slide(job)
 
 
+# MCAT's six functional gene groups, for the demo's genes: the real ones by their role, the
+# numbered noise genes dealt round-robin (a table like ../shared/data/tcga/signatures/mcat_signatures.csv).
+SIGNATURE_GROUPS = ("Tumor Suppressor Genes", "Oncogenes", "Protein Kinases", "Cell Differentiation Markers",
+                    "Transcription Factors", "Cytokines and Growth Factors")
+KNOWN_GROUPS = {"TP53": 0, "PTEN": 0, "ARID1A": 0, "MYC": 1, "KRAS": 1, "CTNNB1": 1, "ERBB2": 2, "EGFR": 2,
+                "PIK3CA": 2, "KRT5": 3, "MKI67": 3, "CCNB1": 3, "ESR1": 4, "FOXA1": 4, "GATA3": 4, "CCND1": 5}
+
+
+def _signatures(omics: dict) -> pd.DataFrame:
+    """The demo's gene-group table (no random draw: the cohort is unchanged by it)."""
+    genes = sorted({c.rsplit("_", 1)[0] if c.endswith(("_cnv", "_rnaseq")) else c
+                    for names, _ in omics.values() for c in names})
+    groups: list[list[str]] = [[] for _ in SIGNATURE_GROUPS]
+    for i, gene in enumerate(genes):
+        groups[KNOWN_GROUPS.get(gene, i % len(SIGNATURE_GROUPS))].append(gene)
+    longest = max(map(len, groups))
+    return pd.DataFrame({name: g + [None] * (longest - len(g)) for name, g in zip(SIGNATURE_GROUPS, groups)})
+
+
 def _write_csv(df: pd.DataFrame, path: Path, **kwargs) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, **kwargs)
@@ -290,6 +309,7 @@ def make_demo_cohort(out_dir: str | Path, n_patients: int = default("demo.n_pati
         _write_slides(out / "slides", specs, seed, workers)
     _write_csv(pd.DataFrame({"case_id": pat.ids, "u": pat.u, "v": pat.v, "w": pat.w, "n_slides": n_slides,
                              "has_omics": has_omics}), out / "hidden_factors.csv")
+    _write_csv(_signatures(omics), out / "signatures.csv")
     return {
         "patients": n_patients,
         "slides": len(specs),

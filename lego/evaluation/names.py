@@ -35,9 +35,10 @@ def lego_models() -> tuple[str, ...]:
     return (*variants(), CHOSEN)
 
 
-def trained_baselines() -> tuple[str, ...]:
-    """The trained baselines' names (their modules imported)."""
-    return tuple(k.name for k in by_role("baseline"))
+def trained_baselines(defaults_only: bool = False) -> tuple[str, ...]:
+    """The trained baselines' names (their modules imported); ``defaults_only``: those a run fits
+    unless evaluation.baselines names the ones wanted."""
+    return tuple(k.name for k in by_role("baseline") if k.default or not defaults_only)
 
 
 def all_baselines() -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from lego.evaluation.bootstrap import mean_ci, paired_difference
 from lego.evaluation.metrics import CLASSIFICATION_METRICS, HEADLINE, LOWER_IS_BETTER, SURVIVAL_METRICS, headline
 from lego.evaluation.names import CHOSEN, EARLY, ENSEMBLE, PREDICTIONS_FILE, lego_models, model_kind
 from lego.io import read_json, write_tsv
+from lego.models.model_kinds import FUSE, kind_of
 from lego.settings import default
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,8 @@ def _comparisons(metrics, preds, folds, *, task, key, n_boot, level, seed) -> pd
     pairs += [(m, ENSEMBLE, "late-fusion ensemble") for m in lego_models() if m in models and ENSEMBLE in models]
     early = sorted(m for m in models if model_kind(m) == "baseline" and m.endswith(f"-{EARLY}"))
     pairs += [(CHOSEN, b, "classical baseline (all modalities)") for b in early if CHOSEN in models]
+    trained = sorted(m for m in models if _trained(m))
+    pairs += [(a, b, "trained multimodal baseline") for b in trained for a in (CHOSEN, FUSE.name) if a in models]
     head = metrics[metrics["metric"] == key].set_index("model")
     out = []
     for a, b, what in pairs:
@@ -204,6 +207,12 @@ def _comparisons(metrics, preds, folds, *, task, key, n_boot, level, seed) -> pd
     return pd.DataFrame(out, columns=["model", "reference", "reference_is", "metric", "own_sets_difference",
                                       "paired_difference", "ci_low", "ci_high", "p_not_better", "n_paired"])
 
+
+
+def _trained(name: str) -> bool:
+    """A trained baseline (HEALNet, MCAT, the plain ABMIL, ...): the models MM-Lego is compared with end to end."""
+    kind = kind_of(name)
+    return kind is not None and kind.role == "baseline"
 
 
 def _first_of_its_fold(seen: dict, r: dict, f: str) -> None:

@@ -13,8 +13,9 @@ Light at import (no torch): the architectures are imported when a model is built
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from lego.errors import InputError
@@ -37,7 +38,11 @@ class ModelKind:
     is trained on one fold (``lego train-model``); the block and the variants have their own steps.
     ``slides_only``: takes slide modalities only (modality scope). ``heatmaps``: its attention over a
     slide's patches can be drawn. ``gpu``: its training job asks the cluster for the configured GPUs.
-    ``min_modalities``: a fold-scope model needs at least this many modalities in the config.
+    ``min_modalities``: a fold-scope model needs at least this many modalities in the config;
+    ``needs``: what else it needs of them, given each modality's family ("table" or "slide"): None,
+    or the problem in words (e.g. "needs one slide modality"). ``settings``: its own config settings
+    (JSON-schema properties with their defaults: ``trained_baselines.<name>`` in the config); ``files``:
+    those of them that name an input file (the workflow declares it, so a changed file reruns it).
     """
 
     name: str
@@ -51,8 +56,18 @@ class ModelKind:
     heatmaps: bool = False
     gpu: bool = False
     min_modalities: int = 1
+    needs: Callable[[dict[str, str]], str | None] | None = None
+    settings: Mapping[str, dict] = field(default_factory=lambda: MappingProxyType({}))
+    files: tuple[str, ...] = ()
+    default: bool = True  # trained baselines: run unless evaluation.baselines names the ones wanted
     preference: int = 0  # variants: the one-SE rule's order (lower first)
     description: str = ""
+
+    def problem(self, families: dict[str, str]) -> str | None:
+        """Why this kind cannot be trained on modalities of these families (None: it can)."""
+        if len(families) < self.min_modalities:
+            return f"needs at least {self.min_modalities} modalities"
+        return self.needs(families) if self.needs is not None else None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES or self.scope not in SCOPES:

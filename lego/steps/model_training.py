@@ -33,8 +33,11 @@ def _check_modalities(kind: ModelKind, modalities: dict[str, dict], where: str) 
         wrong = [m for m, s in modalities.items() if not modality_kind(s["kind"]).slides]
         if wrong:
             raise InputError(f"{where}: {kind.name} needs a slide modality; {wrong[0]!r} is {modalities[wrong[0]]['kind']}")
-    if len(modalities) < kind.min_modalities:
-        raise InputError(f"{where}: {kind.name} needs at least {kind.min_modalities} modalities; got {sorted(modalities)}")
+    families = {m: modality_kind(s["kind"]).family for m, s in modalities.items()}
+    problem = kind.problem(families)
+    if problem:
+        shown = ", ".join(f"{m} ({family})" for m, family in families.items())
+        raise InputError(f"{where}: {kind.name} {problem}; got {shown}")
 
 
 def _inputs_config(inputs, modalities: dict[str, dict], kind: ModelKind) -> dict:
