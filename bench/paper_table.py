@@ -25,15 +25,25 @@ ROOT = Path(__file__).resolve().parent.parent
 # The paper's omics-only rows ("Unimodal (Tabular)") and its multimodal rows (WSI + omics), from
 # ../shared/notes/mm-lego-reference.md: test C-index means over 5 random 70/15/15 splits.
 PAPER = {
-    "blca": {"paper LegoBlock (tabular)": 0.681, "paper SNN (tabular)": 0.689,
-             "paper LegoMerge (WSI+omics)": 0.701, "paper LegoFuse (WSI+omics)": 0.734},
-    "brca": {"paper LegoBlock (tabular)": 0.591, "paper SNN (tabular)": 0.544,
-             "paper LegoMerge (WSI+omics)": 0.601, "paper LegoFuse (WSI+omics)": 0.626},
-    "kirp": {"paper LegoBlock (tabular)": 0.840, "paper SNN (tabular)": 0.798,
-             "paper LegoMerge (WSI+omics)": 0.825, "paper LegoFuse (WSI+omics)": 0.863},
-    "ucec": {"paper LegoBlock (tabular)": 0.615, "paper SNN (tabular)": 0.589,
-             "paper LegoMerge (WSI+omics)": 0.625, "paper LegoFuse (WSI+omics)": 0.634},
+    "blca": {"paper LegoBlock (tabular)": 0.681, "paper SNN (tabular)": 0.689, "paper Perceiver (tabular)": 0.686,
+             "paper LegoMerge (WSI+omics)": 0.701, "paper LegoFuse (WSI+omics)": 0.734,
+             "paper HEALNet (WSI+omics)": 0.714, "paper MCAT (WSI+omics)": 0.702,
+             "paper SNN+ABMIL cc (WSI+omics)": 0.561, "paper SNN+ABMIL bl (WSI+omics)": 0.622},
+    "brca": {"paper LegoBlock (tabular)": 0.591, "paper SNN (tabular)": 0.544, "paper Perceiver (tabular)": 0.557,
+             "paper LegoMerge (WSI+omics)": 0.601, "paper LegoFuse (WSI+omics)": 0.626,
+             "paper HEALNet (WSI+omics)": 0.618, "paper MCAT (WSI+omics)": 0.564,
+             "paper SNN+ABMIL cc (WSI+omics)": 0.541, "paper SNN+ABMIL bl (WSI+omics)": 0.557},
+    "kirp": {"paper LegoBlock (tabular)": 0.840, "paper SNN (tabular)": 0.798, "paper Perceiver (tabular)": 0.836,
+             "paper LegoMerge (WSI+omics)": 0.825, "paper LegoFuse (WSI+omics)": 0.863,
+             "paper HEALNet (WSI+omics)": 0.842, "paper MCAT (WSI+omics)": 0.823,
+             "paper SNN+ABMIL cc (WSI+omics)": 0.841, "paper SNN+ABMIL bl (WSI+omics)": 0.811},
+    "ucec": {"paper LegoBlock (tabular)": 0.615, "paper SNN (tabular)": 0.589, "paper Perceiver (tabular)": 0.615,
+             "paper LegoMerge (WSI+omics)": 0.625, "paper LegoFuse (WSI+omics)": 0.634,
+             "paper HEALNet (WSI+omics)": 0.594, "paper MCAT (WSI+omics)": 0.633,
+             "paper SNN+ABMIL cc (WSI+omics)": 0.601, "paper SNN+ABMIL bl (WSI+omics)": 0.666},
 }
+# The end-to-end multimodal models that run on omics alone (MCAT and the SNN+ABMIL fusions need slides).
+TRAINED = ["healnet", "perceiver", "multimodn", "late-fusion"]
 VARIANTS = ["merge", "merge-tuned", "fuse", "lego", "ensemble"]
 
 
@@ -58,14 +68,15 @@ def references(scores: pd.DataFrame) -> dict[str, pd.Series]:
     classical = [c for c in scores if c.split("-")[0] in ("coxnet", "rsf")]
     best_classical = max(classical, key=lambda c: scores[c].mean())
     return {f"best block ({best_block})": scores[best_block], f"best classical ({best_classical})": scores[best_classical],
-            "rsf-early": scores.get("rsf-early", pd.Series(dtype=float))}
+            "rsf-early": scores.get("rsf-early", pd.Series(dtype=float)),
+            **{t: scores[t] for t in TRAINED if t in scores}}
 
 
 def cohort_rows(name: str, scores: pd.DataFrame) -> tuple[list[dict], list[dict], list[dict]]:
     cohort = name.split("_")[1]
     mean = lambda c: (f"{scores[c].mean():.3f} ± {scores[c].std(ddof=1):.3f}" if c in scores else "")  # noqa: E731
     row = {"run": name, **{k: f"{v:.3f}" for k, v in PAPER.get(cohort, {}).items()}}
-    for c in [c for c in scores if c.startswith("block-")] + VARIANTS + ["coxnet-early", "rsf-early"]:
+    for c in [c for c in scores if c.startswith("block-")] + VARIANTS + ["coxnet-early", "rsf-early"] + TRAINED:
         row[c] = mean(c)
     diffs = []
     for ref_name, ref in references(scores).items():
@@ -89,12 +100,12 @@ def pooled(diffs: list[dict], runs: dict[str, pd.DataFrame]) -> list[dict]:
     for proto in sorted({r.rsplit("_", 1)[1] for r in runs}):
         names = [r for r in runs if r.endswith(proto)]
         for v in ("lego", "merge", "merge-tuned", "fuse"):
-            for ref in ("best block", "best classical", "rsf-early"):
+            for ref in ("best block", "best classical", "rsf-early", *TRAINED):
                 a, b = [], []
                 for r in names:
                     s = runs[r]
                     refs = {k.split(" (")[0]: val for k, val in references(s).items()}
-                    if v in s and len(refs[ref]):
+                    if v in s and len(refs.get(ref, ())):
                         a.append(s[v])
                         b.append(refs[ref])
                 if a:

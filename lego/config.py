@@ -66,6 +66,8 @@ def _explain(error) -> str:
 # to merge (shapes, the loss weight and execution settings stay run-wide).
 BLOCK_OVERRIDES = ("encoder_width", "dropout", "epochs", "batch_size", "lr", "weight_decay", "patience", "scheduler",
                    "seed", "max_patches")
+# model.train settings a trained baseline may set for itself (trained_baselines.<name>).
+TRAINING_OVERRIDES = ("epochs", "batch_size", "lr", "weight_decay", "patience", "scheduler")
 GRID_KEYS = ("encoder", "encoder_width", "dropout", "lr", "weight_decay", "epochs", "select_k")  # choosable on validation
 BUILD_BLOCKS = "blocks"  # model.build's word for the blocks (the variants are named by their kinds)
 ALIASES = {"model.build": {"tuned_merge": "merge-tuned"}}  # old spellings still read (with a warning)
@@ -134,10 +136,12 @@ def _fill_models(schema: dict[str, Any]) -> None:
     pattern = "|".join(per_modality + [re.escape(n) for n in whole])
     props["predict"]["properties"]["models"]["items"]["pattern"] = f"^({pattern})$"
     props["predict"]["properties"]["models"]["default"] = [MERGE_TUNED.name]
+    train = props["model"]["properties"]["train"]["properties"]
+    overrides = {key: _bare(train[key]) for key in TRAINING_OVERRIDES}
     props["trained_baselines"]["properties"] = {
         k.name: {"type": "object", "additionalProperties": False, "default": {}, "description": k.description,
-                 "properties": copy.deepcopy(dict(k.settings))}
-        for k in by_role("baseline") if k.settings}
+                 "properties": {**copy.deepcopy(overrides), **copy.deepcopy(dict(k.settings))}}
+        for k in by_role("baseline") if k.scope == "fold"}
 
 
 def _bare(node: dict[str, Any]) -> dict[str, Any]:

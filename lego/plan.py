@@ -253,15 +253,15 @@ class Plan:
         return [modality] if modality is not None else list(self.modalities)
 
     @cached_property
-    def heatmap_models(self) -> dict[str, str]:
-        """Models whose patch attention is drawn, with their slide modality."""
+    def heatmap_models(self) -> dict[str, list[str]]:
+        """Models whose patch attention is drawn, with the slide modalities it is drawn over."""
         if not self.config["evaluation"]["heatmaps"]:
             return {}
         out = {}
         for name in self.blocks + list(self.trained):
-            kind, modality = kind_of(name), modality_of(name)
-            if kind.heatmaps and modality in self.slide_modalities:
-                out[name] = modality
+            slides = [m for m in self.model_modalities(name) if m in self.slide_modalities]
+            if kind_of(name).heatmaps and slides:
+                out[name] = slides
         return out
 
     def gpus(self, kind: ModelKind) -> int:

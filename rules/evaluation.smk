@@ -177,13 +177,13 @@ rule figures:
 
 rule heatmaps:
     # Attention over the patches of each test slide, for every model with patch attention over a
-    # slide modality (a slide block, the ABMIL baseline): model kinds say which (heatmaps=True).
+    # slide modality (a slide block, ABMIL, late fusion, MCAT): model kinds say which (heatmaps=True).
     input:
         model_files=lambda w: model_files(PLAN.model_folder(w.drawn, w.fold), history=False),
-        manifest=lambda w: PLAN.data_path(PLAN.heatmap_models[w.drawn]),
-        features=lambda w: slide_features(PLAN.heatmap_models[w.drawn]),
+        data=lambda w: [PLAN.data_path(m) for m in PLAN.model_modalities(w.drawn)],
+        features=lambda w: [f for m in PLAN.heatmap_models[w.drawn] for f in slide_features(m)],
         slides=rules.index_slides.output.slides,
-        slide_files=lambda w: slide_files(PLAN.heatmap_models[w.drawn]),
+        slide_files=lambda w: sorted({f for m in PLAN.heatmap_models[w.drawn] for f in slide_files(m)}),
         folds=rules.make_folds.output[0],
     output:
         report(
@@ -204,9 +204,10 @@ rule heatmaps:
         runtime=20,
     params:
         model_dir=lambda w, input: os.path.dirname(input.model_files[0]),
+        data=lambda w, input: named_paths(PLAN.model_modalities(w.drawn), input.data),
         slides=lambda w, input: "" if not input.slide_files else f"--slides {shlex.quote(input.slides)}",
     shell:
-        "lego heatmaps --model-dir {params.model_dir:q} --manifest {input.manifest:q} --folds {input.folds:q} "
+        "lego heatmaps --model-dir {params.model_dir:q} --data {params.data} --folds {input.folds:q} "
         "{params.slides} --out-dir {output:q} > {log:q} 2>&1"
 
 

@@ -40,7 +40,8 @@ def test_the_demo_plan_names_every_model_the_summary_holds():
     assert plan.trained["healnet"].modalities == ("wsi", "rna", "cnv")
     assert plan.all_models == [*plan.models, "coxnet-early", "rsf-early", *trained, "ensemble"]
     assert plan.trained_files("mcat") == ["results/demo_input/signatures.csv"] and plan.trained_files("healnet") == []
-    assert plan.heatmap_models == {"block-wsi": "wsi", "abmil-wsi": "wsi"}
+    drawn = ["block-wsi", "abmil-wsi", "late-fusion", "late-bilinear", "mcat", "mcat-single"]
+    assert plan.heatmap_models == {m: ["wsi"] for m in drawn}
 
 
 def test_outputs_follow_the_model_kinds_folders():

@@ -127,3 +127,41 @@ def test_a_patient_without_a_modality_is_predicted_from_what_it_has(cohort):
         assert not present[0]
         noisy = {**batch, "rna": (x + torch.randn_like(x) * (~present)[:, None, None], mask, present)}
         torch.testing.assert_close(model(noisy)[1], together)
+
+
+@pytest.mark.parametrize("model", ["mcat", "late-fusion"])
+def test_multimodal_baselines_draw_patch_attention_of_every_test_slide(cohort, model):
+    """MCAT's co-attention (per gene group and averaged) and late fusion's ABMIL pooling are drawn
+    like a slide block's: one table, PNG and GeoJSON per test slide; each patient's attention (and,
+    for MCAT, each group's) is one softmax over all its patches."""
+    spec = {"epochs": 1, "batch_size": 8, **TINY.get(model, {}),
+            **({"signatures": str(cohort / "sig.csv")} if model == "mcat" else {})}
+    data, _ = _run(cohort, model, spec)
+    out = cohort / f"{model}-heat"
+    assert main(["heatmaps", "--model-dir", str(cohort / model), "--data", *data, "--folds",
+                 str(cohort / "folds.parquet"), "--out-dir", str(out)]) == 0
+    index = pd.read_csv(out / "index.tsv", sep="\t")
+    folds = pd.read_parquet(cohort / "folds.parquet")
+    manifest = pd.read_parquet(cohort / "wsi.parquet")
+    test = set(folds.loc[folds["subset"] == "test", "patient_id"])
+    assert set(index["slide_id"]) == set(manifest.loc[manifest["patient_id"].isin(test), "slide_id"])
+    assert index["reason"].isna().all() and (index["modality"] == "wsi").all()
+    tables = {s: pd.read_parquet(out / f"{s}.attention.parquet") for s in index["slide_id"]}
+    columns = ["attention"] + (["attention_suppressors", "attention_oncogenes"] if model == "mcat" else [])
+    for column in columns:
+        owner = index.set_index("slide_id")["patient_id"]
+        per_patient = pd.Series({s: t[column].sum() for s, t in tables.items()}).groupby(owner).sum()
+        np.testing.assert_allclose(per_patient, 1.0, atol=1e-5)
+    geo = json.loads((out / f"{index['slide_id'].iloc[0]}.geojson").read_text())
+    assert set(columns) <= set(geo["features"][0]["properties"]["measurements"])
+
+
+def test_heatmaps_of_a_multimodal_model_need_each_modality_it_reads(cohort, capsys):
+    from tests.helpers import lego_fails
+
+    spec = {"epochs": 1, "batch_size": 8, **TINY.get("mcat-single", {})}
+    _run(cohort, "mcat-single", spec)
+    lego_fails(["heatmaps", "--model-dir", str(cohort / "mcat-single"), "--manifest", str(cohort / "wsi.parquet"),
+                "--folds", str(cohort / "folds.parquet"), "--out-dir", str(cohort / "x")], capsys, "give each with --data")
+    lego_fails(["heatmaps", "--model-dir", str(cohort / "mcat-single"), "--data", f"wsi={cohort / 'wsi.parquet'}",
+                "--folds", str(cohort / "folds.parquet"), "--out-dir", str(cohort / "x")], capsys, "no data given for modality")

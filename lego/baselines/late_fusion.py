@@ -12,6 +12,7 @@ PorpoiseMMF exactly: 512 W + 256 d + 461,829 + 197,120 (concatenation) or + 396,
 no skip) parameters; for BLCA's d = 3,062 with the skip, 2,297,285 (tests/test_trained_baselines.py).
 A patient without a modality gets that modality's encoding as zeros (the concatenation then reads
 the others; the bilinear outer product keeps the other side's linear terms through the appended 1).
+Heatmaps draw each slide modality's ABMIL attention (``patch_attention``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ class LateFusion(nn.Module):
         x, mask, present = inputs[m]
         h = self.encoders[m](x, mask) if m in self.slides else self.encoders[m](x[:, 0])
         return h * present[:, None]  # an absent modality encodes to zeros
+
+    def patch_attention(self, inputs: dict, modality: str) -> dict[str, torch.Tensor]:
+        """(B, T) gated-attention weights of ``modality``'s ABMIL over each patient's patches (heatmaps)."""
+        x, mask, _ = inputs[modality]
+        return {"attention": self.encoders[modality].attention(x, mask)}
 
     def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if self.fusion == "concat":
@@ -95,9 +101,10 @@ def _one_slide_and_tables(families: dict[str, str]) -> str | None:
     return None
 
 
-LATE_FUSION = register(ModelKind("late-fusion", "baseline", "late-fusion", build, fit=_fit("concat", SETTINGS), gpu=True, default=False,
+LATE_FUSION = register(ModelKind("late-fusion", "baseline", "late-fusion", build, fit=_fit("concat", SETTINGS), gpu=True,
+                                 default=False, heatmaps=True,
                                  settings=SETTINGS, description="late fusion by concatenation: SNN per table, ABMIL per "
                                  "slide modality, trained end to end (PORPOISE-style)"))
 LATE_BILINEAR = register(ModelKind("late-bilinear", "baseline", "late-fusion", fit=_fit("bilinear", BILINEAR_SETTINGS),
-                                   gpu=True, default=False, needs=_one_slide_and_tables, settings=BILINEAR_SETTINGS,
+                                   gpu=True, default=False, heatmaps=True, needs=_one_slide_and_tables, settings=BILINEAR_SETTINGS,
                                    description="PORPOISE's gated Kronecker fusion of the slide (ABMIL) and the omics (SNN)"))

@@ -19,7 +19,8 @@ used.
 
 Beyond the original: batched (padded bags, a key padding mask; the original runs one patient at a
 time), a patient without a slide gets a zero path embedding (the genomic side predicts), a group
-none of whose features a patient has is a zero token.
+none of whose features a patient has is a zero token. Heatmaps draw the co-attention over the
+patches, per gene group and averaged over the groups (``patch_attention``).
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ class MCAT(nn.Module):
     in the table modalities concatenated in ``tables`` order."""
 
     def __init__(self, groups: list[list[int]], tables: dict[str, int], slide: str, slide_dim: int, n_outputs: int, *,
-                 dropout: float, fusion: str):
+                 dropout: float, fusion: str, group_names: list[str] | None = None):
         super().__init__()
         self.tables, self.slide = list(tables), slide
+        self.group_names = list(group_names or [f"group{k}" for k in range(len(groups))])
         for k, idx in enumerate(groups):
             self.register_buffer(f"group{k}", torch.tensor(idx, dtype=torch.long), persistent=False)
         bounds = torch.cumsum(torch.tensor([0] + list(tables.values())), 0)
@@ -90,6 +92,15 @@ class MCAT(nn.Module):
         patches = self.wsi_net(x)
         path, attn = self.coattn(genomic, patches, patches, key_padding_mask=~mask)
         return genomic, path, attn
+
+    def patch_attention(self, inputs: dict, modality: str) -> dict[str, torch.Tensor]:
+        """Heatmaps: the co-attention over each patient's patches, (B, T) per genomic token
+        (``attention_<group>``) and averaged over the tokens (``attention``: each row sums to 1)."""
+        if modality != self.slide:
+            raise ValueError(f"MCAT co-attends {self.slide!r}, not {modality!r}")
+        attn = self.coattention(inputs)[2]
+        per_group = {f"attention_{name}": attn[:, k] for k, name in enumerate(self.group_names)}
+        return {"attention": attn.mean(dim=1), **per_group}
 
     def forward(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         genomic, path, _ = self.coattention(inputs)
@@ -150,7 +161,7 @@ def signature_groups(path: str, features: list[str], where: str) -> tuple[list[s
 
 def build(config: dict) -> MCAT:
     return MCAT(config["groups"], dict(config["tables"]), config["slide"], config["slide_dim"], config["n_outputs"],
-                dropout=config["dropout"], fusion=config["fusion"])
+                dropout=config["dropout"], fusion=config["fusion"], group_names=config.get("group_names"))
 
 
 def _fit(grouped: bool):
@@ -167,7 +178,7 @@ def _fit(grouped: bool):
         else:
             names, groups = ["all"], [list(range(len(features)))]
         model = MCAT(groups, tables, slide, inputs.mods[slide].dim, inputs.targets.n_outputs, dropout=own["dropout"],
-                     fusion=own["fusion"])
+                     fusion=own["fusion"], group_names=names)
         history = fit_module(model, inputs, spec, device, where)
         config = {"groups": groups, "group_names": names, "tables": ordered(tables), "slide": slide,
                   "slide_dim": inputs.mods[slide].dim, "n_outputs": inputs.targets.n_outputs, "dropout": own["dropout"],
@@ -184,9 +195,10 @@ def _one_slide_and_tables(families: dict[str, str]) -> str | None:
     return None
 
 
-MCAT_GROUPS = register(ModelKind("mcat", "baseline", "mcat", build, fit=_fit(True), gpu=True, default=False, needs=_one_slide_and_tables,
+MCAT_GROUPS = register(ModelKind("mcat", "baseline", "mcat", build, fit=_fit(True), gpu=True, default=False, heatmaps=True,
+                                 needs=_one_slide_and_tables,
                                  settings=GROUPED_SETTINGS, files=("signatures",),
                                  description="MCAT with six functional gene groups as genomic tokens"))
-MCAT_SINGLE = register(ModelKind("mcat-single", "baseline", "mcat", fit=_fit(False), gpu=True, default=False,
+MCAT_SINGLE = register(ModelKind("mcat-single", "baseline", "mcat", fit=_fit(False), gpu=True, default=False, heatmaps=True,
                                  needs=_one_slide_and_tables, settings=SETTINGS,
                                  description="MCAT with every table feature as one genomic token (MM-Lego's port)"))

@@ -45,8 +45,10 @@ class Figures(Command):
 @command("heatmaps", "Attention heatmaps of a slide model on its fold's test patients: PNG, QuPath GeoJSON and a "
          "table per slide.", writes=frozenset({"index.tsv"}))
 class Heatmaps(Command):
-    model_dir: str = opt("a slide modality's model folder with patch attention (a block, abmil)", required=True)
-    manifest: str = opt("the modality's feature manifest (written by feature-manifest)", required=True)
+    model_dir: str = opt("a model folder with patch attention (a slide block, abmil, late fusion, MCAT)", required=True)
+    manifest: str = opt("a slide block's feature manifest (written by feature-manifest); or give --data")
+    data: list = opt("each modality the model reads as NAME=PATH (a slide modality: its feature manifest)", many=True,
+                     metavar="MODALITY=PATH")
     folds: str = opt("folds table written by make-folds (parquet)", required=True)
     slides: str = opt("slide index (written by index-slides), to draw over thumbnails")
     subset: str = opt("which of the fold's patients to draw", default="test", choices=("test", "val", "train"))
@@ -57,7 +59,24 @@ class Heatmaps(Command):
         from lego.evaluation.heatmaps import run_heatmaps
 
         set_threads(self.threads)
-        run_heatmaps(self.model_dir, self.manifest, self.folds, self.out_dir, self.slides, self.subset)
+        run_heatmaps(self.model_dir, self._data(), self.folds, self.out_dir, self.slides, self.subset)
+
+    def _data(self) -> dict[str, str]:
+        """--data as given, or --manifest as the data of a single-modality model's modality."""
+        from lego.cli.declare import named_paths
+        from lego.errors import InputError
+        from lego.models.files import read_config
+        from lego.models.model_kinds import model_inputs
+
+        if bool(self.manifest) == bool(self.data):
+            raise InputError("give either --manifest (a slide block or abmil) or --data MODALITY=PATH ... (any model)")
+        if self.data:
+            return named_paths(self.data)
+        inputs = model_inputs(read_config(self.model_dir))
+        if len(inputs) > 1:
+            raise InputError(f"{self.model_dir} reads {len(inputs)} modalities ({', '.join(sorted(inputs))}); "
+                             "give each with --data MODALITY=PATH instead of --manifest")
+        return {next(iter(inputs)): self.manifest}
 
 
 @command("provenance", "Record the resolved config, package versions, git commit, input digests and per-job costs.")

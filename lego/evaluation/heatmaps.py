@@ -1,5 +1,6 @@
-"""Attention heatmaps of a slide block (or of the plain ABMIL baseline): which patches the
-gated-attention pooling (ABMIL) weighs.
+"""Attention heatmaps of a model with attention over a slide's patches: which patches a slide
+block's (or the plain ABMIL baseline's, or late fusion's) gated-attention pooling weighs, or which
+patches MCAT's genomic tokens attend to (per gene group, and averaged over them).
 
 For each patient, the block's attention runs over all the patient's patches at once (every slide
 concatenated, as in training, without the training subsample), so a patch's weight is the share
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,48 +29,65 @@ from lego.modality_kinds.wsi import FeatureSourceError, check_feature_source, fe
 from lego.slides.features import FeatureBag, read_feature_bag
 
 THUMB_PX = 1024  # the heatmap PNG's longer side
-INDEX_COLUMNS = ["slide_id", "patient_id", "patches", "top_x", "top_y", "top_attention", "reason"]
+INDEX_COLUMNS = ["slide_id", "patient_id", "modality", "patches", "top_x", "top_y", "top_attention", "reason"]
 log = logging.getLogger(__name__)
 
 
-def patient_attention(block, state: dict, feature_files: list[str]) -> list[tuple[FeatureBag, np.ndarray]]:
-    """(feature bag, attention) per slide of one patient from the block's ABMIL encoder."""
-    encoder = getattr(block, "encoder", None)
-    if not hasattr(encoder, "attention"):
-        raise InputError(f"the block's encoder is {type(encoder).__name__}, which has no patch attention (abmil has)")
+def _attention(model, inputs: dict, modality: str) -> dict[str, torch.Tensor]:
+    """Per attention column, (B, T) weights over ``modality``'s patches: a multimodal baseline's own
+    ``patch_attention`` (MCAT's co-attention, late fusion's ABMIL), else the ABMIL encoder of a slide
+    block or of the ABMIL baseline."""
+    if hasattr(model, "patch_attention"):
+        return model.patch_attention(inputs, modality)
+    x, mask, _ = inputs[modality]
+    return {"attention": model.encoder.attention(x, mask)[1]}
+
+
+def patient_attention(model, state: dict, modality: str, feature_files: list[str],
+                      context: dict | None = None) -> list[tuple[FeatureBag, dict[str, np.ndarray]]]:
+    """(feature bag, attention columns) per slide of one patient: every patch of every slide at
+    once (no training subsample), standardised with the fold's ``state``; ``context``: the patient's
+    other modalities as collated inputs (MCAT's genomic queries), empty for a single-slide model."""
     bags = [read_feature_bag(f) for f in feature_files]
     mean, std = np.asarray(state["mean"], np.float32), np.asarray(state["std"], np.float32)
     for f, b in zip(feature_files, bags):
         check_feature_source(state.get("features"), feature_source(b.attrs), f)
         if b.features.shape[1] != len(mean):
-            raise InputError(f"{f}: {b.features.shape[1]}-dimensional features; the block was trained on {len(mean)}")
+            raise InputError(f"{f}: {b.features.shape[1]}-dimensional features; the model was trained on {len(mean)}")
     feats = np.concatenate([b.features for b in bags])
     x = torch.from_numpy(((feats - mean) / std).astype(np.float32)).unsqueeze(0)
+    inputs = {**(context or {}), modality: (x, torch.ones(1, len(feats), dtype=torch.bool), torch.ones(1, dtype=torch.bool))}
     with torch.no_grad():
-        _, weights = encoder.attention(x, torch.ones(1, len(feats), dtype=torch.bool))
-    weights = weights[0].double().numpy()
+        columns = {k: w[0].double().numpy() for k, w in _attention(model, inputs, modality).items()}
     cuts = np.cumsum([len(b.features) for b in bags])[:-1]
-    return list(zip(bags, np.split(weights, cuts)))
+    split = {k: np.split(w, cuts) for k, w in columns.items()}
+    return [(b, {k: parts[i] for k, parts in split.items()}) for i, b in enumerate(bags)]
 
 
-def attention_table(coords: np.ndarray, attention: np.ndarray, patch_size: int) -> pd.DataFrame:
-    """One row per patch: level-0 top-left, size, attention and its percentile within the slide."""
-    pct = pd.Series(attention).rank(pct=True).to_numpy() if len(attention) else attention
+def attention_table(coords: np.ndarray, attention: np.ndarray | dict[str, np.ndarray], patch_size: int) -> pd.DataFrame:
+    """One row per patch: level-0 top-left, size, attention and its percentile within the slide
+    (and any further attention columns, e.g. MCAT's per gene group)."""
+    columns = attention if isinstance(attention, dict) else {"attention": attention}
+    main = columns["attention"]
+    pct = pd.Series(main).rank(pct=True).to_numpy() if len(main) else main
     return pd.DataFrame({"x": coords[:, 0].astype(np.int64), "y": coords[:, 1].astype(np.int64),
                          "size": np.full(len(coords), int(patch_size), np.int64),
-                         "attention": attention, "percentile": pct})
+                         "attention": main, "percentile": pct,
+                         **{k: v for k, v in columns.items() if k != "attention"}})
 
 
 def write_geojson(table: pd.DataFrame, slide_id: str, path: str | Path) -> None:
     """QuPath-readable GeoJSON: one square detection per patch (level-0 pixels), attention as a measurement."""
     features = []
-    for r in table.itertuples():
-        x0, y0, x1, y1 = int(r.x), int(r.y), int(r.x + r.size), int(r.y + r.size)
+    extra = [c for c in table.columns if c.startswith("attention_")]
+    for r in table.to_dict("records"):
+        x0, y0, x1, y1 = int(r["x"]), int(r["y"]), int(r["x"] + r["size"]), int(r["y"] + r["size"])
+        measured = {"attention": float(r["attention"]), "attention_percentile": float(r["percentile"]),
+                    **{c: float(r[c]) for c in extra}}
         features.append({
             "type": "Feature",
             "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]},
-            "properties": {"objectType": "detection", "name": slide_id,
-                           "measurements": {"attention": float(r.attention), "attention_percentile": float(r.percentile)}},
+            "properties": {"objectType": "detection", "name": slide_id, "measurements": measured},
         })
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps({"type": "FeatureCollection", "features": features}))
@@ -140,27 +160,43 @@ def _checked_manifest(m: pd.DataFrame, manifest: str) -> pd.DataFrame:
     return m
 
 
-def _draw_patient(block, config: dict, group: pd.DataFrame, pid: str, paths: dict, out: Path) -> list[dict]:
+@dataclass
+class Drawing:
+    """One slide modality of one model being drawn: the model, the modality, its fitted
+    preprocessing, the model's other modalities on the fold (the context the attention may read),
+    the slide files (for thumbnails) and the output folder."""
+
+    model: Any
+    modality: str
+    state: dict
+    context: dict
+    paths: dict[str, str]
+    out: Path
+
+
+def _draw_patient(d: Drawing, group: pd.DataFrame, pid: str) -> list[dict]:
     """Heatmap files of one patient's slides; one index row per slide (a skipped slide says why)."""
+    from lego.data.fold_data import collate
     from lego.io import write_parquet
 
-    per_slide = patient_attention(block, config["preprocess"], group["features"].tolist())
+    context = collate([pid], d.context) if d.context else {}
+    per_slide = patient_attention(d.model, d.state, d.modality, group["features"].tolist(), context)
     rows = []
     for slide_id, (bag, att) in zip(group["slide_id"], per_slide):
+        row = {"slide_id": slide_id, "patient_id": pid, "modality": d.modality, "patches": len(bag.coords)}
         unit = bag.coords_attrs.get("unit", "px")
         if unit != "px":  # no level-0 pixel geometry: a drawing or a QuPath file would be wrong
-            rows.append({"slide_id": slide_id, "patient_id": pid, "patches": len(bag.coords),
-                         "reason": f"coordinates in unit {unit!r}, not level-0 pixels (re-import with --mpp)"})
+            rows.append({**row, "reason": f"coordinates in unit {unit!r}, not level-0 pixels (re-import with --mpp)"})
             continue
         table = attention_table(bag.coords, att, _patch_size(bag))
         size0 = (int(bag.attrs.get("slide_width") or (table["x"] + table["size"]).max()),
                  int(bag.attrs.get("slide_height") or (table["y"] + table["size"]).max()))
-        write_parquet(table, out / f"{slide_id}.attention.parquet")
-        write_geojson(table, slide_id, out / f"{slide_id}.geojson")
-        draw_heatmap(table, slide_id, size0, paths.get(slide_id), out / f"{slide_id}.png")
+        write_parquet(table, d.out / f"{slide_id}.attention.parquet")
+        write_geojson(table, slide_id, d.out / f"{slide_id}.geojson")
+        draw_heatmap(table, slide_id, size0, d.paths.get(slide_id), d.out / f"{slide_id}.png")
         top = table.loc[table["attention"].idxmax()]
-        rows.append({"slide_id": slide_id, "patient_id": pid, "patches": len(table), "top_x": int(top["x"]),
-                     "top_y": int(top["y"]), "top_attention": float(top["attention"]), "reason": ""})
+        rows.append({**row, "top_x": int(top["x"]), "top_y": int(top["y"]), "top_attention": float(top["attention"]),
+                     "reason": ""})
     return rows
 
 
@@ -187,46 +223,81 @@ def _check_fold(config: dict, patients: set[str], subset: str, folds: str, model
         check_recorded_patients(config, subset, patients, folds, fix)
 
 
-def run_heatmaps(model_dir: str, manifest: str, folds: str, out_dir: str, slides: str | None = None,
-                 subset: str = "test") -> pd.DataFrame:
-    """Attention of a slide block's fold on that fold's ``subset`` patients: per slide a table,
-    a PNG and a GeoJSON under ``out_dir``; returns (and writes) the index of slides. A patient
-    whose files cannot be read is recorded in the index (``reason``) and the others are drawn."""
-    from lego.data.fold_data import fold_ids
-    from lego.io import read_frame, write_tsv
-    from lego.models import files as model_files
-    from lego.models.model_kinds import architecture
+def _slide_modalities(config: dict, model_dir: str) -> list[str]:
+    """The slide modalities a model with patch attention reads (refusing any other model)."""
+    from lego.models.model_kinds import architecture, model_inputs
 
-    block, config = model_files.load(model_dir)
-    if not architecture(config).heatmaps or not is_slide_kind(config.get("modality_kind")):
-        raise InputError(f"{model_dir}: heatmaps need a slide modality's block (kind wsi) or a model with patch "
-                         f"attention over one, not a {config.get('modality_kind', config['kind'])} model")
-    block.eval()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not hasattr(block.encoder, "attention"):  # a grid may choose a block without attention pooling
-        return _no_heatmaps(out, f"the chosen block's encoder ({config['block']['encoder']}) has no patch attention; "
-                                 "abmil has", model_dir)
-    patients = set(fold_ids(read_frame(folds, "folds"), config["fold"])[subset])
-    _check_fold(config, patients, subset, folds, model_dir)
+    slides = [m for m, c in model_inputs(config).items() if is_slide_kind(c.get("modality_kind"))]
+    if not architecture(config).heatmaps or not slides:
+        raise InputError(f"{model_dir}: heatmaps need a model with patch attention over a slide modality (a slide "
+                         f"block, abmil, late fusion, MCAT), not a {config.get('modality_kind', config['kind'])} model")
+    return slides
+
+
+def _draw_modality(d: Drawing, manifest: str, patients: set[str], subset: str) -> list[dict]:
+    """Index rows of one slide modality's drawn (and skipped) slides of the fold's patients."""
+    from lego.io import read_frame
+
     m = _checked_manifest(read_frame(manifest, "manifest"), manifest)
     m = m[(m["status"] == "ok") & m["patient_id"].isin(patients)]
     if m.empty:
-        return _no_heatmaps(out, f"no usable slide among the fold's {len(patients)} {subset} patient(s) in {manifest}",
-                            model_dir)
-    paths = dict(zip(*read_frame(slides, "slides")[["slide_id", "path"]].T.values)) if slides else {}
+        log.warning("%s: no usable slide among the fold's %d %s patient(s)", manifest, len(patients), subset)
     rows = []
     for pid, group in m.groupby("patient_id", sort=True):
         try:
-            rows += _draw_patient(block, config, group, pid, paths, out)
+            rows += _draw_patient(d, group, pid)
         except FeatureSourceError:  # another encoder's features: every slide would be wrong
             raise
         except InputError as exc:  # one unreadable bag must not stop the others
             log.warning("patient %s: no heatmap: %s", pid, exc)
-            rows += [{"slide_id": s, "patient_id": pid, "reason": str(exc)} for s in group["slide_id"]]
+            rows += [{"slide_id": s, "patient_id": pid, "modality": d.modality, "reason": str(exc)}
+                     for s in group["slide_id"]]
+    return rows
+
+
+def run_heatmaps(model_dir: str, data: dict[str, str], folds: str, out_dir: str, slides: str | None = None,
+                 subset: str = "test") -> pd.DataFrame:
+    """Patch attention of a model's fold on that fold's ``subset`` patients: per slide a table, a
+    PNG and a GeoJSON under ``out_dir`` (under ``out_dir/<modality>`` when the model reads several
+    slide modalities); returns (and writes) the index of slides. ``data``: each modality the model
+    reads -> its table or feature manifest (a slide block needs only its manifest). A patient whose
+    files cannot be read is recorded in the index (``reason``) and the others are drawn."""
+    from lego.data.fold_data import fold_ids
+    from lego.io import read_frame, write_tsv
+    from lego.models import files as model_files
+    from lego.models.model_kinds import model_inputs
+    from lego.steps.inference import fold_modalities
+
+    model, config = model_files.load(model_dir)
+    drawn = _slide_modalities(config, model_dir)
+    model.eval()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not hasattr(model, "patch_attention") and not hasattr(getattr(model, "encoder", None), "attention"):
+        return _no_heatmaps(out, f"the chosen block's encoder ({config['block']['encoder']}) has no patch attention; "
+                                 "abmil has", model_dir)
+    missing = [m for m in model_inputs(config) if m not in data]
+    if missing:
+        raise InputError(f"{model_dir}: no data given for modality {missing[0]!r}; give --data {missing[0]}=PATH "
+                         "(its table, or its feature manifest for a slide modality)")
+    ids = fold_ids(read_frame(folds, "folds"), config["fold"])
+    patients = set(ids[subset])
+    _check_fold(config, patients, subset, folds, model_dir)
+    paths = dict(zip(*read_frame(slides, "slides")[["slide_id", "path"]].T.values)) if slides else {}
+    inputs = model_inputs(config)
+    rows = []
+    for modality in drawn:
+        others = {m: c for m, c in inputs.items() if m != modality}
+        where = out / modality if len(drawn) > 1 else out
+        where.mkdir(parents=True, exist_ok=True)
+        d = Drawing(model, modality, inputs[modality]["preprocess"], fold_modalities(others, data, ids=ids), paths, where)
+        rows += _draw_modality(d, data[modality], patients, subset)
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
-    drawn = index[index["reason"] == ""]
+    if index.empty:
+        return _no_heatmaps(out, f"no usable slide among the fold's {len(patients)} {subset} patient(s) in "
+                                 f"{', '.join(data[m] for m in drawn)}", model_dir)
+    shown = index[index["reason"] == ""]
     log.info("%s: heatmaps of %d slide(s) of %d %s patient(s) in %s (%d skipped, reasons in index.tsv)", model_dir,
-             len(drawn), drawn["patient_id"].nunique(), subset, out, len(index) - len(drawn))
+             len(shown), shown["patient_id"].nunique(), subset, out, len(index) - len(shown))
     write_tsv(index, out / "index.tsv")
     return index

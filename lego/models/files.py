@@ -29,6 +29,15 @@ def save(model: torch.nn.Module, config: dict, out_dir: str | Path) -> None:
     write_json(config, out / CONFIG)
 
 
+def read_config(out_dir: str | Path) -> dict:
+    """A model folder's config.json (what it reads and how it was trained), without its weights."""
+    path = Path(out_dir) / CONFIG
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the model config ({exc}); give a model folder written by lego") from None
+
+
 def load(out_dir: str | Path) -> tuple[torch.nn.Module, dict]:
     """Rebuild a saved model; any damage (unreadable files, a config that does not describe the
     weights, non-finite weights) is one InputError naming the folder, never a traceback."""
