@@ -60,8 +60,13 @@ class TrainConfig:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed torch and switch on its deterministic kernels (same config and seed, same metrics)."""
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    switch = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if switch is None or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:  # the public call also imports the compiler's config (about 1 s per job) for a flag of
+        switch(True, warn_only=True)  # torch.compile, which this project never uses
 
 
 def compute_loss(logits: torch.Tensor, y: dict[str, torch.Tensor], task: str, alpha: float) -> torch.Tensor:

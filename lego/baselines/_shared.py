@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -36,6 +36,18 @@ def fit_module(model: nn.Module, inputs, spec: dict, device, where: str, *, l1: 
                  device=device, where=where, penalty=penalty)
 
 
+def on_real(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``fn`` (a per-token map) on each patient's real tokens only, the padding left as zeros: the
+    same values on real tokens, without computing -- and back-propagating -- through the padding a
+    batch of bags of unequal lengths carries (the bulk of the work in a per-patch layer)."""
+    if bool(mask.all()):
+        return fn(x)
+    y = fn(x[mask])
+    out = y.new_zeros(*mask.shape, y.shape[-1])
+    out[mask] = y
+    return out
+
+
 def snn_blocks(in_dim: int, width: int, blocks: int, dropout: float) -> nn.Sequential:
     """Self-normalising blocks (Klambauer et al. 2017): [Linear, ELU, AlphaDropout] x ``blocks``,
     LeCun-normal weights -- the omics encoder of PORPOISE and MCAT (2 blocks of 256)."""
@@ -60,7 +72,7 @@ class GatedAttention(nn.Module):
 
     def weights(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T) attention over each patient's tokens (zeros for a patient with none)."""
-        scores = self.w(self.v(h) * self.u(h)).squeeze(-1).masked_fill(~mask, float("-inf"))
+        scores = on_real(lambda t: self.w(self.v(t) * self.u(t)), h, mask).squeeze(-1).masked_fill(~mask, float("-inf"))
         return torch.nan_to_num(scores.softmax(dim=1), nan=0.0)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -78,10 +90,10 @@ class GatedABMIL(nn.Module):
         self.rho = nn.Sequential(nn.Linear(hidden, out_dim), nn.ReLU(), nn.Dropout(dropout))
 
     def attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.pool.weights(self.embed(x), mask)
+        return self.pool.weights(on_real(self.embed, x, mask), mask)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.rho(self.pool(self.embed(x), mask))
+        return self.rho(self.pool(on_real(self.embed, x, mask), mask))
 
 
 class KroneckerFusion(nn.Module):

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lego.baselines._shared import GatedAttention, KroneckerFusion, fit_module, ordered, slide_modalities, snn_blocks
+from lego.baselines._shared import GatedAttention, KroneckerFusion, fit_module, on_real, ordered, slide_modalities, snn_blocks
 from lego.errors import InputError
 from lego.models.model_kinds import ModelKind, register
 
@@ -89,7 +89,7 @@ class MCAT(nn.Module):
         """The genomic tokens, the co-attended path tokens and the co-attention (B, groups, patches)."""
         genomic, _ = self._genomic_tokens(inputs)
         x, mask, _ = inputs[self.slide]
-        patches = self.wsi_net(x)
+        patches = on_real(self.wsi_net, x, mask)
         path, attn = self.coattn(genomic, patches, patches, key_padding_mask=~mask)
         return genomic, path, attn
 

@@ -113,30 +113,39 @@ def _thumbnail(slide_path: str | None, size0: tuple[int, int]) -> tuple[np.ndarr
     return np.full(shape + (3,), 255, np.uint8), scale
 
 
+def _legend(width: int, title: str) -> np.ndarray:
+    """A white strip under the heatmap: the slide's name and patch count, and the colour scale."""
+    import cv2
+
+    strip = np.full((58, width, 3), 255, np.uint8)
+    cv2.putText(strip, title, (8, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    bar_w = max(2, min(256, width - 16))
+    ramp = np.tile(np.linspace(0, 255, bar_w).astype(np.uint8), (12, 1))
+    strip[26:38, 8:8 + bar_w] = cv2.applyColorMap(ramp, cv2.COLORMAP_VIRIDIS)[..., ::-1]
+    label = "attention percentile within the slide: 0 (left) to 1 (right)"
+    cv2.putText(strip, label, (8, 52), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return strip
+
+
 def draw_heatmap(table: pd.DataFrame, slide_id: str, size0: tuple[int, int], slide_path: str | None,
                  path: str | Path) -> None:
-    """PNG: the attention percentile of each patch (viridis) blended over the slide thumbnail."""
-    import matplotlib
+    """PNG: the attention percentile of each patch (viridis) blended over the slide thumbnail, with
+    the colour scale beneath (drawn with OpenCV: a tenth of the time of a plotting library)."""
+    import cv2
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from lego.slides.tissue import write_png
 
     img, per_px = _thumbnail(slide_path, size0)
-    heat = np.zeros(img.shape[:2])
+    heat = np.zeros(img.shape[:2], np.float32)
     seen = np.zeros(img.shape[:2], bool)
-    for r in table.itertuples():
-        x0, y0 = int(r.x / per_px), int(r.y / per_px)
-        x1, y1 = max(x0 + 1, int((r.x + r.size) / per_px)), max(y0 + 1, int((r.y + r.size) / per_px))
-        heat[y0:y1, x0:x1], seen[y0:y1, x0:x1] = r.percentile, True
-    fig, ax = plt.subplots(figsize=(8, 8 * img.shape[0] / img.shape[1] + 0.6), dpi=100)
-    ax.imshow(img)
-    shown = ax.imshow(np.ma.masked_where(~seen, heat), cmap="viridis", alpha=0.55, vmin=0, vmax=1)
-    fig.colorbar(shown, ax=ax, fraction=0.04, label="attention (percentile within the slide)")
-    ax.set_title(f"{slide_id}: {len(table)} patches", fontsize=10)
-    ax.set_axis_off()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-    plt.close(fig)
+    for x, y, size, pct in zip(table["x"], table["y"], table["size"], table["percentile"]):
+        x0, y0 = int(x / per_px), int(y / per_px)
+        x1, y1 = max(x0 + 1, int((x + size) / per_px)), max(y0 + 1, int((y + size) / per_px))
+        heat[y0:y1, x0:x1], seen[y0:y1, x0:x1] = pct, True
+    colour = cv2.applyColorMap(np.round(heat * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)[..., ::-1]
+    out = img.copy()
+    out[seen] = (0.45 * img[seen] + 0.55 * colour[seen]).round().astype(np.uint8)
+    write_png(np.vstack([out, _legend(out.shape[1], f"{slide_id}: {len(table)} patches")]), path)
 
 
 def _patch_size(bag) -> int:
