@@ -253,16 +253,23 @@ class Plan:
         return [modality] if modality is not None else list(self.modalities)
 
     @cached_property
-    def heatmap_models(self) -> dict[str, list[str]]:
-        """Models whose patch attention is drawn, with the slide modalities it is drawn over."""
-        if not self.config["evaluation"]["heatmaps"]:
-            return {}
+    def attention_models(self) -> dict[str, list[str]]:
+        """The run's models with patch attention, with the slide modalities it is over."""
         out = {}
         for name in self.blocks + list(self.trained):
             slides = [m for m in self.model_modalities(name) if m in self.slide_modalities]
             if kind_of(name).heatmaps and slides:
                 out[name] = slides
         return out
+
+    @cached_property
+    def heatmap_models(self) -> dict[str, list[str]]:
+        """Models whose patch attention is drawn (``evaluation.heatmaps``: all of them, none, or
+        those listed), with the slide modalities it is drawn over."""
+        wanted = self.config["evaluation"]["heatmaps"]
+        if wanted is True:
+            return self.attention_models
+        return {m: s for m, s in self.attention_models.items() if wanted and m in wanted}
 
     def gpus(self, kind: ModelKind) -> int:
         """GPUs a model kind's training job asks for on a cluster."""
@@ -391,6 +398,11 @@ def _check(plan: Plan) -> None:
             shown = ", ".join(f"{m} ({f})" for m, f in plan.families.items())
             raise ConfigError(f"evaluation.baselines names {kind.name}, which {problem}; this config's modalities are "
                               f"{shown} (remove {kind.name} from the list)")
+    drawn = plan.config["evaluation"]["heatmaps"]
+    unknown = [m for m in drawn if m not in plan.attention_models] if isinstance(drawn, list) else []
+    if unknown:
+        raise ConfigError(f"evaluation.heatmaps names {unknown[0]}, which is not a model of this run with attention "
+                          f"over a slide modality; choose from {sorted(plan.attention_models)} (or true: all of them)")
     plan.folds  # noqa: B018  (a fold file that cannot be read fails here, when the DAG is built)
 
 

@@ -12,6 +12,8 @@ from lego.config import load_schema
 
 
 def _type(node: dict[str, Any]) -> str:
+    if "type" not in node and isinstance(node.get("oneOf"), list):  # a setting of several forms
+        return " or ".join(_type(form) for form in node["oneOf"])
     kinds = node.get("type", "")
     text = " or ".join(kinds) if isinstance(kinds, list) else str(kinds)
     if isinstance(node.get("items"), dict) and node["items"].get("type"):

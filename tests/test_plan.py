@@ -41,7 +41,8 @@ def test_the_demo_plan_names_every_model_the_summary_holds():
     assert plan.all_models == [*plan.models, "coxnet-early", "rsf-early", *trained, "ensemble"]
     assert plan.trained_files("mcat") == ["results/demo_input/signatures.csv"] and plan.trained_files("healnet") == []
     drawn = ["block-wsi", "abmil-wsi", "late-fusion", "late-bilinear", "mcat", "mcat-single"]
-    assert plan.heatmap_models == {m: ["wsi"] for m in drawn}
+    assert plan.attention_models == {m: ["wsi"] for m in drawn}
+    assert plan.heatmap_models == {m: ["wsi"] for m in ("block-wsi", "abmil-wsi", "mcat")}  # the demo's list
 
 
 def test_outputs_follow_the_model_kinds_folders():
@@ -78,6 +79,7 @@ def test_models_need_what_they_read():
     assert no_slides.trained == {} and no_slides.heatmap_models == {} and not no_slides.segments_slides()
     assert plan_of(model__build=["blocks", "merge"]).models == ["block-wsi", "block-rna", "block-cnv", "merge"]
     assert plan_of(evaluation__heatmaps=False).heatmap_models == {}
+    assert list(plan_of(evaluation__heatmaps=True).heatmap_models) == list(plan_of().attention_models)
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -86,6 +88,7 @@ def test_models_need_what_they_read():
     ({"evaluation__baselines": ["logreg"]}, "do not fit task 'survival'"),
     ({"modalities": {**DEMO["modalities"], "early": DEMO["modalities"]["rna"]}}, "clashes with the early-fusion"),
     ({"folds__method": "file"}, "folds.path is not set"),
+    ({"evaluation__heatmaps": ["block-rna"]}, r"heatmaps names block-rna, which is not a model of this run with attention"),
     ({"modalities": {m: DEMO["modalities"][m] for m in ("rna", "cnv")}, "evaluation__baselines": ["mcat"]},
      r"names mcat, which co-attends one slide modality with the tables .* are rna \(table\), cnv \(table\)"),
     ({"modalities": {"wsi": DEMO["modalities"]["wsi"]}, "evaluation__baselines": ["late-bilinear"]},

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lego.baselines._shared import fit_module, ordered
+from lego.baselines._shared import fit_module, on_real, ordered
 from lego.models.model_kinds import ModelKind, register
 
 
@@ -60,9 +60,13 @@ class Attention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.attend(x, self.to_kv(context), mask)
+
+    def attend(self, x: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention of ``x`` to keys and values already projected (``to_kv``)."""
         b, n, _ = x.shape
         q = self.to_q(x)
-        k, v = self.to_kv(context).chunk(2, dim=-1)
+        k, v = kv.chunk(2, dim=-1)
         split = lambda t: t.reshape(b, t.shape[1], self.heads, -1).transpose(1, 2)  # noqa: E731
         q, k, v = split(q), split(k), split(v)
         logits = (q @ k.transpose(-1, -2)) * self.scale
@@ -82,7 +86,8 @@ class CrossBlock(nn.Module):
         self.attn = Attention(dim, context_dim, heads, head_dim, dropout)
 
     def forward(self, z: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.attn(self.norm(z), self.norm_context(context), mask)
+        kv = on_real(lambda t: self.attn.to_kv(self.norm_context(t)), context, mask)  # padding: masked anyway
+        return self.attn.attend(self.norm(z), kv, mask)
 
 
 class SelfBlock(nn.Module):

@@ -99,12 +99,18 @@ def _thumbnail(slide_path: str | None, size0: tuple[int, int]) -> tuple[np.ndarr
     shape = (max(1, int(round(size0[1] / scale))), max(1, int(round(size0[0] / scale))))
     if slide_path and Path(slide_path).is_file():
         try:
+            import cv2
             import openslide
 
             with openslide.OpenSlide(slide_path) as s:
                 width, height = s.dimensions  # the thumbnail shows the whole slide, whatever the patches cover
                 scale = max(width, height) / THUMB_PX
-                img = np.asarray(s.get_thumbnail((int(round(width / scale)), int(round(height / scale)))).convert("RGB"))
+                level = s.get_best_level_for_downsample(scale)
+                region = s.read_region((0, 0), level, s.level_dimensions[level])
+            size = (max(1, int(round(width / scale))), max(1, int(round(height / scale))))
+            rgba = cv2.resize(np.asarray(region), size, interpolation=cv2.INTER_AREA)
+            alpha = rgba[..., 3:].astype(np.float32) / 255  # no scanned data: white, as on glass
+            img = (rgba[..., :3] * alpha + 255 * (1 - alpha)).round().astype(np.uint8)
             return img, width / img.shape[1]
         except Exception as exc:  # an unreadable slide still gets its heatmap, on white (said)
             log.warning("%s: slide not readable for the thumbnail (%s); the heatmap is drawn on white", slide_path, exc)
