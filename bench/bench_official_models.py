@@ -21,9 +21,10 @@ both; the median of ``--epochs`` epochs after one warm-up each is reported.
   assembly with padded bags and masks, fused AdamW, gradient clipping, the same L1), one epoch per
   call, at the default batch of ``model.train.batch_size``; no validation pass on either side.
 
-Only MCAT needs a shim to import under torch 2.x: its attention module imports
-``torch.nn.modules.linear._LinearWithBias``, which torch removed; it is set to ``nn.Linear``
-(what it was) before the import. Writes bench/results/official_models[_gpu].json.
+Two shims, nothing else changed: MCAT's attention module imports
+``torch.nn.modules.linear._LinearWithBias``, which torch 2 removed; it is set to ``nn.Linear`` (what
+it was) before the import. PORPOISE's bilinear fusion makes its constant 1 with
+``torch.cuda.FloatTensor`` (so it runs on a GPU only); on the CPU that name makes a CPU tensor. Writes bench/results/official_models[_gpu].json.
 """
 
 from __future__ import annotations
@@ -224,9 +225,13 @@ def case_mcat(a, device):
 
 
 def case_porpoise(a, device, fusion: str):
+    import torch
+
     from lego.baselines.late_fusion import LateFusion
 
     PorpoiseMMF = load_file(a.porpoise / "models" / "model_porpoise.py", "official_porpoise").PorpoiseMMF
+    if device == "cpu":  # its bilinear fusion makes its constant 1 with torch.cuda.FloatTensor (GPU only)
+        torch.cuda.FloatTensor = lambda *shape: torch.empty(*shape)
     data = synthetic(a, {"omics": 3062}, {"wsi": 1024})
     official = PorpoiseMMF(omic_input_dim=3062, fusion=fusion, skip=fusion == "bilinear")
     mine = LateFusion({"wsi": 1024, "omics": 3062}, ["wsi"], 4, fusion=fusion, dropout=0.25, skip=fusion == "bilinear")

@@ -26,7 +26,8 @@ def test_demo_front_half_runs_end_to_end(demo_run):
     summary = table[table["metric"] == "c_index"].set_index("model")
     lego = ["block-wsi", "block-cnv", "block-rna", "merge", "merge-tuned", "fuse", "lego"]
     baselines = ["coxnet-early", "rsf-early"]  # the demo config fits baselines on all modalities only
-    assert set(summary.index) == set(lego + baselines + ["abmil-wsi", "ensemble"])
+    trained = ["healnet", "perceiver", "multimodn", "late-fusion", "late-bilinear", "mcat", "mcat-single"]  # the paper's
+    assert set(summary.index) == set(lego + baselines + trained + ["abmil-wsi", "ensemble"])
     # 30 patients: a fold's test set may hold one or two slide patients, too few for a C-index.
     assert (summary.loc[["block-cnv", "block-rna", "merge", "merge-tuned", "fuse", "lego"], "folds"] == 2).all()
     # A metric is there for every fold, or its missing folds say why.
@@ -78,13 +79,19 @@ def test_heatmaps_of_the_test_slides(demo_run):
     for fold in (0, 1):
         test = folds[(folds["fold"] == fold) & (folds["subset"] == "test")]["patient_id"]
         expected = set(manifest[(manifest["status"] == "ok") & manifest["patient_id"].isin(test)]["slide_id"])
-        for name in ("block-wsi", "abmil-wsi"):  # the slide block, and the plain ABMIL baseline
+        for name in ("block-wsi", "abmil-wsi", "mcat"):  # the models the demo config names in evaluation.heatmaps
             d = out / "heatmaps" / name / f"fold{fold}"
             index = pd.read_table(d / "index.tsv")
             assert set(index["slide_id"]) == expected
             for s in expected:
                 geo = json.loads((d / f"{s}.geojson").read_text())
-                assert geo["type"] == "FeatureCollection" and len(geo["features"]) == len(pd.read_parquet(d / f"{s}.attention.parquet"))
+                table = pd.read_parquet(d / f"{s}.attention.parquet")
+                assert geo["type"] == "FeatureCollection" and len(geo["features"]) == len(table)
+                if name == "mcat":  # one map per gene group's co-attention, besides their mean
+                    built = json.loads((out / "baselines" / "mcat" / f"fold{fold}" / "config.json").read_text())
+                    groups = {f"attention_{g}" for g in built["group_names"]}  # those with a selected gene
+                    assert 2 <= len(groups) <= 6 and groups == {c for c in table.columns if c.startswith("attention_")}
+        assert not (out / "heatmaps" / "late-fusion").exists(), "a model not listed is not drawn"
 
 
 def test_blank_slide_is_recorded_not_fatal(demo_run):
@@ -119,6 +126,7 @@ def test_batch_with_bad_slides_carries_on(demo_run, tmp_path, fixtures_dir):
     (slides / "README.txt").write_text("not a slide and not listed")
     config = write_config(tmp_path, slides={"dir": str(slides)})
     config["model"]["build"] = []  # slides only: no models
+    config["evaluation"].update(baselines=["coxnet", "rsf", "abmil"], heatmaps=False)
     config["cohort"]["name"] = "bad"
     config["cohort"]["labels"]["path"] = str(demo_input / "clinical.csv")
     config["modalities"] = {"wsi": {"kind": "wsi"}, "clinical": {"kind": "tabular", "path": str(demo_input / "clinical.csv"), "columns": ["age"]}}
