@@ -39,6 +39,10 @@ def test_demo_front_half_runs_end_to_end(demo_run):
     comparisons = pd.read_table(out / "summary" / "comparisons.tsv")
     assert {"merge", "merge-tuned", "fuse", "lego", "ensemble"} <= set(comparisons["model"])
     assert "classical baseline (all modalities)" in set(comparisons["reference_is"])
+    against = comparisons.set_index(["model", "reference"])["reference_is"]
+    for name in trained:  # the paper's head-to-head: lego and fuse paired with each end-to-end model
+        assert against[("lego", name)] == against[("fuse", name)] == "trained multimodal baseline"
+    assert against[("lego", "abmil-wsi")] == "trained baseline (one modality)"
     for fold in (0, 1):  # the variant each fold reports was chosen on validation and is named
         chosen = json.loads((out / "eval" / "lego" / f"fold{fold}" / "metrics.json").read_text())
         assert chosen["variant"] in ("merge", "merge-tuned", "fuse") and set(chosen["variant_val_scores"]) == {"merge", "merge-tuned", "fuse"}

@@ -194,7 +194,7 @@ def _comparisons(metrics, preds, folds, *, task, key, n_boot, level, seed) -> pd
     early = sorted(m for m in models if model_kind(m) == "baseline" and m.endswith(f"-{EARLY}"))
     pairs += [(CHOSEN, b, "classical baseline (all modalities)") for b in early if CHOSEN in models]
     trained = sorted(m for m in models if _trained(m))
-    pairs += [(a, b, "trained multimodal baseline") for b in trained for a in (CHOSEN, FUSE.name) if a in models]
+    pairs += [(a, b, _trained_is(b)) for b in trained for a in (CHOSEN, FUSE.name) if a in models]
     head = metrics[metrics["metric"] == key].set_index("model")
     out = []
     for a, b, what in pairs:
@@ -213,6 +213,11 @@ def _trained(name: str) -> bool:
     """A trained baseline (HEALNet, MCAT, the plain ABMIL, ...): the models MM-Lego is compared with end to end."""
     kind = kind_of(name)
     return kind is not None and kind.role == "baseline"
+
+
+def _trained_is(name: str) -> str:
+    """How the comparisons table names a trained reference: one modality's (the plain ABMIL) or end to end on all."""
+    return "trained baseline (one modality)" if kind_of(name).scope == "modality" else "trained multimodal baseline"
 
 
 def _first_of_its_fold(seen: dict, r: dict, f: str) -> None:
