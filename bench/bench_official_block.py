@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import time_epochs, write_result  # noqa: E402
 
 if TYPE_CHECKING:
     import torch
@@ -105,19 +103,6 @@ def epoch_trainer(model: torch.nn.Module, opt: torch.optim.Optimizer, data: dict
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-
-
-def time_epochs(runs: dict[str, Callable[[], None]], epochs: int) -> dict[str, list[float]]:
-    """Seconds per epoch of each run after one warm-up each; epochs alternate so noise hits all runs."""
-    times = {k: [] for k in runs}
-    for _, fn in runs.items():
-        fn()  # warm-up
-    for _ in range(epochs):
-        for k, fn in runs.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    return times
 
 
 def main() -> None:

@@ -32,13 +32,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import time_epochs, write_result  # noqa: E402
 
 BLCA_GROUPS = (94, 334, 521, 468, 1496, 479)  # MCAT's six gene groups on BLCA
 BLCA_TABLES = {"mutation": 371, "cnv": 256, "rna": 1554}  # MultiModN on BLCA's tables
@@ -270,24 +269,6 @@ CASES = {
     "late-bilinear": lambda a, d: case_porpoise(a, d, "bilinear"),
     "mcat": case_mcat,
 }
-
-
-def time_epochs(runs: dict[str, Callable[[], None]], epochs: int) -> dict[str, list[float]]:
-    """Seconds per epoch of each run after one warm-up each; epochs alternate so noise hits both."""
-    import torch
-
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    times = {k: [] for k in runs}
-    for fn in runs.values():
-        fn()
-    for _ in range(epochs):
-        for k, fn in runs.items():
-            sync()
-            t = time.perf_counter()
-            fn()
-            sync()
-            times[k].append(time.perf_counter() - t)
-    return times
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +71,22 @@ def write_result(name: str, result: dict) -> Path:
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return path
+
+
+def time_epochs(runs: dict[str, Callable[[], None]], epochs: int) -> dict[str, list[float]]:
+    """Seconds per epoch of each run after one warm-up each; epochs alternate so machine noise hits
+    every run alike (on a GPU each epoch is timed to its last kernel)."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    times = {k: [] for k in runs}
+    for fn in runs.values():
+        fn()  # warm-up
+    for _ in range(epochs):
+        for k, fn in runs.items():
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            times[k].append(time.perf_counter() - t)
+    return times

@@ -24,24 +24,15 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parent.parent
 # The paper's omics-only rows ("Unimodal (Tabular)") and its multimodal rows (WSI + omics), from
 # ../shared/notes/mm-lego-reference.md: test C-index means over 5 random 70/15/15 splits.
-PAPER = {
-    "blca": {"paper LegoBlock (tabular)": 0.681, "paper SNN (tabular)": 0.689, "paper Perceiver (tabular)": 0.686,
-             "paper LegoMerge (WSI+omics)": 0.701, "paper LegoFuse (WSI+omics)": 0.734,
-             "paper HEALNet (WSI+omics)": 0.714, "paper MCAT (WSI+omics)": 0.702,
-             "paper SNN+ABMIL cc (WSI+omics)": 0.561, "paper SNN+ABMIL bl (WSI+omics)": 0.622},
-    "brca": {"paper LegoBlock (tabular)": 0.591, "paper SNN (tabular)": 0.544, "paper Perceiver (tabular)": 0.557,
-             "paper LegoMerge (WSI+omics)": 0.601, "paper LegoFuse (WSI+omics)": 0.626,
-             "paper HEALNet (WSI+omics)": 0.618, "paper MCAT (WSI+omics)": 0.564,
-             "paper SNN+ABMIL cc (WSI+omics)": 0.541, "paper SNN+ABMIL bl (WSI+omics)": 0.557},
-    "kirp": {"paper LegoBlock (tabular)": 0.840, "paper SNN (tabular)": 0.798, "paper Perceiver (tabular)": 0.836,
-             "paper LegoMerge (WSI+omics)": 0.825, "paper LegoFuse (WSI+omics)": 0.863,
-             "paper HEALNet (WSI+omics)": 0.842, "paper MCAT (WSI+omics)": 0.823,
-             "paper SNN+ABMIL cc (WSI+omics)": 0.841, "paper SNN+ABMIL bl (WSI+omics)": 0.811},
-    "ucec": {"paper LegoBlock (tabular)": 0.615, "paper SNN (tabular)": 0.589, "paper Perceiver (tabular)": 0.615,
-             "paper LegoMerge (WSI+omics)": 0.625, "paper LegoFuse (WSI+omics)": 0.634,
-             "paper HEALNet (WSI+omics)": 0.594, "paper MCAT (WSI+omics)": 0.633,
-             "paper SNN+ABMIL cc (WSI+omics)": 0.601, "paper SNN+ABMIL bl (WSI+omics)": 0.666},
-}
+PAPER_COLUMNS = ("paper LegoBlock (tabular)", "paper SNN (tabular)", "paper Perceiver (tabular)",
+                 "paper LegoMerge (WSI+omics)", "paper LegoFuse (WSI+omics)", "paper HEALNet (WSI+omics)",
+                 "paper MCAT (WSI+omics)", "paper SNN+ABMIL cc (WSI+omics)", "paper SNN+ABMIL bl (WSI+omics)")
+PAPER = {cohort: dict(zip(PAPER_COLUMNS, values, strict=True)) for cohort, values in {
+    "blca": (0.681, 0.689, 0.686, 0.701, 0.734, 0.714, 0.702, 0.561, 0.622),
+    "brca": (0.591, 0.544, 0.557, 0.601, 0.626, 0.618, 0.564, 0.541, 0.557),
+    "kirp": (0.840, 0.798, 0.836, 0.825, 0.863, 0.842, 0.823, 0.841, 0.811),
+    "ucec": (0.615, 0.589, 0.615, 0.625, 0.634, 0.594, 0.633, 0.601, 0.666),
+}.items()}
 # The end-to-end multimodal models that run on omics alone (MCAT and the SNN+ABMIL fusions need slides).
 TRAINED = ["healnet", "perceiver", "multimodn", "late-fusion"]
 VARIANTS = ["merge", "merge-tuned", "fuse", "lego", "ensemble"]

@@ -316,18 +316,22 @@ class Plan:
         with the block isolates the architecture), else the run's training settings; then its own
         (``trained_baselines.<kind>``, which may override training settings such as ``lr``)."""
         run = self.trained[name]
-        own = self.config.get("trained_baselines", {}).get(run.kind.name, {})
+        own = self.trained_settings(run.kind)
         if run.kind.scope == "modality":
             return {**self.block_spec(run.modalities[0]), **own}
         model = self.config["model"]
         spec = {**model["train"], "n_bins": model["n_bins"], **own}
         return {k: v for k, v in spec.items() if k not in EXECUTION}
 
+    def trained_settings(self, kind: ModelKind) -> dict[str, Any]:
+        """A trained baseline kind's own section of the config (``trained_baselines.<kind>``)."""
+        return self.config.get("trained_baselines", {}).get(kind.name, {})
+
     def trained_files(self, name: str) -> list[str]:
         """The input files a trained baseline's settings name (e.g. MCAT's gene signatures)."""
-        run = self.trained[name]
-        own = self.config.get("trained_baselines", {}).get(run.kind.name, {})
-        return [own[k] for k in run.kind.files if own.get(k)]
+        kind = self.trained[name].kind
+        own = self.trained_settings(kind)
+        return [own[k] for k in kind.files if own.get(k)]
 
     def fuse_spec(self) -> dict[str, Any]:
         model = self.config["model"]
@@ -387,7 +391,7 @@ def _check(plan: Plan) -> None:
     if EARLY in plan.modalities and plan.baseline_sources:
         raise ConfigError(f"a modality named '{EARLY}' clashes with the early-fusion baseline; rename the modality")
     for run in plan.trained.values():
-        own = plan.config.get("trained_baselines", {}).get(run.kind.name, {})
+        own = plan.trained_settings(run.kind)
         missing = [k for k in run.kind.files if not own.get(k)]
         if missing:
             raise ConfigError(f"config key 'trained_baselines.{run.kind.name}.{missing[0]}': {run.kind.name} needs it "

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -16,6 +16,29 @@ def ordered(sizes: dict[str, int]) -> list[list]:
     """A modality -> size mapping as [name, size] pairs: config.json is written with sorted keys,
     and the modalities' order is part of a model (HEALNet and MultiModN read them in turn)."""
     return [[m, d] for m, d in sizes.items()]
+
+
+def own_settings(spec: dict, settings: Mapping[str, dict]) -> dict:
+    """A kind's own settings from its spec, each missing one at its declared default: the spec a
+    library caller passes may name none of them."""
+    return {k: spec.get(k, s["default"]) for k, s in settings.items()}
+
+
+def dims_of(inputs) -> dict[str, int]:
+    """Each modality of the fold's inputs -> its feature width, in the inputs' order."""
+    return {m: t.dim for m, t in inputs.mods.items()}
+
+
+def one_slide_and_tables(does: str) -> Callable[[dict[str, str]], str | None]:
+    """A kind's ``needs``: exactly one slide modality and one table or more; ``does`` says what the
+    model does with them (the start of the problem's wording)."""
+    def needs(families: dict[str, str]) -> str | None:
+        slides = [m for m, f in families.items() if f == "slide"]
+        if len(slides) != 1 or len(slides) == len(families):
+            return f"{does} (needs exactly one slide modality and one table or more)"
+        return None
+
+    return needs
 
 
 def slide_modalities(inputs) -> list[str]:

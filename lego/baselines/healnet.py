@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lego.baselines._shared import fit_module, on_real, ordered
+from lego.baselines._shared import dims_of, fit_module, on_real, ordered, own_settings
 from lego.models.model_kinds import ModelKind, register
 
 
@@ -181,20 +181,17 @@ SETTINGS = {
 ARCHITECTURE = tuple(k for k in SETTINGS if k != "l1")
 
 
-def channels(inputs) -> dict[str, int]:
-    return {m: t.dim for m, t in inputs.mods.items()}
-
-
 def build(config: dict) -> HEALNet:
     return HEALNet(dict(config["channels"]), config["n_outputs"], **config["architecture"])
 
 
 def fit(inputs, spec: dict, device, where: str):
     """Train on the fold (the pipeline's early stopping on the validation patients), L1 on every weight."""
-    arch = {k: spec.get(k, SETTINGS[k]["default"]) for k in ARCHITECTURE}
-    model = HEALNet(channels(inputs), inputs.targets.n_outputs, **arch)
-    history = fit_module(model, inputs, spec, device, where, l1=spec.get("l1", SETTINGS["l1"]["default"]))
-    return model, {"channels": ordered(channels(inputs)), "n_outputs": inputs.targets.n_outputs, "architecture": arch}, history
+    own, dims = own_settings(spec, SETTINGS), dims_of(inputs)
+    arch = {k: own[k] for k in ARCHITECTURE}
+    model = HEALNet(dims, inputs.targets.n_outputs, **arch)
+    history = fit_module(model, inputs, spec, device, where, l1=own["l1"])
+    return model, {"channels": ordered(dims), "n_outputs": inputs.targets.n_outputs, "architecture": arch}, history
 
 
 HEALNET = register(ModelKind("healnet", "baseline", "healnet", build, fit=fit, gpu=True, default=False, settings=SETTINGS,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lego.baselines._shared import GatedABMIL, KroneckerFusion, fit_module, ordered, slide_modalities, snn_blocks
+from lego.baselines._shared import GatedABMIL, KroneckerFusion, dims_of, fit_module, one_slide_and_tables, ordered, own_settings, slide_modalities, snn_blocks
 from lego.models.model_kinds import ModelKind, register
 
 WIDTH = 256
@@ -81,8 +81,7 @@ def build(config: dict) -> LateFusion:
 
 def _fit(fusion: str, settings: dict):
     def fit(inputs, spec: dict, device, where: str):
-        own = {k: spec.get(k, s["default"]) for k, s in settings.items()}
-        dims, slides = {m: t.dim for m, t in inputs.mods.items()}, slide_modalities(inputs)
+        own, dims, slides = own_settings(spec, settings), dims_of(inputs), slide_modalities(inputs)
         model = LateFusion(dims, slides, inputs.targets.n_outputs, fusion=fusion, dropout=own["dropout"],
                            skip=own.get("skip", False))
         regularised = [p for name, p in model.named_parameters() if not any(name.startswith(f"encoders.{s}.") for s in slides)]
@@ -94,17 +93,11 @@ def _fit(fusion: str, settings: dict):
     return fit
 
 
-def _one_slide_and_tables(families: dict[str, str]) -> str | None:
-    slides = [m for m, f in families.items() if f == "slide"]
-    if len(slides) != 1 or len(slides) == len(families):
-        return "fuses one slide modality with the tables (needs exactly one slide modality and one table or more)"
-    return None
-
-
+BILINEAR_NEEDS = one_slide_and_tables("fuses one slide modality with the tables")
 LATE_FUSION = register(ModelKind("late-fusion", "baseline", "late-fusion", build, fit=_fit("concat", SETTINGS), gpu=True,
                                  default=False, heatmaps=True,
                                  settings=SETTINGS, description="late fusion by concatenation: SNN per table, ABMIL per "
                                  "slide modality, trained end to end (PORPOISE-style)"))
 LATE_BILINEAR = register(ModelKind("late-bilinear", "baseline", "late-fusion", fit=_fit("bilinear", BILINEAR_SETTINGS),
-                                   gpu=True, default=False, heatmaps=True, needs=_one_slide_and_tables, settings=BILINEAR_SETTINGS,
+                                   gpu=True, default=False, heatmaps=True, needs=BILINEAR_NEEDS, settings=BILINEAR_SETTINGS,
                                    description="PORPOISE's gated Kronecker fusion of the slide (ABMIL) and the omics (SNN)"))

@@ -32,7 +32,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lego.baselines._shared import GatedAttention, KroneckerFusion, fit_module, on_real, ordered, slide_modalities, snn_blocks
+from lego.baselines._shared import (
+    GatedAttention,
+    KroneckerFusion,
+    fit_module,
+    on_real,
+    one_slide_and_tables,
+    ordered,
+    own_settings,
+    slide_modalities,
+    snn_blocks,
+)
 from lego.errors import InputError
 from lego.models.model_kinds import ModelKind, register
 
@@ -167,7 +177,7 @@ def build(config: dict) -> MCAT:
 def _fit(grouped: bool):
     def fit(inputs, spec: dict, device, where: str):
         settings = GROUPED_SETTINGS if grouped else SETTINGS
-        own = {k: spec.get(k, s["default"]) for k, s in settings.items()}
+        own = own_settings(spec, settings)
         (slide,) = slide_modalities(inputs)
         tables = {m: t.dim for m, t in inputs.mods.items() if m != slide}
         features = table_features(inputs, list(tables))
@@ -188,17 +198,11 @@ def _fit(grouped: bool):
     return fit
 
 
-def _one_slide_and_tables(families: dict[str, str]) -> str | None:
-    slides = [m for m, f in families.items() if f == "slide"]
-    if len(slides) != 1 or len(slides) == len(families):
-        return "co-attends one slide modality with the tables (needs exactly one slide modality and one table or more)"
-    return None
-
-
+NEEDS = one_slide_and_tables("co-attends one slide modality with the tables")
 MCAT_GROUPS = register(ModelKind("mcat", "baseline", "mcat", build, fit=_fit(True), gpu=True, default=False, heatmaps=True,
-                                 needs=_one_slide_and_tables,
+                                 needs=NEEDS,
                                  settings=GROUPED_SETTINGS, files=("signatures",),
                                  description="MCAT with six functional gene groups as genomic tokens"))
 MCAT_SINGLE = register(ModelKind("mcat-single", "baseline", "mcat", fit=_fit(False), gpu=True, default=False, heatmaps=True,
-                                 needs=_one_slide_and_tables, settings=SETTINGS,
+                                 needs=NEEDS, settings=SETTINGS,
                                  description="MCAT with every table feature as one genomic token (MM-Lego's port)"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lego.baselines._shared import fit_module, ordered, slide_modalities
+from lego.baselines._shared import dims_of, fit_module, ordered, own_settings, slide_modalities
 from lego.baselines.healnet import ARCHITECTURE, HEALNet
 from lego.baselines.healnet import SETTINGS as HEALNET_SETTINGS
 from lego.models.model_kinds import ModelKind, register
@@ -52,11 +52,10 @@ def build(config: dict) -> EarlyFusion:
 
 
 def fit(inputs, spec: dict, device, where: str):
-    arch = {k: spec.get(k, SETTINGS[k]["default"]) for k in ARCHITECTURE}
-    dims, slides = {m: t.dim for m, t in inputs.mods.items()}, slide_modalities(inputs)
-    patches = spec.get("patches", SETTINGS["patches"]["default"])
+    own, dims, slides = own_settings(spec, SETTINGS), dims_of(inputs), slide_modalities(inputs)
+    arch, patches = {k: own[k] for k in ARCHITECTURE}, own["patches"]
     model = EarlyFusion(dims, slides, inputs.targets.n_outputs, patches=patches, **arch)
-    history = fit_module(model, inputs, spec, device, where, l1=spec.get("l1", SETTINGS["l1"]["default"]))
+    history = fit_module(model, inputs, spec, device, where, l1=own["l1"])
     config = {"dims": ordered(dims), "slides": slides, "patches": patches, "n_outputs": inputs.targets.n_outputs,
               "architecture": arch}
     return model, config, history

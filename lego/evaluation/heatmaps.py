@@ -238,11 +238,11 @@ def _check_fold(config: dict, patients: set[str], subset: str, folds: str, model
         check_recorded_patients(config, subset, patients, folds, fix)
 
 
-def _slide_modalities(config: dict, model_dir: str) -> list[str]:
-    """The slide modalities a model with patch attention reads (refusing any other model)."""
-    from lego.models.model_kinds import architecture, model_inputs
+def _slide_modalities(config: dict, inputs: dict[str, dict], model_dir: str) -> list[str]:
+    """The slide modalities among a model's ``inputs`` (refusing a model without patch attention)."""
+    from lego.models.model_kinds import architecture
 
-    slides = [m for m, c in model_inputs(config).items() if is_slide_kind(c.get("modality_kind"))]
+    slides = [m for m, c in inputs.items() if is_slide_kind(c.get("modality_kind"))]
     if not architecture(config).heatmaps or not slides:
         raise InputError(f"{model_dir}: heatmaps need a model with patch attention over a slide modality (a slide "
                          f"block, abmil, late fusion, MCAT), not a {config.get('modality_kind', config['kind'])} model")
@@ -284,14 +284,15 @@ def run_heatmaps(model_dir: str, data: dict[str, str], folds: str, out_dir: str,
     from lego.steps.inference import fold_modalities
 
     model, config = model_files.load(model_dir)
-    drawn = _slide_modalities(config, model_dir)
+    inputs = model_inputs(config)
+    drawn = _slide_modalities(config, inputs, model_dir)
     model.eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not hasattr(model, "patch_attention") and not hasattr(getattr(model, "encoder", None), "attention"):
         return _no_heatmaps(out, f"the chosen block's encoder ({config['block']['encoder']}) has no patch attention; "
                                  "abmil has", model_dir)
-    missing = [m for m in model_inputs(config) if m not in data]
+    missing = [m for m in inputs if m not in data]
     if missing:
         raise InputError(f"{model_dir}: no data given for modality {missing[0]!r}; give --data {missing[0]}=PATH "
                          "(its table, or its feature manifest for a slide modality)")
@@ -299,7 +300,6 @@ def run_heatmaps(model_dir: str, data: dict[str, str], folds: str, out_dir: str,
     patients = set(ids[subset])
     _check_fold(config, patients, subset, folds, model_dir)
     paths = dict(zip(*read_frame(slides, "slides")[["slide_id", "path"]].T.values)) if slides else {}
-    inputs = model_inputs(config)
     rows = []
     for modality in drawn:
         others = {m: c for m, c in inputs.items() if m != modality}
