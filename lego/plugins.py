@@ -10,6 +10,7 @@ Snakemake's jobs inherit, so the workflow, the command line and the library all 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import pkgutil
 from typing import Generic, TypeVar
@@ -26,18 +27,20 @@ def plugin_modules() -> list[str]:
     return [m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(",") if m.strip()]
 
 
-def import_package_and_plugins(package: str) -> None:
-    """Import every module of ``package`` and every plugin module (each registers what it defines)."""
+def import_package_and_plugins(package: str) -> list[str]:
+    """Import every module of ``package`` and every plugin module (each registers what it defines);
+    returns their names in that order."""
     pkg = importlib.import_module(package)
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{package}.{info.name}")
+    names = [f"{package}.{info.name}" for info in pkgutil.iter_modules(pkg.__path__) if not info.name.startswith("_")]
+    for name in names:
+        importlib.import_module(name)
     for name in plugin_modules():
         try:
             importlib.import_module(name)
         except ImportError as exc:
             raise ConfigError(f"{PLUGINS_VARIABLE} names module {name!r}, which cannot be imported ({exc}); "
                               "put its folder on PYTHONPATH or remove it from the variable") from None
+    return names + plugin_modules()
 
 
 class Registry(Generic[T]):
@@ -46,6 +49,7 @@ class Registry(Generic[T]):
     def __init__(self, what: str, package: str):
         self.what, self.package = what, package
         self.entries: dict[str, T] = {}
+        self._modules: dict[str, str] = {}  # entry name -> the module that registered it
         self._loaded = False
 
     def register(self, entry: T) -> T:
@@ -54,11 +58,18 @@ class Registry(Generic[T]):
         if name in self.entries and self.entries[name] != entry:
             raise ValueError(f"{self.what} {name!r} is registered twice")
         self.entries[name] = entry
+        caller = inspect.currentframe().f_back  # type: ignore[union-attr]
+        self._modules.setdefault(name, caller.f_globals.get("__name__", "") if caller else "")
         return entry
 
     def all(self) -> dict[str, T]:
-        """Every entry, the package's modules and ``LEGO_PLUGINS`` imported on first use."""
+        """Every entry, the package's modules and ``LEGO_PLUGINS`` imported on first use; in the
+        order of those modules (the package's by name, then the plugins), whatever was imported first,
+        so a run's models, schema and tables come out in one order in every process."""
         if not self._loaded:
             self._loaded = True
-            import_package_and_plugins(self.package)
+            rank = {m: i for i, m in enumerate(import_package_and_plugins(self.package))}
+            ordered = sorted(self.entries.items(), key=lambda e: rank.get(self._modules[e[0]], -1))  # stable
+            self.entries.clear()
+            self.entries.update(ordered)
         return self.entries

@@ -125,3 +125,17 @@ def test_predict_mode_applies_every_trained_fold_of_the_named_models(tmp_path):
                     modalities={"cnv": DEMO["modalities"]["cnv"], "wsi": DEMO["modalities"]["wsi"]}).predict_runs
     with pytest.raises(ConfigError, match="no trained fuse"):
         _ = plan_of(predict={"from": str(trained), "models": ["fuse"]}).predict_runs
+
+
+def test_registry_order_does_not_depend_on_what_was_imported_first():
+    """Trained baselines (and so a run's models, schema and tables) come in the package's module
+    order even when a process imported one of their modules before the registry was first read."""
+    import subprocess
+    import sys
+
+    probe = ("{}from lego.models.model_kinds import by_role; "
+             "print(','.join(k.name for k in by_role('baseline')))")
+    plain = subprocess.run([sys.executable, "-c", probe.format("")], capture_output=True, text=True, check=True)
+    first = subprocess.run([sys.executable, "-c", probe.format("import lego.baselines.perceiver; ")],
+                           capture_output=True, text=True, check=True)
+    assert plain.stdout.split(",")[0] == "abmil" and first.stdout == plain.stdout
