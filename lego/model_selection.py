@@ -98,6 +98,20 @@ def _bootstrap_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray, draws: l
     return out
 
 
+def paired_gain_se(time: np.ndarray, event: np.ndarray, risk_a: np.ndarray, risk_b: np.ndarray, n_boot: int = 200,
+                   seed: int = 0) -> tuple[float, float | None]:
+    """Harrell's C of ``risk_b`` minus that of ``risk_a`` on the same patients, and the bootstrap SE
+    of that difference (both scored on each resample, so what the two share cancels)."""
+    from lego.survival.discrimination import c_index
+
+    time, event = np.asarray(time, float), np.asarray(event, bool)
+    gain = float(c_index(time, event, risk_b) - c_index(time, event, risk_a))
+    draws = _draws(len(time), n_boot, seed)
+    diffs = np.subtract(_bootstrap_c(time, event, np.asarray(risk_b, float), draws),
+                        _bootstrap_c(time, event, np.asarray(risk_a, float), draws))
+    return gain, _spread(diffs.tolist())
+
+
 RULES = setting("model.selection").choices
 
 
@@ -187,3 +201,73 @@ def subsets(names: list[str], max_blocks: int = 6) -> list[list[str]]:
     if len(names) > max_blocks:
         return [list(names)]
     return [list(c) for r in range(len(names), 1, -1) for c in itertools.combinations(names, r)]
+
+
+class OutOfSample:
+    """A fold's out-of-sample patients for its blocks, and each block's input for them.
+
+    Where every block has a fitted encoder with cross-fitted training scores (history.json,
+    ``OUT_OF_FOLD``), these are the training patients (each through its out-of-fold score) and
+    the validation patients; otherwise the validation patients alone. Why: choices made for a
+    merge (its weights, its form) on ~5x the events of validation are far less luck."""
+
+    def __init__(self, mods: dict, ids: list[str], what: str, reads_scores: bool):
+        self.mods, self.ids, self.what, self.reads_scores = mods, ids, what, reads_scores
+
+    def _predict(self, model, config: dict, modalities: list[str], blocks: list) -> pd.DataFrame:
+        from lego.steps.inference import predict
+
+        mods = {m: self.mods[m] for m in modalities}
+        ids = [p for p in self.ids if any(p in mods[m].per_patient for m in modalities)]
+        with reading_scores(blocks, self.reads_scores):
+            return predict(model, config, mods, ids)
+
+    def block_risks(self, block, config: dict, modality: str) -> pd.Series:
+        """The block's risk on the out-of-sample patients who have its modality."""
+        pred = self._predict(block, config, [modality], [block])
+        return pred.set_index("patient_id")["risk"]
+
+    def paired_gain(self, model_a, model_b, configs: list[dict], labels: pd.DataFrame, task: str):
+        """C of model_b minus model_a on the out-of-sample patients, and its paired bootstrap SE
+        (survival; for classification: (None, None), the first model is kept)."""
+        if task != "survival":
+            return None, None
+        frames = [self._predict(m, c, list(m.modalities), list(m.blocks.values())) for m, c in zip((model_a, model_b), configs)]
+        both = frames[0][["patient_id", "risk"]].merge(frames[1][["patient_id", "risk"]], on="patient_id", suffixes=("_a", "_b"))
+        both = both.merge(labels, on="patient_id")
+        if not both["event"].any():
+            return None, None
+        return paired_gain_se(both["time"].to_numpy(), both["event"].to_numpy(bool), both["risk_a"].to_numpy(),
+                              both["risk_b"].to_numpy())
+
+    def score(self, model, config: dict, modalities: list[str], labels: pd.DataFrame, task: str) -> float | None:
+        """Harrell's C (AUC) of a merged model on the out-of-sample patients who have any of its modalities."""
+        blocks = [model.blocks[m] for m in modalities]
+        return validation_score(self._predict(model, config, modalities, blocks), labels, task)
+
+
+class reading_scores:  # noqa: N801 (a context manager used like a function)
+    """Within it, blocks with a fitted encoder read standardised scores instead of features."""
+
+    def __init__(self, blocks: list, on: bool):
+        self.encoders = [b.encoder for b in blocks if on and hasattr(b.encoder, "takes_score")]
+
+    def __enter__(self):
+        for e in self.encoders:
+            e.takes_score = True
+
+    def __exit__(self, *exc):
+        for e in self.encoders:
+            e.takes_score = False
+
+
+def out_of_sample(blocks: dict, hists: dict[str, dict], mods: dict, ids: dict[str, list[str]]) -> OutOfSample:
+    """The fold's out-of-sample inputs for its blocks (see :class:`OutOfSample`)."""
+    from lego.models.fitted import OUT_OF_FOLD, score_modality
+
+    if all(OUT_OF_FOLD in h for h in hists.values()):
+        pool = ids["train"] + ids["val"]
+        scored = {m: score_modality(blocks[m].encoder, mods[m], [p for p in pool if p in mods[m].per_patient],
+                                    hists[m][OUT_OF_FOLD]) for m in blocks}
+        return OutOfSample(scored, pool, "out-of-fold training and validation patients", True)
+    return OutOfSample(mods, list(ids["val"]), "validation patients", False)

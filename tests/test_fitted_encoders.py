@@ -61,7 +61,7 @@ def test_ranking_penalty_is_zero_for_a_monotone_block_and_positive_otherwise():
         loss.backward()
         opt.step()
     assert ranking_kept(block, scores) < 0.5 and penalty().item() > 0
-    for _ in range(200):
+    for _ in range(500):  # start_monotone's budget (a tied head stays fixed: only the layers before it move)
         opt.zero_grad()
         penalty().backward()
         opt.step()

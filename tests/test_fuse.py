@@ -27,7 +27,7 @@ def test_reloaded_fuse_reproduces_its_best_validation_loss(tmp_path):
         train_block(m, "tabular", str(p[m]), labels=str(p["labels"]), folds=str(p["folds"]), fold=0, task="survival", spec=SMALL, out_dir=str(d), device="cpu")
         dirs.append(str(d))
     data = {m: str(p[m]) for m in ("zeta", "alpha")}
-    spec = {"epochs": 3, "lr": 1e-3, "batch_size": 16, "patience": 3, "freeze": []}
+    spec = {"mode": "stack", "epochs": 3, "lr": 1e-3, "batch_size": 16, "patience": 3, "freeze": []}  # the paper's chain
     result = fuse(dirs, data, labels=str(p["labels"]), folds=str(p["folds"]), spec=spec, out_dir=str(tmp_path / "fuse"), device="cpu")
     model, config = model_io.load(tmp_path / "fuse")
     assert config["order"] == ["zeta", "alpha"] and list(model.modalities) == ["zeta", "alpha"]

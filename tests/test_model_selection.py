@@ -110,14 +110,14 @@ def test_select_block_refuses_candidates_of_different_blocks(tmp_path, block, ca
 
 
 def test_tuned_merge_never_reads_test_patients_and_records_its_choice(tmp_path, monkeypatch):
-    from lego.steps import merging
+    from lego.steps import inference, merging
 
     p, dirs = trained_blocks(tmp_path)
     data = {m: str(p[m]) for m in ("zeta", "alpha")}
     test_ids = set(fold_ids(pd.read_parquet(p["folds"]), 0)["test"])
     seen = []
-    real_predict = merging.predict
-    monkeypatch.setattr(merging, "predict", lambda m, c, mods, ids, **k: seen.extend(ids) or real_predict(m, c, mods, ids, **k))
+    real_predict = inference.predict
+    monkeypatch.setattr(inference, "predict", lambda m, c, mods, ids, **k: seen.extend(ids) or real_predict(m, c, mods, ids, **k))
     config = merging.merge_tuned(dirs, data, labels=str(p["labels"]), folds=str(p["folds"]), out_dir=str(tmp_path / "tuned"), search=True)
     assert seen and not (set(seen) & test_ids), "only validation patients are predicted"
     tried = config["selection"]["tried"]
@@ -126,7 +126,9 @@ def test_tuned_merge_never_reads_test_patients_and_records_its_choice(tmp_path, 
     model, cfg = model_io.load(tmp_path / "tuned")  # the weights and scales rebuild the same model
     assert model.weights == [cfg["weights"][m] for m in cfg["order"]]
     plain = merging.merge_tuned(dirs, data, labels=str(p["labels"]), folds=str(p["folds"]), out_dir=str(tmp_path / "plain"))
-    assert [(t["blocks"], t["method"]) for t in plain["selection"]["tried"]] == [(["zeta", "alpha"], "mean"), (["zeta", "alpha"], "readout")]
+    # Neural blocks have no out-of-fold scores: validation alone; the plain average, then the stacked weights.
+    assert plain["selection"]["chosen_on"] == "validation patients"
+    assert [t["method"] for t in plain["selection"]["tried"]] == ["readout", "harmonic", "mean"] * 2
 
 
 def test_merge_weights_and_scales_change_the_merge():

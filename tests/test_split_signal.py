@@ -54,6 +54,7 @@ def test_merge_and_fuse_beat_every_single_block(task):
                         task="survival", spec=SPEC, out_dir=str(out))
             dirs.append(str(out))
         merge(dirs, "harmonic", "slerp", str(d / "merge" / f"fold{fold}"))
+        # The default fuse: the tuned merge, fine-tuned.
         fuse(dirs, data, labels=str(d / "labels.parquet"), folds=str(d / "folds.parquet"), spec={"epochs": 2, "lr": 1e-4},
              out_dir=str(d / "fuse" / f"fold{fold}"))
         for name in ("block-a", "block-b", "merge", "fuse"):

@@ -105,7 +105,7 @@ class SelectVariant(Command):
         select_variant(self.metrics, self.out_dir, self.name, self.rule)
 
 
-@command("fuse", "LegoFuse a fold's blocks (stack or weave) and fine-tune for a few epochs.", writes=MODEL_FILES)
+@command("fuse", "LegoFuse a fold's blocks (stack, weave, or the tuned merge itself) and fine-tune for a few epochs.", writes=MODEL_FILES)
 class Fuse(FoldCommand):
     blocks: list = opt("block model directories of one fold", required=True, many=True)
     data: list = opt("each modality's prepared data as NAME=PATH", required=True, many=True, metavar="MODALITY=PARQUET")

@@ -46,6 +46,7 @@ class BlockConfig:
     head_dim: int = _block_default("head_dim")
     dropout: float = _block_default("dropout")
     share_weights: bool = _block_default("share_weights")
+    tied_head: bool = _block_default("tied_head")
     init_seed: int = 0  # latent, layers and head start identical across modalities (mergeable)
 
     # The data's widths are not settings: bounds far above any real cohort, so a damaged or hostile
@@ -161,6 +162,8 @@ class LegoBlock(nn.Module):
             else:
                 self.layers = nn.ModuleList([Layer(cfg, ctx_dim) for _ in range(cfg.depth)])
             self.head = Head(cfg.latent_dim, cfg.n_outputs)
+        # A tied head never trains: every block of a run keeps the same head (see config model.block.tied_head).
+        self.head.requires_grad_(not cfg.tied_head)
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Context tokens (B, T', C), transformed per token along features, and their mask."""

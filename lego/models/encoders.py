@@ -97,6 +97,17 @@ class LinearEncoder(nn.Module):
         return self.net(x), mask
 
 
+def pool_bag(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A bag of tokens (B, T, D) -> its mean over real tokens (B, 1, D); a table row passes unchanged.
+
+    Why: a classical model fitted on a slide modality reads each patient's mean patch feature
+    (as the Coxnet and RSF baselines of a slide modality do), so it needs one row per patient."""
+    if x.shape[1] == 1:
+        return x, mask
+    w = mask.to(x.dtype).unsqueeze(-1)
+    return (x * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1.0), mask.any(1, keepdim=True)
+
+
 class FittedScore(nn.Module):
     """A frozen classical risk model (fitted in the fold; see :mod:`lego.models.fitted`) whose
     standardised score is expanded to ``out_dim`` tokens by a small trainable map.
@@ -124,9 +135,17 @@ class FittedScore(nn.Module):
         """(B, T, D) features -> (B, T) standardised risk score."""
         return (self.raw_score(x) - self.center) / self.scale
 
+    def attention(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-patch map for heatmaps: each patch's own standardised score (padding: 0). For the
+        elastic-net Cox model of the mean patch the slide's score is the mean of these, so the map
+        decomposes the risk exactly; for a forest it is what the model says of each patch alone."""
+        return x, torch.where(mask, self.score(x), torch.zeros((), dtype=x.dtype, device=x.device))
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lp = x[..., 0] if self.takes_score else self.score(x)
-        return self.proj(lp.unsqueeze(-1)), mask
+        if self.takes_score:
+            return self.proj(x[..., :1]), mask
+        x, mask = pool_bag(x, mask)
+        return self.proj(self.score(x).unsqueeze(-1)), mask
 
 
 class CoxLinear(FittedScore):

@@ -24,10 +24,16 @@ log = logging.getLogger(__name__)
 
 Refit = Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]
 FOREST_LEAVES = (5, 15, 30)  # the RSF baseline's grid
+OUT_OF_FOLD = "out_of_fold_scores"  # history.json key: each training patient's cross-fitted standardised score
+
+
+def _row(t: torch.Tensor) -> torch.Tensor:
+    """A patient's one row: the table's row, or a bag's mean token (see encoders.pool_bag)."""
+    return t.mean(0, keepdim=True) if t.shape[0] > 1 else t
 
 
 def _dense(mod, ids: list[str]) -> np.ndarray:
-    return np.concatenate([mod.per_patient[p].numpy() for p in ids]).astype(np.float64)
+    return np.concatenate([_row(mod.per_patient[p]).numpy() for p in ids]).astype(np.float64)
 
 
 def _surv(targets, ids: list[str]):
@@ -244,7 +250,7 @@ def score_modality(encoder: FittedScore, mod, ids: list[str], overrides: dict[st
     from lego.data.fold_data import ModalityTensors
 
     with torch.no_grad():
-        full = encoder.score(torch.cat([mod.per_patient[p] for p in ids]).unsqueeze(1))[:, 0].tolist()
+        full = encoder.score(torch.cat([_row(mod.per_patient[p]) for p in ids]).unsqueeze(1))[:, 0].tolist()
     per = {p: torch.tensor([[overrides.get(p, full[i])]], dtype=torch.float32) for i, p in enumerate(ids)}
     return ModalityTensors(mod.name, mod.kind, per, mod.state, 1)
 

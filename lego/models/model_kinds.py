@@ -186,7 +186,8 @@ def _build_merge(config: dict):
 def _build_fuse(config: dict):
     from lego.models.fuse import LegoFuse
 
-    return LegoFuse(_blocks(config), config["mode"], config["head_method"])
+    return LegoFuse(_blocks(config), config["mode"], config["head_method"], config.get("weights"),
+                    config.get("merge_method", "readout"))
 
 
 BLOCK = register(ModelKind("block", "block", "block", _build_block, _wrap_block, scope="modality", heatmaps=True, gpu=True,

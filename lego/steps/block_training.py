@@ -14,7 +14,7 @@ from lego.model_selection import validation_score, validation_se
 from lego.models import files as model_files
 from lego.models.block import BlockConfig, LegoBlock, SingleBlock
 from lego.models.encoders import FITTED
-from lego.models.fitted import prepare_fitted_encoder, ranking_kept, ranking_penalty, start_monotone
+from lego.models.fitted import OUT_OF_FOLD, prepare_fitted_encoder, ranking_kept, ranking_penalty, start_monotone
 from lego.models.model_kinds import BLOCK, HISTORY
 from lego.settings import default
 from lego.steps.inference import predict
@@ -73,6 +73,9 @@ def train_block(modality: str, kind: str, data: str, *, labels: str, folds: str,
                    device=resolve_device(device), where=where, penalty=penalty)
     if fitted is not None:
         fitted["ranking_kept"] = ranking_kept(block, scores)
+        # What the block read for each training patient: the out-of-fold score. A tuned merge and
+        # a fuse predict training patients from these (out of sample), not from in-sample scores.
+        result[OUT_OF_FOLD] = {p: float(train_mod.per_patient[p][0, 0]) for p in sorted(train_ids)}
         block.encoder.takes_score = False  # from now on it reads the modality's features
     config = {
         "kind": BLOCK.architecture, "modality": modality, "modality_kind": kind, "fold": fold, "task": task,
