@@ -112,6 +112,17 @@ def paired_gain_se(time: np.ndarray, event: np.ndarray, risk_a: np.ndarray, risk
     return gain, _spread(diffs.tolist())
 
 
+def prediction_gain(pred_a: pd.DataFrame, pred_b: pd.DataFrame, labels: pd.DataFrame) -> tuple[float | None, float | None]:
+    """:func:`paired_gain_se` of two models' survival predictions on the patients both predict
+    (None, None where those patients hold no event)."""
+    both = pred_a[["patient_id", "risk"]].merge(pred_b[["patient_id", "risk"]], on="patient_id", suffixes=("_a", "_b"))
+    both = both.merge(labels, on="patient_id")
+    if not both["event"].any():
+        return None, None
+    return paired_gain_se(both["time"].to_numpy(), both["event"].to_numpy(bool), both["risk_a"].to_numpy(),
+                          both["risk_b"].to_numpy())
+
+
 RULES = setting("model.selection").choices
 
 
@@ -227,24 +238,9 @@ class OutOfSample:
         pred = self._predict(block, config, [modality], [block])
         return pred.set_index("patient_id")["risk"]
 
-    def paired_gain(self, model_a, model_b, configs: list[dict], labels: pd.DataFrame, task: str):
-        """C of model_b minus model_a on the out-of-sample patients, and its paired bootstrap SE
-        (survival; for classification: (None, None), the first model is kept)."""
-        if task != "survival":
-            return None, None
-        frames = [self._predict(m, c, list(m.modalities), list(m.blocks.values())) for m, c in zip((model_a, model_b), configs)]
-        both = frames[0][["patient_id", "risk"]].merge(frames[1][["patient_id", "risk"]], on="patient_id", suffixes=("_a", "_b"))
-        both = both.merge(labels, on="patient_id")
-        if not both["event"].any():
-            return None, None
-        return paired_gain_se(both["time"].to_numpy(), both["event"].to_numpy(bool), both["risk_a"].to_numpy(),
-                              both["risk_b"].to_numpy())
-
-    def score(self, model, config: dict, modalities: list[str], labels: pd.DataFrame, task: str) -> float | None:
-        """Harrell's C (AUC) of a merged model on the out-of-sample patients who have any of its modalities."""
-        blocks = [model.blocks[m] for m in modalities]
-        return validation_score(self._predict(model, config, modalities, blocks), labels, task)
-
+    def predict(self, model, config: dict, modalities: list[str]) -> pd.DataFrame:
+        """A merged model's predictions on the out-of-sample patients who have any of its modalities."""
+        return self._predict(model, config, modalities, [model.blocks[m] for m in modalities])
 
 class reading_scores:  # noqa: N801 (a context manager used like a function)
     """Within it, blocks with a fitted encoder read standardised scores instead of features."""

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lego.models.block import LegoBlock, fft
-from lego.models.merge import merge_heads, merge_latents
+from lego.models.merge import merge_heads, merged_output
 from lego.settings import default, setting
 
 
@@ -57,13 +57,7 @@ class LegoFuse(nn.Module):
         """The blocks' latents merged as the tuned merge does, over the blocks a patient has."""
         latents = torch.stack([self.blocks[m].latent_from(inputs[m][0], inputs[m][1]) for m in self.modalities])
         present = torch.stack([inputs[m][2] for m in self.modalities])
-        weights = torch.tensor(self.weights)
-        if self.merge_method != "readout":
-            merged = merge_latents(latents, present, self.merge_method, weights)
-            return merged, self.head(merged)
-        w = present.float() * weights[:, None]  # (K, B)
-        logits = torch.stack([self.head(z) for z in latents])
-        return merge_latents(latents, present, "mean", weights), (logits * w[..., None]).sum(0) / w.sum(0).clamp_min(1e-6)[:, None]
+        return merged_output(latents, present, self.head, self.merge_method, torch.tensor(self.weights))
 
     def forward(self, inputs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mode == "merge":

@@ -48,6 +48,21 @@ def merge_latents(latents: torch.Tensor, present: torch.Tensor, method: str = de
     raise ValueError(f"unknown merge method {method!r}; use sum, mean or harmonic")
 
 
+def merged_output(latents: torch.Tensor, present: torch.Tensor, head: nn.Module, method: str,
+                  weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(merged latent, logits) of K blocks' latents (K, B, R, D) over the blocks each patient has.
+
+    ``readout``: each latent read by the head and the logits averaged with the weights (the latent
+    returned is their weighted mean); otherwise the latents merged by ``method`` and read once.
+    LegoMerge and LegoFuse's ``merge`` mode predict through this one function."""
+    if method == "readout":
+        w = present.float() * weights[:, None]  # (K, B)
+        logits = torch.stack([head(z) for z in latents])  # (K, B, outputs)
+        return merge_latents(latents, present, "mean", weights), (logits * w[..., None]).sum(0) / w.sum(0).clamp_min(EPS)[:, None]
+    merged = merge_latents(latents, present, method, weights)
+    return merged, head(merged)
+
+
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Two-way spherical interpolation of the directions of a and b, norms interpolated linearly."""
     na, nb = a.norm().clamp_min(EPS), b.norm().clamp_min(EPS)
@@ -142,11 +157,4 @@ class LegoMerge(nn.Module):
         present_t = torch.stack(present)
         if not present_t.any(0).all():
             raise ValueError("a patient in the batch has none of the merged modalities")
-        weights = torch.tensor(self.weights)
-        if self.method == "readout":
-            merged = merge_latents(torch.stack(latents), present_t, "mean", weights)
-            w = present_t.float() * weights[:, None]  # (K, B)
-            logits = torch.stack([self.head(z) for z in latents])  # (K, B, outputs)
-            return merged, (logits * w[..., None]).sum(0) / w.sum(0).clamp_min(EPS)[:, None]
-        merged = merge_latents(torch.stack(latents), present_t, self.method, weights)
-        return merged, self.head(merged)
+        return merged_output(torch.stack(latents), present_t, self.head, self.method, torch.tensor(self.weights))

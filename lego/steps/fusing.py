@@ -51,17 +51,14 @@ def _keep_fine_tune(model: LegoFuse, start: dict, configs: dict, mods: dict, val
     Why: early stopping on validation *loss* keeps epochs that improve calibration, and on ~40
     validation patients such an epoch reorders patients by chance (demo: the fine-tuned merge
     lost 0.007 test C against its own start while its validation loss fell in every fold)."""
-    from lego.model_selection import paired_gain_se
+    from lego.model_selection import prediction_gain
     from lego.steps.inference import predict
 
     cfg = combined_config(FUSE.architecture, configs, mode=model.mode)
     tuned = predict(model, cfg, mods, val_ids)
     tuned_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(start)
-    both = predict(model, cfg, mods, val_ids).merge(tuned, on="patient_id", suffixes=("_start", "_tuned"))
-    both = both.merge(lab, on="patient_id")
-    gain, se = paired_gain_se(both["time"].to_numpy(), both["event"].to_numpy(bool), both["risk_start"].to_numpy(),
-                              both["risk_tuned"].to_numpy()) if both["event"].any() else (None, None)
+    gain, se = prediction_gain(predict(model, cfg, mods, val_ids), tuned, lab)
     keep = gain is not None and gain > (se or 0.0)
     if keep:
         model.load_state_dict(tuned_state)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from lego.data.fold_data import fold_ids
 from lego.io import read_frame, read_json
-from lego.model_selection import latent_scale, merge_weights, out_of_sample, subsets, validation_score
+from lego.model_selection import latent_scale, merge_weights, out_of_sample, prediction_gain, subsets, validation_score
 from lego.models import files as model_files
 from lego.models.merge import LegoMerge
 from lego.models.model_kinds import HISTORY, MERGE
@@ -79,7 +79,7 @@ def tuned_merge_choice(blocks: dict, configs: dict, oos, stacked: dict[str, floa
     best = int(np.argmax(scores))
     chosen = best
     for i, t in enumerate(tried[:best]):
-        gain, se = oos.paired_gain(t["model"], tried[best]["model"], [t["config"], tried[best]["config"]], lab, task)
+        gain, se = prediction_gain(t["pred"], tried[best]["pred"], lab) if task == "survival" else (None, None)
         t["gain_of_best"], t["gain_se"] = gain, se
         if gain is None or gain <= (se or 0.0):
             chosen = i
@@ -97,8 +97,8 @@ def _merged(blocks: dict, configs: dict, method: str, weights: dict[str, float],
     model = LegoMerge(blocks, method, head_method, weights)
     cfg = combined_config(MERGE.architecture, configs, method=method, head_method=head_method, weights=weights,
                           scales={m: 1.0 for m in blocks})
-    task = next(iter(configs.values()))["task"]
-    return {"model": model, "config": cfg, "score": oos.score(model, cfg, list(blocks), lab, task)}
+    pred = oos.predict(model, cfg, list(blocks))
+    return {"model": model, "config": cfg, "pred": pred, "score": validation_score(pred, lab, cfg["task"])}
 
 
 def _searched_merge(blocks, configs, mods, ids, oos, *, weights, lab, head_method, out_dir) -> dict:
@@ -113,7 +113,7 @@ def _searched_merge(blocks, configs, mods, ids, oos, *, weights, lab, head_metho
             cfg = combined_config(MERGE.architecture, {m: configs[m] for m in subset}, method=method,
                                   head_method=head_method, weights={m: weights[m] for m in subset}, scales=use_scales)
             tried.append({"blocks": subset, "method": method, "model": model, "config": cfg,
-                          "score": oos.score(model, cfg, subset, lab, first["task"])})
+                          "score": validation_score(oos.predict(model, cfg, subset), lab, first["task"])})
     best = max(tried, key=lambda t: (-np.inf if t["score"] is None else t["score"], len(t["blocks"])))
     config = {**best["config"], "selection": {"chosen_on": oos.what, "tried": [
         {k: t[k] for k in ("blocks", "method", "score")} for t in tried]}}
