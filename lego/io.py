@@ -18,34 +18,53 @@ if TYPE_CHECKING:  # pandas costs ~0.3 s to import; per-slide jobs (embedding) n
     import pandas as pd
 
 
-def _temporary_name(name: str, limit: int = 200) -> str:
-    """A hidden name next to the final one; a long name is shortened (with a digest of the whole),
-    so that a final name a file system takes (up to 255 bytes) never fails as its temporary."""
-    if len(name.encode()) > limit:
-        import hashlib
+def _private_folder(final: Path) -> Path:
+    """A new folder next to ``final`` that only this process's user can enter (0700), created
+    exclusively under an unpredictable name (``mkdtemp``).
 
-        name = name.encode()[:100].decode(errors="ignore") + "-" + hashlib.sha1(name.encode()).hexdigest()[:12]
-    return f".{name}.tmp-{os.getpid()}"
+    Why a folder and not a predictable sibling name: in a group-writable results folder another
+    user could plant a symlink under a name known in advance (``.x.tmp-<pid>``) and have the write
+    follow it into any file this job can write. Nobody else can create anything inside this folder,
+    and writers (pyarrow, safetensors, h5py, PIL) still get an ordinary path with the final name's
+    suffix."""
+    import tempfile
+
+    stem = final.name.encode()[:60].decode(errors="ignore")
+    return Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-", dir=final.parent))
+
+
+def file_mode() -> int:
+    """The mode an ordinary new file gets under this process's umask (0666 & ~umask)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
+
+    The file is given the umask's mode before the rename, whatever the writer chose: safetensors
+    writes 0600, which locks the other members of a shared project out of the owner's models."""
+    import shutil
+
     final = Path(path)
     if final.is_dir():
         raise IsADirectoryError(21, "is a folder; give a file path", str(final))
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(_temporary_name(final.name))
+    folder = _private_folder(final)
+    tmp = folder / final.name
     try:
         yield tmp
+        if tmp.is_file() and not tmp.is_symlink():
+            os.chmod(tmp, file_mode())
         os.replace(tmp, final)
     except OSError as exc:  # name the file asked for, not the temporary one
-        if exc.filename is not None and Path(str(exc.filename)).name == tmp.name:
+        if exc.filename is not None and Path(str(exc.filename)).parent == folder:
             raise type(exc)(exc.errno, exc.strerror, str(final)) from None
         raise
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".json", ".xlsx")

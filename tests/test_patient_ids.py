@@ -48,3 +48,35 @@ def test_ids_with_invisible_characters_match_and_stray_rows_are_said(tmp_path, c
         out = build_patients_table(labels, {"rna": pd.DataFrame({"patient_id": ["P1", "p2", "p3"]})}, {})
     assert out["has_rna"].tolist() == [True, False, False]
     assert "2 of 3 patient(s) match no labelled patient" in caplog.text and "'p2'" in caplog.text
+
+
+def test_decomposed_and_composed_unicode_ids_are_one_patient(tmp_path):
+    """macOS file names and some exports write IDs decomposed (NFD): "Müller-00" must still match."""
+    import unicodedata
+
+    from lego.data.labels import ingest_labels
+    from lego.tabular.modality import prepare_modality
+
+    nfc, nfd = (unicodedata.normalize(f, "Müller-00") for f in ("NFC", "NFD"))
+    assert nfc != nfd
+    (tmp_path / "labels.csv").write_text(f"case_id,survival_months,censorship\n{nfc},3,0\nZoë-01,4,1\n", encoding="utf-8")
+    (tmp_path / "rna.csv").write_text(f"case_id,g_rnaseq\n{nfd},1.5\n{unicodedata.normalize('NFD', 'Zoë-01')},2.5\n",
+                                      encoding="utf-8")
+    labels = ingest_labels(tmp_path / "labels.csv")["patient_id"].tolist()
+    rna = prepare_modality(tmp_path / "rna.csv", "rna")["patient_id"].tolist()
+    assert labels == rna == [nfc, "Zoë-01"]
+
+
+def test_slide_names_and_listed_patient_ids_are_put_in_composed_form(tmp_path):
+    import unicodedata
+
+    from lego.data.slides_index import index_slides
+
+    nfc, nfd = (unicodedata.normalize(f, "Müller-00") for f in ("NFC", "NFD"))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / f"{nfd}.svs").write_bytes(b"x")
+    slides, _ = index_slides(slide_dir=tmp_path / "d", patients=[nfc], prefix_length=len(nfc))
+    assert slides["slide_id"].tolist() == [nfc] and slides["patient_id"].tolist() == [nfc]
+    (tmp_path / "list.csv").write_text(f"path,patient_id\nd/{nfd}.svs,{nfd}\n", encoding="utf-8")
+    slides, _ = index_slides(slide_list=tmp_path / "list.csv", patients=[nfc])
+    assert slides["patient_id"].tolist() == [nfc]

@@ -103,3 +103,14 @@ def test_collect_qc_with_the_wrong_file_names_it(tmp_path, capsys):
     assert main(["collect-qc", "--unmatched", str(good), "--out", str(tmp_path / "qc.tsv")]) == 0
     qc = pd.read_table(tmp_path / "qc.tsv")
     assert qc["slide_id"].tolist() == ["S1"] and qc["stage"].tolist() == ["index_slides"]
+
+
+@pytest.mark.parametrize("name", ["..svs", "...svs", ".svs"])
+def test_a_slide_whose_id_would_be_a_path_component_is_refused_with_the_fix(name, tmp_path):
+    from lego.data.slides_index import index_slides
+
+    (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "P1-slide.svs").write_bytes(b"x")
+    slides, left_out = index_slides(slide_dir=tmp_path, patients=["P1"], prefix_length=2)
+    assert slides["slide_id"].tolist() == ["P1-slide"]
+    assert left_out["reason"].str.contains("path component").tolist() == [True]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from pathlib import Path
 
 import pandas as pd
@@ -30,14 +31,16 @@ def patient_of(slide_id: str, prefix_length: int = default("slides.patient_id.pr
 
 
 def slide_id_of(path: Path, extensions: list[str]) -> str:
-    """File name without the slide extension (TCGA names contain dots, so strip only the extension)."""
-    name = path.name
+    """File name without the slide extension (TCGA names contain dots, so strip only the extension),
+    in Unicode NFC form like every patient ID (macOS writes file names decomposed)."""
+    name = unicodedata.normalize("NFC", path.name)
     for ext in sorted(extensions, key=len, reverse=True):
         if name.lower().endswith(ext.lower()):
             return name[: -len(ext)]
     return path.stem
 
 
+PATH_COMPONENTS = ("", ".", "..")  # "..svs" and "...svs": outputs planned outside the slide's own folder
 UNSAFE_NAME = re.compile(r"[{}\x00-\x1f]")  # Snakemake reads braces as wildcards; control characters break logs
 
 
@@ -66,6 +69,8 @@ def _unusable(p: Path, extensions: list[str], where: str = "") -> dict | None:
         reason = "broken symbolic link or link loop; fix or remove the link"
     elif UNSAFE_NAME.search(p.name):
         reason = "file name contains '{', '}' or a control character; rename the file"
+    elif slide_id_of(p, extensions) in PATH_COMPONENTS:
+        reason = f"the slide ID would be {slide_id_of(p, extensions)!r}, a path component, not a name; rename the file"
     elif not p.exists():
         reason = f"file not found{where}; fix the path (relative paths are read from the list's folder)"
     elif not p.is_file():
@@ -101,7 +106,7 @@ def _read_list(slide_list: str | Path, extensions: list[str]) -> tuple[list[dict
             bad.append(record)
             continue
         pid = r.get("patient_id")
-        pid = None if pid is None or pd.isna(pid) or not str(pid).strip() else str(pid).strip()
+        pid = None if pid is None or pd.isna(pid) or not str(pid).strip() else unicodedata.normalize("NFC", str(pid).strip())
         rows.append({"slide_id": slide_id_of(p, extensions), "path": str(p.resolve()), "patient_id": pid})
     return rows, bad
 

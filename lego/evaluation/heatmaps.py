@@ -216,10 +216,11 @@ def _draw_patient(d: Drawing, group: pd.DataFrame, pid: str) -> list[dict]:
 
 
 def _no_heatmaps(out: Path, why: str, where: str) -> pd.DataFrame:
-    from lego.io import write_tsv
+    from lego.io import atomic_path, write_tsv
 
     log.warning("%s: no heatmaps: %s", where, why)
-    (out / "NO_HEATMAPS.txt").write_text(why + "\n")
+    with atomic_path(out / "NO_HEATMAPS.txt") as tmp:
+        tmp.write_text(why + "\n")
     index = pd.DataFrame(columns=INDEX_COLUMNS)
     write_tsv(index, out / "index.tsv")
     return index

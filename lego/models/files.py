@@ -6,6 +6,7 @@ Loading never unpickles anything: the config is JSON and the weights are safeten
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -44,6 +45,7 @@ def load(out_dir: str | Path) -> tuple[torch.nn.Module, dict]:
     out = Path(out_dir)
     if not (out / CONFIG).is_file() or not (out / WEIGHTS).is_file():
         raise InputError(f"{out}: no {CONFIG} + {WEIGHTS} model files")
+    _check_readable(out)
     redo = "re-run the step that wrote it (delete the folder and run snakemake again)"
     try:
         config = json.loads((out / CONFIG).read_text())
@@ -60,6 +62,16 @@ def load(out_dir: str | Path) -> tuple[torch.nn.Module, dict]:
     _check_finite(model, out / WEIGHTS, redo)
     model.eval()
     return model, config
+
+
+def _check_readable(out: Path) -> None:
+    """A model this user may not read is not damaged: say whose permission is missing, and never
+    advise deleting (another member of a shared project would delete the owner's models)."""
+    for name in (CONFIG, WEIGHTS):
+        path = out / name
+        if not os.access(path, os.R_OK):
+            raise InputError(f"{path}: permission denied (mode {path.stat().st_mode & 0o777:o}); ask its owner to "
+                             f"make the model readable (chmod g+r {out}/*) -- the model itself is fine")
 
 
 def _check_finite(model: torch.nn.Module, path: Path, redo: str) -> None:

@@ -49,8 +49,10 @@ def _first_rows(path: Path, sep: str, rows: int = 200) -> list[list[str]]:
 def stripped_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Text cells (IDs, class labels) with surrounding spaces and invisible characters (zero-width
     spaces and joiners, byte-order marks, NUL) removed, and which are empty (missing, or only
-    spaces): " P1", "P1\u200b" and "P1" are one patient, and "" names nobody."""
-    text = values.astype("string").str.replace(INVISIBLE, "", regex=True).str.strip()
+    spaces): " P1", "P1\u200b" and "P1" are one patient, and "" names nobody. Unicode is put in
+    NFC form: macOS file names and some exports write "Müller" decomposed (NFD), which looks the
+    same but would silently match nobody."""
+    text = values.astype("string").str.replace(INVISIBLE, "", regex=True).str.strip().str.normalize("NFC")
     return text, text.isna() | (text == "")
 
 
