@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from lego.settings import default
-from lego.survival.discrimination import auc, c_index
+from lego.survival.discrimination import as_ties, auc, c_index
 
 SURVIVAL_METRICS = ["c_index", "uno_c", "mean_auc", "ibs"]
 CLASSIFICATION_METRICS = ["auc", "balanced_accuracy", "brier"]
@@ -66,7 +66,7 @@ def survival_metrics(pred: pd.DataFrame, train: pd.DataFrame, edges: list[float]
     if n < 2 or n_events == 0:
         reason = f"{n_events} events among {n} patients"
         return {k: None for k in names}, {k: reason for k in names}
-    time, event, risk = pred["time"].to_numpy(float), pred["event"].to_numpy(int), pred["risk"].to_numpy(float)
+    time, event, risk = pred["time"].to_numpy(float), pred["event"].to_numpy(int), as_ties(pred["risk"].to_numpy(float))
     values: dict[str, float | None] = {}
     missing: dict[str, str] = {}
     values["c_index"] = c_index(time, event, risk)

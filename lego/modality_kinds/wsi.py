@@ -77,6 +77,10 @@ def fit_bags(table: pd.DataFrame, train_set: set[str], opts: dict) -> ModalityTe
         raise InputError(f"{opts['where']}: modality {opts['name']!r} has zero training patients in this fold")
     stacked = np.concatenate(train_bags)
     mean, std = stacked.mean(0), stacked.std(0)
+    if not (std > 1e-8).any():  # as for tables: a modality that tells no patient from another is refused
+        raise InputError(f"{opts['where']}: modality {opts['name']!r}: every patch feature is the same in all "
+                         f"{len(stacked)} patches of the {len(train_bags)} training patients; the features carry no "
+                         "information (check the embedding step and its encoder checkpoint)")
     std = np.where(std > 1e-8, std, 1.0)
     state = {"mean": mean.tolist(), "std": std.tolist(), "max_patches": opts["max_patches"], "features": source}
     return standardised_bags(opts["name"], opts["kind"], per_patient, state)

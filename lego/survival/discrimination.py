@@ -5,6 +5,28 @@ from __future__ import annotations
 import numpy as np
 
 
+TIE_RTOL = 1e-6  # ~8 float32 ulps of the largest score: below it, two scores differ by arithmetic only
+
+
+def as_ties(scores: np.ndarray) -> np.ndarray:
+    """Scores that differ by less than float32 arithmetic can tell apart made exactly equal.
+
+    Why: models compute in float32, so identical inputs (every slide's patch features the same)
+    give risks like -1.958392977715 and -1.958392858505; every metric would count that noise as
+    an ordering (test C = 1.0 was measured). Sorted scores whose gap is within ``TIE_RTOL`` of the
+    largest magnitude join one group, and the group takes its smallest value."""
+    x = np.asarray(scores, float)
+    if x.size < 2 or not np.isfinite(x).all():
+        return x
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    tol = TIE_RTOL * float(np.abs(xs).max())
+    starts = np.concatenate([[True], np.diff(xs) > tol])
+    out = np.empty_like(x)
+    out[order] = xs[np.flatnonzero(starts)[np.cumsum(starts) - 1]]
+    return out
+
+
 def c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
     """Harrell's C (scikit-survival); NaN when undefined (no event, no comparable pair)."""
     from sksurv.exceptions import NoComparablePairException
@@ -14,7 +36,7 @@ def c_index(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
     if event.sum() == 0 or len(event) < 2:
         return float("nan")
     try:
-        return float(concordance_index_censored(event, np.asarray(time, float), np.asarray(risk, float))[0])
+        return float(concordance_index_censored(event, np.asarray(time, float), as_ties(risk))[0])
     except NoComparablePairException:
         return float("nan")
 
@@ -24,7 +46,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
     labels = np.asarray(labels)
-    scores = np.asarray(scores, float)
+    scores = np.apply_along_axis(as_ties, 0, np.asarray(scores, float)) if len(labels) else np.asarray(scores, float)
     n_classes = scores.shape[1]
     present = np.unique(labels)
     if len(present) < 2:
