@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import re
 import sys
 from pathlib import Path
@@ -201,7 +202,46 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
         lines = "\n  ".join(_explain(e) for e in errors)
         raise ConfigError(f"invalid configuration:\n  {lines}")
     _check_consistency(config)
+    _check_paths(config)
+    config["results_dir"] = canonical_dir(config["results_dir"])
     return config
+
+
+PATH_KEYS = frozenset({"results_dir", "path", "dir", "list", "features_dir", "checkpoint", "from"})  # keys naming files
+
+
+def config_paths(config: Any, where: str = "") -> list[tuple[str, str]]:
+    """(dotted key, value) of every file or folder the config names (keys in :data:`PATH_KEYS`)."""
+    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
+    found = []
+    for key, value in items:
+        dotted = f"{where}.{key}" if where else str(key)
+        if isinstance(value, str) and key in PATH_KEYS:
+            found.append((dotted, value))
+        found += config_paths(value, dotted)
+    return found
+
+
+def _check_paths(config: dict[str, Any]) -> None:
+    """Refuse a path holding '{' or '}': Snakemake would read it as a wildcard and stop with a bare
+    WildcardError naming neither the key nor the fix."""
+    for dotted, value in config_paths(config):
+        if "{" in value or "}" in value:
+            raise ConfigError(f"config key '{dotted}': the path {value!r} contains '{{' or '}}', which Snakemake reads "
+                              "as a wildcard; rename the file or folder (or link it under a name without braces)")
+
+
+def canonical_dir(path: str) -> str:
+    """One spelling of a folder that outputs are written under: ``./results/``, ``results`` and the
+    absolute path of ``results`` are the same folder, but as Snakemake output names they differ and
+    a new spelling loses every job's recorded parameters (a changed learning rate then reruns
+    nothing). Normalised, and relative to the working folder when inside it."""
+    norm = os.path.normpath(path)
+    if os.path.isabs(norm):
+        rel = os.path.relpath(norm, os.getcwd())
+        if rel != ".." and not rel.startswith("../"):
+            return rel
+    return norm
 
 
 def _read_old_spellings(config: dict[str, Any]) -> None:

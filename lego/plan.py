@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from lego.config import BUILD_BLOCKS
+from lego.config import BUILD_BLOCKS, config_paths
 from lego.data.folds import fold_files, n_folds_in
 from lego.data.labels import source_outcome_columns
 from lego.errors import ConfigError, LegoError
@@ -31,9 +31,13 @@ from lego.evaluation.names import (
 from lego.modality_kinds import ModalityKind, modality_kind
 from lego.model_selection import grid_candidates
 from lego.models.model_kinds import BLOCK, MODEL_FILES, ModelKind, by_role, kind_of, modality_of, role_folder
-from lego.plan_predict import predict_runs
+from lego.plan_predict import predict_runs, refuse_overwriting_the_source
 
-EXECUTION = ("device", "threads", "gpus")  # model.train keys that decide where a job runs, not what it computes
+# Execution settings: where and how fast a job runs, never what it computes. Snakemake must not
+# rerun anything when they change (each rerun of a real cohort costs hours of cluster time), so the
+# rules give them to jobs through `threads:` and `resources:`, never through `params:`.
+EXECUTION = ("device", "threads", "gpus")  # model.train keys
+EMBEDDING_EXECUTION = (*EXECUTION, "batch_size", "num_workers")  # embedding keys (features equal up to float rounding)
 
 
 @dataclass(frozen=True)
@@ -354,7 +358,11 @@ class Plan:
     def predict_runs(self) -> list[tuple[str, int, list[str]]]:
         """(model, fold, modalities) of every trained model the predict section applies."""
         source = self.config["predict"]["from"]
-        return predict_runs(self.config["predict"]["models"], source, self.modalities) if source else []
+        if not source:
+            return []
+        inputs = [v for k, v in config_paths(self.config) if k.split(".")[-1] not in ("results_dir", "from", "checkpoint")]
+        refuse_overwriting_the_source(source, self.out, self.config["results_dir"], self.demo_dir, inputs)
+        return predict_runs(self.config["predict"]["models"], source, self.modalities)
 
     def targets(self, provenance: bool = True) -> list[str]:
         """Every file the run ends with (``provenance=False``: all but the provenance record, which

@@ -14,7 +14,7 @@ from lego.config import load_schema, read_yaml, validate_config
 from lego.errors import ConfigError
 from lego.evaluation.names import CHOSEN, ENSEMBLE, METRICS_FILE, baseline_name
 from lego.models.model_kinds import BLOCK, FUSE, MERGE, MERGE_TUNED
-from lego.plan import MODEL_FILES, Plan  # the model folder's files (lego.models.model_kinds)
+from lego.plan import EMBEDDING_EXECUTION, MODEL_FILES, Plan  # the model folder's files (lego.models.model_kinds)
 from helpers import (
     cli_args,
     print_summary,
@@ -40,7 +40,9 @@ OUT = PLAN.out
 DEMO_DIR = PLAN.demo_dir
 MODALITIES = PLAN.modalities
 TRAIN_RUN = config["model"]["train"]
-RUN_ARGS = cli_args({k: TRAIN_RUN[k] for k in ("device", "threads")})  # where a training job runs, not what it computes
+# Where a training job runs, not what it computes: through threads and resources, so that changing
+# them reruns nothing (params are rerun triggers). Shell: "--device {resources.lego_device} --threads {threads}".
+RUN_FLAGS = "--device {resources.lego_device} --threads {threads}"
 
 
 def grows(mem_mb):

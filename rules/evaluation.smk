@@ -25,11 +25,10 @@ rule evaluate:
         model_dir=lambda w, input: os.path.dirname(input.model_files[0]),
         data=lambda w, input: named_paths(PLAN.model_modalities(w.model), input.data),
         evaluation=PLAN.metric_options,
-        run=cli_args({"threads": TRAIN_RUN["threads"]}),
         out_dir=lambda w, output: os.path.dirname(output.metrics),
     shell:
         "lego evaluate --model-dir {params.model_dir:q} --name {wildcards.model} --data {params.data} "
-        "--labels {input.labels:q} --folds {input.folds:q} --evaluation {params.evaluation:q} {params.run} "
+        "--labels {input.labels:q} --folds {input.folds:q} --evaluation {params.evaluation:q} --threads {threads} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 

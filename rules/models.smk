@@ -21,17 +21,17 @@ rule train_block:
         mem_mb=grows(8000),
         runtime=120,
         gpu=PLAN.gpus(BLOCK),
+        lego_device=TRAIN_RUN["device"],
     params:
         kind=lambda w: MODALITIES[w.modality]["kind"],
         spec=lambda w: json.dumps(PLAN.candidate_spec(w.modality, w.candidate), sort_keys=True),
         categorical=lambda w: cli_args({"categorical": MODALITIES[w.modality].get("categorical") or None}),
         task=config["cohort"]["task"],
-        run=RUN_ARGS,
         out_dir=lambda w, output: os.path.dirname(output[0]),
     shell:
         "lego train-block --modality {wildcards.modality} --kind {params.kind} --data {input.data:q} "
         "--labels {input.labels:q} --folds {input.folds:q} --fold {wildcards.fold} --task {params.task} "
-        "--spec {params.spec:q} {params.categorical} {params.run} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--spec {params.spec:q} {params.categorical} " + RUN_FLAGS + " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule select_block:
@@ -104,11 +104,10 @@ rule merge_tuned:
         data=lambda w, input: named_paths(MODALITIES, input.data),
         head=config["model"]["merge"]["head"],
         search=cli_args({"search": config["model"]["merge"]["search"]}),
-        run=cli_args({"threads": TRAIN_RUN["threads"]}),
         out_dir=lambda w, output: os.path.dirname(output[0]),
     shell:
         "lego merge-tuned --blocks {params.blocks} --data {params.data} --labels {input.labels:q} --folds {input.folds:q} "
-        "--head {params.head} {params.search} {params.run} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--head {params.head} {params.search} --threads {threads} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule fuse:
@@ -130,15 +129,15 @@ rule fuse:
         mem_mb=grows(8000),
         runtime=60,
         gpu=PLAN.gpus(FUSE),
+        lego_device=TRAIN_RUN["device"],
     params:
         blocks=lambda w, input: folders(input.blocks),
         data=lambda w, input: named_paths(MODALITIES, input.data),
         spec=json.dumps(PLAN.fuse_spec(), sort_keys=True),
-        run=RUN_ARGS,
         out_dir=lambda w, output: os.path.dirname(output[0]),
     shell:
         "lego fuse --blocks {params.blocks} --data {params.data} --labels {input.labels:q} --folds {input.folds:q} "
-        "--spec {params.spec:q} {params.run} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--spec {params.spec:q} " + RUN_FLAGS + " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule train_model:
@@ -162,18 +161,18 @@ rule train_model:
         mem_mb=grows(8000),
         runtime=120,
         gpu=lambda w: PLAN.gpus(PLAN.trained[w.trained].kind),
+        lego_device=TRAIN_RUN["device"],
     params:
         kind=lambda w: PLAN.trained[w.trained].kind.name,
         data=lambda w, input: named_paths(PLAN.model_modalities(w.trained), input.data),
         modalities=lambda w: json.dumps(PLAN.modality_specs(PLAN.model_modalities(w.trained)), sort_keys=True),
         spec=lambda w: json.dumps(PLAN.trained_spec(w.trained), sort_keys=True),
         task=config["cohort"]["task"],
-        run=RUN_ARGS,
         out_dir=lambda w, output: os.path.dirname(output[0]),
     shell:
         "lego train-model --model {params.kind} --data {params.data} --modalities {params.modalities:q} "
         "--labels {input.labels:q} --folds {input.folds:q} --fold {wildcards.fold} --task {params.task} "
-        "--spec {params.spec:q} {params.run} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--spec {params.spec:q} " + RUN_FLAGS + " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule provenance:

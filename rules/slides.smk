@@ -68,13 +68,17 @@ rule embed_patches:
         mem_mb=grows(6000),
         runtime=60,
         gpu=config["embedding"]["gpus"],
+        lego_device=config["embedding"]["device"],
+        lego_batch_size=config["embedding"]["batch_size"],
+        lego_workers=config["embedding"]["num_workers"],
     params:
-        args=cli_args(config["embedding"], skip=("threads", "gpus")),
+        args=cli_args(config["embedding"], skip=EMBEDDING_EXECUTION),
         checkpoint=lambda w: cli_args({"checkpoint": config["encoders"].get(w.encoder, {}).get("checkpoint")}),
         mpp=mpp_arg(),
     shell:
         "lego embed --slide {input.slide:q} --patches {input.patches:q} --encoder {wildcards.encoder} "
-        "{params.checkpoint} --out {output:q} {params.args} --threads {threads} {params.mpp} "
+        "{params.checkpoint} --out {output:q} {params.args} --threads {threads} --device {resources.lego_device} "
+        "--batch-size {resources.lego_batch_size} --num-workers {resources.lego_workers} {params.mpp} "
         "--record-failure > {log:q} 2>&1"
 
 

@@ -159,3 +159,36 @@ def test_a_run_killed_mid_training_resumes(finished):
     snakemake(finished, "--cores", "2")
     assert model.exists() and dry_run_jobs(finished) == Counter()
     assert {p: p.stat().st_mtime_ns for p in kept} == kept, "finished artefacts of other modalities were kept"
+
+
+def test_the_same_settings_in_another_key_order_or_with_defaults_written_out_rerun_nothing(finished):
+    """Issue 27 class 13: what yaml.safe_dump writes (sorted keys), and a default given explicitly."""
+    def reorder(config):
+        reversed_keys = {k: config[k] for k in reversed(list(config))}
+        config.clear()
+        config.update(reversed_keys)
+        config["tissue"] = {"median_blur": 7, **config.get("tissue", {})}  # the schema's default, written out
+        config["patches"] = {k: v for k, v in reversed(list((config.get("patches") or {}).items()))}
+
+    edit_config(finished, reorder)
+    assert dry_run_jobs(finished) == Counter()
+
+
+def test_execution_settings_rerun_nothing(finished):
+    """Issue 27 class 14: batch size, workers, threads and device decide speed, not results."""
+    def faster(config):
+        config["embedding"] = {**config.get("embedding", {}), "batch_size": 7, "num_workers": 0, "threads": 2, "device": "cpu"}
+        train = config.setdefault("model", {}).setdefault("train", {})
+        train.update(threads=2, device="cpu")
+
+    edit_config(finished, faster)
+    assert dry_run_jobs(finished) == Counter()
+
+
+@pytest.mark.parametrize("spelling", ["./results/", "{work}/results"])
+def test_another_spelling_of_the_results_folder_reruns_nothing_and_a_change_still_does(finished, spelling):
+    """Issue 27 class 2: a new spelling must keep Snakemake's record of each job's parameters."""
+    edit_config(finished, lambda c: c.update(results_dir=spelling.format(work=finished)))
+    assert dry_run_jobs(finished) == Counter()
+    edit_config(finished, lambda c: c["modalities"]["rna"].update(block={"lr": 0.002}))
+    assert dry_run_jobs(finished)["train_block"] == N_FOLDS

@@ -16,10 +16,12 @@ def cli_args(options: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
     """Config section -> ``lego`` CLI flags: ``{seg_downsample: 16}`` -> ``--seg-downsample 16``.
 
     Config keys and CLI flags share names, so a rule passes its whole section without listing
-    keys; ``None`` is left out, booleans become bare flags, lists become repeated values.
+    keys; ``None`` is left out, booleans become bare flags, lists become repeated values. Keys in
+    sorted order: the string is a rerun trigger (``params:``), and the same settings in another
+    key order, or a default written out, must give the same string.
     """
     parts: list[str] = []
-    for key, value in options.items():
+    for key, value in sorted(options.items()):
         if key in skip or value is None or value is False:
             continue
         flag = "--" + key.replace("_", "-")
