@@ -3,7 +3,7 @@
 
 rule ingest_labels:
     input:
-        config["cohort"]["labels"]["path"],
+        external(config["cohort"]["labels"]["path"]),
     output:
         f"{OUT}/cohort/labels.parquet",
     log:
@@ -16,6 +16,7 @@ rule ingest_labels:
     params:
         task=config["cohort"]["task"],
         args=cli_args(config["cohort"]["labels"], skip=("path",)),
+        digest=digest(config["cohort"]["labels"]["path"]),
     shell:
         "lego ingest-labels --table {input:q} --task {params.task} {params.args} --out {output:q} > {log:q} 2>&1"
 
@@ -23,7 +24,7 @@ rule ingest_labels:
 checkpoint index_slides:
     input:
         labels=rules.ingest_labels.output[0],
-        sources=PLAN.slide_source_paths(),
+        sources=external(PLAN.slide_source_paths()),
     output:
         slides=f"{OUT}/cohort/slides.parquet",
         unmatched=f"{OUT}/qc/unmatched_slides.tsv",
@@ -36,6 +37,7 @@ checkpoint index_slides:
         runtime=10,
     params:
         args=cli_args({**PLAN.slide_sources(), **config["slides"]["patient_id"]}),
+        digest=digest(PLAN.slide_source_paths()),
     shell:
         "lego index-slides --labels {input.labels:q} {params.args} "
         "--out {output.slides:q} --unmatched {output.unmatched:q} > {log:q} 2>&1"
@@ -44,7 +46,7 @@ checkpoint index_slides:
 rule make_folds:
     input:
         labels=rules.ingest_labels.output[0],
-        sources=PLAN.fold_sources,
+        sources=external(PLAN.fold_sources),
     output:
         f"{OUT}/cohort/folds.parquet",
     log:
@@ -56,6 +58,7 @@ rule make_folds:
         runtime=5,
     params:
         args=cli_args(config["folds"]),
+        digest=digest(PLAN.fold_sources),
     shell:
         "lego make-folds --labels {input.labels:q} {params.args} --out {output:q} > {log:q} 2>&1"
 

@@ -16,7 +16,9 @@ from lego.evaluation.names import CHOSEN, ENSEMBLE, METRICS_FILE, baseline_name
 from lego.models.model_kinds import BLOCK, FUSE, MERGE, MERGE_TUNED
 from lego.plan import EMBEDDING_EXECUTION, MODEL_FILES, Plan  # the model folder's files (lego.models.model_kinds)
 from helpers import (
+    by_content,
     cli_args,
+    content_digest,
     print_summary,
     put_python_bin_on_path,
     reprint_summary_when_cached,
@@ -40,9 +42,22 @@ OUT = PLAN.out
 DEMO_DIR = PLAN.demo_dir
 MODALITIES = PLAN.modalities
 TRAIN_RUN = config["model"]["train"]
-# Where a training job runs, not what it computes: through threads and resources, so that changing
-# them reruns nothing (params are rerun triggers). Shell: "--device {resources.lego_device} --threads {threads}".
-RUN_FLAGS = "--device {resources.lego_device} --threads {threads}"
+# Where a training job runs, not what it computes (lego.plan.EXECUTION) reaches a job through
+# `threads:` and `resources: lego_device`, never `params:` (a rerun trigger):
+# "--device {resources.lego_device} --threads {threads}" in its shell command.
+
+
+PRODUCED = (OUT, DEMO_DIR)  # folders the workflow writes; other inputs are followed by content
+
+
+def external(paths):
+    """Input files from outside the workflow, followed by content, not modification time."""
+    return by_content(paths, PRODUCED)
+
+
+def digest(paths):
+    """The content digest of the same files, for ``params:`` (a rerun trigger)."""
+    return content_digest(paths, PRODUCED)
 
 
 def grows(mem_mb):

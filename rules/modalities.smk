@@ -6,7 +6,7 @@
 
 rule prepare_modality:
     input:
-        lambda w: MODALITIES[w.prepared]["path"],
+        lambda w: external(MODALITIES[w.prepared]["path"]),
     output:
         f"{OUT}/modalities/{{prepared}}.parquet",
     log:
@@ -21,6 +21,7 @@ rule prepare_modality:
     params:
         command=lambda w: PLAN.prepare_args(w.prepared)[0],
         args=lambda w: cli_args(PLAN.prepare_args(w.prepared)[1]),
+        digest=lambda w: digest(MODALITIES[w.prepared]["path"]),
     shell:
         "lego {params.command} --table {input:q} --modality {wildcards.prepared} {params.args} "
         "--out {output:q} > {log:q} 2>&1"

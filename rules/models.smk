@@ -31,7 +31,7 @@ rule train_block:
     shell:
         "lego train-block --modality {wildcards.modality} --kind {params.kind} --data {input.data:q} "
         "--labels {input.labels:q} --folds {input.folds:q} --fold {wildcards.fold} --task {params.task} "
-        "--spec {params.spec:q} {params.categorical} " + RUN_FLAGS + " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--spec {params.spec:q} {params.categorical} --device {resources.lego_device} --threads {threads} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule select_block:
@@ -137,7 +137,7 @@ rule fuse:
         out_dir=lambda w, output: os.path.dirname(output[0]),
     shell:
         "lego fuse --blocks {params.blocks} --data {params.data} --labels {input.labels:q} --folds {input.folds:q} "
-        "--spec {params.spec:q} " + RUN_FLAGS + " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--spec {params.spec:q} --device {resources.lego_device} --threads {threads} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule train_model:
@@ -145,7 +145,7 @@ rule train_model:
     # scored by the evaluate rule and drawn by the heatmaps rule like any model.
     input:
         data=lambda w: [PLAN.data_path(m) for m in PLAN.model_modalities(w.trained)],
-        files=lambda w: PLAN.trained_files(w.trained),  # e.g. MCAT's gene signatures
+        files=lambda w: external(PLAN.trained_files(w.trained)),  # e.g. MCAT's gene signatures
         labels=rules.ingest_labels.output[0],
         folds=rules.make_folds.output[0],
     output:
@@ -168,11 +168,12 @@ rule train_model:
         modalities=lambda w: json.dumps(PLAN.modality_specs(PLAN.model_modalities(w.trained)), sort_keys=True),
         spec=lambda w: json.dumps(PLAN.trained_spec(w.trained), sort_keys=True),
         task=config["cohort"]["task"],
+        digest=lambda w: digest(PLAN.trained_files(w.trained)),
         out_dir=lambda w, output: os.path.dirname(output[0]),
     shell:
         "lego train-model --model {params.kind} --data {params.data} --modalities {params.modalities:q} "
         "--labels {input.labels:q} --folds {input.folds:q} --fold {wildcards.fold} --task {params.task} "
-        "--spec {params.spec:q} " + RUN_FLAGS + " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--spec {params.spec:q} --device {resources.lego_device} --threads {threads} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule provenance:

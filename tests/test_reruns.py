@@ -192,3 +192,65 @@ def test_another_spelling_of_the_results_folder_reruns_nothing_and_a_change_stil
     assert dry_run_jobs(finished) == Counter()
     edit_config(finished, lambda c: c["modalities"]["rna"].update(block={"lr": 0.002}))
     assert dry_run_jobs(finished)["train_block"] == N_FOLDS
+
+
+def _user_rna_table(finished: Path, min_bytes: int = 1_100_000) -> Path:
+    """The demo's omics as the user's own CSV, padded past 1 MB with patients who have no outcome
+    (Snakemake checksums only inputs under 1 MB), and the run brought up to date with it."""
+    table = pd.read_csv(finished / "results" / "demo_input" / "omics_all_clean.csv.gz")
+    pad = table.copy()
+    copies = []
+    while sum(len(c) for c in copies) * (len(table.to_csv(index=False)) / len(table)) < min_bytes:
+        c = pad.copy()
+        c["case_id"] = [f"NOLABEL-{len(copies)}-{i}" for i in range(len(c))]
+        copies.append(c)
+    path = finished / "rna.csv"
+    pd.concat([table, *copies]).to_csv(path, index=False)
+    assert path.stat().st_size > 1_000_000
+    edit_config(finished, lambda c: c["modalities"]["rna"].update(path="rna.csv"))
+    snakemake(finished, "--cores", "2")
+    assert dry_run_jobs(finished) == Counter()
+    return path
+
+
+def test_input_tables_are_followed_by_content_not_modification_time(finished):
+    """Issue 27 classes 4 and 15: a touched table over 1 MB reruns nothing; the same table with
+    new content under its old modification time (cp -p, rsync -a, tar x) reruns what reads it."""
+    path = _user_rna_table(finished)
+    old = path.stat()
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns + 10**11))  # touch: 100 s newer, same bytes
+    assert dry_run_jobs(finished) == Counter()
+
+    table = pd.read_csv(path)
+    rna = [c for c in table.columns if c.endswith("_rnaseq")]
+    table[rna] = table[rna].sample(frac=1.0, random_state=0).to_numpy()  # patients' values shuffled
+    table.to_csv(path, index=False)
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))  # ... with the old modification time
+    jobs = dry_run_jobs(finished)
+    assert jobs["prepare_modality"] == 1 and jobs["train_block"] == N_FOLDS and jobs["provenance"] == 1, jobs
+
+
+def test_a_run_whose_snakemake_alone_was_killed_resumes_with_the_plain_command(finished):
+    """Issue 27 class 16: kill -9 of the Snakemake process only; the job it started finishes as an
+    orphan and stays marked incomplete. The plain command must still resume (no flag to know)."""
+    out = finished / "results" / "demo"
+    edit_config(finished, lambda c: c["modalities"]["rna"].update(block={"lr": 0.002}))
+    logs = {log: log.stat().st_mtime_ns for log in (out / "logs" / "train_block" / "rna").glob("fold*/c*.log")}
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(finished),
+           "--configfile", str(finished / "config.yaml"), "--cores", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=finished)
+    deadline = time.monotonic() + 300
+    started = []
+    while not started:
+        assert proc.poll() is None and time.monotonic() < deadline, "no RNA block started"
+        time.sleep(0.1)
+        started = [log for log, before in logs.items() if log.exists() and log.stat().st_mtime_ns != before]
+    proc.send_signal(signal.SIGKILL)  # Snakemake alone: its job goes on
+    proc.wait(timeout=60)
+    model = out / "blocks" / "rna" / started[0].parent.name / "candidates" / started[0].stem / "model.safetensors"
+    while not model.exists():  # the orphan finishes its block
+        assert time.monotonic() < deadline + 300, "the orphaned job never finished"
+        time.sleep(0.2)
+    snakemake(finished, "--unlock")
+    snakemake(finished, "--cores", "2")  # the plain command, as the README says
+    assert dry_run_jobs(finished) == Counter()

@@ -114,3 +114,21 @@ def test_a_slide_whose_id_would_be_a_path_component_is_refused_with_the_fix(name
     slides, left_out = index_slides(slide_dir=tmp_path, patients=["P1"], prefix_length=2)
     assert slides["slide_id"].tolist() == ["P1-slide"]
     assert left_out["reason"].str.contains("path component").tolist() == [True]
+
+
+def test_an_unreadable_slide_fails_its_job_and_is_never_recorded_as_not_a_slide(demo_slides, tmp_path, monkeypatch):
+    """Issue 27 class 8: a permission problem is the environment's, fixed by chmod (which keeps the
+    mtime, so nothing would rerun): never cache it as the slide's format failure."""
+    import os
+
+    from lego.slides.slide_jobs import run_segment
+    from lego.slides.tissue import TissueParams
+
+    slide = demo_slides[0]
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(p) == str(slide) else real(p, mode, *a, **k))
+    with pytest.raises(InputError, match="permission denied.*chmod"):
+        run_segment(slide, tmp_path / "t.parquet", tmp_path / "t.png", TissueParams(), record_failure=True)
+    assert not (tmp_path / "t.parquet").exists() and not (tmp_path / "t.png").exists()
+    monkeypatch.setattr(os, "access", real)
+    assert run_segment(slide, tmp_path / "t.parquet", tmp_path / "t.png", TissueParams(), record_failure=True) == "ok"

@@ -143,3 +143,44 @@ def reprint_summary_when_cached(workflow, path: str) -> None:
             print_summary(path)
 
     atexit.register(at_exit)
+
+
+def _listed(paths: str | list[str] | None) -> list[str]:
+    return [] if not paths else [paths] if isinstance(paths, str) else list(paths)
+
+
+def _produced(path: str, produced: tuple[str, ...]) -> bool:
+    """Whether ``path`` lies in a folder the workflow writes (its files follow their producing jobs)."""
+    full = Path(path).resolve()
+    return any(full == (root := Path(r).resolve()) or root in full.parents for r in produced)
+
+
+def by_content(paths: str | list[str] | None, produced: tuple[str, ...]) -> list:
+    """A rule's input files, those from outside the workflow marked ``ancient``: their modification
+    time is no rerun trigger (a ``touch``, or a copy that keeps the content, reruns nothing --
+    Snakemake checksums only files under 1 MB), their content digest is (:func:`content_digest`,
+    passed as a parameter). Folders and the workflow's own outputs stay as they are."""
+    from snakemake.io import ancient
+
+    return [ancient(p) if os.path.isfile(p) and not _produced(p, produced) else p for p in _listed(paths)]
+
+
+def content_digest(paths: str | list[str] | None, produced: tuple[str, ...]) -> str:
+    """SHA-256 of each input file from outside the workflow, as a rerun trigger (``params:``): new
+    content reruns what reads it even under an old modification time (``cp -p``, ``rsync -a``,
+    ``tar x``), so no result is ever made from inputs that no longer exist."""
+    return " ".join(_file_digest(p) for p in _listed(paths) if os.path.isfile(p) and not _produced(p, produced))
+
+
+def _file_digest(path: str) -> str:
+    st = os.stat(path)
+    # ctime is set by the kernel on every write and cannot be carried over by a copy, so a cached
+    # digest is never reused for new content
+    return _digest(os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
+    from lego.io import sha256_file
+
+    return sha256_file(path)

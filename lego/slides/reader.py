@@ -8,12 +8,13 @@ fail with a clear reason unless the user supplies a fallback.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from lego.errors import SlideError
+from lego.errors import InputError, SlideError
 
 
 def _openslide():
@@ -145,6 +146,9 @@ def open_slide(path: str | Path, mpp_fallback: float | None = None) -> Slide:
         raise SlideError(path, "is a folder, not a slide file; give the slide file itself")
     if not path.is_file():
         raise SlideError(path, "file does not exist")
+    if not os.access(path, os.R_OK):  # the environment, not the slide: never recorded as a bad slide
+        raise InputError(f"slide {path}: permission denied (mode {path.stat().st_mode & 0o777:o}); make it readable "
+                         "for this user (chmod a+r, or ask its owner) and run again -- the slide itself may be fine")
     openslide = _openslide()
     try:
         handle = openslide.OpenSlide(str(path))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 TIE_RTOL = 1e-6  # ~8 float32 ulps of the largest score: below it, two scores differ by arithmetic only
 
 
