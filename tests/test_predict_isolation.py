@@ -42,14 +42,14 @@ def test_a_fold_that_failed_in_training_is_an_error_not_silently_dropped(tmp_pat
     source = training_run(tmp_path / "train", trained=(0,))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="block-rna fold 1 .* was not trained"):
-        Plan(predict_config(source)).predict_runs
+        _ = Plan(predict_config(source)).predict_runs
 
 
 def test_predicting_into_the_training_runs_own_folder_is_refused_before_any_job(tmp_path, monkeypatch):
     source = training_run(tmp_path)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="own results folder"):
-        Plan(predict_config("results/demo", name="demo")).predict_runs
+        _ = Plan(predict_config("results/demo", name="demo")).predict_runs
     assert source.is_dir()
 
 
@@ -59,5 +59,5 @@ def test_remaking_the_demo_beside_the_training_run_that_read_it_is_refused(tmp_p
     training_run(tmp_path)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="another results_dir"):
-        Plan(predict_config("results/demo", name="demo_b")).predict_runs
+        _ = Plan(predict_config("results/demo", name="demo_b")).predict_runs
     assert Plan(predict_config("results/demo", results_dir="results_b", name="demo")).predict_runs

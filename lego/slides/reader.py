@@ -7,8 +7,8 @@ fail with a clear reason unless the user supplies a fallback.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
