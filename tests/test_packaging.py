@@ -37,6 +37,16 @@ def test_conda_envs_name_the_same_packages_as_pyproject():
     assert union == deps, f"pyproject.toml requirements missing from every env: {deps - union}"
 
 
+def test_the_slurm_executor_comes_with_the_pipeline():
+    """Issue 27 class 19: `--profile slurm` without the plugin ends a page of usage with "invalid
+    choice: 'slurm'" before our code runs, so the plugin is a core dependency, not an extra."""
+    import importlib.util
+
+    core = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert any(d.startswith("snakemake-executor-plugin-slurm") for d in core)
+    assert importlib.util.find_spec("snakemake_executor_plugin_slurm") is not None
+
+
 def test_every_rule_uses_an_existing_env():
     for smk in (REPO / "rules").glob("*.smk"):
         for env in re.findall(r'conda:\s*\n\s*"([^"]+)"', smk.read_text()):

@@ -254,3 +254,19 @@ def test_a_run_whose_snakemake_alone_was_killed_resumes_with_the_plain_command(f
     snakemake(finished, "--unlock")
     snakemake(finished, "--cores", "2")  # the plain command, as the README says
     assert dry_run_jobs(finished) == Counter()
+
+
+def test_changed_slide_features_retrain_every_reader_even_after_a_run_stopped_at_the_manifest(finished):
+    """Issue 27 class 1: the slide models read the feature files through the modality's manifest.
+    New features of the same shape, a run stopped right after the manifest is rewritten (--until,
+    Ctrl-C, a head job's time limit): the next run must still retrain every model on them."""
+    import h5py
+
+    out = finished / "results" / "demo"
+    manifest = pd.read_parquet(out / "modalities" / "wsi.parquet")
+    path = finished / manifest.loc[manifest["status"] == "ok", "features"].iloc[0]
+    with h5py.File(path, "r+") as f:
+        f["features"][...] = f["features"][...] * 1.5 + 0.25
+    snakemake(finished, "--cores", "1", "--until", "collect_slide_features")
+    jobs = dry_run_jobs(finished)
+    assert jobs["train_block"] == N_FOLDS and jobs["evaluate"] >= N_FOLDS, jobs

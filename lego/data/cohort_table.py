@@ -58,15 +58,22 @@ def build_patients_table(
 
 
 def feature_manifest(slides: pd.DataFrame, feature_files: dict[str, str | Path]) -> pd.DataFrame:
-    """One row per slide: patient, feature file, status, reason, number of patches and encoder."""
+    """One row per slide: patient, feature file and its SHA-256, status, reason, number of patches and encoder.
+
+    Why the digest: the jobs that train on a slide modality read the feature files through this
+    table. Carrying each file's content makes the table change whenever a file does, so Snakemake
+    reruns every reader even when the table is rewritten in a run stopped right after it (paths
+    alone would give identical bytes, and Snakemake's checksum would keep the old models)."""
+    from lego.io import sha256_file
     from lego.slides.features import bag_info
 
     rows = [
-        {"slide_id": s.slide_id, "patient_id": s.patient_id, "features": str(feature_files[s.slide_id])}
+        {"slide_id": s.slide_id, "patient_id": s.patient_id, "features": str(feature_files[s.slide_id]),
+         "sha256": sha256_file(feature_files[s.slide_id]) if Path(feature_files[s.slide_id]).is_file() else ""}
         | bag_info(feature_files[s.slide_id])
         for s in slides.itertuples()
     ]
-    cols = ["slide_id", "patient_id", "features", "status", "stage", "reason", "n_patches", "dim", "encoder",
+    cols = ["slide_id", "patient_id", "features", "sha256", "status", "stage", "reason", "n_patches", "dim", "encoder",
             "encoder_digest"]
     manifest = pd.DataFrame(rows, columns=cols)
     ok = manifest["status"] == "ok"
