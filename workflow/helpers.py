@@ -51,6 +51,7 @@ def failed_job_messages(snakemake_log: str, tail: int = 3) -> list[str]:
     ``lego`` command writes sits in the job's log. ``lego ... error:`` lines are shown alone.
     """
     lines = Path(snakemake_log).read_text(errors="replace").splitlines()
+    started = run_start(snakemake_log)
     out: list[str] = []
     rule = None
     for line in lines:
@@ -59,12 +60,27 @@ def failed_job_messages(snakemake_log: str, tail: int = 3) -> list[str]:
         elif rule and line.strip().startswith("log: "):
             paths = line.strip()[len("log: "):].split(" (check log")[0]
             for path in (p.strip() for p in paths.split(",")):
+                if os.path.exists(path) and started is not None and os.path.getmtime(path) < started:
+                    out.append(f"rule {rule} failed before its job wrote a log ({path} is from an earlier run): the job "
+                               f"never started -- a failed submission (sbatch, sacct) or scheduler error; its reason is "
+                               f"in the Snakemake log {snakemake_log}")
+                    continue
                 text = Path(path).read_text(errors="replace").splitlines() if os.path.exists(path) else []
                 errors = [t for t in text if t.startswith("lego ") and ": error: " in t]
                 shown = errors[-1:] or [t for t in text if t.strip()][-tail:] or ["(empty log)"]
                 out.append(f"rule {rule} failed ({path}):\n  " + "\n  ".join(shown))
             rule = None
     return out
+
+
+def run_start(snakemake_log: str) -> float | None:
+    """When the run of a Snakemake log began (its name is the start time, local clock), or None."""
+    from datetime import datetime
+
+    try:
+        return datetime.strptime(Path(snakemake_log).name[:24], "%Y-%m-%dT%H%M%S.%f").timestamp()
+    except ValueError:
+        return None
 
 
 def report_failed_jobs(snakemake_logs) -> None:
