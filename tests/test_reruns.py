@@ -270,3 +270,15 @@ def test_changed_slide_features_retrain_every_reader_even_after_a_run_stopped_at
     snakemake(finished, "--cores", "1", "--until", "collect_slide_features")
     jobs = dry_run_jobs(finished)
     assert jobs["train_block"] == N_FOLDS and jobs["evaluate"] >= N_FOLDS, jobs
+
+
+def test_a_copied_project_reads_its_own_slides(finished, demo_run):
+    """Issue 27 class 3: the slide index must not pin the original project's files."""
+    slides = pd.read_parquet(finished / "results" / "demo" / "cohort" / "slides.parquet")
+    for path in slides["path"]:
+        assert not os.path.isabs(path) and (finished / path).is_file(), path
+    first, other = (finished / p for p in slides["path"].iloc[:2])
+    shutil.copyfile(other, first)  # a slide replaced in the copy only (in place: its folder is unchanged)
+    jobs = dry_run_jobs(finished)
+    assert jobs["segment_tissue"] == 1 and jobs["extract_patches"] == 1 and jobs["embed_patches"] == 1, jobs
+    assert (demo_run / slides["path"].iloc[0]).read_bytes() != first.read_bytes(), "the original is untouched"

@@ -56,6 +56,17 @@ def patient_id_hint(slide_id: str, patients: list[str] | set[str]) -> str:
     return f'slides.patient_id: {{regex: "^.{{{start}}}(.{{{len(pid)}}})"}} would match it to patient {pid!r}'
 
 
+def stored_path(p: Path) -> str:
+    """How the slide index records a slide's file: resolved (one slide reached through a folder and
+    a list, or a link, is one entry), and relative to the working folder when inside it -- so a
+    copied or moved project reads its own slides, never the original's."""
+    full = p.resolve()
+    try:
+        return str(full.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(full)
+
+
 def _check_regex(regex: str | None) -> None:
     problem = regex_problem(regex, groups=1) if regex else None
     if problem:
@@ -88,7 +99,7 @@ def _scan_dir(d: Path, extensions: list[str]) -> tuple[list[dict], list[dict]]:
         if (record := _unusable(p, extensions)) is not None:
             bad.append(record)
         else:
-            rows.append({"slide_id": slide_id_of(p, extensions), "path": str(p.resolve()), "patient_id": None})
+            rows.append({"slide_id": slide_id_of(p, extensions), "path": stored_path(p), "patient_id": None})
     return rows, bad
 
 
@@ -107,7 +118,7 @@ def _read_list(slide_list: str | Path, extensions: list[str]) -> tuple[list[dict
             continue
         pid = r.get("patient_id")
         pid = None if pid is None or pd.isna(pid) or not str(pid).strip() else unicodedata.normalize("NFC", str(pid).strip())
-        rows.append({"slide_id": slide_id_of(p, extensions), "path": str(p.resolve()), "patient_id": pid})
+        rows.append({"slide_id": slide_id_of(p, extensions), "path": stored_path(p), "patient_id": pid})
     return rows, bad
 
 
