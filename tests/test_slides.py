@@ -195,3 +195,14 @@ def test_a_missing_upstream_file_is_one_line_exit_2(command, demo_slides, tmp_pa
     assert main(args) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lego ")]
     assert len(err) == 1 and "none." in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("mpp", [0.2527, 0.2431, 0.4990, 0.25])
+def test_the_grid_steps_by_the_recorded_patch_size_so_positions_never_merge(mpp):
+    """Issue 27 class 20: TRIDENT's slide encoders index a patch as coords // patch_size_level0."""
+    tissue = Tissue([square(0, 0, 8192, 8192)], [False], [-1], {})
+    grid = make_patch_grid(FakeSlide(8192, 8192, mpp), tissue, PatchParams(256, 0.5, 0.5))
+    size = grid.attrs["patch_size_level0"]
+    cells = {tuple(c) for c in grid.coords // size}
+    assert len(cells) == len(grid.coords), "two patches fall in one grid position"
+    assert (grid.coords % size == 0).all()

@@ -35,13 +35,13 @@ class PatchGrid:
 
 def patch_geometry(slide: Slide, params: PatchParams) -> dict:
     """Level-0 patch size, the level to read from and the read size at that level."""
-    size0 = params.patch_px * params.patch_mpp / slide.mpp
+    size0 = patch_size_level0(slide, params)
     level = slide.best_level(params.patch_mpp / slide.mpp)
     read_px = max(1, int(round(size0 / slide.level_downsamples[level])))
     return {
         "patch_px": params.patch_px,
         "patch_mpp": params.patch_mpp,
-        "patch_size_level0": int(round(size0)),
+        "patch_size_level0": size0,
         "read_level": level,
         "read_px": read_px,
         "read_downsample": float(slide.level_downsamples[level]),
@@ -54,6 +54,16 @@ def patch_geometry(slide: Slide, params: PatchParams) -> dict:
     }
 
 
+def patch_size_level0(slide: Slide, params: PatchParams) -> int:
+    """A patch's side in level-0 pixels, whole: the grid steps by it, and it is what the files record.
+
+    Why whole: on a scan at 0.2527 µm/px a 256 px @ 0.5 µm patch is 506.53 level-0 px. Placing
+    patches at floor(k * 506.53) while recording 507 made TRIDENT's slide encoders (which index
+    positions as coords // patch_size_level0) merge neighbouring columns and rows -- 12 patches
+    became 6 positions. The patch is then 0.1 % larger than asked, far below any scan's error."""
+    return max(1, int(round(params.patch_px * params.patch_mpp / slide.mpp)))
+
+
 def coords_attrs(geo: dict) -> dict:
     """Every attribute of a patch file's ``coords``: ours plus what TRIDENT and CLAM read."""
     from lego.slides.interop import patch_file_attrs
@@ -64,13 +74,13 @@ def coords_attrs(geo: dict) -> dict:
 def make_patch_grid(slide: Slide, tissue: Tissue, params: PatchParams) -> PatchGrid:
     """Grid of patches over the slide keeping those with enough tissue."""
     geo = patch_geometry(slide, params)
-    size0 = params.patch_px * params.patch_mpp / slide.mpp
-    step = size0 * (1.0 - params.overlap)
+    size0 = geo["patch_size_level0"]
+    step = max(1, int(round(size0 * (1.0 - params.overlap))))
     W, H = slide.dimensions
     if size0 > W or size0 > H:
         raise SlideError(slide.path, f"slide ({W}x{H} px) is smaller than one patch ({size0:.0f} px at level 0)")
-    xs = np.floor(np.arange(0, W - size0 + 1, step)).astype(np.int64)
-    ys = np.floor(np.arange(0, H - size0 + 1, step)).astype(np.int64)
+    xs = np.arange(0, W - size0 + 1, step, dtype=np.int64)
+    ys = np.arange(0, H - size0 + 1, step, dtype=np.int64)
     # Tissue fraction per patch from a rasterised mask and its integral image.
     mask_ds = size0 / MASK_CELLS_PER_PATCH
     shape = (int(math.ceil(H / mask_ds)) + 1, int(math.ceil(W / mask_ds)) + 1)
