@@ -134,10 +134,35 @@ def test_a_trident_pt_bag_is_refused_without_unpickling(tmp_path, capsys):
                capsys, "import its .h5 file instead")
 
 
-def test_stamp_export_needs_pixel_coordinates(tmp_path, capsys):
+def test_a_stamp_import_exports_back_exactly(tmp_path):
+    """Issue 27 class 22: micrometres and the tile size come back as the source had them, and no
+    tile_size_px is invented where the source has none."""
+    um = np.array([[0.0, 0.0], [255.7, 0.0], [0.0, 511.4]])
     with h5py.File(tmp_path / "s.h5", "w") as f:
-        f["feats"], f["coords"] = np.ones((2, 4), np.float32), np.array([[0.0, 0.0], [256.0, 0.0]])
-        f.attrs.update({"unit": "um", "tile_size_um": 256.0})
+        f["feats"], f["coords"] = np.ones((3, 4), np.float32), um.astype(np.float32)
+        f.attrs.update({"unit": "um", "tile_size_um": 64.0, "extractor": "uni"})
     import_feature_file(tmp_path / "s.h5", tmp_path / "k.h5", "s")
+    assert main(["export-features", "--src", str(tmp_path / "k.h5"), "--format", "stamp", "--out", str(tmp_path / "x.h5")]) == 0
+    with h5py.File(tmp_path / "x.h5") as f:
+        np.testing.assert_allclose(f["coords"][:], um.astype(np.float32))
+        assert f.attrs["tile_size_um"] == 64.0 and "tile_size_px" not in f.attrs and f.attrs["extractor"] == "uni"
+
+
+def test_a_clam_file_without_a_patch_size_says_why_it_cannot_become_a_stamp_file(tmp_path, capsys):
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f["features"], f["coords"] = np.ones((2, 4), np.float32), np.array([[0, 0], [256, 0]], np.int64)
+    import_feature_file(tmp_path / "c.h5", tmp_path / "k.h5", "s", mpp=0.5)
     lego_fails(["export-features", "--src", str(tmp_path / "k.h5"), "--format", "stamp", "--out", str(tmp_path / "x.h5")],
-               capsys, "re-import it with --mpp")
+               capsys, "records no patch size")
+
+
+@pytest.mark.parametrize("ours, stamps", [("conch_v15", "conch1_5"), ("h_optimus_0", "h-optimus-0"),
+                                          ("h_optimus_1", "h-optimus-1"), ("uni2_h", "uni2"), ("uni", "uni")])
+def test_stamp_exports_name_the_extractor_as_stamp_does(embedded, tmp_path, ours, stamps):
+    """Issue 27 class 21: STAMP's slide encoders (TITAN: "extracted with one of [conch1_5]") check this name."""
+    from lego.slides.interop import write_stamp
+
+    bag = read_feature_bag(embedded[1] / "f.h5")
+    write_stamp(bag.features, bag.coords, {**bag.attrs, **bag.coords_attrs, "encoder": ours}, tmp_path / "x.h5")
+    with h5py.File(tmp_path / "x.h5") as f:
+        assert f.attrs["extractor"] == stamps

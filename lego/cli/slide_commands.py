@@ -142,9 +142,9 @@ class ExportFeatures(Command):
         if self.format == "clam-pt":
             write_clam_pt(bag.features, self.out)
         else:
-            if bag.coords_attrs.get("unit", "px") != "px":
-                raise InputError(f"{self.src}: coordinates are not level-0 pixels (unit {bag.coords_attrs.get('unit')!r}); "
-                                 "re-import it with --mpp")
+            if bag.coords_attrs.get("unit", "px") not in ("px", "um"):
+                raise InputError(f"{self.src}: the file has no patch coordinates (unit {bag.coords_attrs.get('unit')!r}); "
+                                 "STAMP needs them: import the slide's TRIDENT or STAMP .h5 instead")
             write_stamp(bag.features, bag.coords, {**bag.attrs, **bag.coords_attrs}, self.out, self.src)
         log.info("%s: %d x %d features written as %s to %s", self.src, *bag.features.shape, self.format, self.out)
 

@@ -139,7 +139,9 @@ def write_feature_bag(path: str | Path, features: np.ndarray, coords: np.ndarray
         with h5py.File(tmp, "w") as f:
             f.create_dataset("features", data=np.asarray(features, dtype=np.float32)).attrs["encoder"] = str(
                 attrs.get("encoder") or "")
-            ds = f.create_dataset("coords", data=np.asarray(np.round(coords), dtype=np.int64))
+            in_um = (coords_attrs or {}).get("unit") == "um"  # micrometres kept exact; pixels are whole
+            ds = f.create_dataset("coords", data=np.asarray(coords, dtype=np.float64) if in_um
+                                  else np.asarray(np.round(coords), dtype=np.int64))
             for k, v in (coords_attrs or {}).items():
                 if v is not None:
                     ds.attrs[k] = v

@@ -115,7 +115,8 @@ def imported_geometry(attrs: dict, coords_attrs: dict, coords: np.ndarray, mpp: 
         geometry = {"unit": "um", "tile_size_um": tile_um}
     if attrs.get("tile_size_px"):
         geometry["tile_size_px"] = int(attrs["tile_size_px"])
-    return (np.round(um / mpp) if mpp else np.round(um)), geometry
+    # Without the slide's mpp the micrometres are kept as they are (not rounded to whole um).
+    return (np.round(um / mpp) if mpp else um), geometry
 
 
 def read_clam_pt(path: str | Path) -> np.ndarray:
@@ -151,6 +152,26 @@ def write_clam_pt(features: np.ndarray, out: str | Path) -> None:
         raise InputError(f"{out}: cannot be written ({' '.join(str(exc).split())[-120:]}); check the folder") from None
 
 
+def _stamp_coords(coords: np.ndarray, attrs: dict, where) -> tuple[np.ndarray, float]:
+    """Coordinates in um and the tile size in um for a STAMP export. Micrometres already there
+    (a STAMP import) are kept exactly, tile size included; level-0 pixels need the slide's mpp."""
+    if attrs.get("unit") == "um" and attrs.get("tile_size_um"):
+        return np.asarray(coords, dtype=np.float64), float(attrs["tile_size_um"])
+    mpp, size0 = attrs.get("level0_mpp"), attrs.get("patch_size_level0")
+    if not size0:
+        raise InputError(f"{where}: records no patch size (CLAM .h5 files carry none), so the tile size in um that "
+                         "STAMP needs is unknown; export features made by `lego embed`, or import a TRIDENT or STAMP file")
+    if not mpp:
+        raise InputError(f"{where}: lacks level0_mpp (features from `lego embed` have it; re-import an external file "
+                         "with --mpp); STAMP needs micrometres")
+    try:
+        _checked_geometry({"level0_mpp": mpp, "patch_size_level0": size0})
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    tile_um = float(attrs["tile_size_um"]) if attrs.get("tile_size_um") else float(size0) * float(mpp)
+    return np.asarray(coords, dtype=np.float64) * float(mpp), tile_um
+
+
 def write_stamp(features: np.ndarray, coords: np.ndarray, attrs: dict, out: str | Path, src: str | Path = "") -> None:
     """A STAMP tile-feature file: ``feats``, ``coords`` in um and the file attributes STAMP reads.
 
@@ -158,20 +179,15 @@ def write_stamp(features: np.ndarray, coords: np.ndarray, attrs: dict, out: str 
     import h5py
 
     from lego.io import atomic_path
+    from lego.slides.encoders.foundation import stamp_extractor
 
-    mpp, size0 = attrs.get("level0_mpp"), attrs.get("patch_size_level0")
-    if not mpp or not size0:
-        raise InputError(f"{src or out}: lacks {'level0_mpp' if not mpp else 'patch_size_level0'} (features from "
-                         "`lego embed` have both; re-import an external file with --mpp); STAMP needs micrometres")
-    try:
-        _checked_geometry({"level0_mpp": mpp, "patch_size_level0": size0})
-    except InputError as exc:
-        raise InputError(f"{src or out}: {exc}") from None
+    coords_um, tile_um = _stamp_coords(coords, attrs, src or out)
+    tile_px = attrs.get("tile_size_px") or attrs.get("encoder_input_px") or attrs.get("patch_px")
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("feats", data=np.asarray(features, dtype=np.float32))
-            f.create_dataset("coords", data=(np.asarray(coords, dtype=np.float64) * float(mpp)).astype(np.float32))
-            f.attrs.update({"unit": "um", "tile_size_um": float(size0) * float(mpp),
-                            "tile_size_px": int(attrs.get("tile_size_px") or attrs.get("encoder_input_px")
-                                                or attrs.get("patch_px") or 224),
-                            "extractor": str(attrs.get("encoder") or "external"), "feat_type": "tile"})
+            f.create_dataset("coords", data=coords_um.astype(np.float32))
+            f.attrs.update({"unit": "um", "tile_size_um": tile_um,
+                            "extractor": stamp_extractor(str(attrs.get("encoder") or "external")), "feat_type": "tile"})
+            if tile_px:  # only where known: a default would claim a pixel size the source never had
+                f.attrs["tile_size_px"] = int(tile_px)

@@ -30,6 +30,7 @@ class Foundation:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     layout: str = "timm"  # "timm", "hf_dinov2" (renamed at load) or "conch" (tower with a trunk. prefix)
+    stamp: str = ""  # the extractor name STAMP's slide encoders check (TITAN wants "conch1_5"); "" = ours
 
     @property
     def dim(self) -> int:
@@ -47,22 +48,30 @@ def _swiglu(dim: int, depth: int, heads: int, hidden: int, patch: int = 14, **kw
 MODELS = [
     Foundation("uni", ViTSpec(), "MahmoodLab/UNI", "pytorch_model.bin", "UNI ViT-L/16, class token"),
     Foundation("uni2_h", _swiglu(1536, 24, 24, 8192, reg_tokens=8, pos_embed_prefix=False), "MahmoodLab/UNI2-h",
-               "pytorch_model.bin", "UNI2-h ViT-H/14 (8 registers), class token"),
+               "pytorch_model.bin", "UNI2-h ViT-H/14 (8 registers), class token", stamp="uni2"),
     Foundation("conch_v15", ViTSpec(img_size=448, pos_grid=14, pool="tokens"), "MahmoodLab/conchv1_5",
                "pytorch_model_vision.bin", "CONCH v1.5 vision tower, ViT-L/16 at 448 px, attentional pooling",
-               layout="conch"),
+               layout="conch", stamp="conch1_5"),
     Foundation("virchow2", _swiglu(1280, 32, 16, 6832, reg_tokens=4, pool="cls+mean"), "paige-ai/Virchow2",
                "pytorch_model.bin", "Virchow2 ViT-H/14 (4 registers), class token + mean patch token"),
     Foundation("h_optimus_0", _swiglu(1536, 40, 24, 8192, reg_tokens=4, pos_embed_prefix=False), "bioptimus/H-optimus-0",
-               "pytorch_model.bin", "H-optimus-0 ViT-g/14 (4 registers), class token", HOPTIMUS_MEAN, HOPTIMUS_STD),
+               "pytorch_model.bin", "H-optimus-0 ViT-g/14 (4 registers), class token", HOPTIMUS_MEAN, HOPTIMUS_STD,
+               stamp="h-optimus-0"),
     Foundation("h_optimus_1", _swiglu(1536, 40, 24, 8192, reg_tokens=4, pos_embed_prefix=False), "bioptimus/H-optimus-1",
-               "pytorch_model.bin", "H-optimus-1 ViT-g/14 (4 registers), class token", HOPTIMUS_MEAN, HOPTIMUS_STD),
+               "pytorch_model.bin", "H-optimus-1 ViT-g/14 (4 registers), class token", HOPTIMUS_MEAN, HOPTIMUS_STD,
+               stamp="h-optimus-1"),
     Foundation("gigapath", _swiglu(1536, 40, 24, 8192, patch=16), "prov-gigapath/prov-gigapath", "pytorch_model.bin",
                "Prov-GigaPath tile encoder ViT-g/16, class token"),
     Foundation("phikon_v2", ViTSpec(), "owkin/phikon-v2", "model.safetensors", "Phikon-v2 ViT-L/16 (DINOv2), class token",
                layout="hf_dinov2"),
 ]
 FOUNDATION = {m.name: m for m in MODELS}
+
+
+def stamp_extractor(encoder: str) -> str:
+    """The name STAMP knows an encoder by (``conch_v15`` -> ``conch1_5``); any other name as it is."""
+    model = FOUNDATION.get(encoder)
+    return model.stamp if model and model.stamp else encoder
 
 
 def network(model: Foundation, depth: int | None = None) -> torch.nn.Module:
