@@ -166,3 +166,19 @@ def test_stamp_exports_name_the_extractor_as_stamp_does(embedded, tmp_path, ours
     write_stamp(bag.features, bag.coords, {**bag.attrs, **bag.coords_attrs, "encoder": ours}, tmp_path / "x.h5")
     with h5py.File(tmp_path / "x.h5") as f:
         assert f.attrs["extractor"] == stamps
+
+
+@pytest.mark.parametrize("layout", ["trident", "clam"])
+def test_lego_embed_reads_trident_and_clam_patch_files(embedded, tmp_path, layout):
+    """Issue 27 class 23: coordinates from TRIDENT or CLAM embed with our encoders, giving the
+    features our own patch file gives."""
+    slide, d = embedded
+    with h5py.File(d / "p.h5") as f:
+        coords, ours = f["coords"][:], dict(f["coords"].attrs)
+    keep = {"trident": ("patch_size", "patch_size_level0", "level0_magnification", "target_magnification", "overlap", "name"),
+            "clam": ("patch_size", "patch_level", "downsample", "name")}[layout]
+    with h5py.File(tmp_path / "theirs.h5", "w") as f:  # no status, no read_level: their layout only
+        f.create_dataset("coords", data=coords).attrs.update({k: ours[k] for k in keep})
+    assert main(["embed", "--slide", str(slide), "--patches", str(tmp_path / "theirs.h5"), "--encoder", "stain_texture",
+                 "--out", str(tmp_path / "f.h5")]) == 0
+    np.testing.assert_array_equal(read_feature_bag(tmp_path / "f.h5").features, read_feature_bag(d / "f.h5").features)

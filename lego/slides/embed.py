@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lego.device import resolve_device
+from lego.errors import InputError
 from lego.settings import default
 from lego.slides.encoders import Encoder, to_chw_uint8
 from lego.slides.features import write_feature_bag
@@ -54,6 +55,28 @@ class PatchDataset(Dataset):
         return to_chw_uint8(cv2.resize(patch, (size, size), interpolation=interp))
 
 
+def read_geometry(attrs: dict, slide, where) -> dict:
+    """The pyramid level and the square read there for each patch, from a patch file of ours,
+    TRIDENT's or CLAM's: ours records ``read_level``/``read_px``; TRIDENT records the level-0
+    square (``patch_size_level0``) and its size at the target magnification (``patch_size``),
+    read here from the finest level not finer than needed; CLAM reads ``patch_size`` pixels at
+    ``patch_level``."""
+    if "read_level" in attrs and "read_px" in attrs:
+        return {"read_level": int(attrs["read_level"]), "read_px": int(attrs["read_px"])}
+    if attrs.get("patch_size_level0"):
+        size0 = float(attrs["patch_size_level0"])
+        level = slide.best_level(size0 / float(attrs.get("patch_size") or size0))
+        return {"read_level": level, "read_px": max(1, int(round(size0 / slide.level_downsamples[level])))}
+    if attrs.get("patch_size") and "patch_level" in attrs:
+        level = int(attrs["patch_level"])
+        if level >= len(slide.level_downsamples):
+            raise InputError(f"{where}: patch_level {level} but the slide has {len(slide.level_downsamples)} level(s); "
+                             "give the patch file made from this slide")
+        return {"read_level": level, "read_px": int(attrs["patch_size"])}
+    raise InputError(f"{where}: the patch file records no patch size (read_level/read_px, TRIDENT's patch_size_level0 "
+                     "or CLAM's patch_level/patch_size); make the patches with `lego extract`")
+
+
 def embed_slide(
     slide_path: str | Path,
     patches_h5: str | Path,
@@ -68,9 +91,11 @@ def embed_slide(
 ) -> dict:
     """Embed every patch of a slide and write the feature bag; return timing stats."""
     grid = read_patches(patches_h5)
+    with open_slide(slide_path, mpp_fallback) as slide:
+        read = read_geometry(grid.attrs, slide, patches_h5)
     dev = resolve_device(device)
     encoder.model.to(dev).eval()
-    ds = PatchDataset(slide_path, grid.coords, grid.attrs, encoder, mpp_fallback)
+    ds = PatchDataset(slide_path, grid.coords, {**grid.attrs, **read}, encoder, mpp_fallback)
     # Worker start-up costs more than reading a few batches in-process: small slides skip workers.
     workers = num_workers if len(ds) >= 4 * batch_size else 0
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda")

@@ -96,7 +96,7 @@ def run_embed(slide_path, patches_in, encoder: Encoder, features_out, record_fai
     _same_slide(grid.attrs.get("slide_name"), name, patches_in)
     stage = "embed_patches"
     try:
-        if grid.attrs.get("status") != "ok":
+        if grid.attrs.get("status", "ok") != "ok":  # TRIDENT's and CLAM's patch files carry no status: usable
             stage, reason = _upstream(grid.attrs, "extract_patches", "patch extraction failed")
             raise SlideError(slide_path, reason)
         embed_slide(slide_path, patches_in, encoder, features_out, **kwargs)
