@@ -187,7 +187,7 @@ rule heatmaps:
     output:
         report(
             directory(f"{OUT}/heatmaps/{{drawn}}/fold{{fold}}"),
-            patterns=["{name}.png"],
+            patterns=["previews/{name}.jpg"],  # small previews; the full PNGs stay beside them
             caption="../workflow/report/heatmaps.rst",
             category="Heatmaps",
             subcategory="{drawn}, fold {fold}",

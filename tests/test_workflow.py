@@ -73,7 +73,11 @@ def test_report_embeds_every_figure_and_table(demo_run, tmp_path):
         assert table in html
     heat = sorted((demo_run / "results" / "demo" / "heatmaps" / "block-wsi").glob("fold*/*.png"))
     assert heat, "the slide block's test heatmaps are drawn"
-    assert base64.b64encode(heat[0].read_bytes()).decode() in html, "and shown in the report"
+    preview = heat[0].parent / "previews" / f"{heat[0].stem}.jpg"
+    assert base64.b64encode(preview.read_bytes()).decode() in html, "and shown in the report as a small preview"
+    assert base64.b64encode(heat[0].read_bytes()).decode() not in html, "never the full PNG (issue 27: a 79 MB report)"
+    previews = list((demo_run / "results" / "demo" / "heatmaps").glob("*/fold*/previews/*.jpg"))
+    assert previews and max(p.stat().st_size for p in previews) < 60_000
 
 
 def test_heatmaps_of_the_test_slides(demo_run):

@@ -151,7 +151,35 @@ def draw_heatmap(table: pd.DataFrame, slide_id: str, size0: tuple[int, int], sli
     colour = cv2.applyColorMap(np.round(heat * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)[..., ::-1]
     out = img.copy()
     out[seen] = (0.45 * img[seen] + 0.55 * colour[seen]).round().astype(np.uint8)
-    write_png(np.vstack([out, _legend(out.shape[1], f"{slide_id}: {len(table)} patches")]), path)
+    full = np.vstack([out, _legend(out.shape[1], f"{slide_id}: {len(table)} patches")])
+    write_png(full, path)
+    write_preview(full, preview_path(path))
+
+
+PREVIEW_WIDTH, PREVIEW_QUALITY = 480, 80  # a JPEG of tens of KB: what the HTML report embeds
+
+
+def preview_path(path: str | Path) -> Path:
+    """Where a heatmap's small preview goes: ``previews/<slide>.jpg`` beside the full PNG."""
+    return Path(path).parent / "previews" / f"{Path(path).stem}.jpg"
+
+
+def write_preview(rgb: np.ndarray, path: Path) -> None:
+    """A small JPEG of a heatmap for the HTML report. Why: the report embeds every image it shows
+    (base64), and the full PNGs (100-300 KB each, 182 on the demo) made a 79 MB report; a real
+    cohort's would not open. The full PNG, GeoJSON and attention table stay beside it."""
+    import cv2
+
+    from lego.io import atomic_path
+
+    scale = min(1.0, PREVIEW_WIDTH / rgb.shape[1])
+    small = cv2.resize(rgb, (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))),
+                       interpolation=cv2.INTER_AREA) if scale < 1.0 else rgb
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, PREVIEW_QUALITY])
+    if not ok:  # pragma: no cover - OpenCV failure
+        raise RuntimeError(f"could not encode JPEG for {path}")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
 
 
 def _patch_size(bag) -> int:
