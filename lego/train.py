@@ -108,6 +108,10 @@ def train(model: nn.Module, modalities: dict[str, ModalityTensors], targets: Tar
     """
     if not train_ids:
         raise LegoError(f"{where}: no training patients")
+    if not val_ids:
+        log.warning("%s: no validation patients, so early stopping and the kept epoch follow the training loss "
+                    "(it keeps falling: up to %d epochs); give the folds a validation part (folds.fractions) to stop "
+                    "on held-out patients", where, cfg.epochs)
     seed_everything(cfg.seed)
     model.to(device)
     params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
@@ -156,7 +160,8 @@ def train(model: nn.Module, modalities: dict[str, ModalityTensors], targets: Tar
     progress.close()
     if best["state"] is not None:
         model.load_state_dict(best["state"])
-    return {"history": history, "best_epoch": best["epoch"], "best_val_loss": best["val_loss"]}
+    return {"history": history, "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
+            "stopped_on": "validation loss" if val_ids else "training loss"}
 
 
 def _training_loss(model: nn.Module, logits: torch.Tensor, y: dict, task: str, alpha: float) -> torch.Tensor:

@@ -75,3 +75,19 @@ def test_an_unreadable_model_is_reported_as_a_permission_problem_not_as_damage(t
     msg = str(err.value)
     assert "permission denied" in msg and str(weights) in msg and "delete" not in msg
 
+
+
+def test_a_full_disk_while_saving_weights_is_one_line_naming_the_file_and_the_fix(tmp_path, monkeypatch):
+    """Issue 27: merge_tuned used to end in a safetensors traceback."""
+    from safetensors import SafetensorError
+
+    def full(*_a, **_k):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+
+    monkeypatch.setattr(model_files, "save_model", full)
+    b = _block()
+    with pytest.raises(InputError) as err:
+        model_files.save(b, {"kind": "block", "block": b.cfg.to_dict()}, tmp_path / "m")
+    msg = str(err.value)
+    assert "model.safetensors" in msg and "No space left" in msg and "free disk space" in msg
+    assert not (tmp_path / "m" / "model.safetensors").exists() and not (tmp_path / "m" / "config.json").exists()

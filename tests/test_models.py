@@ -229,6 +229,19 @@ def test_early_stopping_restores_the_best_weights():
     assert evaluate_loss(model, ids[40:], {"a": mod}, targets, cfg, torch.device("cpu")) == pytest.approx(best, rel=1e-5)
 
 
+def test_training_without_validation_patients_says_what_it_stops_on(caplog):
+    """Issue 27: a block with no validation patients early-stopped on its training loss without a word."""
+    import logging
+
+    ids, labels, mod = toy_task()
+    targets = make_targets(labels, ids[:40], "survival")
+    with caplog.at_level(logging.WARNING):
+        result = train(Single(block()), {"a": mod}, targets, ids[:40], [], cfg=TrainConfig(epochs=2),
+                       device=torch.device("cpu"), where="modality 'a', fold 0")
+    assert "modality 'a', fold 0: no validation patients" in caplog.text and "folds.fractions" in caplog.text
+    assert result["stopped_on"] == "training loss"
+
+
 def test_training_is_deterministic():
     ids, labels, mod = toy_task()
     targets = make_targets(labels, ids[:40], "survival")

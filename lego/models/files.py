@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from lego.errors import InputError
@@ -25,8 +27,14 @@ def build(config: dict) -> torch.nn.Module:
 def save(model: torch.nn.Module, config: dict, out_dir: str | Path) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / WEIGHTS) as tmp:
-        save_model(model, str(tmp))
+    try:
+        with atomic_path(out / WEIGHTS) as tmp:
+            save_model(model, str(tmp))
+    except SafetensorError as exc:  # a full disk or an I/O error comes from the Rust writer, not as an OSError
+        reason = " ".join(str(exc).split())[:200]
+        free = shutil.disk_usage(out).free // 2**20
+        raise InputError(f"{out / WEIGHTS}: cannot be written ({reason}; {free} MiB free there); free disk space "
+                         "or point results_dir at a larger disk, then run again") from None
     write_json(config, out / CONFIG)
 
 
