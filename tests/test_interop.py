@@ -182,3 +182,14 @@ def test_lego_embed_reads_trident_and_clam_patch_files(embedded, tmp_path, layou
     assert main(["embed", "--slide", str(slide), "--patches", str(tmp_path / "theirs.h5"), "--encoder", "stain_texture",
                  "--out", str(tmp_path / "f.h5")]) == 0
     np.testing.assert_array_equal(read_feature_bag(tmp_path / "f.h5").features, read_feature_bag(d / "f.h5").features)
+
+
+def test_embedding_execution_settings_do_not_change_the_features(embedded, tmp_path):
+    """Issue 27 class 14: batch size and workers are execution settings (no rerun trigger), so they
+    must not change what is computed."""
+    from lego.slides.embed import embed_slide
+
+    slide, d = embedded
+    ref = read_feature_bag(d / "f.h5").features
+    embed_slide(slide, d / "p.h5", create_encoder("stain_texture"), tmp_path / "b3.h5", batch_size=3, num_workers=0)
+    np.testing.assert_allclose(read_feature_bag(tmp_path / "b3.h5").features, ref, rtol=1e-5, atol=1e-6)

@@ -407,3 +407,21 @@ def test_models_train_under_reduced_precision_autocast(kind, monkeypatch):
     loss = nll_survival_loss(logits.float(), torch.tensor([0, 1, 2]), torch.tensor([1, 0, 1]))
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_training_threads_do_not_change_the_model():
+    """Issue 27 class 14: model.train.threads is an execution setting (no rerun trigger)."""
+    ids, labels, mod = toy_task()
+    targets = make_targets(labels, ids[:40], "survival")
+    outs = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            model = Single(block())
+            train(model, {"a": mod}, targets, ids[:40], ids[40:], cfg=TrainConfig(epochs=3, seed=5),
+                  device=torch.device("cpu"), where="t")
+            outs.append(model.eval()(collate(ids, {"a": mod}))[1])
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
