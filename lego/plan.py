@@ -9,6 +9,7 @@ the registries (modality kinds, model kinds, classical baselines), never from a 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -63,11 +64,11 @@ class Plan:
 
     @property
     def out(self) -> str:
-        return f"{self.config['results_dir']}/{self.config['cohort']['name']}"
+        return os.path.normpath(f"{self.config['results_dir']}/{self.config['cohort']['name']}")  # "./x" is "x"
 
     @property
     def demo_dir(self) -> str:
-        return f"{self.config['results_dir']}/demo_input"
+        return os.path.normpath(f"{self.config['results_dir']}/demo_input")
 
     @property
     def modalities(self) -> dict[str, dict]:

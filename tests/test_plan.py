@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -109,6 +110,9 @@ def test_the_old_spelling_of_the_tuned_merge_is_read(capsys):
 
 def test_predict_mode_applies_every_trained_fold_of_the_named_models(tmp_path):
     trained = tmp_path / "train_run"
+    (trained / "cohort").mkdir(parents=True)  # the training run's own record of its folds
+    pd.DataFrame({"patient_id": ["P1", "P2"], "fold": [0, 1], "subset": ["test", "test"]}).to_parquet(
+        trained / "cohort" / "folds.parquet")
     for fold in (0, 1):
         block = trained / "blocks" / "rna" / f"fold{fold}"
         block.mkdir(parents=True)
@@ -123,7 +127,7 @@ def test_predict_mode_applies_every_trained_fold_of_the_named_models(tmp_path):
     with pytest.raises(ConfigError, match="needs modalities \\['rna'\\], which this config lacks"):
         _ = plan_of(predict={"from": str(trained), "models": ["block-rna"]},
                     modalities={"cnv": DEMO["modalities"]["cnv"], "wsi": DEMO["modalities"]["wsi"]}).predict_runs
-    with pytest.raises(ConfigError, match="no trained fuse"):
+    with pytest.raises(ConfigError, match="fuse fold 0 of the training run .* was not trained"):
         _ = plan_of(predict={"from": str(trained), "models": ["fuse"]}).predict_runs
 
 
