@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 import re
 import sys
 from pathlib import Path
@@ -203,11 +202,12 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
         raise ConfigError(f"invalid configuration:\n  {lines}")
     _check_consistency(config)
     _check_paths(config)
-    config["results_dir"] = canonical_dir(config["results_dir"])
+    _canonical_paths(config)
     return config
 
 
-PATH_KEYS = frozenset({"results_dir", "path", "dir", "list", "features_dir", "checkpoint", "from"})  # keys naming files
+# Keys naming files or folders (a model kind's `files`, e.g. MCAT's signatures, included: tested)
+PATH_KEYS = frozenset({"results_dir", "path", "dir", "list", "features_dir", "checkpoint", "from", "signatures"})
 
 
 def config_paths(config: Any, where: str = "") -> list[tuple[str, str]]:
@@ -232,16 +232,23 @@ def _check_paths(config: dict[str, Any]) -> None:
 
 
 def canonical_dir(path: str) -> str:
-    """One spelling of a folder that outputs are written under: ``./results/``, ``results`` and the
-    absolute path of ``results`` are the same folder, but as Snakemake output names they differ and
-    a new spelling loses every job's recorded parameters (a changed learning rate then reruns
-    nothing). Normalised, and relative to the working folder when inside it."""
-    norm = os.path.normpath(path)
-    if os.path.isabs(norm):
-        rel = os.path.relpath(norm, os.getcwd())
-        if rel != ".." and not rel.startswith("../"):
-            return rel
-    return norm
+    """One spelling of a configured file or folder: ``./results/``, ``results`` and the absolute
+    path of ``results`` are the same folder, but as Snakemake file names they differ -- a new
+    spelling of ``results_dir`` loses every job's recorded parameters (a changed learning rate then
+    reruns nothing), and a table under it spelt one way is not the output another rule makes."""
+    from lego.io import project_path
+
+    return project_path(path, resolve=False)
+
+
+def _canonical_paths(config: Any) -> None:
+    """Every configured path (:data:`PATH_KEYS`) in its one spelling (:func:`canonical_dir`), in place."""
+    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
+    for key, value in list(items):
+        if isinstance(value, str) and key in PATH_KEYS and value:
+            config[key] = canonical_dir(value)
+        else:
+            _canonical_paths(value)
 
 
 def _read_old_spellings(config: dict[str, Any]) -> None:

@@ -34,10 +34,37 @@ def _private_folder(final: Path) -> Path:
 
 
 def file_mode() -> int:
-    """The mode an ordinary new file gets under this process's umask (0666 & ~umask)."""
+    """The mode an ordinary new file gets under this process's umask (0666 & ~umask).
+
+    Read from /proc where it can be (setting and restoring the umask is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+def project_path(path: str | os.PathLike, resolve: bool = True) -> str:
+    """One spelling of a path: relative to the working folder when it lies inside it.
+
+    Inside or not is judged on real paths (a cluster's /home link to /gpfs does not matter).
+    ``resolve``: links are followed and a path outside is given absolute and real (the slide
+    index: one file reached two ways is one entry). Without it (configured paths) a relative
+    spelling is only normalised (``./results/`` -> ``results``, ``../shared/x`` stays), and an
+    absolute one outside the working folder stays as written."""
+    if not resolve and not os.path.isabs(path):
+        return os.path.normpath(path)
+    p = os.path.abspath(path)
+    real = os.path.realpath(p) if resolve else os.path.join(os.path.realpath(os.path.dirname(p)), os.path.basename(p))
+    try:
+        rel = Path(real).relative_to(os.path.realpath(os.getcwd()))
+    except ValueError:
+        return real if resolve else os.path.normpath(p)
+    return str(rel)
 
 
 @contextlib.contextmanager

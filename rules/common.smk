@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from lego.config import load_schema, read_yaml, validate_config
+from lego.data.slides_index import named_file
 from lego.errors import ConfigError
 from lego.evaluation.names import CHOSEN, ENSEMBLE, METRICS_FILE, baseline_name
 from lego.models.model_kinds import BLOCK, FUSE, MERGE, MERGE_TUNED
@@ -150,8 +151,8 @@ def qc_thumbnails(wildcards):
 
 
 def imported_feature_file(wildcards):
-    """Where a slide's feature file sits in its imported modality's features_dir."""
-    return os.path.join(MODALITIES[wildcards.wsi]["features_dir"], f"{wildcards.slide}.h5")
+    """Where a slide's feature file sits in its imported modality's features_dir (names matched in NFC)."""
+    return named_file(MODALITIES[wildcards.wsi]["features_dir"], wildcards.slide)
 
 
 def predict_modalities(wildcards):

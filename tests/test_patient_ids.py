@@ -80,3 +80,14 @@ def test_slide_names_and_listed_patient_ids_are_put_in_composed_form(tmp_path):
     (tmp_path / "list.csv").write_text(f"path,patient_id\nd/{nfd}.svs,{nfd}\n", encoding="utf-8")
     slides, _ = index_slides(slide_list=tmp_path / "list.csv", patients=[nfc])
     assert slides["patient_id"].tolist() == [nfc]
+
+
+def test_an_imported_feature_file_named_in_decomposed_unicode_is_found(tmp_path):
+    import unicodedata
+
+    from lego.data.slides_index import named_file
+
+    nfc, nfd = (unicodedata.normalize(f, "Müller-00") for f in ("NFC", "NFD"))
+    (tmp_path / f"{nfd}.h5").write_bytes(b"x")
+    assert named_file(tmp_path, nfc) == str(tmp_path / f"{nfd}.h5")
+    assert named_file(tmp_path, "other") == str(tmp_path / "other.h5")

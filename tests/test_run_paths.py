@@ -56,3 +56,21 @@ def test_a_brace_in_a_regex_is_not_a_path():
     cfg = demo_config()
     cfg["slides"]["patient_id"] = {"regex": "^(.{12})"}
     validate_config(cfg)
+
+
+def test_every_configured_path_has_one_spelling(tmp_path, monkeypatch):
+    """A table under results_dir spelt './results/...' must be the file make_demo writes as 'results/...'."""
+    monkeypatch.chdir(tmp_path)
+    cfg = demo_config()
+    cfg["results_dir"] = "./results/"
+    cfg["cohort"]["labels"]["path"] = f"{tmp_path}/results/./demo_input/clinical.csv"
+    cfg = validate_config(cfg)
+    assert cfg["cohort"]["labels"]["path"] == "results/demo_input/clinical.csv" and cfg["results_dir"] == "results"
+
+
+def test_every_file_a_model_kind_reads_is_a_path_key():
+    from lego.config import PATH_KEYS
+    from lego.models.model_kinds import model_kinds
+
+    files = {f for kind in model_kinds().values() for f in kind.files}
+    assert files and files <= PATH_KEYS

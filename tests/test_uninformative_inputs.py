@@ -53,3 +53,10 @@ def test_a_slide_modality_with_the_same_features_for_every_patch_is_refused(tmp_
     opts = {"max_patches": 0, "seed": 0, "name": "wsi", "kind": "wsi", "where": "fold 0"}
     with pytest.raises(InputError, match="carry no information"):
         fit_bags(pd.DataFrame(rows), {"P0", "P1", "P2"}, opts)
+
+
+def test_ties_never_chain_small_steps_into_one_group():
+    x = np.array([0.0, 3e-7, 6e-7, 9e-7, 1.2e-6, 1.0])  # steps of 3e-7 under a tolerance of 5e-7
+    tied = as_ties(x)
+    assert tied.max() - tied.min() == 1.0 and len(set(tied[:5])) == 3  # groups span at most the tolerance
+    assert (np.abs(tied - x) <= 5e-7).all()

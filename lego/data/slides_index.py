@@ -7,6 +7,7 @@ are the normal state of real cohorts, and the cohort table records who has which
 from __future__ import annotations
 
 import logging
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -60,11 +61,27 @@ def stored_path(p: Path) -> str:
     """How the slide index records a slide's file: resolved (one slide reached through a folder and
     a list, or a link, is one entry), and relative to the working folder when inside it -- so a
     copied or moved project reads its own slides, never the original's."""
-    full = p.resolve()
-    try:
-        return str(full.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(full)
+    from lego.io import project_path
+
+    return project_path(p)
+
+
+def named_file(folder: str | Path, slide_id: str, suffix: str = ".h5") -> str:
+    """The file of ``folder`` named ``<slide_id><suffix>``, matched in Unicode NFC like the slide IDs:
+    a file name written decomposed (macOS) is still found on file systems that keep names as given."""
+    path = Path(folder) / f"{slide_id}{suffix}"
+    if path.exists() or not Path(folder).is_dir():
+        return str(path)
+    for other in _nfc_names(str(folder)).get(f"{slide_id}{suffix}", []):
+        return str(Path(folder) / other)
+    return str(path)
+
+
+def _nfc_names(folder: str) -> dict[str, list[str]]:
+    names: dict[str, list[str]] = {}
+    for name in sorted(os.listdir(folder)):
+        names.setdefault(unicodedata.normalize("NFC", name), []).append(name)
+    return names
 
 
 def _check_regex(regex: str | None) -> None:

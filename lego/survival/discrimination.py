@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TIE_RTOL = 1e-6  # ~8 float32 ulps of the largest score: below it, two scores differ by arithmetic only
+TIE_RTOL = 5e-7  # ~4 float32 ulps of the largest score: below it, two scores differ by arithmetic only
 
 
 def as_ties(scores: np.ndarray) -> np.ndarray:
@@ -12,17 +12,29 @@ def as_ties(scores: np.ndarray) -> np.ndarray:
 
     Why: models compute in float32, so identical inputs (every slide's patch features the same)
     give risks like -1.958392977715 and -1.958392858505; every metric would count that noise as
-    an ordering (test C = 1.0 was measured). Sorted scores whose gap is within ``TIE_RTOL`` of the
-    largest magnitude join one group, and the group takes its smallest value."""
+    an ordering (test C = 1.0 was measured). Sorted scores within ``TIE_RTOL`` of the largest
+    magnitude *of the first score of their group* join it (no chaining: a run of small steps
+    never merges scores further apart than the tolerance), and take that first value."""
     x = np.asarray(scores, float)
     if x.size < 2 or not np.isfinite(x).all():
         return x
     order = np.argsort(x, kind="stable")
     xs = x[order]
     tol = TIE_RTOL * float(np.abs(xs).max())
-    starts = np.concatenate([[True], np.diff(xs) > tol])
+    close = np.flatnonzero(np.diff(xs) <= tol)  # only these neighbours can share a group
+    if close.size == 0:
+        return x
+    out_sorted = xs.copy()
+    start, last = 0.0, -1  # the open group's first value, and the index of its last member
+    for i in close:  # ascending pairs (i, i + 1) of close neighbours
+        if i != last:  # i opens a group
+            start = xs[i]
+        elif xs[i + 1] - start > tol:  # too far from the group's first value: i + 1 opens the next one
+            start, last = xs[i + 1], i + 1
+            continue
+        out_sorted[i + 1], last = start, i + 1
     out = np.empty_like(x)
-    out[order] = xs[np.flatnonzero(starts)[np.cumsum(starts) - 1]]
+    out[order] = out_sorted
     return out
 
 
