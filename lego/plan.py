@@ -353,6 +353,19 @@ class Plan:
     def bootstrap_options(self) -> str:
         return json.dumps({k: self.config["evaluation"][k] for k in ("n_boot", "ci", "seed")}, sort_keys=True)
 
+    def recorded_config(self) -> dict[str, Any]:
+        """The config the provenance record keeps: everything that decides results, without the
+        execution settings (:data:`EXECUTION`, :data:`EMBEDDING_EXECUTION`), which are no rerun
+        trigger anywhere else either; how each job ran is in provenance/jobs.tsv."""
+        import copy
+
+        out = copy.deepcopy(self.config)
+        for key in EMBEDDING_EXECUTION:
+            out.get("embedding", {}).pop(key, None)
+        for key in EXECUTION:
+            out.get("model", {}).get("train", {}).pop(key, None)
+        return out
+
     # ------------------------------------------------------------------ targets
 
     @cached_property

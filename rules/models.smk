@@ -192,7 +192,7 @@ rule provenance:
         mem_mb=1000,
         runtime=30,
     params:
-        config=json.dumps(config, sort_keys=True, default=str),
+        config=json.dumps(PLAN.recorded_config(), sort_keys=True, default=str),
         inputs=quoted(PLAN.provenance_inputs()),
         benchmarks=f"{OUT}/benchmarks",
         code_dir=workflow.basedir,
