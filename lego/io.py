@@ -79,7 +79,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if final.is_dir():
         raise IsADirectoryError(21, "is a folder; give a file path", str(final))
     final.parent.mkdir(parents=True, exist_ok=True)
-    folder = _private_folder(final)
+    try:
+        folder = _private_folder(final)
+    except OSError as exc:  # name the file asked for, not the temporary folder
+        raise type(exc)(exc.errno, exc.strerror, str(final)) from None
     tmp = folder / final.name
     try:
         yield tmp
