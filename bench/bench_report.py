@@ -3,8 +3,8 @@
 The report embeds (base64) every file it shows. Heatmaps are shown as small JPEG previews
 (``heatmaps/<model>/fold<k>/previews/<slide>.jpg``); the full PNGs, GeoJSON and attention tables
 stay on disk beside them. On a finished run this builds the report, measures it and its parts,
-and extrapolates linearly in the number of heatmaps: a cohort of 1,000 slides draws each test
-slide once per fold's test part, i.e. each slide once per model with patch attention.
+and extrapolates to a larger cohort: the report embeds at most ``PREVIEWS_PER_FOLD`` previews per
+model and fold (lego.evaluation.heatmaps), so beyond that it does not grow with the number of slides.
 
 ``python bench/bench_report.py --workdir <finished run> [--configfile <its config>] [--forcerun-heatmaps]``
 writes bench/results/report_size.json.
@@ -47,8 +47,11 @@ def main() -> None:
     total = report.stat().st_size
     preview_bytes = sum(p.stat().st_size for p in previews)
     per_preview = preview_bytes / max(len(previews), 1)
+    from lego.evaluation.heatmaps import PREVIEWS_PER_FOLD
+
     fixed = total - preview_bytes * 4 / 3  # base64 makes each embedded file 4/3 as large
-    per_slide = len(drawn_models) * per_preview * 4 / 3
+    folds = len({p.parts[-3] for p in previews})
+    scaled = min(PREVIEWS_PER_FOLD, args.slides / max(folds, 1))  # each slide in one fold's test part
     write_result("report_size", {
         "workdir": str(args.workdir),
         "report_mb": round(total / MB, 2),
@@ -57,8 +60,10 @@ def main() -> None:
         "preview_kb_max": round(max((p.stat().st_size for p in previews), default=0) / 1024, 1),
         "full_png_mb_on_disk": round(sum(p.stat().st_size for p in full) / MB, 1),
         "models_with_heatmaps": sorted(drawn_models),
-        f"report_mb_for_{args.slides}_slides": round((fixed + args.slides * per_slide) / MB, 1),
-        "extrapolation": "report minus its embedded previews, plus one preview per slide and model with patch attention",
+        "previews_per_model_and_fold_at_most": PREVIEWS_PER_FOLD,
+        f"report_mb_for_{args.slides}_slides": round((fixed + len(drawn_models) * folds * scaled * per_preview * 4 / 3) / MB, 1),
+        "extrapolation": f"report minus its embedded previews, plus the previews of {args.slides} slides split over the same "
+                         "folds (each slide tested once), at most the cap per model and fold; same models and folds",
     })
 
 

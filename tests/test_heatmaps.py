@@ -137,3 +137,14 @@ def test_heatmaps_refuse_a_folds_table_the_model_was_not_trained_with(tmp_path, 
     lego_fails(["heatmaps", "--model-dir", str(d / "blk"), "--manifest", str(d / "wsi.parquet"), "--folds",
                 str(d / "other_folds.parquet"), "--out-dir", str(d / "h")], capsys,
                "test patients in", "were used to fit or validate this model", "folds table it was trained with")
+
+
+def test_the_report_previews_are_capped_per_fold_so_its_size_does_not_grow_with_the_cohort(tmp_path):
+    from lego.evaluation.heatmaps import PREVIEWS_PER_FOLD, _keep_previews
+
+    (tmp_path / "previews").mkdir()
+    names = [f"S{i:03d}.jpg" for i in range(PREVIEWS_PER_FOLD + 5)]
+    for n in reversed(names):
+        (tmp_path / "previews" / n).write_bytes(b"x")
+    _keep_previews(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "previews").iterdir()) == names[:PREVIEWS_PER_FOLD]

@@ -156,12 +156,21 @@ def draw_heatmap(table: pd.DataFrame, slide_id: str, size0: tuple[int, int], sli
     write_preview(full, preview_path(path))
 
 
-PREVIEW_WIDTH, PREVIEW_QUALITY = 480, 80  # a JPEG of tens of KB: what the HTML report embeds
+PREVIEW_WIDTH, PREVIEW_QUALITY = 400, 75  # a JPEG of ~20 KB: what the HTML report embeds
+PREVIEWS_PER_FOLD = 12  # the report shows at most this many slides per model and fold (the first by slide ID)
 
 
 def preview_path(path: str | Path) -> Path:
     """Where a heatmap's small preview goes: ``previews/<slide>.jpg`` beside the full PNG."""
     return Path(path).parent / "previews" / f"{Path(path).stem}.jpg"
+
+
+def _keep_previews(folder: Path, keep: int = PREVIEWS_PER_FOLD) -> None:
+    """Keep the previews of the first ``keep`` slides (by slide ID) of a fold. Why: the report
+    embeds every preview; at a bounded number per model and fold its size no longer grows with the
+    cohort (the full heatmaps of every slide stay in the folder)."""
+    for extra in sorted((folder / "previews").glob("*.jpg"))[keep:]:
+        extra.unlink()
 
 
 def write_preview(rgb: np.ndarray, path: Path) -> None:
@@ -336,6 +345,7 @@ def run_heatmaps(model_dir: str, data: dict[str, str], folds: str, out_dir: str,
         where.mkdir(parents=True, exist_ok=True)
         d = Drawing(model, modality, inputs[modality]["preprocess"], fold_modalities(others, data, ids=ids), paths, where)
         rows += _draw_modality(d, data[modality], patients, subset)
+        _keep_previews(where)
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     if index.empty:
         return _no_heatmaps(out, f"no usable slide among the fold's {len(patients)} {subset} patient(s) in "
