@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {**{c: f"config/paper/{c}_published.yaml" for c in ("blca", "brca", "kirp", "ucec", "gbmlgg")},
            **{c: f"config/tcga/{c}_published.yaml" for c in ("coadread", "kirc", "skcm", "stad")}}
 PAPER = ("blca", "brca", "kirp", "ucec")
+# The paper's own LegoBlocks (SNN on all features, no fitted encoder) on its four cohorts: --neural
+NEURAL = {c: f"config/paper/neural/{c}_published.yaml" for c in PAPER}
 VARIANTS = ("lego", "merge-tuned", "fuse", "merge")
 TOLERANCE = 0.005  # the most lego may fall below its best block in any one cohort
 
@@ -51,7 +53,7 @@ def cohort_result(cohort: str, scores: pd.DataFrame) -> tuple[dict, list[dict]]:
 
 def pooled(per_fold: dict[str, pd.DataFrame], rows: dict[str, dict]) -> list[dict]:
     out = []
-    for group, names in (("all nine", list(per_fold)), ("paper's four", [c for c in per_fold if c in PAPER]),
+    for group, names in ((f"all {len(per_fold)}", list(per_fold)), ("paper's four", [c for c in per_fold if c in PAPER]),
                          ("five development", [c for c in per_fold if c not in PAPER])):
         for v in VARIANTS:
             for ref in ("best block", "ensemble"):
@@ -81,16 +83,20 @@ def markdown(rows: list[dict], diffs: list[dict], pool: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", action="store_true", help="run each cohort's workflow first (snakemake --cores 2)")
-    ap.add_argument("--cohorts", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "lego_cohorts"))
+    ap.add_argument("--cohorts", nargs="*", default=None, choices=list(CONFIGS))
+    ap.add_argument("--neural", action="store_true", help="the paper's neural blocks (config/paper/neural) on its four cohorts")
+    ap.add_argument("--out", default=None, help="default bench/results/lego_cohorts[_neural]")
     args = ap.parse_args()
+    configs = NEURAL if args.neural else CONFIGS
+    args.cohorts = args.cohorts or list(configs)
+    args.out = args.out or str(ROOT / "bench" / "results" / ("lego_cohorts_neural" if args.neural else "lego_cohorts"))
     per_fold, rows, diffs = {}, {}, []
     for c in args.cohorts:
         if args.run:
-            subprocess.run(["snakemake", "--cores", "2", "--configfile", CONFIGS[c]], cwd=ROOT, check=True)
-        run = ROOT / "results" / run_name(CONFIGS[c])
+            subprocess.run(["snakemake", "--cores", "2", "--configfile", configs[c]], cwd=ROOT, check=True)
+        run = ROOT / "results" / run_name(configs[c])
         if not (run / "summary" / "folds.tsv").exists():
-            print(f"{c}: no finished run at {run}; run snakemake --cores 2 --configfile {CONFIGS[c]}", file=sys.stderr)
+            print(f"{c}: no finished run at {run}; run snakemake --cores 2 --configfile {configs[c]}", file=sys.stderr)
             continue
         per_fold[c] = fold_scores(run)
         rows[c], d = cohort_result(c, per_fold[c])
