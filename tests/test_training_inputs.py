@@ -95,3 +95,20 @@ def test_a_merge_folder_given_as_a_block_is_one_line(tmp_path, capsys):
     assert main(["merge", "--blocks", *dirs, "--out-dir", str(tmp_path / "m")]) == 0
     lego_fails(["merge", "--blocks", str(tmp_path / "m"), dirs[1], "--out-dir", str(tmp_path / "m2")], capsys,
                "a merge model, not a block")
+
+
+def test_a_neural_encoder_under_a_tied_head_is_warned_about(tmp_path, caplog):
+    """With a frozen shared head an SNN block ranked UCEC patients worse than chance: say so."""
+    import logging
+
+    from tests.helpers import SMALL, trained_blocks
+
+    (tmp_path / "tied").mkdir()
+    (tmp_path / "own").mkdir()
+    with caplog.at_level(logging.WARNING):
+        trained_blocks(tmp_path / "tied", spec={**SMALL, "encoder": "snn", "tied_head": True}, names=("zeta",))
+    assert "tied (frozen) head" in caplog.text and "tied_head: false" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        trained_blocks(tmp_path / "own", spec={**SMALL, "encoder": "snn", "tied_head": False}, names=("zeta",))
+    assert "tied (frozen) head" not in caplog.text
