@@ -69,7 +69,7 @@ def markdown(rows: list[dict], diffs: list[dict], pool: list[dict]) -> str:
     fmt = lambda d: f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"  # noqa: E731
     lego = [d for d in diffs if d["model"] == "lego" and d["reference"] == "best block"]
     below = [d["cohort"] for d in lego if d["diff"] < -TOLERANCE]
-    parts = ["## Test C-index, mean over the 5 published folds", pd.DataFrame(rows).fillna("").to_markdown(index=False),
+    parts = ["## Test C-index, mean over the 5 published folds", pd.DataFrame(rows).astype(object).fillna("").to_markdown(index=False),
              "\n## Paired differences per cohort (mean over folds, 95 % t-interval)",
              pd.DataFrame([{"cohort": d["cohort"], "model": d["model"], "reference": d["reference"], "difference": fmt(d)}
                            for d in diffs]).to_markdown(index=False),
