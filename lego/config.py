@@ -210,16 +210,22 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None
 PATH_KEYS = frozenset({"results_dir", "path", "dir", "list", "features_dir", "checkpoint", "from", "signatures"})
 
 
-def config_paths(config: Any, where: str = "") -> list[tuple[str, str]]:
-    """(dotted key, value) of every file or folder the config names (keys in :data:`PATH_KEYS`)."""
+def _path_entries(config: Any, where: str = "") -> list[tuple[Any, Any, str]]:
+    """(holder, key, dotted key) of every file or folder the config names (keys in :data:`PATH_KEYS`)."""
     items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
     found = []
     for key, value in items:
         dotted = f"{where}.{key}" if where else str(key)
         if isinstance(value, str) and key in PATH_KEYS:
-            found.append((dotted, value))
-        found += config_paths(value, dotted)
+            found.append((config, key, dotted))
+        else:
+            found += _path_entries(value, dotted)
     return found
+
+
+def config_paths(config: Any) -> list[tuple[str, str]]:
+    """(dotted key, value) of every file or folder the config names (keys in :data:`PATH_KEYS`)."""
+    return [(dotted, holder[key]) for holder, key, dotted in _path_entries(config)]
 
 
 def _check_paths(config: dict[str, Any]) -> None:
@@ -231,24 +237,17 @@ def _check_paths(config: dict[str, Any]) -> None:
                               "as a wildcard; rename the file or folder (or link it under a name without braces)")
 
 
-def canonical_dir(path: str) -> str:
-    """One spelling of a configured file or folder: ``./results/``, ``results`` and the absolute
-    path of ``results`` are the same folder, but as Snakemake file names they differ -- a new
-    spelling of ``results_dir`` loses every job's recorded parameters (a changed learning rate then
-    reruns nothing), and a table under it spelt one way is not the output another rule makes."""
+def _canonical_paths(config: dict[str, Any]) -> None:
+    """Every configured path in one spelling (:func:`lego.io.project_path`), in place: ``./results/``,
+    ``results`` and the absolute path of ``results`` are the same folder, but as Snakemake file
+    names they differ -- a new spelling of ``results_dir`` loses every job's recorded parameters (a
+    changed learning rate then reruns nothing), and a table under it spelt one way is not the
+    output another rule makes."""
     from lego.io import project_path
 
-    return project_path(path, resolve=False)
-
-
-def _canonical_paths(config: Any) -> None:
-    """Every configured path (:data:`PATH_KEYS`) in its one spelling (:func:`canonical_dir`), in place."""
-    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
-    for key, value in list(items):
-        if isinstance(value, str) and key in PATH_KEYS and value:
-            config[key] = canonical_dir(value)
-        else:
-            _canonical_paths(value)
+    for holder, key, _ in _path_entries(config):
+        if holder[key]:
+            holder[key] = project_path(holder[key], resolve=False)
 
 
 def _read_old_spellings(config: dict[str, Any]) -> None:

@@ -178,14 +178,20 @@ def by_content(paths: str | list[str] | None, produced: tuple[str, ...]) -> list
     passed as a parameter). Folders and the workflow's own outputs stay as they are."""
     from snakemake.io import ancient
 
-    return [ancient(p) if os.path.isfile(p) and not _produced(p, produced) else p for p in _listed(paths)]
+    outside = set(_external_files(paths, produced))
+    return [ancient(p) if p in outside else p for p in _listed(paths)]
 
 
 def content_digest(paths: str | list[str] | None, produced: tuple[str, ...]) -> str:
     """SHA-256 of each input file from outside the workflow, as a rerun trigger (``params:``): new
     content reruns what reads it even under an old modification time (``cp -p``, ``rsync -a``,
     ``tar x``), so no result is ever made from inputs that no longer exist."""
-    return " ".join(_file_digest(p) for p in _listed(paths) if os.path.isfile(p) and not _produced(p, produced))
+    return " ".join(_file_digest(p) for p in _external_files(paths, produced))
+
+
+def _external_files(paths: str | list[str] | None, produced: tuple[str, ...]) -> list[str]:
+    """The files among ``paths`` that come from outside the workflow (folders and its own outputs excluded)."""
+    return [p for p in _listed(paths) if os.path.isfile(p) and not _produced(p, produced)]
 
 
 def _file_digest(path: str) -> str:

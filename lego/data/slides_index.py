@@ -1,11 +1,16 @@
 """Index the cohort's slides: slide ID, patient ID (by a configurable rule) and path.
 
+Paths are stored resolved (one slide reached through a folder and a list, or a link, is one entry)
+and relative to the working folder when inside it (:func:`lego.io.project_path`), so a copied or
+moved project reads its own slides, never the original's.
+
 Slides whose patient has no outcome, and patients with no slide, are reported (not fatal): they
 are the normal state of real cohorts, and the cohort table records who has which modality.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -16,6 +21,7 @@ import pandas as pd
 
 from lego.config import regex_problem
 from lego.errors import InputError
+from lego.io import project_path
 from lego.settings import default
 from lego.slides.params import SLIDE_EXTENSIONS
 from lego.tabular.tables import read_table
@@ -57,30 +63,23 @@ def patient_id_hint(slide_id: str, patients: list[str] | set[str]) -> str:
     return f'slides.patient_id: {{regex: "^.{{{start}}}(.{{{len(pid)}}})"}} would match it to patient {pid!r}'
 
 
-def stored_path(p: Path) -> str:
-    """How the slide index records a slide's file: resolved (one slide reached through a folder and
-    a list, or a link, is one entry), and relative to the working folder when inside it -- so a
-    copied or moved project reads its own slides, never the original's."""
-    from lego.io import project_path
-
-    return project_path(p)
-
-
 def named_file(folder: str | Path, slide_id: str, suffix: str = ".h5") -> str:
     """The file of ``folder`` named ``<slide_id><suffix>``, matched in Unicode NFC like the slide IDs:
     a file name written decomposed (macOS) is still found on file systems that keep names as given."""
     path = Path(folder) / f"{slide_id}{suffix}"
     if path.exists() or not Path(folder).is_dir():
         return str(path)
-    for other in _nfc_names(str(folder)).get(f"{slide_id}{suffix}", []):
-        return str(Path(folder) / other)
-    return str(path)
+    other = _nfc_names(str(folder), Path(folder).stat().st_mtime_ns).get(f"{slide_id}{suffix}")
+    return str(Path(folder) / other) if other else str(path)
 
 
-def _nfc_names(folder: str) -> dict[str, list[str]]:
-    names: dict[str, list[str]] = {}
+@functools.lru_cache(maxsize=64)
+def _nfc_names(folder: str, mtime_ns: int) -> dict[str, str]:
+    """NFC name -> the name on disk (the first in sorted order), one listing per folder version:
+    an input function asks once per slide."""
+    names: dict[str, str] = {}
     for name in sorted(os.listdir(folder)):
-        names.setdefault(unicodedata.normalize("NFC", name), []).append(name)
+        names.setdefault(unicodedata.normalize("NFC", name), name)
     return names
 
 
@@ -116,7 +115,7 @@ def _scan_dir(d: Path, extensions: list[str]) -> tuple[list[dict], list[dict]]:
         if (record := _unusable(p, extensions)) is not None:
             bad.append(record)
         else:
-            rows.append({"slide_id": slide_id_of(p, extensions), "path": stored_path(p), "patient_id": None})
+            rows.append({"slide_id": slide_id_of(p, extensions), "path": project_path(p), "patient_id": None})
     return rows, bad
 
 
@@ -135,7 +134,7 @@ def _read_list(slide_list: str | Path, extensions: list[str]) -> tuple[list[dict
             continue
         pid = r.get("patient_id")
         pid = None if pid is None or pd.isna(pid) or not str(pid).strip() else unicodedata.normalize("NFC", str(pid).strip())
-        rows.append({"slide_id": slide_id_of(p, extensions), "path": stored_path(p), "patient_id": pid})
+        rows.append({"slide_id": slide_id_of(p, extensions), "path": project_path(p), "patient_id": pid})
     return rows, bad
 
 

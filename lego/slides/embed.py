@@ -55,26 +55,28 @@ class PatchDataset(Dataset):
         return to_chw_uint8(cv2.resize(patch, (size, size), interpolation=interp))
 
 
-def read_geometry(attrs: dict, slide, where) -> dict:
+def read_geometry(attrs: dict, slide_path: str | Path, mpp_fallback: float | None, where) -> dict:
     """The pyramid level and the square read there for each patch, from a patch file of ours,
-    TRIDENT's or CLAM's: ours records ``read_level``/``read_px``; TRIDENT records the level-0
-    square (``patch_size_level0``) and its size at the target magnification (``patch_size``),
-    read here from the finest level not finer than needed; CLAM reads ``patch_size`` pixels at
-    ``patch_level``."""
+    TRIDENT's or CLAM's: ours records ``read_level``/``read_px`` (the slide is not opened);
+    TRIDENT records the level-0 square (``patch_size_level0``) and its size at the target
+    magnification (``patch_size``), read here from the finest level not finer than needed; CLAM
+    reads ``patch_size`` pixels at ``patch_level``."""
     if "read_level" in attrs and "read_px" in attrs:
         return {"read_level": int(attrs["read_level"]), "read_px": int(attrs["read_px"])}
-    if attrs.get("patch_size_level0"):
-        size0 = float(attrs["patch_size_level0"])
-        level = slide.best_level(size0 / float(attrs.get("patch_size") or size0))
-        return {"read_level": level, "read_px": max(1, int(round(size0 / slide.level_downsamples[level])))}
-    if attrs.get("patch_size") and "patch_level" in attrs:
-        level = int(attrs["patch_level"])
-        if level >= len(slide.level_downsamples):
-            raise InputError(f"{where}: patch_level {level} but the slide has {len(slide.level_downsamples)} level(s); "
-                             "give the patch file made from this slide")
-        return {"read_level": level, "read_px": int(attrs["patch_size"])}
-    raise InputError(f"{where}: the patch file records no patch size (read_level/read_px, TRIDENT's patch_size_level0 "
-                     "or CLAM's patch_level/patch_size); make the patches with `lego extract`")
+    if not attrs.get("patch_size_level0") and not (attrs.get("patch_size") and "patch_level" in attrs):
+        raise InputError(f"{where}: the patch file records no patch size (read_level/read_px, TRIDENT's "
+                         "patch_size_level0 or CLAM's patch_level/patch_size); make the patches with `lego extract`")
+    with open_slide(slide_path, mpp_fallback) as slide:
+        downsamples = slide.level_downsamples
+        if attrs.get("patch_size_level0"):
+            size0 = float(attrs["patch_size_level0"])
+            level = slide.best_level(size0 / float(attrs.get("patch_size") or size0))
+            return {"read_level": level, "read_px": max(1, int(round(size0 / downsamples[level])))}
+    level = int(attrs["patch_level"])
+    if level >= len(downsamples):
+        raise InputError(f"{where}: patch_level {level} but the slide has {len(downsamples)} level(s); "
+                         "give the patch file made from this slide")
+    return {"read_level": level, "read_px": int(attrs["patch_size"])}
 
 
 def embed_slide(
@@ -91,8 +93,7 @@ def embed_slide(
 ) -> dict:
     """Embed every patch of a slide and write the feature bag; return timing stats."""
     grid = read_patches(patches_h5)
-    with open_slide(slide_path, mpp_fallback) as slide:
-        read = read_geometry(grid.attrs, slide, patches_h5)
+    read = read_geometry(grid.attrs, slide_path, mpp_fallback, patches_h5)
     dev = resolve_device(device)
     encoder.model.to(dev).eval()
     ds = PatchDataset(slide_path, grid.coords, {**grid.attrs, **read}, encoder, mpp_fallback)
