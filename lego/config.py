@@ -27,7 +27,7 @@ def _with_defaults(cls):
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
             for name, sub in properties.items():
-                if "default" in sub and name not in instance:
+                if isinstance(sub, dict) and "default" in sub and name not in instance:
                     instance[name] = copy.deepcopy(sub["default"])
         yield from validate_props(validator, properties, instance, schema)
 
@@ -53,6 +53,8 @@ def _explain(error) -> str:
         relevant = [e for e in error.context if e.validator != "type"]
         if relevant:
             return _explain(relevant[0])
+    if error.validator == "not" and error.schema.get("not") == {}:  # a family's key that this kind refuses
+        return f"config key '{where}': {error.schema.get('description', 'not a setting of this kind')}; remove it"
     if error.validator == "uniqueItems":
         return f"config key '{where}': lists an entry twice ({error.instance}); each candidate would be trained twice"
     if error.validator == "additionalProperties":
@@ -285,7 +287,13 @@ def _check_consistency(config: dict[str, Any]) -> None:
     for name, spec in config["modalities"].items():
         for key, why in preprocess_errors(spec.get("preprocess") or {}):
             raise ConfigError(f"config key 'modalities.{name}.preprocess.{key}': {why}")
-    from lego.modality_kinds import is_slide_kind
+    from lego.modality_kinds import is_slide_kind, modality_kind
+
+    for name, spec in config["modalities"].items():  # what a kind itself refuses (e.g. a series' window)
+        check = modality_kind(spec["kind"]).check
+        problem = check(name, spec, config) if check is not None else None
+        if problem:
+            raise ConfigError(problem)
 
     wsi = [m for m, spec in config["modalities"].items() if is_slide_kind(spec["kind"])]
     if wsi and not (config["slides"]["dir"] or config["slides"]["list"]):

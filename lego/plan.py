@@ -102,6 +102,11 @@ class Plan:
         spec = self.modalities[modality]
         return prep.command, {**{k: spec.get(k) for k in prep.settings}, "outcome_columns": self.outcomes}
 
+    def preparation_files(self, modality: str) -> list[str]:
+        """Files a modality's preparation reads besides its ``path`` (its kind says which)."""
+        files = self.kind(modality).prepare.files
+        return files(self.modalities[modality]) if files is not None else []
+
     def data_path(self, modality: str) -> str:
         return f"{self.out}/modalities/{modality}.parquet"
 
@@ -196,7 +201,7 @@ class Plan:
                 continue
             if kind.scope == "modality":
                 for m in self.modalities:
-                    if not kind.slides_only or m in self.slide_modalities:
+                    if not kind.bags_only or self.kind(m).bags:
                         runs[kind.model_name(m)] = TrainedRun(kind, (m,))
             elif kind.problem(self.families) is None:  # a default that does not fit the modalities is left out
                 runs[kind.name] = TrainedRun(kind, tuple(self.modalities))
@@ -204,8 +209,8 @@ class Plan:
 
     @property
     def families(self) -> dict[str, str]:
-        """Each modality's family ("table" or "slide"): what a trained baseline can read."""
-        return {m: self.kind(m).family for m in self.modalities}
+        """Each modality's form ("table" or "bag"): what a trained baseline can read."""
+        return {m: self.kind(m).form for m in self.modalities}
 
     @cached_property
     def all_models(self) -> list[str]:
@@ -266,6 +271,23 @@ class Plan:
             if kind_of(name).heatmaps and slides:
                 out[name] = slides
         return out
+
+    @cached_property
+    def drawable_models(self) -> dict[str, str]:
+        """Single-modality models with attention over a modality whose kind draws it (e.g. images),
+        with that modality."""
+        out = {}
+        for name in self.blocks + list(self.trained):
+            mods = self.model_modalities(name)
+            if kind_of(name).heatmaps and len(mods) == 1 and self.kind(mods[0]).draw is not None:
+                out[name] = mods[0]
+        return out
+
+    @cached_property
+    def drawn_models(self) -> dict[str, str]:
+        """The drawable models ``evaluation.heatmaps`` asks for (all of them, none, or those listed)."""
+        wanted = self.config["evaluation"]["heatmaps"]
+        return {m: d for m, d in self.drawable_models.items() if wanted is True or (wanted and m in wanted)}
 
     @cached_property
     def heatmap_models(self) -> dict[str, list[str]]:
@@ -389,6 +411,7 @@ class Plan:
             if self.models:
                 targets += [f"{out}/summary/metrics.tsv", f"{out}/summary/figures/risk_groups.png"]
             targets += [f"{out}/heatmaps/{m}/fold{k}" for m in self.heatmap_models for k in self.folds]
+            targets += [f"{out}/attention/{m}/fold{k}" for m in self.drawn_models for k in self.folds]
         return targets + ([f"{out}/provenance/run.json"] if provenance else [])
 
     def provenance_inputs(self) -> list[str]:
@@ -400,10 +423,10 @@ class Plan:
 def _check(plan: Plan) -> None:
     """The config's combinations that the schema cannot refuse, each one line naming the key."""
     asked = plan.config["evaluation"].get("baselines")
-    needs_slides = [k.name for k in by_role("baseline") if k.slides_only]
-    if asked is not None and not plan.slide_modalities and any(b in needs_slides for b in asked):
-        name = next(b for b in asked if b in needs_slides)
-        raise ConfigError(f"evaluation.baselines names {name}, which needs a slide modality; this config has none "
+    needs_bags = [k.name for k in by_role("baseline") if k.bags_only]
+    if asked is not None and not any(plan.kind(m).bags for m in plan.modalities) and any(b in needs_bags for b in asked):
+        name = next(b for b in asked if b in needs_bags)
+        raise ConfigError(f"evaluation.baselines names {name}, which needs a bag modality (slides, a series, images); this config has none "
                           f"(remove {name} from the list)")
     other_task = [b for b in plan.baselines if b in {n for t in TASK_BASELINES.values() for n in t}
                   and b not in TASK_BASELINES[plan.task]]
@@ -425,10 +448,11 @@ def _check(plan: Plan) -> None:
             raise ConfigError(f"evaluation.baselines names {kind.name}, which {problem}; this config's modalities are "
                               f"{shown} (remove {kind.name} from the list)")
     drawn = plan.config["evaluation"]["heatmaps"]
-    unknown = [m for m in drawn if m not in plan.attention_models] if isinstance(drawn, list) else []
+    known = sorted({*plan.attention_models, *plan.drawable_models})
+    unknown = [m for m in drawn if m not in known] if isinstance(drawn, list) else []
     if unknown:
         raise ConfigError(f"evaluation.heatmaps names {unknown[0]}, which is not a model of this run with attention "
-                          f"over a slide modality; choose from {sorted(plan.attention_models)} (or true: all of them)")
+                          f"over a slide or image modality; choose from {known} (or true: all of them)")
     plan.folds  # noqa: B018  (a fold file that cannot be read fails here, when the DAG is built)
 
 

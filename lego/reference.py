@@ -54,6 +54,24 @@ def _rows(node: dict[str, Any], prefix: str) -> list[str]:
     return rows
 
 
+def _kind_sections(head: str) -> list[str]:
+    """A section per modality kind with settings of its own (and the family's keys it refuses)."""
+    from lego.modality_kinds import kinds
+
+    out = []
+    for name, kind in sorted(kinds().items()):
+        own = {k: v for k, v in kind.settings.items() if v.get("not") != {}}
+        refused = [k for k, v in kind.settings.items() if v.get("not") == {}]
+        if not kind.settings:
+            continue
+        out += [f"## `{name}` modalities", "", f"The {kind.family}_modality settings, and these of its own.", ""]
+        if own:
+            out += [head, *_rows({"properties": own}, ""), ""]
+        if refused:
+            out += [f"Refused for this kind (an error, never ignored): {', '.join(f'`{k}`' for k in refused)}.", ""]
+    return out
+
+
 def settings_markdown() -> str:
     """The reference page: the config's sections, then the per-modality settings by family."""
     schema = load_schema()
@@ -70,6 +88,7 @@ def settings_markdown() -> str:
         "family's settings below (table_modality or slide_modality) |"]
     for name in ("table_modality", "slide_modality", "block_overrides"):
         out += [f"## `{name}`", "", head, *_rows(schema["definitions"][name], ""), ""]
+    out += _kind_sections(head)
     grid = schema["definitions"]["grid"]
     keys = ", ".join(f"`{k}`" for k in grid["oneOf"][0]["properties"])
     out += ["## `grid`", "", " ".join(grid["description"].split()), "", f"Keys: {keys}.", ""]

@@ -92,6 +92,9 @@ class Setting:
         """Why ``value`` is not valid for this setting (None: it is)."""
         if value is None:
             return None if self.nullable else "must be given (not null)"
+        if self.choices is not None and any(isinstance(c, bool) for c in self.choices):  # e.g. [auto, true, false]
+            same = any(type(value) is type(c) and value == c for c in self.choices)
+            return None if same else f"must be one of {', '.join(str(c).lower() for c in self.choices)}"
         if self.kind is list:
             if not isinstance(value, (list, tuple)):
                 return "must be a list"

@@ -111,6 +111,7 @@ wildcard_constraints:
     model=_alternatives(PLAN.evaluated + [m for m, _, _ in PLAN.predict_runs]),
     trained=_alternatives(list(PLAN.trained)),
     drawn=_alternatives(list(PLAN.heatmap_models)),
+    pictured=_alternatives(list(PLAN.drawn_models)),
     candidate=r"\d+",
     source=_alternatives(PLAN.baseline_sources),
     fold=r"\d+",

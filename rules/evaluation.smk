@@ -210,6 +210,38 @@ rule heatmaps:
         "{params.slides} --out-dir {output:q} > {log:q} 2>&1"
 
 
+rule draw_attention:
+    # Attention over the inputs of a modality kind that draws them (images: a PNG per test image),
+    # for the single-modality models with attention over it (its block, the plain ABMIL).
+    input:
+        model_files=lambda w: model_files(PLAN.model_folder(w.pictured, w.fold), history=False),
+        data=lambda w: PLAN.data_path(PLAN.drawn_models[w.pictured]),
+        files=lambda w: PLAN.preparation_files(PLAN.drawn_models[w.pictured]),
+        folds=rules.make_folds.output[0],
+    output:
+        report(
+            directory(f"{OUT}/attention/{{pictured}}/fold{{fold}}"),
+            patterns=["{patient}/{name}.png"],
+            caption="../workflow/report/heatmaps.rst",
+            category="Heatmaps",
+            subcategory="{pictured}, fold {fold}",
+        ),
+    log:
+        f"{OUT}/logs/draw_attention/{{pictured}}/fold{{fold}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/draw_attention/{{pictured}}/fold{{fold}}.tsv"
+    conda:
+        "../envs/models.yaml"
+    resources:
+        mem_mb=grows(3000),
+        runtime=20,
+    params:
+        model_dir=lambda w, input: os.path.dirname(input.model_files[0]),
+    shell:
+        "lego draw-attention --model-dir {params.model_dir:q} --data {input.data:q} --folds {input.folds:q} "
+        "--out-dir {output:q} > {log:q} 2>&1"
+
+
 rule predict:
     input:
         model_files=lambda w: model_files(PLAN.model_folder(w.model, w.fold, config["predict"]["from"]), history=False),

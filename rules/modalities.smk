@@ -6,7 +6,8 @@
 
 rule prepare_modality:
     input:
-        lambda w: external(MODALITIES[w.prepared]["path"]),
+        table=lambda w: external(MODALITIES[w.prepared]["path"]),
+        files=lambda w: PLAN.preparation_files(w.prepared),
     output:
         f"{OUT}/modalities/{{prepared}}.parquet",
     log:
@@ -23,5 +24,5 @@ rule prepare_modality:
         args=lambda w: cli_args(PLAN.prepare_args(w.prepared)[1]),
         digest=lambda w: digest(MODALITIES[w.prepared]["path"]),
     shell:
-        "lego {params.command} --table {input:q} --modality {wildcards.prepared} {params.args} "
+        "lego {params.command} --table {input.table:q} --modality {wildcards.prepared} {params.args} "
         "--out {output:q} > {log:q} 2>&1"

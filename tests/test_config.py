@@ -208,4 +208,4 @@ def test_an_abmil_baseline_without_a_slide_modality_is_a_config_error(tmp_path):
     cfg["evaluation"] = {"baselines": ["coxnet", "abmil"]}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     proc = snakemake(tmp_path, "-n", check=False)
-    assert proc.returncode != 0 and "abmil, which needs a slide modality" in proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "abmil, which needs a bag modality" in proc.stdout + proc.stderr

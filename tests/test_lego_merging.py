@@ -48,7 +48,7 @@ def test_stacking_leaves_a_noise_block_near_zero_and_splits_two_equal_blocks_abo
 
 
 def test_tied_heads_stay_identical_and_readout_averages_the_blocks_own_predictions(tmp_path):
-    p, dirs = trained_blocks(tmp_path, SMALL)
+    p, dirs = trained_blocks(tmp_path, {**SMALL, "tied_head": True})
     blocks = {m: model_io.load(d)[0] for m, d in zip(("zeta", "alpha"), dirs)}
     heads = [b.head.state_dict() for b in blocks.values()]
     fresh = LegoBlock(BlockConfig(3, 4, **{k: SMALL[k] for k in ("latent_rows", "latent_dim", "heads", "head_dim", "encoder_width")}))

@@ -85,7 +85,7 @@ def test_models_need_what_they_read():
 
 @pytest.mark.parametrize("changes, message", [
     ({"modalities": {m: DEMO["modalities"][m] for m in ("rna", "cnv")}, "evaluation__baselines": ["abmil"]},
-     "names abmil, which needs a slide modality"),
+     "names abmil, which needs a bag modality"),
     ({"evaluation__baselines": ["logreg"]}, "do not fit task 'survival'"),
     ({"modalities": {**DEMO["modalities"], "early": DEMO["modalities"]["rna"]}}, "clashes with the early-fusion"),
     ({"folds__method": "file"}, "folds.path is not set"),

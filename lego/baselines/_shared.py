@@ -30,20 +30,20 @@ def dims_of(inputs) -> dict[str, int]:
 
 
 def one_slide_and_tables(does: str) -> Callable[[dict[str, str]], str | None]:
-    """A kind's ``needs``: exactly one slide modality and one table or more; ``does`` says what the
-    model does with them (the start of the problem's wording)."""
+    """A kind's ``needs``: exactly one bag modality (slides, a series, images) and one table or more; ``does``
+    says what the model does with them (the start of the problem's wording)."""
     def needs(families: dict[str, str]) -> str | None:
-        slides = [m for m, f in families.items() if f == "slide"]
-        if len(slides) != 1 or len(slides) == len(families):
-            return f"{does} (needs exactly one slide modality and one table or more)"
+        bags = [m for m, f in families.items() if f == "bag"]
+        if len(bags) != 1 or len(bags) == len(families):
+            return f"{does} (needs exactly one bag modality (slides, a series, images) and one table or more)"
         return None
 
     return needs
 
 
 def slide_modalities(inputs) -> list[str]:
-    """The fold inputs' modalities that are patch bags."""
-    return [m for m, t in inputs.mods.items() if modality_kind(t.kind).slides]
+    """The fold inputs' modalities that are bags of tokens (patches, time steps)."""
+    return [m for m, t in inputs.mods.items() if modality_kind(t.kind).bags]
 
 
 def fit_module(model: nn.Module, inputs, spec: dict, device, where: str, *, l1: float = 0.0,

@@ -51,6 +51,6 @@ def fit(inputs, spec: dict, device, where: str):
 
 
 ABMIL_BASELINE = register(ModelKind(
-    "abmil", "baseline", "abmil", build, scope="modality", fit=fit, slides_only=True, heatmaps=True, gpu=True,
+    "abmil", "baseline", "abmil", build, scope="modality", fit=fit, bags_only=True, heatmaps=True, gpu=True,
     description="attention-MIL pooling + linear head on one slide modality (the block without the Lego latent)",
 ))

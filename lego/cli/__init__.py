@@ -26,6 +26,10 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The ``lego`` parser: one sub-command per declared command, in the modules' order (``only``:
     just that command's options, the others listed -- a job's start need not build 31 parsers)."""
+    if only is None:  # every command listed: the modality kinds' too
+        from lego.modality_kinds import kinds
+
+        kinds()
     parser = argparse.ArgumentParser(prog="lego", description=__doc__.split("\n")[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"%(prog)s {lego.__version__}")
@@ -38,8 +42,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _command_word(argv: list[str]) -> str | None:
-    """The sub-command the arguments name (None: none, or --help/--version before it)."""
+    """The sub-command the arguments name (None: none, or --help/--version before it). A word that is
+    no command of the CLI's own modules may be a modality kind's (its preparation command, declared
+    in its module): the kinds are imported then, and only then -- most jobs need none of them."""
     words = [a for a in argv if not a.startswith("-")]
+    if not words or words[0] not in COMMANDS:
+        from lego.modality_kinds import kinds
+
+        kinds()
     return words[0] if words and words[0] in COMMANDS and argv.index(words[0]) <= argv.count("--debug") else None
 
 

@@ -45,6 +45,8 @@ class IngestLabels(Command):
     censorship_column: str = opt(setting="cohort.labels.censorship_column")
     event_column: str = opt(setting="cohort.labels.event_column")
     label_column: str = opt(setting="cohort.labels.label_column")
+    intervals: bool = opt(setting="cohort.labels.intervals")
+    landmark: float = opt(setting="cohort.labels.landmark")
     out: str = opt("labels.parquet to write", required=True, output=True)
 
     def run(self) -> None:
@@ -54,9 +56,11 @@ class IngestLabels(Command):
         labels = ingest_labels(
             self.table, task=self.task, id_column=self.id_column, time_column=self.time_column,
             censorship_column=censorship_column_of(self.censorship_column, self.event_column),
-            event_column=self.event_column or None, label_column=self.label_column,
+            event_column=self.event_column or None, label_column=self.label_column, intervals=self.intervals,
+            landmark=self.landmark,
         )
-        write_parquet(labels, self.out, metadata={"source": str(self.table), "task": self.task})
+        write_parquet(labels, self.out, metadata={"source": str(self.table), "task": self.task,
+                                                  "landmark": self.landmark})
         if self.task == "survival":
             log.info("%d patients, %d events", len(labels), int(labels["event"].sum()))
         else:

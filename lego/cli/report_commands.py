@@ -42,6 +42,21 @@ class Figures(Command):
         log.info("figures written to %s", out)
 
 
+@command("draw-attention", "A single-modality model's attention over its inputs (images: a PNG per image) on its "
+         "fold's test patients, and a table per token.", writes=frozenset({"index.tsv"}))
+class DrawAttention(Command):
+    model_dir: str = opt("a model folder with attention (a block or abmil of an image modality)", required=True)
+    data: str = opt("the modality's prepared table (modalities/<name>.parquet)", required=True)
+    folds: str = opt("folds table written by make-folds (parquet)", required=True)
+    subset: str = opt("which of the fold's patients to draw", default="test", choices=("test", "val", "train"))
+    out_dir: str = opt("output folder (created if missing)", required=True, output=True)
+
+    def run(self) -> None:
+        from lego.evaluation.drawings import run_drawings
+
+        run_drawings(self.model_dir, self.data, self.folds, self.out_dir, self.subset)
+
+
 @command("heatmaps", "Attention heatmaps of a slide model on its fold's test patients: PNG, QuPath GeoJSON and a "
          "table per slide.", writes=frozenset({"index.tsv"}))
 class Heatmaps(Command):

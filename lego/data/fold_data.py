@@ -36,10 +36,13 @@ def load_modality_table(kind: str, path: str | Path) -> pd.DataFrame:
     would silently count twice, so it is refused."""
     k = modality_kind(kind)
     df = read_frame(path, k.table)
-    dup = df[k.key].duplicated()
+    key = [k.key] if isinstance(k.key, str) else list(k.key)
+    dup = df.duplicated(key)
     if dup.any():
-        raise InputError(f"{path}: {k.key} {df.loc[dup, k.key].iloc[0]!r} has more than one row; one row per "
-                         f"{k.key.split('_')[0]} (remake it with `{TABLES[k.table][1]}`)")
+        first = df.loc[dup, key].iloc[0]
+        shown = ", ".join(f"{c} {first[c]!r}" for c in key)
+        raise InputError(f"{path}: {shown} has more than one row; one row per {' and '.join(c.split('_')[0] for c in key)} "
+                         f"(remake it with `{TABLES[k.table][1]}`)")
     return k.usable(df)
 
 

@@ -58,11 +58,18 @@ def ingest_labels(
     censorship_column: str | None = "censorship",
     event_column: str | None = None,
     label_column: str | None = None,
+    *,
+    intervals: bool = default("cohort.labels.intervals"),
+    landmark: float | None = default("cohort.labels.landmark"),
 ) -> pd.DataFrame:
     """One row per patient: ``patient_id, time, event`` (survival) or ``patient_id, label``.
 
     ``event`` is 1 for an observed event, 0 for censored (converted from MCAT's censorship).
+    ``intervals``: counting-process rows, the outcome from each patient's last interval.
+    ``landmark``: only patients at risk after it, their time counted from it (see :func:`at_landmark`).
     """
+    if landmark is not None and task != "survival":
+        raise InputError(f"{path}: a landmark is a survival setting; remove cohort.labels.landmark for a {task} task")
     path = Path(path)
     df = read_table(path, text_columns=(id_column,))
     _require(df, path, id_column, "patient ID")
@@ -95,6 +102,8 @@ def ingest_labels(
             )
         out["time"] = time.astype(float).to_numpy()
         out["event"] = (1 - status if censorship_column else status).astype(int).to_numpy()
+        if intervals:  # the last interval holds the outcome; earlier ones end alive and event-free
+            out = out.sort_values(["patient_id", "time", "event"], kind="stable").drop_duplicates("patient_id", keep="last")
     else:
         _require(df, path, label_column, "class label")
         label, empty = stripped_text(df[label_column])  # "LumA " and "LumA" are one class
@@ -105,7 +114,26 @@ def ingest_labels(
                         "trained model, but not trained on (check cohort.labels.label_column)",
                         path, label_column, label.iloc[0], len(df))
         out["label"] = label.astype(str).to_numpy()
-    return _collapse(out, path)
+    out = _collapse(out, path)
+    return at_landmark(out, landmark, path) if landmark is not None else out
+
+
+def at_landmark(labels: pd.DataFrame, landmark: float, path: Path) -> pd.DataFrame:
+    """The patients still at risk after ``landmark`` (time > landmark), their time counted from it.
+
+    Why: a prediction made from what is known at the landmark (a series measured until then) is
+    only meaningful for patients alive and event-free then; keeping earlier deaths, or counting
+    time from the start, would score what the model could not have known."""
+    at_risk = labels["time"] > landmark
+    gone = labels[~at_risk]
+    log.info("%s: landmark %g: %d of %d patients at risk after it (%d with an event and %d censored by then left out)",
+             path, landmark, int(at_risk.sum()), len(labels), int(gone["event"].sum()), int((gone["event"] == 0).sum()))
+    if not at_risk.any():
+        raise InputError(f"{path}: no patient is at risk after the landmark {landmark:g} (the longest follow-up is "
+                         f"{labels['time'].max():g}); set cohort.labels.landmark below it")
+    out = labels[at_risk].copy()
+    out["time"] = out["time"] - landmark
+    return out.reset_index(drop=True)
 
 
 def _collapse(out: pd.DataFrame, path: Path) -> pd.DataFrame:

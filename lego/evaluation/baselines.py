@@ -4,7 +4,8 @@
   regression and a random forest for classification) on one modality or on
   several concatenated (early fusion). Inputs come from :func:`lego.data.fold_data.fit_modality`,
   the very code the blocks use: fitted on the fold's training patients only (scaling, clipping,
-  feature selection). Patch bags enter as the mean of their standardised patch features.
+  feature selection). Patch bags enter as the mean of their standardised patch features, a time
+  series as its kind's per-variable summaries (last value, mean, slope; ``ModalityKind.rows``).
   Early fusion keeps every patient with at least one of the modalities: a missing modality is
   its training mean (zeros after standardisation) plus a 0/1 "has <modality>" column.
 * Hyper-parameters (Coxnet's alpha, the forests' leaf size, the logistic penalty) are chosen on
@@ -26,6 +27,7 @@ from lego.errors import InputError
 from lego.evaluation.classical import CLASSICAL
 from lego.evaluation.metrics import headline, prediction_columns
 from lego.evaluation.names import TASK_BASELINES
+from lego.modality_kinds import modality_kind
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,8 @@ def design_matrices(modalities: dict[str, dict], labels: pd.DataFrame, ids: dict
         refuse_outcome_features(table, labels, f"{spec['path']} ({where})")
         mod = fit_modality(name, spec["kind"], table, ids["train"], categorical=spec.get("categorical"), seed=seed, where=where,
                            preprocess=spec.get("preprocess"), targets=targets)
-        blocks[name] = ({p: t.numpy().mean(0) for p, t in mod.per_patient.items() if p in known}, mod.dim)
+        rows = {p: r for p, r in modality_kind(spec["kind"]).rows(mod).items() if p in known}
+        blocks[name] = (rows, len(next(iter(rows.values()))) if rows else mod.dim)
     several = len(blocks) > 1
     out = {}
     for subset, subset_ids in ids.items():

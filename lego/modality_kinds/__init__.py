@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lego.errors import InputError
@@ -33,6 +34,9 @@ class Preparation:
 
     command: str
     settings: tuple[str, ...]  # keys of the modality's config section passed as flags
+    # Files it reads besides ``path`` (e.g. the images a folder or list names, an encoder's weights):
+    # declared inputs of its job, so a new or changed file reruns it.
+    files: Callable[[dict], list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -42,19 +46,43 @@ class ModalityKind:
     name: str
     family: str  # whose config settings it takes: "table" or "slide"
     table: str  # the lego.io.TABLES kind of its prepared file ("modality" or "manifest")
-    key: str  # the column naming one row of that file (a repeated key would count twice)
+    key: str | tuple[str, ...]  # the column(s) naming one row of that file (a repeated key would count twice)
     usable: Callable[[pd.DataFrame], pd.DataFrame]  # the rows it uses
     fit: Callable[[pd.DataFrame, set, dict], Any]  # (table, training patients, options) -> ModalityTensors
     apply: Callable[[str, str, pd.DataFrame, dict, int], Any]  # (name, kind, table, state, seed) -> ModalityTensors
     encoder: str  # the block encoder when the config names none
     prepare: Preparation | None = None  # None: made by the slide chain (segment, extract, embed, collect)
     settings: Mapping[str, dict] = field(default_factory=lambda: MappingProxyType({}))  # its own config keys (JSON schema)
-
+    bag: bool | None = None  # several tokens per patient, pooled by attention (None: what its family says)
+    summarise: Callable[[Any], dict[str, np.ndarray]] | None = None  # ModalityTensors -> one row per patient
+    check: Callable[[str, dict, dict], str | None] | None = None  # (name, section, config) -> what is wrong
+    # Draws a single-modality model's attention over this kind's inputs (beside the slide heatmaps):
+    # (model, modality, table, fitted state, patients, out folder) -> index of what was drawn.
+    draw: Callable[[Any, str, pd.DataFrame, dict, list, Any], pd.DataFrame] | None = None
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"modality kind {self.name!r}: family {self.family!r} is not one of {FAMILIES}")
         if self.prepare is None and self.family != "slide":
             raise ValueError(f"modality kind {self.name!r}: a {self.family} kind needs a Preparation")
+
+    @property
+    def bags(self) -> bool:
+        """Whether a patient is a bag of tokens (patches, time steps) rather than one row: what
+        attention pooling, the ABMIL baseline and the fusion baselines' bag inputs take."""
+        return self.slides if self.bag is None else self.bag
+
+    @property
+    def form(self) -> str:
+        """"bag" or "table": the shape of input a trained baseline reads."""
+        return "bag" if self.bags else "table"
+
+    def rows(self, mod: Any) -> dict[str, np.ndarray]:
+        """One row per patient for the classical models (Coxnet, RSF): the kind's summary of a bag
+        (a series' last value, mean and slope per variable), else the mean of its tokens (a
+        table's only row, a slide's mean patch feature)."""
+        if self.summarise is not None:
+            return self.summarise(mod)
+        return {p: t.numpy().mean(0) for p, t in mod.per_patient.items()}
 
     @property
     def slides(self) -> bool:

@@ -46,14 +46,27 @@ class BlockConfig:
     head_dim: int = _block_default("head_dim")
     dropout: float = _block_default("dropout")
     share_weights: bool = _block_default("share_weights")
-    tied_head: bool = _block_default("tied_head")
+    tied_head: bool | str = _block_default("tied_head")  # true, false or "auto" (see frozen_head)
     init_seed: int = 0  # latent, layers and head start identical across modalities (mergeable)
 
     # The data's widths are not settings: bounds far above any real cohort, so a damaged or hostile
     # config fails here, not in a 100 GB allocation.
     DATA_LIMITS = {"in_dim": 1 << 24, "n_outputs": 1 << 12}
 
+    @property
+    def frozen_head(self) -> bool:
+        """Whether the head keeps its initial (shared) weights: ``tied_head`` true, or "auto" with a
+        fitted encoder. Why auto: a fitted score ranks patients whatever the head; a neural encoder
+        under a frozen random head learnt to rank them worse than chance (docs/lego_method.md)."""
+        if self.tied_head == "auto":
+            from lego.models.encoders import FITTED
+
+            return self.encoder in FITTED
+        return bool(self.tied_head)
+
     def __post_init__(self) -> None:
+        if self.tied_head not in (True, False, "auto"):
+            raise ValueError(f"block setting tied_head={self.tied_head!r} is not true, false or auto")
         for key, limit in self.DATA_LIMITS.items():
             value = getattr(self, key)
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 1 <= value <= limit:
@@ -163,7 +176,7 @@ class LegoBlock(nn.Module):
                 self.layers = nn.ModuleList([Layer(cfg, ctx_dim) for _ in range(cfg.depth)])
             self.head = Head(cfg.latent_dim, cfg.n_outputs)
         # A tied head never trains: every block of a run keeps the same head (see config model.block.tied_head).
-        self.head.requires_grad_(not cfg.tied_head)
+        self.head.requires_grad_(not cfg.frozen_head)
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Context tokens (B, T', C), transformed per token along features, and their mask."""

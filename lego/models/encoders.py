@@ -3,6 +3,7 @@
 * ``snn``: self-normalising network for tables (4 x Linear-ELU-AlphaDropout, width 256).
 * ``abmil``: gated-attention MIL for patch bags; the softmax runs over each bag's patches with
   padded rows masked out (never over the batch), giving one slide-level token.
+* ``gru``: a small recurrent encoder reading a bag's tokens in order (a time series' steps).
 * ``none``: a per-token linear projection, keeping every token (the block attends to all patches).
 * ``coxnet``: a pre-fitted elastic-net Cox model (fitted on the fold's training patients, its
   penalty chosen on validation; see :mod:`lego.models.fitted`) as a frozen encoder: its
@@ -95,6 +96,24 @@ class LinearEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net(x), mask
+
+
+class GRUEncoder(nn.Module):
+    """A one-layer GRU over a bag's tokens in their order (a series' time steps), its last real
+    step's state as the patient's token. Padding sits after the real steps (``collate``), so packing
+    by length makes the output independent of how much padding the batch needed."""
+
+    def __init__(self, in_dim: int, hidden: int = 128, out_dim: int = WIDTH, dropout: float = DROPOUT):
+        super().__init__()
+        self.gru = nn.GRU(in_dim, hidden, batch_first=True)
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = mask.sum(1).clamp_min(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, h = self.gru(packed)
+        return self.out(h[-1]).unsqueeze(1), mask.any(1, keepdim=True)
 
 
 def pool_bag(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,7 +245,7 @@ class CoxForest(FittedScore):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-ENCODERS = ("snn", "abmil", "none", "linear", "coxnet", "rsf", "coxrsf")
+ENCODERS = ("snn", "abmil", "gru", "none", "linear", "coxnet", "rsf", "coxrsf")
 FITTED = ("coxnet", "rsf", "coxrsf")  # classical models fitted in the fold, then frozen
 
 
@@ -235,6 +254,8 @@ def build_encoder(name: str, in_dim: int, width: int = WIDTH, dropout: float = D
         return SNN(in_dim, width=width, dropout=dropout)
     if name == "abmil":
         return ABMIL(in_dim, out_dim=width, dropout=dropout)
+    if name == "gru":
+        return GRUEncoder(in_dim, out_dim=width, dropout=dropout)
     if name == "none":
         return TokenProjection(in_dim, out_dim=width)
     if name == "linear":

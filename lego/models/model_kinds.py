@@ -36,7 +36,7 @@ class ModelKind:
     blocks ``block-<modality>``). ``architecture``: the ``kind`` its ``config.json`` records, from
     which :func:`build_model` rebuilds it (merge-tuned is a merge). ``fit``: how a trained baseline
     is trained on one fold (``lego train-model``); the block and the variants have their own steps.
-    ``slides_only``: takes slide modalities only (modality scope). ``heatmaps``: its attention over a
+    ``bags_only``: takes bag modalities only (slides, series; modality scope). ``heatmaps``: its attention over a
     slide's patches can be drawn. ``gpu``: its training job asks the cluster for the configured GPUs.
     ``min_modalities``: a fold-scope model needs at least this many modalities in the config;
     ``needs``: what else it needs of them, given each modality's family ("table" or "slide"): None,
@@ -52,7 +52,7 @@ class ModelKind:
     wrap: Callable[[Any, dict], Any] | None = None  # the built module -> one taking {modality: (x, mask, present)}
     scope: str = "fold"
     fit: Callable[..., Any] | None = None
-    slides_only: bool = False
+    bags_only: bool = False
     heatmaps: bool = False
     gpu: bool = False
     min_modalities: int = 1

@@ -63,9 +63,9 @@ def train_block(modality: str, kind: str, data: str, *, labels: str, folds: str,
     seed_everything(seed)
     cfg, block = _block(spec, mod.dim, targets.n_outputs, where)
     tcfg = TrainConfig.from_spec(spec)
-    if cfg.tied_head and cfg.encoder not in FITTED:
+    if cfg.frozen_head and cfg.encoder not in FITTED:
         log.warning("%s: a %s encoder under a tied (frozen) head: measured on UCEC, such blocks ranked patients "
-                    "worse than chance (0.42-0.53 test C); set model.block.tied_head: false for neural encoders",
+                    "worse than chance (0.42-0.53 test C); set model.block.tied_head to auto or false for neural encoders",
                     where, cfg.encoder)
     fitted, train_mod, penalty, scores = None, mod, None, []
     if cfg.encoder in FITTED:

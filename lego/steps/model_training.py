@@ -29,11 +29,12 @@ def trained_kind(name: str) -> ModelKind:
 def _check_modalities(kind: ModelKind, modalities: dict[str, dict], where: str) -> None:
     if kind.scope == "modality" and len(modalities) != 1:
         raise InputError(f"{where}: {kind.name} is trained on one modality at a time; got {sorted(modalities)}")
-    if kind.slides_only:
-        wrong = [m for m, s in modalities.items() if not modality_kind(s["kind"]).slides]
+    if kind.bags_only:
+        wrong = [m for m, s in modalities.items() if not modality_kind(s["kind"]).bags]
         if wrong:
-            raise InputError(f"{where}: {kind.name} needs a slide modality; {wrong[0]!r} is {modalities[wrong[0]]['kind']}")
-    families = {m: modality_kind(s["kind"]).family for m, s in modalities.items()}
+            raise InputError(f"{where}: {kind.name} needs a bag modality (slides, a series, images); {wrong[0]!r} is "
+                             f"{modalities[wrong[0]]['kind']}")
+    families = {m: modality_kind(s["kind"]).form for m, s in modalities.items()}
     problem = kind.problem(families)
     if problem:
         shown = ", ".join(f"{m} ({family})" for m, family in families.items())
