@@ -8,7 +8,10 @@ import yaml
 
 from lego.cli import COMMANDS, build_parser
 from lego.cli.declare import argparse_kwargs, flag
+from lego.modality_kinds import kinds
 from tests.conftest import REPO
+
+kinds()  # the modality kinds declare their own preparation commands (prepare-timeseries, prepare-images)
 
 # Extras a rule environment needs: the slides env runs make_demo and may embed with efficientnet_lite0.
 RULE_EXTRAS = ("demo", "efficientnet")

@@ -65,7 +65,7 @@ SETTINGS = {
 # ---------------------------------------------------------------------------------- preparation
 
 
-def _window(df: pd.DataFrame, time: pd.Series, window_from: float | None, window_to: float) -> pd.Series:
+def _window(time: pd.Series, window_from: float | None, window_to: float) -> pd.Series:
     """Rows measured inside ``[window_from, window_to]``."""
     inside = time <= window_to
     return inside & (time >= window_from) if window_from is not None else inside
@@ -102,7 +102,9 @@ def _variables(df: pd.DataFrame, where: str, spec: dict) -> list[str]:
     return feats
 
 
-def _numeric(df: pd.DataFrame, feats: list[str], ids: pd.Series, where: str, modality: str) -> pd.DataFrame:
+def _numeric(df: pd.DataFrame, feats: list[str], ids: pd.Series, path: Path, modality: str) -> pd.DataFrame:
+    """The variables as float32; a non-numeric or infinite cell names its row."""
+    where = f"{path}: modality {modality!r}"
     values = df[feats].apply(pd.to_numeric, errors="coerce")
     bad = values.isna() & df[feats].notna()
     if bad.to_numpy().any():
@@ -110,7 +112,7 @@ def _numeric(df: pd.DataFrame, feats: list[str], ids: pd.Series, where: str, mod
         raise InputError(f"{where}: column {feats[col]!r}: non-numeric value {df[feats[col]].iloc[row]!r} for patient "
                          f"{ids.iloc[row]} (line {row + 2}); a series variable is a number (categorical covariates go "
                          f"in a tabular modality), or leave the cell empty")
-    _refuse_infinite(values, ids, Path(where.split(":")[0]), modality)
+    _refuse_infinite(values, ids, path, modality)
     return values.astype(np.float32)
 
 
@@ -152,8 +154,8 @@ def prepare_series(path: str | Path, modality: str, *, window_to: float | None, 
             "columns": columns, "categorical": list(categorical or []), "outcomes": [c for c in outcomes or [] if c != id_column]}
     feats = _variables(df, where, spec)
     time = _times(df, time_column, ids, where)
-    values = _numeric(df, feats, ids, where, modality)
-    keep = _window(df, time, window_from, window_to) & values.notna().any(axis=1).to_numpy()
+    values = _numeric(df, feats, ids, Path(path), modality)
+    keep = _window(time, window_from, window_to) & values.notna().any(axis=1).to_numpy()
     out = pd.concat([ids.astype(str).rename("patient_id"), (time - window_to).rename("time"), values], axis=1)[keep]
     if out.empty:
         raise InputError(f"{where}: no measurement inside the window [{window_from}, {window_to:g}] "
