@@ -139,3 +139,46 @@ def test_an_unknown_modality_table_column_layout_is_refused_for_images(tmp_path)
     pd.DataFrame({"patient_id": ["a"], "x": [0]}).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises((InputError, KeyError)):
         fit_modality("photo", "image", pd.read_parquet(tmp_path / "bad.parquet"), ["a"], max_patches=10)
+
+
+def test_16_bit_and_transparent_images_keep_their_contrast(tmp_path):
+    """Pillow's plain RGB conversion turns a 16-bit ramp (an X-ray export) nearly all white: scaled by its range."""
+    from PIL import Image
+
+    from lego.modality_kinds.image import read_image
+
+    ramp = np.tile(np.linspace(0, 65535, 64), (64, 1)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "xray.png")
+    pixels = read_image(tmp_path / "xray.png", 64)
+    assert pixels[..., 0].min() <= 2 and pixels[..., 0].max() >= 253 and 100 < pixels.mean() < 155
+    rgba = np.zeros((32, 32, 4), np.uint8)  # black, fully transparent
+    Image.fromarray(rgba).save(tmp_path / "clear.png")
+    assert (read_image(tmp_path / "clear.png", 32) == 255).all()
+
+
+def test_strips_duplicates_and_missing_listed_images_are_handled_by_name(tmp_path, photos, caplog):
+    from PIL import Image
+
+    from lego.modality_kinds.image import read_image
+
+    Image.new("RGB", (1000, 10)).save(tmp_path / "strip.png")
+    with pytest.raises(InputError, match="is a strip"):
+        read_image(tmp_path / "strip.png", 64)
+    folder, _ = photos
+    first = str(sorted(folder.iterdir())[0])
+    pd.DataFrame({"patient_id": ["a", "b"], "path": [first, first]}).to_csv(tmp_path / "twice.csv", index=False)
+    with pytest.raises(InputError, match="line 3 lists"):
+        list_images(tmp_path / "twice.csv")
+    pd.DataFrame({"patient_id": ["a", "b"], "path": [first, str(tmp_path / "gone.png")]}).to_csv(tmp_path / "l.csv", index=False)
+    assert image_files({"path": str(tmp_path / "l.csv")}) == [first]  # a missing file is no planned input
+    table = prepare_images(tmp_path / "l.csv", "photo", **SMALL)
+    assert set(table["patient_id"]) == {"a"} and "gone.png: not a readable image" in caplog.text
+
+
+def test_a_fold_without_image_patients_draws_nothing_instead_of_failing(photos, tmp_path):
+    from lego.modality_kinds.image import draw_attention
+
+    folder, _ = photos
+    table = prepare_images(folder, "photo", id_regex=r"^(.+)_\d+$", **SMALL)
+    index = draw_attention(object(), "photo", table, {}, ["nobody"], tmp_path)
+    assert index.empty and list(index.columns)[:2] == ["patient_id", "image"]

@@ -188,6 +188,7 @@ def test_a_series_config_that_could_leak_or_be_ignored_is_refused(tmp_path, labe
     (lambda d: d, ["--categorical", "fac_arm"], "tabular modality"),
     (lambda d: d, ["--columns", "fac_arm"], "non-numeric value"),
     (lambda d: d, ["--time-column", "visit"], "no time column 'visit'"),
+    (lambda d: d, ["--columns", "num_marker", "time"], "remove it from columns"),
 ])
 def test_bad_series_input_is_one_line_naming_the_row_and_the_fix(tmp_path, capsys, edit, flags, phrase):
     edit(series_cohort(20)).to_csv(tmp_path / "c.csv", index=False)
@@ -224,3 +225,10 @@ def test_a_series_cohort_runs_end_to_end_with_blocks_merge_fuse_and_baselines(tm
     assert {"block-arm", "block-marker", "merge", "fuse", "lego", "ensemble", "coxnet-arm", "coxnet-marker",
             "coxnet-early", "abmil-marker", "late-fusion"} <= models, models
     assert metrics.groupby("model")["n_folds"].max().min() == 2 if "n_folds" in metrics else True
+
+
+@pytest.mark.parametrize("setting", [{"landmark": 6.0}, {"intervals": True}])
+def test_survival_only_label_settings_are_refused_for_classification(tmp_path, setting):
+    src = write_series_cohort(tmp_path / "c.csv")
+    with pytest.raises(InputError, match="survival setting"):
+        ingest_labels(src, task="classification", id_column="pid", label_column="fac_arm", **setting)

@@ -68,8 +68,9 @@ def ingest_labels(
     ``intervals``: counting-process rows, the outcome from each patient's last interval.
     ``landmark``: only patients at risk after it, their time counted from it (see :func:`at_landmark`).
     """
-    if landmark is not None and task != "survival":
-        raise InputError(f"{path}: a landmark is a survival setting; remove cohort.labels.landmark for a {task} task")
+    for key, value in (("landmark", landmark is not None), ("intervals", intervals)):
+        if value and task != "survival":
+            raise InputError(f"{path}: {key} is a survival setting; remove cohort.labels.{key} for a {task} task")
     path = Path(path)
     df = read_table(path, text_columns=(id_column,))
     _require(df, path, id_column, "patient ID")

@@ -73,6 +73,10 @@ def list_images(path: str | Path, id_regex: str = SETTINGS["id_regex"]["default"
     if empty.any():
         raise InputError(f"{path}: empty patient_id at line {int(np.flatnonzero(empty.to_numpy())[0]) + 2}; fill it")
     files = [str(p if Path(p).is_absolute() else path.parent / p) for p in df["path"].astype(str)]
+    twice = pd.Series(files).duplicated()
+    if twice.any():
+        i = int(np.flatnonzero(twice.to_numpy())[0])
+        raise InputError(f"{path}: line {i + 2} lists {df['path'].iloc[i]!r} again; list each image once (one patient)")
     return pd.DataFrame({"patient_id": [unicodedata.normalize("NFC", i) for i in ids.astype(str)], "path": files})
 
 
@@ -105,10 +109,32 @@ def image_files(spec: dict) -> list[str]:
                                   spec.get("extensions"))["path"])
     except InputError:
         images = []
+    images = [p for p in images if Path(p).is_file()]  # a listed file that is missing: the job records it
     return sorted(images) + ([spec["checkpoint"]] if spec.get("checkpoint") else [])
 
 
 # ---------------------------------------------------------------------------------- tiles
+
+
+MAX_ASPECT = 16  # a longer side above 16 x the shorter is a strip, not a picture: thousands of tiles
+
+
+def _as_rgb(im):
+    """8-bit RGB of any mode. Why: Pillow's convert("RGB") clips 16-bit and float images (X-ray and
+    fundus exports) to white or black; they are scaled by their own range instead. Transparency
+    is composited onto white, as slides' are."""
+    from PIL import Image
+
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        low, high = np.nanmin(a), np.nanmax(a)
+        a = (a - low) / (high - low) * 255 if high > low else np.zeros_like(a)
+        return Image.fromarray(np.nan_to_num(a).round().astype(np.uint8)).convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
 
 
 def read_image(path: str | Path, image_px: int) -> np.ndarray:
@@ -117,13 +143,17 @@ def read_image(path: str | Path, image_px: int) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
+            w, h = im.size
+            if max(w, h) > MAX_ASPECT * min(w, h):
+                raise InputError(f"{path}: a {w} x {h} image is a strip (sides over {MAX_ASPECT}:1), not a picture; "
+                                 "crop it or leave it out")
+            im = _as_rgb(ImageOps.exif_transpose(im))
             w, h = im.size
             scale = image_px / min(w, h)
             im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX if scale < 1
                            else Image.Resampling.BICUBIC)
             return np.asarray(im)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise InputError(f"{path}: not a readable image ({' '.join(str(exc).split())[:120]}); replace or remove it") from None
 
 
@@ -291,9 +321,11 @@ def draw_attention(model, modality: str, table: pd.DataFrame, state: dict, patie
 
     from lego.slides.tissue import write_png
 
-    if not hasattr(getattr(model, "encoder", None), "attention"):
-        return pd.DataFrame(columns=["patient_id", "image", "x", "y", "attention", "percentile"])
-    mod = apply_tiles(modality, "image", table[table["patient_id"].isin(patients)], {**state, "max_patches": 0}, 0)
+    columns = ["patient_id", "image", "x", "y", "attention", "percentile"]
+    table = table[table["patient_id"].isin(patients)]
+    if table.empty or not hasattr(getattr(model, "encoder", None), "attention"):
+        return pd.DataFrame(columns=columns)
+    mod = apply_tiles(modality, "image", table, {**state, "max_patches": 0}, 0)
     rows = []
     for pid, group in table[table["patient_id"].isin(mod.per_patient)].groupby("patient_id", sort=True):
         x = mod.per_patient[str(pid)].unsqueeze(0)
@@ -301,12 +333,15 @@ def draw_attention(model, modality: str, table: pd.DataFrame, state: dict, patie
             weights = model.encoder.attention(x, torch.ones(x.shape[:2], dtype=torch.bool))[1][0].numpy()
         tiles = group[["image", "x", "y", "image_px", "patch_px"]].assign(
             patient_id=pid, attention=weights, percentile=100 * pd.Series(weights).rank(pct=True).to_numpy())
-        for image, part in tiles.groupby("image", sort=True):
+        (out / str(pid)).mkdir(parents=True, exist_ok=True)
+        parts = list(tiles.groupby("image", sort=True))
+        names = [Path(image).name for image, _ in parts]
+        for k, (image, part) in enumerate(parts):
             pixels = read_image(image, int(part["image_px"].iloc[0]))
-            (out / str(pid)).mkdir(parents=True, exist_ok=True)
-            write_png(_overlay(pixels, part, int(part["patch_px"].iloc[0])), out / str(pid) / f"{Path(image).name}.png")
+            name = names[k] if names.count(names[k]) == 1 else f"{k}_{names[k]}"  # same name, other folders
+            write_png(_overlay(pixels, part, int(part["patch_px"].iloc[0])), out / str(pid) / f"{name}.png")
         rows.append(tiles.drop(columns=["image_px", "patch_px"]))
-    return pd.concat(rows, ignore_index=True)[["patient_id", "image", "x", "y", "attention", "percentile"]]
+    return pd.concat(rows, ignore_index=True)[columns]
 
 
 IMAGE = register(ModalityKind(

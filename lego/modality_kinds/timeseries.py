@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,9 @@ def _variables(df: pd.DataFrame, where: str, spec: dict) -> list[str]:
     if missing:
         raise InputError(f"{where}: columns {missing} not in the table")
     feats = select_columns(list(map(str, df.columns)), spec["id_column"], spec["include"], spec["exclude"], spec["columns"])
+    if spec["time_column"] in (spec["columns"] or []):
+        raise InputError(f"{where}: the time column {spec['time_column']!r} is listed under columns; it is when each row "
+                         "was measured, not a variable: remove it from columns")
     feats = [c for c in feats if c != spec["time_column"]]
     feats = _without_outcomes(feats, set(spec["outcomes"]), set(spec["columns"] or []), where)
     if not feats:
@@ -158,8 +162,9 @@ def prepare_series(path: str | Path, modality: str, *, window_to: float | None, 
     keep = _window(time, window_from, window_to) & values.notna().any(axis=1).to_numpy()
     out = pd.concat([ids.astype(str).rename("patient_id"), (time - window_to).rename("time"), values], axis=1)[keep]
     if out.empty:
-        raise InputError(f"{where}: no measurement inside the window [{window_from}, {window_to:g}] "
-                         f"(times run from {time.min():g} to {time.max():g}); check window_from/window_to and time_column")
+        raise InputError(f"{where}: no measurement of {feats} inside the window [{window_from}, {window_to:g}] (times "
+                         f"run from {time.min():g} to {time.max():g}, {int(values.notna().any(axis=1).sum())} row(s) "
+                         "with a value); check window_from/window_to, time_column and columns")
     log.info("%s: %d of %d rows inside the window, %d patients, variables %s", where, len(out), len(df),
              out["patient_id"].nunique(), feats)
     return _one_row_per_time(out.reset_index(drop=True), where)
@@ -233,7 +238,8 @@ def fit_series(table: pd.DataFrame, train_set: set[str], opts: dict):
     if train.empty:
         raise InputError(f"{opts['where']}: modality {opts['name']!r} has zero training patients in this fold")
     values = train[variables].to_numpy(np.float64)
-    with np.errstate(all="ignore"):  # a variable never measured in training: mean 0, scale 1 (always carried 0)
+    with warnings.catch_warnings():  # a variable never measured in training: mean 0, scale 1 (always carried 0)
+        warnings.simplefilter("ignore", RuntimeWarning)
         mean, std = np.nan_to_num(np.nanmean(values, 0)), np.nan_to_num(np.nanstd(values, 0))
     if not (std > 1e-8).any() and train["time"].nunique() < 2:  # as for tables and slides
         raise InputError(f"{opts['where']}: modality {opts['name']!r}: no variable varies among the training patients' "
