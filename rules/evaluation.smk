@@ -221,7 +221,7 @@ rule draw_attention:
     output:
         report(
             directory(f"{OUT}/attention/{{pictured}}/fold{{fold}}"),
-            patterns=["{patient}/{name}.png"],
+            patterns=["previews/{name}.jpg"],  # a bounded number of small previews; the full PNGs beside them
             caption="../workflow/report/heatmaps.rst",
             category="Heatmaps",
             subcategory="{pictured}, fold {fold}",

@@ -131,6 +131,8 @@ def test_an_image_cohort_runs_end_to_end_and_its_attention_is_drawn_over_the_ima
             "abmil-photo"} <= models, models
     drawn = sorted((out / "attention").rglob("*.png"))
     assert drawn, "no attention drawn"
+    previews = list((out / "attention" / "block-photo" / "fold0" / "previews").glob("*.jpg"))
+    assert 0 < len(previews) <= 12  # what the report embeds stays bounded
     index = pd.read_csv(out / "attention" / "block-photo" / "fold0" / "index.tsv", sep="\t")
     assert np.isclose(index.groupby("patient_id")["attention"].sum(), 1.0, atol=1e-4).all()
 

@@ -315,10 +315,12 @@ def _overlay(pixels: np.ndarray, tiles: pd.DataFrame, patch_px: int) -> np.ndarr
 
 def draw_attention(model, modality: str, table: pd.DataFrame, state: dict, patients: list[str], out: Path) -> pd.DataFrame:
     """Per patient, the model's attention over all its tiles at once (no training subsample): one
-    row per tile in the index (attention sums to 1 per patient; percentile within the patient) and
-    one PNG per image, ``<patient>/<image name>.png``."""
+    row per tile in the index (attention sums to 1 per patient; percentile within the patient),
+    one PNG per image, ``<patient>/<image name>.png``, and small JPEG previews of the first
+    images for the report, ``previews/``."""
     import torch
 
+    from lego.evaluation.heatmaps import PREVIEWS_PER_FOLD, write_preview
     from lego.slides.tissue import write_png
 
     columns = ["patient_id", "image", "x", "y", "attention", "percentile"]
@@ -326,7 +328,8 @@ def draw_attention(model, modality: str, table: pd.DataFrame, state: dict, patie
     if table.empty or not hasattr(getattr(model, "encoder", None), "attention"):
         return pd.DataFrame(columns=columns)
     mod = apply_tiles(modality, "image", table, {**state, "max_patches": 0}, 0)
-    rows = []
+    rows, previews = [], 0
+    (out / "previews").mkdir(parents=True, exist_ok=True)
     for pid, group in table[table["patient_id"].isin(mod.per_patient)].groupby("patient_id", sort=True):
         x = mod.per_patient[str(pid)].unsqueeze(0)
         with torch.no_grad():
@@ -339,7 +342,11 @@ def draw_attention(model, modality: str, table: pd.DataFrame, state: dict, patie
         for k, (image, part) in enumerate(parts):
             pixels = read_image(image, int(part["image_px"].iloc[0]))
             name = names[k] if names.count(names[k]) == 1 else f"{k}_{names[k]}"  # same name, other folders
-            write_png(_overlay(pixels, part, int(part["patch_px"].iloc[0])), out / str(pid) / f"{name}.png")
+            drawn = _overlay(pixels, part, int(part["patch_px"].iloc[0]))
+            write_png(drawn, out / str(pid) / f"{name}.png")
+            if previews < PREVIEWS_PER_FOLD:  # the report embeds a bounded number of small JPEGs
+                write_preview(drawn, out / "previews" / f"{pid}_{name}.jpg")
+                previews += 1
         rows.append(tiles.drop(columns=["image_px", "patch_px"]))
     return pd.concat(rows, ignore_index=True)[columns]
 
