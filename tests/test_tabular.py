@@ -254,3 +254,22 @@ def test_an_all_constant_table_is_one_clear_error():
     df = pd.DataFrame({"patient_id": list("abcd"), "g": [1.0] * 4, "h": [2.0] * 4})
     with pytest.raises(InputError, match="no feature varies among the 4 training patients"):
         TabularTransform().fit(df)
+
+
+def test_a_saved_transform_encodes_categories_in_the_order_it_was_trained_with(tmp_path):
+    """A model's JSON is written with sorted keys: the category columns came back alphabetical and a
+    model trained with them in the listed order was evaluated on permuted one-hot columns."""
+    import json
+
+    from lego.io import read_json, write_json
+
+    df = pd.DataFrame({"patient_id": ["a", "b", "c", "d"], "z_drug": ["x", "y", "x", "y"],
+                       "a_sex": ["f", "f", "m", "m"], "age": [50.0, 60.0, 70.0, 80.0]})
+    tf = TabularTransform(categorical=["z_drug", "a_sex"]).fit(df)
+    before = tf.transform(df)
+    write_json(tf.to_dict(), tmp_path / "t.json")
+    saved = read_json(tmp_path / "t.json")
+    assert list(saved["state"]["categories"]) == ["a_sex", "z_drug"]  # what sorted keys do to the dict
+    after = TabularTransform.from_dict(json.loads(json.dumps(saved))).transform(df)
+    np.testing.assert_array_equal(before, after)
+    assert TabularTransform.from_dict(saved).feature_names == tf.feature_names
