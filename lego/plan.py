@@ -104,8 +104,14 @@ class Plan:
 
     def preparation_files(self, modality: str) -> list[str]:
         """Files a modality's preparation reads besides its ``path`` (its kind says which)."""
-        files = self.kind(modality).prepare.files
-        return files(self.modalities[modality]) if files is not None else []
+        return self._preparation_files[modality]
+
+    @cached_property
+    def _preparation_files(self) -> dict[str, list[str]]:
+        """Listed once per plan: the preparation job and every drawing job of a modality ask for
+        them, and an image folder would otherwise be listed once per job when the DAG is built."""
+        files = {m: self.kind(m).prepare.files for m in self.prepared_modalities}
+        return {m: f(self.modalities[m]) if f is not None else [] for m, f in files.items()}
 
     def data_path(self, modality: str) -> str:
         return f"{self.out}/modalities/{modality}.parquet"

@@ -29,7 +29,7 @@ def dims_of(inputs) -> dict[str, int]:
     return {m: t.dim for m, t in inputs.mods.items()}
 
 
-def one_slide_and_tables(does: str) -> Callable[[dict[str, str]], str | None]:
+def one_bag_and_tables(does: str) -> Callable[[dict[str, str]], str | None]:
     """A kind's ``needs``: exactly one bag modality (slides, a series, images) and one table or more; ``does``
     says what the model does with them (the start of the problem's wording)."""
     def needs(families: dict[str, str]) -> str | None:
@@ -41,7 +41,7 @@ def one_slide_and_tables(does: str) -> Callable[[dict[str, str]], str | None]:
     return needs
 
 
-def slide_modalities(inputs) -> list[str]:
+def bag_modalities(inputs) -> list[str]:
     """The fold inputs' modalities that are bags of tokens (patches, time steps)."""
     return [m for m, t in inputs.mods.items() if modality_kind(t.kind).bags]
 

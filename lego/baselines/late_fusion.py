@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lego.baselines._shared import GatedABMIL, KroneckerFusion, dims_of, fit_module, one_slide_and_tables, ordered, own_settings, slide_modalities, snn_blocks
+from lego.baselines._shared import GatedABMIL, KroneckerFusion, bag_modalities, dims_of, fit_module, one_bag_and_tables, ordered, own_settings, snn_blocks
 from lego.models.model_kinds import ModelKind, register
 
 WIDTH = 256
@@ -81,7 +81,7 @@ def build(config: dict) -> LateFusion:
 
 def _fit(fusion: str, settings: dict):
     def fit(inputs, spec: dict, device, where: str):
-        own, dims, slides = own_settings(spec, settings), dims_of(inputs), slide_modalities(inputs)
+        own, dims, slides = own_settings(spec, settings), dims_of(inputs), bag_modalities(inputs)
         model = LateFusion(dims, slides, inputs.targets.n_outputs, fusion=fusion, dropout=own["dropout"],
                            skip=own.get("skip", False))
         regularised = [p for name, p in model.named_parameters() if not any(name.startswith(f"encoders.{s}.") for s in slides)]
@@ -93,7 +93,7 @@ def _fit(fusion: str, settings: dict):
     return fit
 
 
-BILINEAR_NEEDS = one_slide_and_tables("fuses one slide modality with the tables")
+BILINEAR_NEEDS = one_bag_and_tables("fuses one slide modality with the tables")
 LATE_FUSION = register(ModelKind("late-fusion", "baseline", "late-fusion", build, fit=_fit("concat", SETTINGS), gpu=True,
                                  default=False, heatmaps=True,
                                  settings=SETTINGS, description="late fusion by concatenation: SNN per table, ABMIL per "

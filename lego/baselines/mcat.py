@@ -35,12 +35,12 @@ from torch import nn
 from lego.baselines._shared import (
     GatedAttention,
     KroneckerFusion,
+    bag_modalities,
     fit_module,
     on_real,
-    one_slide_and_tables,
+    one_bag_and_tables,
     ordered,
     own_settings,
-    slide_modalities,
     snn_blocks,
 )
 from lego.errors import InputError
@@ -178,7 +178,7 @@ def _fit(grouped: bool):
     def fit(inputs, spec: dict, device, where: str):
         settings = GROUPED_SETTINGS if grouped else SETTINGS
         own = own_settings(spec, settings)
-        (slide,) = slide_modalities(inputs)
+        (slide,) = bag_modalities(inputs)
         tables = {m: t.dim for m, t in inputs.mods.items() if m != slide}
         features = table_features(inputs, list(tables))
         if grouped:
@@ -198,7 +198,7 @@ def _fit(grouped: bool):
     return fit
 
 
-NEEDS = one_slide_and_tables("co-attends one slide modality with the tables")
+NEEDS = one_bag_and_tables("co-attends one slide modality with the tables")
 MCAT_GROUPS = register(ModelKind("mcat", "baseline", "mcat", build, fit=_fit(True), gpu=True, default=False, heatmaps=True,
                                  needs=NEEDS,
                                  settings=GROUPED_SETTINGS, files=("signatures",),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lego.baselines._shared import dims_of, fit_module, ordered, own_settings, slide_modalities
+from lego.baselines._shared import bag_modalities, dims_of, fit_module, ordered, own_settings
 from lego.models.model_kinds import ModelKind, register
 
 
@@ -91,7 +91,7 @@ def build(config: dict) -> MultiModN:
 
 
 def fit(inputs, spec: dict, device, where: str):
-    arch, dims, slides = own_settings(spec, SETTINGS), dims_of(inputs), slide_modalities(inputs)
+    arch, dims, slides = own_settings(spec, SETTINGS), dims_of(inputs), bag_modalities(inputs)
     model = MultiModN(dims, slides, inputs.targets.n_outputs, **arch)
     history = fit_module(model, inputs, spec, device, where)
     return model, {"dims": ordered(dims), "slides": slides, "n_outputs": inputs.targets.n_outputs, "architecture": arch}, history

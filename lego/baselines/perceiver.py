@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lego.baselines._shared import dims_of, fit_module, ordered, own_settings, slide_modalities
+from lego.baselines._shared import bag_modalities, dims_of, fit_module, ordered, own_settings
 from lego.baselines.healnet import ARCHITECTURE, HEALNet
 from lego.baselines.healnet import SETTINGS as HEALNET_SETTINGS
 from lego.models.model_kinds import ModelKind, register
@@ -52,7 +52,7 @@ def build(config: dict) -> EarlyFusion:
 
 
 def fit(inputs, spec: dict, device, where: str):
-    own, dims, slides = own_settings(spec, SETTINGS), dims_of(inputs), slide_modalities(inputs)
+    own, dims, slides = own_settings(spec, SETTINGS), dims_of(inputs), bag_modalities(inputs)
     arch, patches = {k: own[k] for k in ARCHITECTURE}, own["patches"]
     model = EarlyFusion(dims, slides, inputs.targets.n_outputs, patches=patches, **arch)
     history = fit_module(model, inputs, spec, device, where, l1=own["l1"])

@@ -18,7 +18,7 @@ def run_drawings(model_dir: str, data: str, folds: str, out_dir: str, subset: st
     """Draw the model's attention over ``data`` (its modality's prepared table) for the fold's
     ``subset`` patients into ``out_dir``; returns (and writes) the index (one row per token)."""
     from lego.data.fold_data import fold_ids, load_modality_table
-    from lego.evaluation.heatmaps import _check_fold
+    from lego.evaluation.heatmaps import check_fold
     from lego.io import read_frame, write_tsv
     from lego.modality_kinds import modality_kind
     from lego.models import files as model_files
@@ -35,7 +35,7 @@ def run_drawings(model_dir: str, data: str, folds: str, out_dir: str, subset: st
         raise InputError(f"{model_dir}: a {kind.name} modality has no drawing (slides have `lego heatmaps`)")
     model.eval()
     ids = fold_ids(read_frame(folds, "folds"), config["fold"])
-    _check_fold(config, set(ids[subset]), subset, folds, model_dir)
+    check_fold(config, set(ids[subset]), subset, folds, model_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     index = kind.draw(model, modality, load_modality_table(kind.name, data), spec["preprocess"], sorted(ids[subset]), out)

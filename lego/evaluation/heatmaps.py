@@ -263,7 +263,7 @@ def _no_heatmaps(out: Path, why: str, where: str) -> pd.DataFrame:
     return index
 
 
-def _check_fold(config: dict, patients: set[str], subset: str, folds: str, model_dir: str) -> None:
+def check_fold(config: dict, patients: set[str], subset: str, folds: str, model_dir: str) -> None:
     """The folds table is the one the model was trained with: its test patients were never fitted
     on, its train/val patients are the ones the model records (as evaluation requires)."""
     from lego.steps.fold_blocks import check_recorded_patients
@@ -336,7 +336,7 @@ def run_heatmaps(model_dir: str, data: dict[str, str], folds: str, out_dir: str,
                          "(its table, or its feature manifest for a slide modality)")
     ids = fold_ids(read_frame(folds, "folds"), config["fold"])
     patients = set(ids[subset])
-    _check_fold(config, patients, subset, folds, model_dir)
+    check_fold(config, patients, subset, folds, model_dir)
     paths = dict(zip(*read_frame(slides, "slides")[["slide_id", "path"]].T.values)) if slides else {}
     rows = []
     for modality in drawn:

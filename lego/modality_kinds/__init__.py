@@ -59,6 +59,7 @@ class ModalityKind:
     # Draws a single-modality model's attention over this kind's inputs (beside the slide heatmaps):
     # (model, modality, table, fitted state, patients, out folder) -> index of what was drawn.
     draw: Callable[[Any, str, pd.DataFrame, dict, list, Any], pd.DataFrame] | None = None
+
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"modality kind {self.name!r}: family {self.family!r} is not one of {FAMILIES}")

@@ -29,7 +29,7 @@ import pandas as pd
 from lego.cli.declare import Command, command, opt
 from lego.errors import InputError
 from lego.modality_kinds import ModalityKind, Preparation, register
-from lego.modality_kinds.wsi import check_feature_source
+from lego.modality_kinds.wsi import check_feature_source, feature_scaling, standardised_bags
 
 log = logging.getLogger(__name__)
 
@@ -258,41 +258,27 @@ def _source(table: pd.DataFrame) -> dict[str, str]:
 
 
 def fit_tiles(table: pd.DataFrame, train_set: set[str], opts: dict):
-    """Per-dimension mean and standard deviation of the training patients' tiles."""
+    """Per-dimension mean and standard deviation of the training patients' tiles (every tile)."""
     train = table[table["patient_id"].isin(train_set)]
     if train.empty:
         raise InputError(f"{opts['where']}: modality {opts['name']!r} has zero training patients in this fold")
-    x = train[_features(table)].to_numpy(np.float64)
-    mean, std = x.mean(0), x.std(0)
-    if not (std > 1e-8).any():
-        raise InputError(f"{opts['where']}: modality {opts['name']!r}: every tile feature is the same in all {len(x)} "
-                         "training tiles; the features carry no information (check the images and the encoder)")
-    state = {"mean": mean.tolist(), "std": np.where(std > 1e-8, std, 1.0).tolist(), "max_patches": opts["max_patches"],
-             "features": _source(table)}
+    scaling = feature_scaling(train[_features(table)].to_numpy(np.float64), train["patient_id"].nunique(), opts,
+                              ("tile", "tiles"), "the images and the encoder")
+    state = {**scaling, "max_patches": opts["max_patches"], "features": _source(table)}
     return apply_tiles(opts["name"], opts["kind"], table, state, opts["seed"])
 
 
 def apply_tiles(name: str, kind: str, table: pd.DataFrame, state: dict, seed: int):
-    """A saved standardisation applied to every patient's tiles (a seeded subsample above ``max_patches``)."""
-    import torch
-
-    from lego.data.tensors import ModalityTensors
-
+    """A saved standardisation applied to every patient's tiles (a seeded subsample above
+    ``max_patches``), as patch bags are (:func:`lego.modality_kinds.wsi.standardised_bags`)."""
     check_feature_source(state["features"], _source(table), f"modality {name!r}")
-    feats = _features(table)
-    if len(feats) != len(state["mean"]):
-        raise InputError(f"modality {name!r}: {len(feats)}-dimensional tile features; the model was trained on "
-                         f"{len(state['mean'])}")
-    mean, std = np.asarray(state["mean"]), np.asarray(state["std"])
+    feats, cap = _features(table), state["max_patches"]
     rng = np.random.default_rng(seed)
     per = {}
     for pid, group in table.groupby("patient_id", sort=True):
-        x = ((group[feats].to_numpy(np.float64) - mean) / std).astype(np.float32)
-        cap = state["max_patches"]
-        if cap and len(x) > cap:
-            x = x[np.sort(rng.choice(len(x), cap, replace=False))]
-        per[str(pid)] = torch.from_numpy(x)
-    return ModalityTensors(name, kind, per, state, len(feats))
+        x = group[feats].to_numpy(np.float32)
+        per[str(pid)] = x[np.sort(rng.choice(len(x), cap, replace=False))] if cap and len(x) > cap else x
+    return standardised_bags(name, kind, per, state)
 
 
 # ---------------------------------------------------------------------------------- drawings

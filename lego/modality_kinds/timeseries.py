@@ -125,10 +125,11 @@ def _one_row_per_time(out: pd.DataFrame, where: str) -> pd.DataFrame:
     two different values of one variable at one time are an error."""
     feats = [c for c in out.columns if c not in ("patient_id", "time")]
     per = out.groupby(["patient_id", "time"], sort=True)[feats]
-    clash = (per.nunique() > 1).to_numpy()
+    distinct = per.nunique()
+    clash = (distinct > 1).to_numpy()
     if clash.any():
         row, col = (int(a[0]) for a in np.nonzero(clash))
-        pid, t = per.nunique().index[row]
+        pid, t = distinct.index[row]
         raise InputError(f"{where}: patient {pid} has two different values of {feats[col]!r} at time {t:g} (from the "
                          "window's end); keep one")
     return per.first().reset_index()

@@ -75,15 +75,22 @@ def fit_bags(table: pd.DataFrame, train_set: set[str], opts: dict) -> ModalityTe
     train_bags = [b for pid, b in per_patient.items() if pid in train_set]
     if not train_bags:
         raise InputError(f"{opts['where']}: modality {opts['name']!r} has zero training patients in this fold")
-    stacked = np.concatenate(train_bags)
-    mean, std = stacked.mean(0), stacked.std(0)
-    if not (std > 1e-8).any():  # as for tables: a modality that tells no patient from another is refused
-        raise InputError(f"{opts['where']}: modality {opts['name']!r}: every patch feature is the same in all "
-                         f"{len(stacked)} patches of the {len(train_bags)} training patients; the features carry no "
-                         "information (check the embedding step and its encoder checkpoint)")
-    std = np.where(std > 1e-8, std, 1.0)
-    state = {"mean": mean.tolist(), "std": std.tolist(), "max_patches": opts["max_patches"], "features": source}
+    state = {**feature_scaling(np.concatenate(train_bags), len(train_bags), opts), "max_patches": opts["max_patches"],
+             "features": source}
     return standardised_bags(opts["name"], opts["kind"], per_patient, state)
+
+
+def feature_scaling(stacked: np.ndarray, n_patients: int, opts: dict, unit: tuple[str, str] = ("patch", "patches"),
+                    fix: str = "the embedding step and its encoder checkpoint") -> dict[str, list]:
+    """Per-dimension mean and standard deviation of the training patients' stacked tokens (a
+    constant dimension keeps scale 1). As for tables, a modality that tells no patient from another
+    is refused: every feature constant over all its tokens (``unit``: patches, an image's tiles)."""
+    mean, std = stacked.mean(0), stacked.std(0)
+    if not (std > 1e-8).any():
+        raise InputError(f"{opts['where']}: modality {opts['name']!r}: every {unit[0]} feature is the same in all "
+                         f"{len(stacked)} {unit[1]} of the {n_patients} training patients; the features carry no "
+                         f"information (check {fix})")
+    return {"mean": mean.tolist(), "std": np.where(std > 1e-8, std, 1.0).tolist()}
 
 
 def apply_bags(name: str, kind: str, table: pd.DataFrame, state: dict, seed: int) -> ModalityTensors:
