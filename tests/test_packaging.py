@@ -182,3 +182,22 @@ def test_slide_setting_flags_take_the_fields_types_and_defaults():
     assert ext == PatchParams()
     with pytest.raises(SystemExit):
         parser.parse_args(["segment", "--slide", "s", "--out-tissue", "t", "--out-png", "p", "--median-blur", "2.5"])
+
+
+def test_help_and_version_need_none_of_the_numeric_packages():
+    """An offline install is checked with ``lego --help`` and PyYAML alone (.ci/run): the modality
+    kinds, which import numpy, pandas and torch, are then named as not listed rather than raised; a
+    kind's command word gives one line, not a traceback."""
+    import json
+
+    runs = [["--help"], ["--version"], ["segment", "--help"], ["prepare-images", "--help"]]
+    blocked = ["numpy", "pandas", "torch"]
+    proc = subprocess.run([sys.executable, "-c", BLOCKER.format(blocked=blocked, runs=runs)], capture_output=True,
+                          text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout.splitlines()[-1])
+    assert results["--help"][0] == "SystemExit(0)" and results["--version"][0] == "SystemExit(0)"
+    assert results["segment"][0] == "SystemExit(0)"
+    code, err = results["prepare-images"]
+    assert code == 2 and "'prepare-images' is no command of this installation" in err and "numpy" in err
+    assert "Traceback" not in err
