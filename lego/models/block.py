@@ -47,6 +47,7 @@ class BlockConfig:
     dropout: float = _block_default("dropout")
     share_weights: bool = _block_default("share_weights")
     tied_head: bool | str = _block_default("tied_head")  # true, false or "auto" (see frozen_head)
+    head_start: str = _block_default("head_start")  # a trained head's bias: "baseline" or "random" (the paper)
     init_seed: int = 0  # latent, layers and head start identical across modalities (mergeable)
 
     # The data's widths are not settings: bounds far above any real cohort, so a damaged or hostile

@@ -32,3 +32,25 @@ def discretise(time: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Bin index (0 .. n_bins-1) of each time: bin k holds edges[k] <= t < edges[k+1]."""
     idx = np.searchsorted(edges, np.asarray(time, float), side="right") - 1
     return np.clip(idx, 0, len(edges) - 2).astype(np.int64)
+
+
+def baseline_hazard_logits(bins: np.ndarray, events: np.ndarray, n_bins: int) -> np.ndarray:
+    """Logits of the per-bin hazards that fit these patients best with no features: the life table.
+
+    Bin k's hazard is its events over the patients still at risk at its start (bin >= k), as the
+    discrete loss counts them: a censored patient survives its own bin. Half an event and one
+    patient are added so an empty bin gets a finite logit. What a survival head's bias starts at
+    (``model.block.head_start``), so training spends its epochs on ranking patients, not on the
+    baseline hazard."""
+    bins, events = np.asarray(bins, int), np.asarray(events, int)
+    events_in = np.array([((bins == k) & (events == 1)).sum() for k in range(n_bins)], float)
+    at_risk = np.array([(bins >= k).sum() for k in range(n_bins)], float)
+    hazard = np.clip((events_in + 0.5) / (at_risk + 1.0), 1e-4, 1 - 1e-4)
+    return np.log(hazard / (1 - hazard))
+
+
+def class_prior_logits(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Log class frequencies (half a patient added to each class): a classifier's bias with no features."""
+    counts = np.bincount(np.asarray(labels, int), minlength=n_classes).astype(float) + 0.5
+    return np.log(counts / counts.sum())
+
