@@ -37,6 +37,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lego_cohorts import CONFIGS, PAPER, ROOT, TOLERANCE  # noqa: E402
+from paper_table import paired  # noqa: E402
 
 from lego.survival.discrimination import c_index  # noqa: E402
 
@@ -141,12 +142,9 @@ def halves(tests: list[pd.DataFrame], repeats: int, seed: int = 0) -> dict[str, 
             "lego_vs_chosen_apart": float(np.mean(lego - chosen))}
 
 
-def paired(a: pd.Series, b: pd.Series) -> dict:
-    from scipy import stats
-
-    d = (a - b).dropna().to_numpy()
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.nan
-    return {"n": len(d), "diff": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half)}
+def best_block(scores: pd.DataFrame) -> str:
+    """The block with the best test mean over the folds: the hindsight reference of lego_cohorts.py."""
+    return max((c for c in scores if c.startswith("block-")), key=lambda c: scores[c].mean())
 
 
 def cohort_table(name: str, repeats: int) -> tuple[pd.DataFrame, dict]:
@@ -168,7 +166,7 @@ def markdown(per: dict[str, pd.DataFrame], half: dict[str, dict], pool: list[dic
     fmt = lambda d: f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"  # noqa: E731
     rows = []
     for c, s in per.items():
-        best = max((b for b in s if b.startswith("block-")), key=lambda b: s[b].mean())
+        best = best_block(s)
         rows.append({"cohort": c, "best block (hindsight)": f"{best[6:]} {s[best].mean():.3f}",
                      **{r: f"{(s[r] - s[best]).mean():+.3f}" for r in RULES},
                      "optimism of the hindsight best (halves)": f"{half[c]['optimism']:+.3f}",
@@ -208,9 +206,8 @@ def main() -> None:
         for r in RULES:
             a, b = [], []
             for c in names:
-                best = max((x for x in per[c] if x.startswith("block-")), key=lambda x: per[c][x].mean())
                 a.append(per[c][r])
-                b.append(per[c][best])
+                b.append(per[c][best_block(per[c])])
             pool.append({"cohorts": group, "rule": r, "reference": "best block (hindsight)",
                          **paired(pd.concat(a, ignore_index=True), pd.concat(b, ignore_index=True))})
     out = Path(args.out)

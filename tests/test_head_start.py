@@ -49,14 +49,15 @@ def test_the_class_start_is_the_best_prediction_without_features():
 def _bias_at_training_start(tmp_path, monkeypatch, spec):
     """The head bias a block has when its training begins, and the life table of its training patients."""
     import lego.steps.block_training as bt
+    from lego.data.fold_data import target_tensors
 
     seen = {}
     original = bt.train
 
     def spy(model, modalities, targets, train_ids, val_ids, **kw):
-        rows = [targets.per_patient[p] for p in train_ids]
+        y = target_tensors(train_ids, targets)
         seen["bias"] = model.block.head.fc.bias.detach().clone()
-        seen["table"] = baseline_hazard_logits([r[0] for r in rows], [r[1] for r in rows], targets.n_outputs)
+        seen["table"] = baseline_hazard_logits(y["bin"].numpy(), y["event"].numpy(), targets.n_outputs)
         seen["fresh"] = type(model.block)(model.block.cfg).head.fc.bias.detach().clone()  # the seeded start
         return original(model, modalities, targets, train_ids, val_ids, **kw)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from lego.config import block_spec_errors
-from lego.data.fold_data import load_fold_modality
+from lego.data.fold_data import load_fold_modality, target_tensors
 from lego.device import resolve_device
 from lego.errors import InputError
 from lego.io import write_json
@@ -62,11 +62,11 @@ def start_head_at_baseline(block: LegoBlock, targets, train_ids: list[str]) -> N
     patients (the SNN baseline-covariate block on AIDS: test C 0.445, Spearman -0.80 with Coxnet
     on one fold). Not for tied heads (every block must keep the same head) or fitted encoders
     (their head starts from the fitted score, see ``start_monotone``)."""
-    rows = [targets.per_patient[p] for p in train_ids]
+    y = target_tensors(train_ids, targets)
     if targets.task == "survival":
-        bias = baseline_hazard_logits([r[0] for r in rows], [r[1] for r in rows], targets.n_outputs)
+        bias = baseline_hazard_logits(y["bin"].numpy(), y["event"].numpy(), targets.n_outputs)
     else:
-        bias = class_prior_logits([r[0] for r in rows], targets.n_outputs)
+        bias = class_prior_logits(y["label"].numpy(), targets.n_outputs)
     with torch.no_grad():
         block.head.fc.bias.copy_(torch.as_tensor(bias, dtype=block.head.fc.bias.dtype))
 
