@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from lego.io import copy_atomic, read_json, write_json
 from lego.models.model_kinds import CONFIG, HISTORY, MODEL_FILES
@@ -191,6 +190,8 @@ def select_candidate(candidate_dirs: list[str], out_dir: str, rule: str = defaul
 
 def latent_scale(block, mod, ids: list[str]) -> float:
     """RMS magnitude of a block's latent over the given (training) patients who have the modality."""
+    import torch  # here, not at the top: select-block and select-variant never need it (a second per job)
+
     from lego.data.fold_data import collate
 
     ids = [p for p in ids if p in mod.per_patient]

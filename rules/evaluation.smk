@@ -4,32 +4,35 @@
 
 
 rule evaluate:
+    # One job scores every fold of a model: a job's start (torch and scikit-survival) costs more
+    # than scoring a fold, and each fold's files stay separate for the rules that read them.
     input:
-        model_files=lambda w: model_files(PLAN.model_folder(w.model, w.fold), history=False),
+        model_files=lambda w: [f for k in PLAN.folds for f in model_files(PLAN.model_folder(w.model, k), history=False)],
         data=lambda w: [PLAN.data_path(m) for m in PLAN.model_modalities(w.model)],
         labels=rules.ingest_labels.output[0],
         folds=rules.make_folds.output[0],
     output:
-        **PLAN.evaluation("{model}", "{fold}"),
+        metrics=[PLAN.evaluation("{model}", k)["metrics"] for k in PLAN.folds],
+        predictions=[PLAN.evaluation("{model}", k)["predictions"] for k in PLAN.folds],
     log:
-        f"{OUT}/logs/evaluate/{{model}}/fold{{fold}}.log",
+        f"{OUT}/logs/evaluate/{{model}}.log",
     benchmark:
-        f"{OUT}/benchmarks/evaluate/{{model}}/fold{{fold}}.tsv"
+        f"{OUT}/benchmarks/evaluate/{{model}}.tsv"
     conda:
         "../envs/models.yaml"
     threads: TRAIN_RUN["threads"]
     resources:
         mem_mb=grows(4000),
-        runtime=20,
+        runtime=30,
     params:
-        model_dir=lambda w, input: os.path.dirname(input.model_files[0]),
+        model_dirs=lambda w, input: folders(input.model_files),
         data=lambda w, input: named_paths(PLAN.model_modalities(w.model), input.data),
         evaluation=PLAN.metric_options,
-        out_dir=lambda w, output: os.path.dirname(output.metrics),
+        out_dirs=lambda w, output: quoted(os.path.dirname(p) for p in output.metrics),
     shell:
-        "lego evaluate --model-dir {params.model_dir:q} --name {wildcards.model} --data {params.data} "
+        "lego evaluate --model-dir {params.model_dirs} --name {wildcards.model} --data {params.data} "
         "--labels {input.labels:q} --folds {input.folds:q} --evaluation {params.evaluation:q} --threads {threads} "
-        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--out-dir {params.out_dirs} > {log:q} 2>&1"
 
 
 rule baselines:

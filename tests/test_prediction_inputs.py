@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -228,3 +229,31 @@ def test_fuse_merge_tuned_and_ensemble_refuse_another_split_of_the_cohort(tmp_pa
     lego_fails(["merge-tuned", "--blocks", *dirs, *data, "--out-dir", str(tmp_path / "mt")], capsys, "use the folds table")
     lego_fails(["ensemble", "--block-metrics", *metrics, "--labels", str(p["labels"]), "--folds", other,
                 "--out-dir", str(tmp_path / "en")], capsys, "evaluated on other test/validation patients than fold 0")
+
+
+def test_one_evaluate_call_scores_several_folds_as_separate_calls_do(tmp_path, capsys):
+    """The workflow scores all folds of a model in one process (a job's start costs more than a
+    fold's scoring): each fold's files must be those a call for that fold alone writes, and an
+    output folder per model folder is required."""
+    from lego.steps.block_training import train_block
+
+    p = cohort(tmp_path)
+    dirs = [str(tmp_path / "blk" / f"fold{k}") for k in (0, 1)]
+    for k, d in enumerate(dirs):
+        train_block("zeta", "tabular", str(p["zeta"]), labels=str(p["labels"]), folds=str(p["folds"]), fold=k,
+                    task="survival", spec={**SMALL, "epochs": 1}, out_dir=d, device="cpu")
+    common = ["--name", "block-zeta", "--data", f"zeta={p['zeta']}", "--labels", str(p["labels"]), "--folds",
+              str(p["folds"])]
+    together = [str(tmp_path / "together" / f"fold{k}") for k in (0, 1)]
+    assert main(["evaluate", "--model-dir", *dirs, *common, "--out-dir", *together]) == 0
+    for k, d in enumerate(dirs):
+        alone = tmp_path / "alone" / f"fold{k}"
+        assert main(["evaluate", "--model-dir", d, *common, "--out-dir", str(alone)]) == 0
+        got, want = (json.loads((Path(t) / "metrics.json").read_text()) for t in (together[k], alone))
+        assert got == want and got["fold"] == k
+        pd.testing.assert_frame_equal(pd.read_parquet(Path(together[k]) / "predictions.parquet"),
+                                      pd.read_parquet(alone / "predictions.parquet"))
+    lego_fails(["evaluate", "--model-dir", *dirs, *common, "--out-dir", together[0]], capsys,
+               "--model-dir gives 2 folder(s) and --out-dir 1")
+    lego_fails(["evaluate", "--model-dir", *dirs, *common, "--out-dir", together[0], together[0]], capsys,
+               "same path")

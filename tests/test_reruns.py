@@ -26,7 +26,7 @@ from tests.workflow_runs import BIN, REPO, dry_run_jobs, snakemake
 pytestmark = pytest.mark.slow
 N_FOLDS = 2  # the demo_run fixture's folds
 DOWNSTREAM_OF_ONE_BLOCK = {"select_block": N_FOLDS, "merge": N_FOLDS, "merge_tuned": N_FOLDS, "fuse": N_FOLDS,
-                           "evaluate": 4 * N_FOLDS, "select_lego": N_FOLDS, "ensemble": N_FOLDS, "summarise": 1,
+                           "evaluate": 4, "select_lego": N_FOLDS, "ensemble": N_FOLDS, "summarise": 1,
                            "figures": 1, "provenance": 1, "all": 1}
 BASELINES_OF_ONE_MODALITY = {"baselines": N_FOLDS}  # early fusion (the demo config has no per-modality baselines)
 
@@ -37,7 +37,7 @@ def trained_reading(workdir: Path, modality: str) -> Counter:
     plan = Plan(validate_config(yaml.safe_load((workdir / "config.yaml").read_text())))
     names = [n for n in plan.trained if modality in plan.model_modalities(n)]
     drawn = [n for n in names if n in plan.heatmap_models]
-    jobs = Counter({"train_model": N_FOLDS * len(names), "evaluate": N_FOLDS * len(names),
+    jobs = Counter({"train_model": N_FOLDS * len(names), "evaluate": len(names),  # one job scores a model's folds
                     "heatmaps": N_FOLDS * len(drawn)})
     return +jobs  # without zero counts
 
@@ -269,7 +269,7 @@ def test_changed_slide_features_retrain_every_reader_even_after_a_run_stopped_at
         f["features"][...] = f["features"][...] * 1.5 + 0.25
     snakemake(finished, "--cores", "1", "--until", "collect_slide_features")
     jobs = dry_run_jobs(finished)
-    assert jobs["train_block"] == N_FOLDS and jobs["evaluate"] >= N_FOLDS, jobs
+    assert jobs["train_block"] == N_FOLDS and jobs["evaluate"] >= 1, jobs
 
 
 def test_a_copied_project_reads_its_own_slides(finished, demo_run):

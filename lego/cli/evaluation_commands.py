@@ -28,20 +28,29 @@ class ScoringCommand(Command):
         return EvalOptions.from_json(self.evaluation)
 
 
-@command("evaluate", "Predict the fold's test and validation patients; write predictions and metrics.", writes=EVAL_FILES)
+@command("evaluate", "Predict each fold's test and validation patients; write predictions and metrics.",
+         writes=EVAL_FILES)
 class Evaluate(FoldCommand, ScoringCommand):
-    model_dir: str = opt("model folder (model.safetensors + config.json)", required=True)
+    model_dir: list = opt("model folder(s) (model.safetensors + config.json), one per fold; the workflow scores "
+                          "all folds of a model in one process, so torch and scikit-survival load once",
+                          required=True, many=True)
     name: str = opt("model name in the summary, e.g. block-rna, merge, fuse", required=True)
     data: list = opt("each modality's prepared data as NAME=PATH", required=True, many=True, metavar="MODALITY=PARQUET")
-    out_dir: str = opt("output folder (created if missing)", required=True, output=True)
+    out_dir: list = opt("output folder(s) (created if missing), one per --model-dir, in the same order",
+                        required=True, many=True, output=True)
 
     def run(self) -> None:
+        from lego.errors import InputError
         from lego.steps.inference import evaluate
 
+        if len(self.model_dir) != len(self.out_dir):
+            raise InputError(f"--model-dir gives {len(self.model_dir)} folder(s) and --out-dir {len(self.out_dir)}; "
+                             "give one output folder per model folder, in the same order")
         set_threads(self.threads)
-        result = evaluate(self.model_dir, named_paths(self.data), labels=self.labels, folds=self.folds,
-                          out_dir=self.out_dir, name=self.name, opts=self.eval_options())
-        log.info("%s fold %s: test %s | val %s", self.name, result["fold"], result["test"], result["val"])
+        for model_dir, out_dir in zip(self.model_dir, self.out_dir, strict=True):
+            result = evaluate(model_dir, named_paths(self.data), labels=self.labels, folds=self.folds,
+                              out_dir=out_dir, name=self.name, opts=self.eval_options())
+            log.info("%s fold %s: test %s | val %s", self.name, result["fold"], result["test"], result["val"])
 
 
 @command("predict", "Apply a trained model to a new cohort (no labels needed); with --labels, external metrics.",

@@ -23,10 +23,11 @@ def refuse_output_over_input(cmd: Command) -> None:
     """Refuse an output path that would overwrite an input, or two outputs on one path."""
     opts = cmd.options()
     values = {name: getattr(cmd, name) for name in opts}
-    outputs = {n: v for n, v in values.items() if opts[n].output and isinstance(v, str) and v}
+    outputs = [(n, v) for n, value in values.items() if opts[n].output
+               for v in (value if isinstance(value, list) else [value]) if isinstance(v, str) and v]
     inputs: dict[Path, str] = {}
     for name, value in values.items():
-        if name in outputs:
+        if opts[name].output:
             continue
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, str) and v:
@@ -34,7 +35,7 @@ def refuse_output_over_input(cmd: Command) -> None:
                 if path:
                     inputs.setdefault(path, name)
     seen: dict[Path, str] = {}
-    for name, out in outputs.items():
+    for name, out in outputs:
         target = Path(out).resolve()
         for p, in_name in inputs.items():
             clash = _overwritten(p, target, cmd.writes)
