@@ -201,3 +201,32 @@ def test_help_and_version_need_none_of_the_numeric_packages():
     code, err = results["prepare-images"]
     assert code == 2 and "'prepare-images' is no command of this installation" in err and "numpy" in err
     assert "Traceback" not in err
+
+
+def test_the_many_small_jobs_start_without_the_packages_they_do_not_use(demo_slides, tmp_path):
+    """Job start-up is most of a small job's time, and the demo runs ~120 of each per-slide job:
+    patch extraction reads its tissue table without pandas, and choosing a block's candidate or a
+    fold's MM-Lego variant never loads torch (each import costs 0.4-1.3 s per job). Run with those
+    packages blocked, so an import that creeps back fails here."""
+    import json
+
+    from lego.cli import main
+
+    slide = str(demo_slides[0])
+    tissue = tmp_path / "tissue.parquet"
+    assert main(["segment", "--slide", slide, "--out-tissue", str(tissue), "--out-png", str(tmp_path / "t.png")]) == 0
+    for i, score in enumerate([0.6, 0.7]):
+        c = tmp_path / f"c{i}"
+        c.mkdir()
+        (c / "model.safetensors").write_bytes(bytes([i]))
+        (c / "config.json").write_text('{"modality": "a", "fold": 0, "task": "survival"}')
+        (c / "history.json").write_text(json.dumps({"val_score": score, "best_val_loss": 1.0}))
+    runs = {"pandas": ["extract", "--slide", slide, "--tissue", str(tissue), "--out", str(tmp_path / "p.h5")],
+            "torch": ["select-block", "--candidates", str(tmp_path / "c0"), str(tmp_path / "c1"), "--out-dir",
+                      str(tmp_path / "chosen")]}
+    for blocked, argv in runs.items():
+        proc = subprocess.run([sys.executable, "-c", BLOCKER.format(blocked=[blocked], runs=[argv])],
+                              capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads(proc.stdout.splitlines()[-1])[argv[0]][0] == 0, (blocked, proc.stdout[-2000:])
+    assert (tmp_path / "p.h5").is_file() and (tmp_path / "chosen" / "model.safetensors").read_bytes() == bytes([1])

@@ -134,14 +134,20 @@ def write_tissue(tissue: Tissue, path: str | Path) -> None:
 
 
 def read_tissue(path: str | Path) -> Tissue:
-    import pandas as pd  # lazily: per-slide embedding jobs import this module but never need pandas
+    """The contours written by :func:`write_tissue`, read with pyarrow alone: pandas would double the
+    start-up of the per-slide patch extraction (0.4 s of a 0.65 s job, times every slide)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     try:
-        df = pd.read_parquet(path)
+        table = pq.ParquetFile(path).read()  # not read_table: it imports pyarrow.dataset (0.5 s)
         meta = read_parquet_metadata(path)
-        contours = [np.stack([np.asarray(x), np.asarray(y)], axis=1).astype(np.int64) for x, y in zip(df["x"], df["y"])]
-        return Tissue(contours, df["is_hole"].astype(bool).tolist(), df["parent"].astype(int).tolist(), meta)
-    except (KeyError, ValueError, TypeError) as exc:  # not a tissue table written by `lego segment`
+        xs, ys = table.column("x").to_pylist(), table.column("y").to_pylist()
+        contours = [np.stack([np.asarray(x), np.asarray(y)], axis=1).astype(np.int64)
+                    for x, y in zip(xs, ys)]
+        holes = [bool(h) for h in table.column("is_hole").to_pylist()]
+        return Tissue(contours, holes, [int(p) for p in table.column("parent").to_pylist()], meta)
+    except (KeyError, ValueError, TypeError, pa.ArrowException) as exc:  # not a tissue table written by `lego segment`
         raise InputError(f"{path}: not a tissue table written by `lego segment` ({type(exc).__name__}: {exc}); "
                          "run segmentation again") from None
 
