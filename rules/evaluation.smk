@@ -23,7 +23,7 @@ rule evaluate:
     threads: TRAIN_RUN["threads"]
     resources:
         mem_mb=grows(4000),
-        runtime=30,
+        runtime=grows(10 * len(PLAN.folds)),  # minutes: 10 per fold scored, more on a retry
     params:
         model_dirs=lambda w, input: folders(input.model_files),
         data=lambda w, input: named_paths(PLAN.model_modalities(w.model), input.data),

@@ -233,8 +233,8 @@ def test_fuse_merge_tuned_and_ensemble_refuse_another_split_of_the_cohort(tmp_pa
 
 def test_one_evaluate_call_scores_several_folds_as_separate_calls_do(tmp_path, capsys):
     """The workflow scores all folds of a model in one process (a job's start costs more than a
-    fold's scoring): each fold's files must be those a call for that fold alone writes, and an
-    output folder per model folder is required."""
+    fold's scoring): each fold's files must be those a call for that fold alone writes, an output
+    folder per model folder is required, and a folder named for another fold than its model's is refused."""
     from lego.steps.block_training import train_block
 
     p = cohort(tmp_path)
@@ -257,3 +257,5 @@ def test_one_evaluate_call_scores_several_folds_as_separate_calls_do(tmp_path, c
                "--model-dir gives 2 folder(s) and --out-dir 1")
     lego_fails(["evaluate", "--model-dir", *dirs, *common, "--out-dir", together[0], together[0]], capsys,
                "same path")
+    lego_fails(["evaluate", "--model-dir", *dirs, *common, "--out-dir", *reversed(together)], capsys,
+               "is named for fold 1 but", "is the model of fold 0")

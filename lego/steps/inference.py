@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -100,6 +101,10 @@ def evaluate(model_dir: str, data: dict[str, str], *, labels: str, folds: str, o
              opts: EvalOptions | None = None) -> dict:
     """Predictions and every metric on the fold's test patients, with validation alongside."""
     model, config = model_files.load(model_dir)
+    named = re.fullmatch(r"fold(\d+)", Path(out_dir).name)
+    if named and int(named.group(1)) != config["fold"]:  # several folds in one call are paired by order
+        raise InputError(f"{out_dir} is named for fold {named.group(1)} but {model_dir} is the model of fold "
+                         f"{config['fold']}; give the output folders in the order of the model folders")
     lab, ids = read_frame(labels, "labels"), fold_ids(read_frame(folds, "folds"), config["fold"])
     check_unseen(config, ids["test"], f"of the test patients in {folds}",
                  f"evaluate {model_dir} with the folds table it was trained with")
