@@ -47,9 +47,10 @@ class Evaluate(FoldCommand, ScoringCommand):
             raise InputError(f"--model-dir gives {len(self.model_dir)} folder(s) and --out-dir {len(self.out_dir)}; "
                              "give one output folder per model folder, in the same order")
         set_threads(self.threads)
+        data, opts = named_paths(self.data), self.eval_options()
         for model_dir, out_dir in zip(self.model_dir, self.out_dir, strict=True):
-            result = evaluate(model_dir, named_paths(self.data), labels=self.labels, folds=self.folds,
-                              out_dir=out_dir, name=self.name, opts=self.eval_options())
+            result = evaluate(model_dir, data, labels=self.labels, folds=self.folds, out_dir=out_dir, name=self.name,
+                              opts=opts)
             log.info("%s fold %s: test %s | val %s", self.name, result["fold"], result["test"], result["val"])
 
 
