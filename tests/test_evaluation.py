@@ -183,6 +183,27 @@ def test_ensemble_averages_the_blocks_a_patient_has(tmp_path):
     assert json.loads((tmp_path / "ens" / "metrics.json").read_text())["blocks"] == ["block-x", "block-y"]
 
 
+def test_the_ensemble_centres_each_blocks_risk_on_validation_so_a_missing_modality_shifts_nobody():
+    from lego.evaluation.baselines import ensemble
+
+    # block-s sits 10 below block-b (fitted apart, another level) and only P1, P2, V1 have its modality.
+    rows = lambda pids, subs, risk: pd.DataFrame({"patient_id": pids, "subset": subs, "risk": risk})  # noqa: E731
+    b = rows(["P1", "P2", "P3", "P4", "V1", "V2"], ["test"] * 4 + ["val"] * 2, [3.0, 1.0, 2.0, 0.0, 1.0, 3.0])
+    s = rows(["P1", "P2", "V1"], ["test", "test", "val"], [-7.0, -9.0, -8.0])
+    out = ensemble({"block-b": b, "block-s": s}).set_index("patient_id")["risk"]
+    # each risk minus its validation mean (b: 2, s: -8), then averaged over the blocks a patient has
+    assert out["P1"] == pytest.approx((1 + 1) / 2) and out["P2"] == pytest.approx((-1 - 1) / 2)
+    assert out["P3"] == pytest.approx(0.0) and out["P4"] == pytest.approx(-2.0)
+    assert out["P3"] > out["P2"] and out["P1"] > out["P3"]  # uncentred, P3 and P4 outranked both P1 and P2
+    # the centre is read on validation patients only: another test prediction moves nobody else
+    s2 = s.assign(risk=[-7.0, -100.0, -8.0])
+    assert ensemble({"block-b": b, "block-s": s2}).set_index("patient_id")["risk"]["P1"] == pytest.approx(out["P1"])
+    # where every patient has every block the ranking is the plain mean's
+    full = ensemble({"block-b": b, "block-s": b.assign(risk=b["risk"] * 2 - 10)}).set_index("patient_id")["risk"]
+    plain = b.set_index("patient_id")["risk"] * 1.5 - 5
+    assert full.rank().equals(plain.loc[full.index].rank())
+
+
 def test_summary_picks_the_best_block_on_validation_and_reports_missing_folds(tmp_path):
     labels, omics, _ = _cohort(120, seed=4)
     folds = make_folds(labels, n_folds=2)

@@ -11,7 +11,8 @@
 * Hyper-parameters (Coxnet's alpha, the forests' leaf size, the logistic penalty) are chosen on
   the fold's validation patients only; the test patients are only predicted.
 * ``ensemble``: late fusion, the mean of the single blocks' survival curves and risks (or class
-  probabilities) over the blocks a patient has -- the ensemble the MM-Lego paper compares against.
+  probabilities) over the blocks a patient has -- the ensemble the MM-Lego paper compares against;
+  each block's risk centred at its validation mean first (see :func:`ensemble`).
 """
 
 from __future__ import annotations
@@ -133,13 +134,21 @@ def fit_baseline(method: str, data: dict[str, tuple[list[str], np.ndarray]], lab
 
 
 def ensemble(block_predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Late fusion: per patient and subset, the mean of the blocks' curves/risks or probabilities."""
+    """Late fusion: per patient and subset, the mean of the blocks' curves/risks or probabilities.
+
+    Each block's risk is first centred at its mean over the fold's validation patients. Why: a
+    patient's mean runs over the blocks they have, and blocks fitted apart need not share a level
+    (one trained on the patients with a follow-up series sat 0.85 below the other on the heart
+    valve cohort, 8 of its standard deviations): uncentred, every patient missing that modality
+    ranked above every patient with it, and the ensemble fell below both its blocks (test C 0.56
+    against 0.75 and 0.58). Centring changes no ranking where every patient has every block."""
     frames = []
     for name, p in block_predictions.items():
         cols = prediction_columns(p)
         frames.append(p[["patient_id", "subset", *cols]].assign(_block=name))
     if not frames:
         raise InputError("the ensemble needs the predictions of at least one block")
+    frames = _centred_risks(frames)
     both = pd.concat(frames, ignore_index=True)
     value_cols = [c for c in both.columns if c not in ("patient_id", "subset", "_block")]
     out = both.groupby(["patient_id", "subset"], sort=True)[value_cols].mean().reset_index()
@@ -148,4 +157,18 @@ def ensemble(block_predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
         p = [c for c in value_cols if c.startswith("p_")]
         out[p] = out[p].div(out[p].sum(axis=1), axis=0)
     return out
+
+
+def _centred_risks(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """Each block's risk minus its mean over the validation patients (never the test patients).
+
+    Left as they are, with a warning, when a block has no validation patient to centre on."""
+    if not all("risk" in f for f in frames):
+        return frames
+    means = [f.loc[f["subset"] == "val", "risk"].mean() for f in frames]
+    if any(pd.isna(m) for m in means):
+        missing = [f["_block"].iloc[0] for f, m in zip(frames, means) if pd.isna(m)]
+        log.warning("ensemble: %s has no validation patient; the blocks' risks are averaged uncentred", missing[0])
+        return frames
+    return [f.assign(risk=f["risk"] - m) for f, m in zip(frames, means)]
 
