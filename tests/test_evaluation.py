@@ -204,6 +204,20 @@ def test_the_ensemble_centres_each_blocks_risk_on_validation_so_a_missing_modali
     assert full.rank().equals(plain.loc[full.index].rank())
 
 
+def test_the_ensemble_leaves_risks_uncentred_when_a_block_has_no_validation_patient_and_probabilities_alone(caplog):
+    from lego.evaluation.baselines import ensemble
+
+    b = pd.DataFrame({"patient_id": ["P1", "V1"], "subset": ["test", "val"], "risk": [1.0, 3.0]})
+    s = pd.DataFrame({"patient_id": ["P1"], "subset": ["test"], "risk": [-9.0]})
+    with caplog.at_level("WARNING"):
+        out = ensemble({"block-b": b, "block-s": s}).set_index("patient_id")["risk"]
+    assert out["P1"] == pytest.approx(-4.0) and "block-s have no validation patient" in caplog.text  # all or none
+    probs = {m: pd.DataFrame({"patient_id": ["P1", "V1"], "subset": ["test", "val"], "p_a": [p, 0.5], "p_b": [1 - p, 0.5]})
+             for m, p in (("block-x", 0.2), ("block-y", 0.6))}
+    cls = ensemble(probs).set_index("patient_id")
+    assert cls.loc["P1", "p_a"] == pytest.approx(0.4) and cls.loc["P1", "p_b"] == pytest.approx(0.6)
+
+
 def test_summary_picks_the_best_block_on_validation_and_reports_missing_folds(tmp_path):
     labels, omics, _ = _cohort(120, seed=4)
     folds = make_folds(labels, n_folds=2)

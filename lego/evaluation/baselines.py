@@ -134,9 +134,9 @@ def fit_baseline(method: str, data: dict[str, tuple[list[str], np.ndarray]], lab
 
 
 def ensemble(block_predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Late fusion: per patient and subset, the mean of the blocks' curves/risks or probabilities.
+    """Late fusion: per patient and subset, the mean of the blocks' curves, risks or probabilities.
 
-    Each block's risk is first centred at its mean over the fold's validation patients. Why: a
+    Each block's risk (not its curves: each is a probability already) is first centred at its mean over the fold's validation patients. Why: a
     patient's mean runs over the blocks they have, and blocks fitted apart need not share a level
     (one trained on the patients with a follow-up series sat 0.85 below the other on the heart
     valve cohort, 8 of its standard deviations): uncentred, every patient missing that modality
@@ -148,7 +148,7 @@ def ensemble(block_predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
         frames.append(p[["patient_id", "subset", *cols]].assign(_block=name))
     if not frames:
         raise InputError("the ensemble needs the predictions of at least one block")
-    frames = _centred_risks(frames)
+    frames = _centred_risks(frames, list(block_predictions))
     both = pd.concat(frames, ignore_index=True)
     value_cols = [c for c in both.columns if c not in ("patient_id", "subset", "_block")]
     out = both.groupby(["patient_id", "subset"], sort=True)[value_cols].mean().reset_index()
@@ -159,16 +159,18 @@ def ensemble(block_predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
-def _centred_risks(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
+def _centred_risks(frames: list[pd.DataFrame], names: list[str]) -> list[pd.DataFrame]:
     """Each block's risk minus its mean over the validation patients (never the test patients).
 
-    Left as they are, with a warning, when a block has no validation patient to centre on."""
+    Left as they are, with a warning naming every such block, when one has no validation patient
+    to centre on (a fold's blocks are centred all or none: half-centred, the levels would differ again)."""
     if not all("risk" in f for f in frames):
         return frames
     means = [f.loc[f["subset"] == "val", "risk"].mean() for f in frames]
     if any(pd.isna(m) for m in means):
-        missing = [f["_block"].iloc[0] for f, m in zip(frames, means) if pd.isna(m)]
-        log.warning("ensemble: %s has no validation patient; the blocks' risks are averaged uncentred", missing[0])
+        missing = [name for name, m in zip(names, means) if pd.isna(m)]
+        log.warning("ensemble: %s have no validation patient; the blocks' risks are averaged uncentred",
+                    ", ".join(missing))
         return frames
     return [f.assign(risk=f["risk"] - m) for f, m in zip(frames, means)]
 
