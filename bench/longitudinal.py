@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paper_table import fold_scores, paired  # noqa: E402
+from paper_table import fold_scores, paired, paired_pooled  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 COHORTS = ("aids", "csl", "heartvalve", "epileptic")
@@ -74,8 +74,7 @@ def pooled(scores: dict[str, pd.DataFrame]) -> list[dict]:
             have = [c for c in names if a in scores[c] and b in scores[c]]
             if len(have) < 2:
                 continue
-            d = paired(pd.concat([scores[c][a] for c in have], ignore_index=True),
-                       pd.concat([scores[c][b] for c in have], ignore_index=True))
+            d = paired_pooled([scores[c] for c in have], a, b)
             out.append({"runs": group, "cohorts": ", ".join(have), "comparison": label, "mean": d["diff"],
                         "ci_low": d["low"], "ci_high": d["high"], "folds": d["n"]})
     return out

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paper_table import paired  # noqa: E402
+from paper_table import paired_pooled  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FORMS = ("harmonic", "mean", "sum", "readout")
@@ -86,8 +86,7 @@ def tables(results: dict[str, dict[str, list[float]]]) -> tuple[list[dict], list
     for group, names in groups.items():
         for a, b in [(f, "ensemble") for f in FORMS] + [("harmonic", "readout")]:
             if names:
-                d = paired(pd.Series([x for r in names for x in results[r][a]]),
-                           pd.Series([x for r in names for x in results[r][b]]))
+                d = paired_pooled([pd.DataFrame(results[r]) for r in names], a, b)
                 diffs.append({"runs": group, "comparison": f"{a} - {b}", **d})
     return means, diffs
 

@@ -53,6 +53,11 @@ def paired(a: pd.Series, b: pd.Series) -> dict:
     return {"diff": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half), "n": len(d)}
 
 
+def paired_pooled(runs: list[pd.DataFrame], a: str, b: str) -> dict:
+    """:func:`paired` over every fold of several runs (each a model x fold score table holding a and b)."""
+    return paired(pd.concat([s[a] for s in runs], ignore_index=True), pd.concat([s[b] for s in runs], ignore_index=True))
+
+
 def references(scores: pd.DataFrame) -> dict[str, pd.Series]:
     blocks = [c for c in scores if c.startswith("block-")]
     best_block = max(blocks, key=lambda c: scores[c].mean())

@@ -13,6 +13,17 @@ from lego.data.folds import make_folds
 from lego.slides.features import write_feature_bag
 
 
+def load_bench(name: str):
+    """A script of bench/ (not a package) imported as a module, for testing its functions."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def lego_fails(args: list[str], capsys, *phrases: str) -> str:
     """A command refused with exit 2 and exactly one `lego ...` error line (no traceback) naming each phrase."""
     assert main(args) == 2

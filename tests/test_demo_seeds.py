@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "demo_seeds.py"
+from tests.helpers import load_bench
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("demo_seeds", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("demo_seeds")
 
 
 def scores(**cols) -> pd.DataFrame:

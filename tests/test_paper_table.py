@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "paper_table.py"
+from tests.helpers import load_bench
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("paper_table", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("paper_table")
 
 
 def fake_run(root: Path, name: str, scores: dict[str, list[float]]) -> Path:

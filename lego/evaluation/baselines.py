@@ -136,8 +136,8 @@ def fit_baseline(method: str, data: dict[str, tuple[list[str], np.ndarray]], lab
 def ensemble(block_predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Late fusion: per patient and subset, the mean of the blocks' curves, risks or probabilities.
 
-    Each block's risk (not its curves: each is a probability already) is first centred at its mean over the fold's validation patients. Why: a
-    patient's mean runs over the blocks they have, and blocks fitted apart need not share a level
+    Each block's risk (not its curves: each is a probability already) is first centred at its mean
+    over the fold's validation patients. Why: a patient's mean runs over the blocks they have, and blocks fitted apart need not share a level
     (one trained on the patients with a follow-up series sat 0.85 below the other on the heart
     valve cohort, 8 of its standard deviations): uncentred, every patient missing that modality
     ranked above every patient with it, and the ensemble fell below both its blocks (test C 0.56
