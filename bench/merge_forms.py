@@ -4,7 +4,8 @@ LegoMerge's latent forms (``model.merge.method``) applied to a finished run's ow
 fold, each scored on the fold's test patients and paired with the run's ensemble (the average of
 the same blocks' predictions): the paper's ``harmonic`` merge (harmonic mean of the magnitudes,
 circular mean of the phases), ``mean`` and ``sum`` of the complex latents, and ``readout`` (each
-block's latent read by the merged head, the logits averaged). Nothing is trained or chosen, so
+block's latent read by its own head, the logits averaged; uncentred, as the training-free merge
+takes no data). Nothing is trained or chosen, so
 the differences are the merge forms' alone. The replayed form of the run's own ``merge`` must
 reproduce the run's scores (checked, fold by fold). Only Harrell's C is read.
 

@@ -226,13 +226,27 @@ class OutOfSample:
     def __init__(self, mods: dict, ids: list[str], what: str, reads_scores: bool):
         self.mods, self.ids, self.what, self.reads_scores = mods, ids, what, reads_scores
 
-    def _predict(self, model, config: dict, modalities: list[str], blocks: list) -> pd.DataFrame:
-        from lego.steps.inference import predict
+    def _predict(self, model, config: dict, modalities: list[str], blocks: list, logits: bool = False):
+        from lego.steps.inference import predict, predict_logits
 
         mods = {m: self.mods[m] for m in modalities}
-        ids = [p for p in self.ids if any(p in mods[m].per_patient for m in modalities)]
         with reading_scores(blocks, self.reads_scores):
-            return predict(model, config, mods, ids)
+            return (predict_logits if logits else predict)(model, config, mods, self.patients(modalities))
+
+    def patients(self, modalities: list[str]) -> list[str]:
+        """The out-of-sample patients who have any of the modalities: every prediction here is on them."""
+        return [p for p in self.ids if any(p in self.mods[m].per_patient for m in modalities)]
+
+    def block_offsets(self, blocks: dict, configs: dict) -> dict[str, list[float]] | None:
+        """Each block's mean logits over the out-of-sample patients who have its modality: where a
+        readout merge centres it (see :func:`lego.models.merge.merged_output`). None (no centring,
+        with a warning, as the ensemble does) where a block has none of these patients."""
+        logits = {m: self._predict(b, configs[m], [m], [b], logits=True) for m, b in blocks.items()}
+        empty = sorted(m for m, v in logits.items() if len(v) == 0)
+        if empty:
+            log.warning("no out-of-sample patient has block(s) %s: the readout merge is not centred", ", ".join(empty))
+            return None
+        return {m: v.mean(0).tolist() for m, v in logits.items()}
 
     def block_risks(self, block, config: dict, modality: str) -> pd.Series:
         """The block's risk on the out-of-sample patients who have its modality."""

@@ -327,7 +327,16 @@ class Plan:
         return grid_candidates(self.modalities[modality].get("block", {}).get("grid", self.config["model"].get("grid")))
 
     def candidate_spec(self, modality: str, candidate: int | str) -> dict[str, Any]:
-        """block_spec with one grid candidate applied (select_k goes into the table preprocessing)."""
+        """block_spec with one grid candidate applied (select_k goes into the table preprocessing), and
+        ``tied_head: auto`` resolved for the run's encoders (:func:`lego.models.block.run_tied_head`)."""
+        from lego.models.block import run_tied_head
+
+        spec = self._grid_spec(modality, candidate)
+        encoders = {self._grid_spec(m, c)["encoder"] for m in self.modalities for c in range(len(self.block_grid(m)))}
+        spec["tied_head"] = run_tied_head(spec["tied_head"], encoders)
+        return spec
+
+    def _grid_spec(self, modality: str, candidate: int | str) -> dict[str, Any]:
         spec = self.block_spec(modality)
         spec.pop("grid", None)
         overrides = dict(self.block_grid(modality)[int(candidate)])

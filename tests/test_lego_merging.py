@@ -96,9 +96,9 @@ def test_the_tuned_merge_never_predicts_test_patients(tmp_path, monkeypatch):
     p, dirs = trained_blocks(tmp_path, COX, n=160)
     test_ids = set(fold_ids(pd.read_parquet(p["folds"]), 0)["test"])
     seen = []
-    real = model_selection.OutOfSample._predict
-    monkeypatch.setattr(model_selection.OutOfSample, "_predict",
-                        lambda self, *a: (lambda f: seen.extend(f["patient_id"]) or f)(real(self, *a)))
+    real = model_selection.OutOfSample.patients
+    monkeypatch.setattr(model_selection.OutOfSample, "patients",
+                        lambda self, *a: (lambda ids: seen.extend(ids) or ids)(real(self, *a)))
     from lego.steps.merging import merge_tuned
 
     merge_tuned(dirs, {m: str(p[m]) for m in ("zeta", "alpha")}, labels=str(p["labels"]), folds=str(p["folds"]),

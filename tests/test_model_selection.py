@@ -150,12 +150,36 @@ def test_merge_weights_and_scales_change_the_merge():
     assert not torch.allclose(plain, scaled)
     with pytest.raises(ValueError, match="positive"):
         LegoMerge(blocks, weights={"a": 0.0, "b": 1.0})
-    # readout: each latent through the merged head, logits averaged with the weights.
+    # readout: each latent through its own block's head, logits averaged with the weights.
     readout = LegoMerge(blocks, "readout", "linear", weights={"a": 3.0, "b": 1.0})
-    per = [readout.head(blocks[m].latent_from(*inputs[m][:2])) for m in "ab"]
+    per = [blocks[m].head(blocks[m].latent_from(*inputs[m][:2])) for m in "ab"]
+    assert not torch.allclose(per[1], readout.head(blocks["b"].latent_from(*inputs["b"][:2])))  # heads differ
     torch.testing.assert_close(readout(inputs)[1], (3 * per[0] + per[1]) / 4)
     only_b = collate(["q"], {"a": ModalityTensors("a", "tabular", {}, {}, 3), "b": ModalityTensors("b", "tabular", {"q": torch.randn(1, 3)}, {}, 3)})
-    torch.testing.assert_close(readout(only_b)[1], readout.head(blocks["b"].latent_from(*only_b["b"][:2])))
+    torch.testing.assert_close(readout(only_b)[1], blocks["b"].head(blocks["b"].latent_from(*only_b["b"][:2])))
+
+
+def test_a_centred_readout_shifts_a_patient_missing_a_block_by_nothing_but_that_blocks_offset():
+    """Offsets centre each block's logits before the average over the blocks a patient has; their
+    weighted mean is added back. A patient with every block is scored as without offsets; one
+    missing a block by the other blocks' logits minus their offsets plus that common level."""
+    from lego.data.fold_data import ModalityTensors, collate
+    from lego.models.block import BlockConfig, LegoBlock
+    from lego.models.merge import LegoMerge
+
+    torch.manual_seed(0)
+    blocks = {m: LegoBlock(BlockConfig(3, 4, latent_rows=4, latent_dim=8, heads=1, head_dim=4, encoder_width=8, init_seed=i)).eval()
+              for i, m in enumerate("ab")}
+    weights, offsets = {"a": 3.0, "b": 1.0}, {"a": [1.0, 2.0, 3.0, 4.0], "b": [-1.0, 0.5, 0.0, 2.0]}
+    x = {"p": torch.randn(1, 3)}
+    both = collate(["p"], {m: ModalityTensors(m, "tabular", x, {}, 3) for m in "ab"})
+    only_b = collate(["p"], {"a": ModalityTensors("a", "tabular", {}, {}, 3), "b": ModalityTensors("b", "tabular", x, {}, 3)})
+    plain, centred = LegoMerge(blocks, "readout", weights=weights), LegoMerge(blocks, "readout", weights=weights, offsets=offsets)
+    torch.testing.assert_close(centred(both)[1], plain(both)[1])
+    level = (3 * torch.tensor(offsets["a"]) + torch.tensor(offsets["b"])) / 4
+    torch.testing.assert_close(centred(only_b)[1], plain(only_b)[1] - torch.tensor(offsets["b"]) + level)
+    with pytest.raises(ValueError, match="lack"):
+        LegoMerge(blocks, "readout", offsets={"a": offsets["a"]})
 
 
 def test_select_variant_uses_validation_only(tmp_path):

@@ -72,6 +72,22 @@ def test_each_job_gets_only_its_own_settings():
     assert plan.model_modalities("merge") == ["wsi", "rna", "cnv"] and plan.model_modalities("block-cnv") == ["cnv"]
 
 
+def test_auto_tied_heads_train_every_head_where_a_run_mixes_fitted_and_neural_encoders():
+    """tied_head auto: tied for fitted encoders, trained for neural ones -- within one run. A run
+    whose candidates mix both trains every head, so that no merge mixes a tied head with a
+    trained one; an explicit setting is kept."""
+    assert plan_of().candidate_spec("rna", 0)["tied_head"] == "auto"  # the demo: every block coxnet
+    neural = plan_of(model__grid=[{"encoder": "snn"}])
+    assert {neural.candidate_spec(m, 0)["tied_head"] for m in ("rna", "wsi")} == {"auto"}
+    mixed = plan_of(model__grid=[{"encoder": "coxnet"}, {"encoder": "snn"}])
+    assert {mixed.candidate_spec(m, c)["tied_head"] for m in ("rna", "cnv", "wsi") for c in (0, 1)} == {False}
+    config = copy.deepcopy(DEMO)
+    config["modalities"]["wsi"]["block"] = {"grid": [{"encoder": "abmil"}]}  # one modality's own grid
+    assert Plan(validate_config(config)).candidate_spec("rna", 0)["tied_head"] is False
+    assert plan_of(model__grid=[{"encoder": "coxnet"}, {"encoder": "snn"}],
+                   model__block__tied_head=True).candidate_spec("rna", 1)["tied_head"] is True
+
+
 def test_models_need_what_they_read():
     defaults = {"baseline_inputs": ["early"]}  # the default baselines: those that fit the modalities
     one = plan_of(modalities={"rna": DEMO["modalities"]["rna"]}, slides={"dir": None}, evaluation=defaults)

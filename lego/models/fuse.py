@@ -5,12 +5,14 @@
 * ``weave``: layer by layer, the state passes through each block's layer i in turn.
 * ``merge`` (beyond the paper): the tuned LegoMerge itself -- each block reads its own modality,
   the latents are merged in the tuned merge's form and with its weights (``readout``: each latent
-  read by the head, logits averaged) -- fine-tuned. Why: fine-tuning a chain that starts far from any trained model on ~100-200 paired
+  read by its block's own head, centred at the merge's offsets, logits averaged) -- fine-tuned.
+  Why: fine-tuning a chain that starts far from any trained model on ~100-200 paired
   patients lost test C on every demo fold (0.680 against the merge's 0.735); started from the
   merge, with the merge itself a candidate (epoch -1), a fine-tune can only keep or improve what
   validation sees.
 
-The head starts as the merged head of the blocks (as in LegoMerge). Initial states are arguments,
+The head starts as the merged head of the blocks (as in LegoMerge); the ``readout`` form reads
+each block's own head instead, and fine-tunes those. Initial states are arguments,
 never written into a block's parameters, so the blocks stay reusable.
 """
 
@@ -20,14 +22,14 @@ import torch
 from torch import nn
 
 from lego.models.block import LegoBlock, fft
-from lego.models.merge import merge_heads, merged_output
+from lego.models.merge import merge_heads, merged_output, offsets_tensor
 from lego.settings import default, setting
 
 
 class LegoFuse(nn.Module):
     def __init__(self, blocks: dict[str, LegoBlock], mode: str = default("model.fuse.mode"),
                  head_method: str = default("model.merge.head"), weights: dict[str, float] | None = None,
-                 merge_method: str = "readout"):
+                 merge_method: str = "readout", offsets: dict[str, list[float]] | None = None):
         super().__init__()
         if len(blocks) < 2:
             raise ValueError("LegoFuse needs at least two blocks")
@@ -42,6 +44,7 @@ class LegoFuse(nn.Module):
         self.weights = [float((weights or {}).get(m, 1.0)) for m in self.modalities]
         self.merge_method = merge_method
         self.head = merge_heads([b.head for b in blocks.values()], head_method, torch.tensor(self.weights))
+        self.offsets = offsets_tensor(offsets, self.modalities)
 
     def _first_state(self, inputs) -> torch.Tensor:
         """Each patient starts from the latent array of the first block it has."""
@@ -57,7 +60,8 @@ class LegoFuse(nn.Module):
         """The blocks' latents merged as the tuned merge does, over the blocks a patient has."""
         latents = torch.stack([self.blocks[m].latent_from(inputs[m][0], inputs[m][1]) for m in self.modalities])
         present = torch.stack([inputs[m][2] for m in self.modalities])
-        return merged_output(latents, present, self.head, self.merge_method, torch.tensor(self.weights))
+        return merged_output(latents, present, self.head, self.merge_method, torch.tensor(self.weights),
+                             [self.blocks[m].head for m in self.modalities], self.offsets)
 
     def forward(self, inputs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mode == "merge":

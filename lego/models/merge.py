@@ -5,10 +5,17 @@ Latent merges (all N-way, with epsilon guards), over the modalities a patient ac
 * ``harmonic``: magnitude = weighted harmonic mean of the magnitudes, phase = weighted
   **circular** mean of the phases (the angle of the weighted sum of unit phasors).
 
-``readout`` (beyond the paper): each block's latent is read by the *merged* head and the logits are
-averaged (weighted, over the blocks a patient has). On TCGA-UCEC the latent merges followed the
-blocks' latent geometry rather than their predictive value (the merged risk ignored the best
-block, Spearman 0.23), while reading each latent with the merged head kept every block's signal.
+``readout`` (beyond the paper): each block's latent is read by *that block's own* head and the
+logits are averaged (weighted, over the blocks a patient has), each block's logits first centred
+at the ``offsets`` given (the tuned merge: its mean over the fold's out-of-sample patients). On
+TCGA-UCEC the latent merges followed the blocks' latent geometry rather than their predictive
+value (the merged risk ignored the best block, Spearman 0.23), while reading each latent with a
+head kept every block's signal. Why each block's own head: where heads are trained apart the
+merged head is none of them (heart valve cohort: 0.600 test C read by the merged head, 0.676 by
+the blocks' own heads, centred; docs/lego_method.md section 7); under tied heads the two are the
+same. Why centred: a block's logit level is arbitrary (a tied random head) or calibrated to the
+patients who have its modality, so averaging over the blocks a patient has would shift a patient
+by which modalities they have; where every patient has every block the centring changes nothing.
 
 Head merges: ``linear`` (weighted average of each head parameter) and ``slerp``: the weighted
 spherical mean on the unit sphere of each flattened parameter (the fixed point of Buss & Fillmore's
@@ -49,18 +56,40 @@ def merge_latents(latents: torch.Tensor, present: torch.Tensor, method: str = de
 
 
 def merged_output(latents: torch.Tensor, present: torch.Tensor, head: nn.Module, method: str,
-                  weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                  weights: torch.Tensor, block_heads: list[nn.Module] | None = None,
+                  offsets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(merged latent, logits) of K blocks' latents (K, B, R, D) over the blocks each patient has.
 
-    ``readout``: each latent read by the head and the logits averaged with the weights (the latent
-    returned is their weighted mean); otherwise the latents merged by ``method`` and read once.
-    LegoMerge and LegoFuse's ``merge`` mode predict through this one function."""
+    ``readout``: latent k read by ``block_heads[k]`` (the merged ``head`` where none are given),
+    centred at ``offsets[k]`` (K, outputs), and the logits averaged with the weights; the weighted
+    mean of the offsets is added back, one constant for every patient, so that the level stays a
+    block's (the latent returned is the latents' weighted mean). Otherwise the latents merged by
+    ``method`` and read once by ``head``. LegoMerge and LegoFuse's ``merge`` mode predict through
+    this one function."""
+    weights = weights.to(latents.device)
     if method == "readout":
         w = present.float() * weights[:, None]  # (K, B)
-        logits = torch.stack([head(z) for z in latents])  # (K, B, outputs)
-        return merge_latents(latents, present, "mean", weights), (logits * w[..., None]).sum(0) / w.sum(0).clamp_min(EPS)[:, None]
+        readers = block_heads if block_heads is not None else [head] * len(latents)
+        logits = torch.stack([read(z) for read, z in zip(readers, latents)])  # (K, B, outputs)
+        level = torch.zeros((), device=latents.device)
+        if offsets is not None:
+            offsets = offsets.to(latents.device)
+            level = (weights[:, None] * offsets).sum(0) / weights.sum()
+            logits = logits - offsets[:, None, :]
+        mean = (logits * w[..., None]).sum(0) / w.sum(0).clamp_min(EPS)[:, None]
+        return merge_latents(latents, present, "mean", weights), mean + level
     merged = merge_latents(latents, present, method, weights)
     return merged, head(merged)
+
+
+def offsets_tensor(offsets: dict[str, list[float]] | None, modalities: list[str]) -> torch.Tensor | None:
+    """Per-block logit offsets (a config's ``offsets``, modality -> one value per output) in block order."""
+    if not offsets:
+        return None
+    missing = [m for m in modalities if m not in offsets]
+    if missing:
+        raise ValueError(f"merge offsets lack block(s) {missing}")
+    return torch.tensor([offsets[m] for m in modalities], dtype=torch.float32)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -123,13 +152,15 @@ class LegoMerge(nn.Module):
 
     ``weights`` (per block, e.g. from validation) weight both the latent merge and the head merge;
     ``scales`` divide each block's latent first, so blocks whose latents live at different
-    magnitudes (RMS 1.6 vs 1.2 on TCGA-UCEC) count by their weight, not by their scale. Without
-    either, this is the paper's training-free merge.
+    magnitudes (RMS 1.6 vs 1.2 on TCGA-UCEC) count by their weight, not by their scale;
+    ``offsets`` centre each block's logits in the ``readout`` form (see the module's docstring).
+    Without any of them, this is the paper's training-free merge.
     """
 
     def __init__(self, blocks: dict[str, LegoBlock], method: str = default("model.merge.method"),
                  head_method: str = default("model.merge.head"),
-                 weights: dict[str, float] | None = None, scales: dict[str, float] | None = None):
+                 weights: dict[str, float] | None = None, scales: dict[str, float] | None = None,
+                 offsets: dict[str, list[float]] | None = None):
         super().__init__()
         if len(blocks) < 2:
             raise ValueError("LegoMerge needs at least two blocks")
@@ -146,6 +177,7 @@ class LegoMerge(nn.Module):
         if min(self.weights) <= 0 or min(self.scales) <= 0:
             raise ValueError(f"merge weights and scales must be positive; got {self.weights} and {self.scales}")
         self.head = merge_heads([b.head for b in blocks.values()], head_method, torch.tensor(self.weights))
+        self.offsets = offsets_tensor(offsets, self.modalities)
 
     def forward(self, inputs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs[m] = (x, mask, present); patients missing a modality use the latents they have."""
@@ -157,4 +189,5 @@ class LegoMerge(nn.Module):
         present_t = torch.stack(present)
         if not present_t.any(0).all():
             raise ValueError("a patient in the batch has none of the merged modalities")
-        return merged_output(torch.stack(latents), present_t, self.head, self.method, torch.tensor(self.weights))
+        return merged_output(torch.stack(latents), present_t, self.head, self.method, torch.tensor(self.weights),
+                             [self.blocks[m].head for m in self.modalities], self.offsets)

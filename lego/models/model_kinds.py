@@ -180,14 +180,15 @@ def _blocks(config: dict) -> dict:
 def _build_merge(config: dict):
     from lego.models.merge import LegoMerge
 
-    return LegoMerge(_blocks(config), config["method"], config["head_method"], config.get("weights"), config.get("scales"))
+    return LegoMerge(_blocks(config), config["method"], config["head_method"], config.get("weights"), config.get("scales"),
+                     config.get("offsets"))
 
 
 def _build_fuse(config: dict):
     from lego.models.fuse import LegoFuse
 
     return LegoFuse(_blocks(config), config["mode"], config["head_method"], config.get("weights"),
-                    config.get("merge_method", "readout"))
+                    config.get("merge_method", "readout"), config.get("offsets"))
 
 
 BLOCK = register(ModelKind("block", "block", "block", _build_block, _wrap_block, scope="modality", heatmaps=True, gpu=True,

@@ -41,7 +41,10 @@ def _merge_start(blocks: dict, configs: dict, block_dirs: list[str], mods: dict,
     head = spec.get("head_method", default("model.merge.head"))
     task = next(iter(configs.values()))["task"]
     best, _ = tuned_merge_choice(blocks, configs, oos, stacked_weights(blocks, configs, oos, lab, task), lab, head)
-    return {"weights": best["config"]["weights"], "merge_method": best["config"]["method"]}, oos.mods, oos.reads_scores
+    start = {"weights": best["config"]["weights"], "merge_method": best["config"]["method"]}
+    if "offsets" in best["config"]:
+        start["offsets"] = best["config"]["offsets"]
+    return start, oos.mods, oos.reads_scores
 
 
 def _keep_fine_tune(model: LegoFuse, start: dict, configs: dict, mods: dict, val_ids: list[str], lab) -> dict:

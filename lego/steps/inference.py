@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 def predict(model: torch.nn.Module, config: dict, mods: dict[str, ModalityTensors], ids: list[str],
             batch_size: int = 32) -> pd.DataFrame:
     """Per-patient predictions: risk and S(t) per bin (survival) or class probabilities."""
+    return _prediction_frame(ids, predict_logits(model, config, mods, ids, batch_size), config)
+
+
+def predict_logits(model: torch.nn.Module, config: dict, mods: dict[str, ModalityTensors], ids: list[str],
+                   batch_size: int = 32) -> torch.Tensor:
+    """The model's logits (patients, outputs), refused where any is not finite."""
     wrapped = as_predictor(model, config)
     wrapped.eval()
     outs = []
@@ -41,7 +47,7 @@ def predict(model: torch.nn.Module, config: dict, mods: dict[str, ModalityTensor
         raise InputError(f"model for {config.get('modality') or config['kind']} (fold {config.get('fold')}) gives non-finite "
                          f"predictions for {int(bad.sum())} patient(s), e.g. {first}; check that patient's input "
                          "features for extreme values, and retrain the model")
-    return _prediction_frame(ids, logits, config)
+    return logits
 
 
 def _prediction_frame(ids: list[str], logits: torch.Tensor, config: dict) -> pd.DataFrame:

@@ -73,7 +73,8 @@ def tuned_merge_choice(blocks: dict, configs: dict, oos, stacked: dict[str, floa
     Listed simplest first, a later form is kept only for a clear out-of-sample gain."""
     task = next(iter(configs.values()))["task"]
     equal = {m: 1.0 for m in blocks}
-    tried = [_merged(blocks, configs, method, weights, head_method, oos, lab)
+    offsets = oos.block_offsets(blocks, configs)
+    tried = [_merged(blocks, configs, method, weights, head_method, oos, lab, offsets=offsets)
              for weights in (equal, stacked) for method in TUNED_FORMS]
     scores = [-np.inf if t["score"] is None else t["score"] for t in tried]
     best = int(np.argmax(scores))
@@ -92,11 +93,14 @@ def tuned_merge_choice(blocks: dict, configs: dict, oos, stacked: dict[str, floa
 TUNED_FORMS = ("readout", "harmonic", "mean")  # single-source: the tuned merge's forms, simplest first
 
 
-def _merged(blocks: dict, configs: dict, method: str, weights: dict[str, float], head_method: str, oos, lab) -> dict:
-    """A merge of all blocks in one form with the given weights, and its out-of-sample score."""
-    model = LegoMerge(blocks, method, head_method, weights)
+def _merged(blocks: dict, configs: dict, method: str, weights: dict[str, float], head_method: str, oos, lab, *,
+            offsets: dict[str, list[float]] | None) -> dict:
+    """A merge of all blocks in one form with the given weights, and its out-of-sample score
+    (the readout centred at the blocks' out-of-sample mean logits, ``offsets``)."""
+    extra = {"offsets": offsets} if method == "readout" and offsets else {}
+    model = LegoMerge(blocks, method, head_method, weights, **extra)
     cfg = combined_config(MERGE.architecture, configs, method=method, head_method=head_method, weights=weights,
-                          scales={m: 1.0 for m in blocks})
+                          scales={m: 1.0 for m in blocks}, **extra)
     pred = oos.predict(model, cfg, list(blocks))
     return {"model": model, "config": cfg, "pred": pred, "score": validation_score(pred, lab, cfg["task"])}
 
