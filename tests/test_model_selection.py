@@ -182,6 +182,25 @@ def test_a_centred_readout_shifts_a_patient_missing_a_block_by_nothing_but_that_
         LegoMerge(blocks, "readout", offsets={"a": offsets["a"]})
 
 
+def test_a_readout_model_saved_before_readouts_read_each_blocks_own_head_is_refused_not_rebuilt(tmp_path):
+    """Such a model would now predict differently from what was evaluated: one line, rerun the step."""
+    from lego.errors import InputError
+    from lego.models import files as model_files
+    from lego.models.block import BlockConfig, LegoBlock
+    from lego.steps.fold_blocks import combined_config
+
+    blocks = {m: LegoBlock(BlockConfig(3, 4, latent_rows=4, latent_dim=8, heads=1, head_dim=4, encoder_width=8, init_seed=i))
+              for i, m in enumerate("ab")}
+    cfgs = {m: {"fold": 0, "task": "survival", "bins": [0, 1, 2, 3, 4], "classes": [], "block": b.cfg.to_dict()}
+            for m, b in blocks.items()}
+    config = combined_config("merge", cfgs, method="readout", head_method="slerp")
+    model_files.build(config)  # written now: rebuilt
+    old = {k: v for k, v in config.items() if k != "readout_reads"}
+    with pytest.raises(InputError, match="before readouts read each block's own head"):
+        model_files.build(old)
+    model_files.build({**old, "method": "harmonic"})  # other forms read the merged head, as before
+
+
 def test_select_variant_uses_validation_only(tmp_path):
     from lego.steps.variants import select_variant
 

@@ -177,9 +177,23 @@ def _blocks(config: dict) -> dict:
     return {m: LegoBlock(BlockConfig(**config["blocks"][m]["block"])) for m in block_order(config)}
 
 
+# A merge or fuse config written since the readout reads each block's own head says so; an older
+# readout model would now predict differently from what was evaluated, so it is refused, not rebuilt.
+READOUT_READS = ("readout_reads", "block heads")
+
+
+def _check_readout(config: dict, method: str) -> None:
+    key, value = READOUT_READS
+    if method == "readout" and config.get(key) != value:
+        raise InputError(f"this {config.get('kind')} model (fold {config.get('fold')}) is a readout merge written before "
+                         "readouts read each block's own head; run its merge-tuned / merge / fuse step again "
+                         "(snakemake --forcerun merge merge_tuned fuse)")
+
+
 def _build_merge(config: dict):
     from lego.models.merge import LegoMerge
 
+    _check_readout(config, config["method"])
     return LegoMerge(_blocks(config), config["method"], config["head_method"], config.get("weights"), config.get("scales"),
                      config.get("offsets"))
 
@@ -187,6 +201,8 @@ def _build_merge(config: dict):
 def _build_fuse(config: dict):
     from lego.models.fuse import LegoFuse
 
+    if config["mode"] == "merge":
+        _check_readout(config, config.get("merge_method", "readout"))
     return LegoFuse(_blocks(config), config["mode"], config["head_method"], config.get("weights"),
                     config.get("merge_method", "readout"), config.get("offsets"))
 

@@ -9,7 +9,7 @@ from lego.data.labels import require_outcomes
 from lego.errors import InputError
 from lego.models import files as model_files
 from lego.models.block import LegoBlock
-from lego.models.model_kinds import BLOCK
+from lego.models.model_kinds import BLOCK, READOUT_READS
 from lego.steps.inference import check_unseen
 
 MERGE_SHAPE = ("latent_rows", "latent_dim", "depth", "heads", "head_dim", "n_outputs")  # what merge and fuse combine
@@ -73,4 +73,5 @@ def combined_config(kind: str, configs: dict[str, dict], **extra) -> dict:
     """The config of a model made of the fold's blocks (a merge or a fuse)."""
     first = next(iter(configs.values()))
     return {"kind": kind, "fold": first["fold"], "task": first["task"], "bins": first["bins"],
-            "classes": first["classes"], "blocks": configs, "order": list(configs), **extra}
+            "classes": first["classes"], "blocks": configs, "order": list(configs), READOUT_READS[0]: READOUT_READS[1],
+            **extra}
