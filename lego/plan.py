@@ -332,9 +332,13 @@ class Plan:
         from lego.models.block import run_tied_head
 
         spec = self._grid_spec(modality, candidate)
-        encoders = {self._grid_spec(m, c)["encoder"] for m in self.modalities for c in range(len(self.block_grid(m)))}
-        spec["tied_head"] = run_tied_head(spec["tied_head"], encoders)
+        spec["tied_head"] = run_tied_head(spec["tied_head"], self._run_encoders)
         return spec
+
+    @cached_property
+    def _run_encoders(self) -> set[str]:
+        """Every encoder a block candidate of this run uses (once per plan, not per job's params)."""
+        return {self._grid_spec(m, c)["encoder"] for m in self.modalities for c in range(len(self.block_grid(m)))}
 
     def _grid_spec(self, modality: str, candidate: int | str) -> dict[str, Any]:
         spec = self.block_spec(modality)

@@ -38,7 +38,7 @@ def run_tied_head(tied_head: bool | str, encoders: set[str]) -> bool | str:
     its own, so the blocks' logits differ in level and in spread for reasons that are not their
     predictive value, and a readout merge of them is no average of calibrated predictions (heart
     valve cohort: tuned merge 0.668 test C with mixed heads, 0.702 with every head trained;
-    docs/lego_method.md section 7). All fitted: tied, as before; all neural: trained, as before."""
+    docs/lego_method.md section 8). All fitted: tied, as before; all neural: trained, as before."""
     from lego.models.encoders import FITTED
 
     if tied_head == "auto" and any(e in FITTED for e in encoders) and any(e not in FITTED for e in encoders):

@@ -12,7 +12,7 @@ TCGA-UCEC the latent merges followed the blocks' latent geometry rather than the
 value (the merged risk ignored the best block, Spearman 0.23), while reading each latent with a
 head kept every block's signal. Why each block's own head: where heads are trained apart the
 merged head is none of them (heart valve cohort: 0.600 test C read by the merged head, 0.676 by
-the blocks' own heads, centred; docs/lego_method.md section 7); under tied heads the two are the
+the blocks' own heads, centred; docs/lego_method.md section 8); under tied heads the two are the
 same. Why centred: a block's logit level is arbitrary (a tied random head) or calibrated to the
 patients who have its modality, so averaging over the blocks a patient has would shift a patient
 by which modalities they have; where every patient has every block the centring changes nothing.
