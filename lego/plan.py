@@ -328,8 +328,8 @@ class Plan:
 
     def candidate_spec(self, modality: str, candidate: int | str) -> dict[str, Any]:
         """block_spec with one grid candidate applied (select_k goes into the table preprocessing), and
-        ``tied_head: auto`` resolved for the run's encoders (:func:`lego.models.block.run_tied_head`)."""
-        from lego.models.block import run_tied_head
+        ``tied_head: auto`` resolved for the run's encoders (:func:`lego.models.model_kinds.run_tied_head`)."""
+        from lego.models.model_kinds import run_tied_head
 
         spec = self._grid_spec(modality, candidate)
         spec["tied_head"] = run_tied_head(spec["tied_head"], self._run_encoders)

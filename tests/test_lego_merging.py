@@ -14,7 +14,7 @@ import torch
 from lego.data.fold_data import ModalityTensors, collate, fold_ids
 from lego.models import files as model_io
 from lego.models.block import BlockConfig, LegoBlock
-from lego.models.stacking import cox_log_likelihood, stack_weights
+from lego.models.stacking import SHRINKAGE, choose_shrinkage, cox_log_likelihood, stack_weights
 from tests.helpers import SMALL, trained_blocks
 
 COX = {**SMALL, "encoder": "coxnet", "epochs": 2}
@@ -47,6 +47,35 @@ def test_stacking_leaves_a_noise_block_near_zero_and_splits_two_equal_blocks_abo
     assert partial[2] < 0.25 * partial[:2].min()
 
 
+def _signal_and_noise(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two blocks' risks, the first carrying the hazard and the second noise, and the outcome."""
+    rng = np.random.default_rng(seed)
+    signal, noise = rng.normal(size=(2, n))
+    return np.stack([signal, noise], axis=1), rng.exponential(np.exp(-signal)), rng.random(n) < 0.6
+
+
+def test_shrunk_weights_lie_between_the_free_fit_and_equal_weights_and_move_monotonically():
+    risks, time, event = _signal_and_noise(60, seed=2)
+    present = np.ones_like(risks, bool)
+    noise_weight = [stack_weights(risks, present, time, event, shrink=s)[1] for s in SHRINKAGE]
+    assert noise_weight[-1] == pytest.approx(0.5)  # an infinite penalty: equal weights
+    assert all(a <= b + 1e-6 for a, b in zip(noise_weight, noise_weight[1:])), noise_weight
+    assert noise_weight[0] < 0.2  # unpenalised, the noise block is all but dropped
+
+
+def test_cross_validation_shrinks_to_equal_weights_where_the_blocks_cannot_be_told_apart():
+    risks, time, event = _signal_and_noise(80, seed=3)
+    twins = np.stack([risks[:, 0], risks[:, 0]], axis=1)  # the likelihood cannot tell their weights apart
+    z, pres = (torch.tensor(twins), torch.ones(twins.shape, dtype=torch.float64))
+    t, e = torch.tensor(time), torch.tensor(event, dtype=torch.float64)
+    assert choose_shrinkage(z, pres, t, e) == float("inf")  # ties go to the larger penalty
+    # With the hazard in one block and 300 events, the cross-validated weights all but drop the noise.
+    risks, time, event = _signal_and_noise(500, seed=4)
+    w = stack_weights(risks, np.ones_like(risks, bool), time, event)
+    assert w[1] < 0.15 and w.sum() == pytest.approx(1.0)
+    assert np.array_equal(w, stack_weights(risks, np.ones_like(risks, bool), time, event))  # seeded parts
+
+
 def test_tied_heads_stay_identical_and_readout_averages_the_blocks_own_predictions(tmp_path):
     p, dirs = trained_blocks(tmp_path, {**SMALL, "tied_head": True})
     blocks = {m: model_io.load(d)[0] for m, d in zip(("zeta", "alpha"), dirs)}
@@ -77,8 +106,7 @@ def test_fitted_blocks_record_out_of_fold_scores_and_the_tuned_merge_chooses_on_
     sel = tuned["selection"]
     assert sel["chosen_on"].startswith("out-of-fold") and sel["n_patients"] == len(ids["train"]) + len(ids["val"])
     forms = [(t["method"], t["weights"]) for t in sel["tried"]]
-    equal = {"zeta": 1.0, "alpha": 1.0}
-    assert forms == [(m, w) for w in (equal, sel["stacked_weights"]) for m in ("readout", "harmonic", "mean")]
+    assert forms == [(m, sel["stacked_weights"]) for m in ("readout", "harmonic", "mean")]
     # The first listed form within one SE of the paired gain of the best out-of-sample form is kept.
     scores = [t["score"] for t in sel["tried"]]
     chosen = next(i for i, t in enumerate(sel["tried"]) if (tuned["method"], tuned["weights"]) == forms[i])

@@ -126,9 +126,11 @@ def test_tuned_merge_never_reads_test_patients_and_records_its_choice(tmp_path, 
     model, cfg = model_io.load(tmp_path / "tuned")  # the weights and scales rebuild the same model
     assert model.weights == [cfg["weights"][m] for m in cfg["order"]]
     plain = merging.merge_tuned(dirs, data, labels=str(p["labels"]), folds=str(p["folds"]), out_dir=str(tmp_path / "plain"))
-    # Neural blocks have no out-of-fold scores: validation alone; the plain average, then the stacked weights.
+    # Neural blocks have no out-of-fold scores: validation alone, too few events for a choice among
+    # forms -- the readout with the (shrunk) stacked weights is the merge.
     assert plain["selection"]["chosen_on"] == "validation patients"
-    assert [t["method"] for t in plain["selection"]["tried"]] == ["readout", "harmonic", "mean"] * 2
+    assert [(t["method"], t["weights"]) for t in plain["selection"]["tried"]] == [("readout", plain["selection"]["stacked_weights"])]
+    assert (plain["method"], plain["weights"]) == ("readout", plain["selection"]["stacked_weights"])
 
 
 def test_merge_weights_and_scales_change_the_merge():
@@ -180,6 +182,8 @@ def test_a_centred_readout_shifts_a_patient_missing_a_block_by_nothing_but_that_
     torch.testing.assert_close(centred(only_b)[1], plain(only_b)[1] - torch.tensor(offsets["b"]) + level)
     with pytest.raises(ValueError, match="lack"):
         LegoMerge(blocks, "readout", offsets={"a": offsets["a"]})
+    with pytest.raises(ValueError, match="one value per output"):  # never broadcast over the bins
+        LegoMerge(blocks, "readout", offsets={"a": offsets["a"], "b": [0.5]})
 
 
 def test_a_readout_model_saved_before_readouts_read_each_blocks_own_head_is_refused_not_rebuilt(tmp_path):

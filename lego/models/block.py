@@ -30,22 +30,6 @@ def _block_default(key: str):
     return default(f"model.block.{key}")
 
 
-def run_tied_head(tied_head: bool | str, encoders: set[str]) -> bool | str:
-    """A run's ``tied_head`` for its blocks, whose candidates use ``encoders``: ``auto`` becomes false
-    (every head trained) where fitted and neural encoders are mixed, and stays otherwise.
-
-    Why: under ``auto`` alone a fitted block keeps a tied random head while a neural block trains
-    its own, so the blocks' logits differ in level and in spread for reasons that are not their
-    predictive value, and a readout merge of them is no average of calibrated predictions (heart
-    valve cohort: tuned merge 0.668 test C with mixed heads, 0.702 with every head trained;
-    docs/lego_method.md section 8). All fitted: tied, as before; all neural: trained, as before."""
-    from lego.models.encoders import FITTED
-
-    if tied_head == "auto" and any(e in FITTED for e in encoders) and any(e not in FITTED for e in encoders):
-        return False
-    return tied_head
-
-
 @dataclass
 class BlockConfig:
     """A LegoBlock's architecture: the data's widths, the encoder, and config ``model.block``
@@ -76,7 +60,7 @@ class BlockConfig:
         fitted encoder. Why auto: a fitted score ranks patients whatever the head; a neural encoder
         under a frozen random head learnt to rank them worse than chance (docs/lego_method.md)."""
         if self.tied_head == "auto":
-            from lego.models.encoders import FITTED
+            from lego.models.model_kinds import FITTED
 
             return self.encoder in FITTED
         return bool(self.tied_head)

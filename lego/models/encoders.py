@@ -246,7 +246,6 @@ class CoxForest(FittedScore):
 
 
 ENCODERS = ("snn", "abmil", "gru", "none", "linear", "coxnet", "rsf", "coxrsf")
-FITTED = ("coxnet", "rsf", "coxrsf")  # classical models fitted in the fold, then frozen
 
 
 def build_encoder(name: str, in_dim: int, width: int = WIDTH, dropout: float = DROPOUT) -> nn.Module:

@@ -44,7 +44,7 @@ class LegoFuse(nn.Module):
         self.weights = [float((weights or {}).get(m, 1.0)) for m in self.modalities]
         self.merge_method = merge_method
         self.head = merge_heads([b.head for b in blocks.values()], head_method, torch.tensor(self.weights))
-        self.offsets = offsets_tensor(offsets, self.modalities)
+        self.offsets = offsets_tensor(offsets, self.modalities, next(iter(blocks.values())).cfg.n_outputs)
 
     def _first_state(self, inputs) -> torch.Tensor:
         """Each patient starts from the latent array of the first block it has."""

@@ -82,13 +82,18 @@ def merged_output(latents: torch.Tensor, present: torch.Tensor, head: nn.Module,
     return merged, head(merged)
 
 
-def offsets_tensor(offsets: dict[str, list[float]] | None, modalities: list[str]) -> torch.Tensor | None:
-    """Per-block logit offsets (a config's ``offsets``, modality -> one value per output) in block order."""
+def offsets_tensor(offsets: dict[str, list[float]] | None, modalities: list[str], n_outputs: int) -> torch.Tensor | None:
+    """Per-block logit offsets (a config's ``offsets``, modality -> one value per output) in block
+    order; a wrong length is refused (broadcasting one value over every output would shift the
+    bins unequally, silently)."""
     if not offsets:
         return None
     missing = [m for m in modalities if m not in offsets]
     if missing:
         raise ValueError(f"merge offsets lack block(s) {missing}")
+    wrong = {m: len(offsets[m]) for m in modalities if len(offsets[m]) != n_outputs}
+    if wrong:
+        raise ValueError(f"merge offsets need one value per output ({n_outputs}); got {wrong}")
     return torch.tensor([offsets[m] for m in modalities], dtype=torch.float32)
 
 
@@ -177,7 +182,7 @@ class LegoMerge(nn.Module):
         if min(self.weights) <= 0 or min(self.scales) <= 0:
             raise ValueError(f"merge weights and scales must be positive; got {self.weights} and {self.scales}")
         self.head = merge_heads([b.head for b in blocks.values()], head_method, torch.tensor(self.weights))
-        self.offsets = offsets_tensor(offsets, self.modalities)
+        self.offsets = offsets_tensor(offsets, self.modalities, next(iter(blocks.values())).cfg.n_outputs)
 
     def forward(self, inputs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs[m] = (x, mask, present); patients missing a modality use the latents they have."""

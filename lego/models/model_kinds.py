@@ -215,3 +215,20 @@ MERGE_TUNED = register(ModelKind("merge-tuned", "variant", "merge", min_modaliti
                                  description="LegoMerge with latents normalised and blocks weighted on validation"))
 FUSE = register(ModelKind("fuse", "variant", "fuse", _build_fuse, min_modalities=2, gpu=True, preference=2,
                           description="LegoFuse: the blocks chained and fine-tuned for a few epochs"))
+
+
+FITTED = ("coxnet", "rsf", "coxrsf")  # single-source: encoders that are classical models fitted in the fold, then frozen
+
+
+def run_tied_head(tied_head: bool | str, encoders: set[str]) -> bool | str:
+    """A run's ``tied_head`` for its blocks, whose candidates use ``encoders``: ``auto`` becomes false
+    (every head trained) where fitted and neural encoders are mixed, and stays otherwise.
+
+    Why: under ``auto`` alone a fitted block keeps a tied random head while a neural block trains
+    its own, so the blocks' logits differ in level and in spread for reasons that are not their
+    predictive value, and a readout merge of them is no average of calibrated predictions (heart
+    valve cohort: tuned merge 0.668 test C with mixed heads, 0.702 with every head trained;
+    docs/lego_method.md section 8). All fitted: tied, as before; all neural: trained, as before."""
+    if tied_head == "auto" and any(e in FITTED for e in encoders) and any(e not in FITTED for e in encoders):
+        return False
+    return tied_head

@@ -15,9 +15,8 @@ from lego.io import write_json
 from lego.model_selection import validation_score, validation_se
 from lego.models import files as model_files
 from lego.models.block import BlockConfig, LegoBlock, SingleBlock
-from lego.models.encoders import FITTED
 from lego.models.fitted import OUT_OF_FOLD, prepare_fitted_encoder, ranking_kept, ranking_penalty, start_monotone
-from lego.models.model_kinds import BLOCK, HISTORY
+from lego.models.model_kinds import BLOCK, FITTED, HISTORY
 from lego.settings import default
 from lego.steps.inference import predict
 from lego.survival.targets import baseline_hazard_logits, class_prior_logits

@@ -63,19 +63,23 @@ def merge_tuned(block_dirs: list[str], data: dict[str, str], *, labels: str, fol
 
 def tuned_merge_choice(blocks: dict, configs: dict, oos, stacked: dict[str, float], lab, head_method: str) -> tuple[dict, dict]:
     """The tuned merge: each merge form of :data:`TUNED_FORMS` (readout, harmonic and mean latents)
-    with equal weights, then with the stacked weights, scored on the fold's out-of-sample
-    patients; the first listed within one bootstrap SE of the paired gain of the best is kept.
+    with the stacked weights, scored on the fold's out-of-sample patients; the first listed within
+    one bootstrap SE of the paired gain of the best is kept. Where those patients are the
+    validation patients alone (a block without cross-fitted scores), the readout form alone.
 
-    Why this order and rule: where the blocks are about equally informative the plain average is
-    hard to beat and fitted weights only add noise (demo: 0.723 test C stacked against 0.734
-    equal); where one block dominates, stacked weights stop weak blocks from dragging it down; and
-    which latent merge suits a cohort's blocks differed between cohorts by more than the noise.
-    Listed simplest first, a later form is kept only for a clear out-of-sample gain."""
+    Why: the weights are the stacking's, shrunk toward equal weights (for standardised risks) as far
+    as the cross-validated likelihood says (:mod:`lego.models.stacking`) -- where the blocks are
+    about equally informative that is the plain average, where one dominates the weak ones stop
+    dragging it down. Choosing "equal or stacked" by C instead kept equal weights on 5-10 events
+    even where the stacked ones won in 4 of 5 folds (docs/lego_method.md section 9). Which latent
+    merge suits a cohort's blocks differed between cohorts by more than the noise; listed simplest
+    first, a later form is kept only for a clear out-of-sample gain. But one SE of a C on the 5-10
+    events of a validation part is no guard for a three-way choice: there a latent form that won
+    validation by chance lost 0.19 test C in a fold (heart valve cohort, section 9)."""
     task = next(iter(configs.values()))["task"]
-    equal = {m: 1.0 for m in blocks}
     offsets = oos.block_offsets(blocks, configs)
-    tried = [_merged(blocks, configs, method, weights, head_method, oos, lab, offsets=offsets)
-             for weights in (equal, stacked) for method in TUNED_FORMS]
+    forms = TUNED_FORMS if oos.reads_scores else TUNED_FORMS[:1]
+    tried = [_merged(blocks, configs, method, stacked, head_method, oos, lab, offsets=offsets) for method in forms]
     scores = [-np.inf if t["score"] is None else t["score"] for t in tried]
     best = int(np.argmax(scores))
     chosen = best
