@@ -43,7 +43,8 @@ def run_row(name: str, before: pd.DataFrame, after: pd.DataFrame) -> tuple[dict,
     """One run's table row and its numbers (for the JSON)."""
     blocks = [c for c in after if c.startswith("block-") and after[c].notna().all()]
     best = max(blocks, key=lambda c: after[c].mean()) if blocks else None
-    row = {"run": name, **{m: f"{before[m].mean():.3f} → {after[m].mean():.3f}" for m in MODELS},
+    row = {"run": name, **{m: f"{before[m].mean():.3f} → {after[m].mean():.3f}" if m in before and m in after else "–"
+                           for m in MODELS},
            "lego after − before": fmt(paired(after["lego"], before["lego"])),
            "best block (test)": f"{best[6:]} {after[best].mean():.3f}" if best else "–"}
     nums = {"lego_change": paired(after["lego"], before["lego"])}

@@ -212,7 +212,7 @@ BLOCK = register(ModelKind("block", "block", "block", _build_block, _wrap_block,
 MERGE = register(ModelKind("merge", "variant", "merge", _build_merge, min_modalities=2, preference=1,
                            description="LegoMerge: the paper's training-free merge"))
 MERGE_TUNED = register(ModelKind("merge-tuned", "variant", "merge", min_modalities=2, preference=0,
-                                 description="LegoMerge with latents normalised and blocks weighted on validation"))
+                                 description="LegoMerge with blocks weighted (and its form chosen) on the fold's out-of-sample patients"))
 FUSE = register(ModelKind("fuse", "variant", "fuse", _build_fuse, min_modalities=2, gpu=True, preference=2,
                           description="LegoFuse: the blocks chained and fine-tuned for a few epochs"))
 

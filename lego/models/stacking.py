@@ -15,10 +15,13 @@ on the same patients chooses (:func:`choose_shrinkage`): from none to infinite (
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def cox_log_likelihood(eta: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
@@ -55,6 +58,8 @@ def stack_weights(risks: np.ndarray, present: np.ndarray, time: np.ndarray, even
     t, e = torch.tensor(np.asarray(time, dtype=float)), torch.tensor(np.asarray(event, dtype=float))
     if shrink is None:
         shrink = choose_shrinkage(z, pres, t, e, gauge, steps)
+        log.info("stacking on %d patients (%d events): cross-validated shrinkage %s", len(t), int(e.sum()),
+                 "to equal weights" if math.isinf(shrink) else shrink)
     log_w, _ = _fit(z, pres, t, e, shrink, gauge, steps)
     w = log_w.exp().numpy()
     return w / w.sum() if np.isfinite(w).all() and w.sum() > 0 else np.full(k, 1.0 / k)
@@ -116,5 +121,5 @@ def choose_shrinkage(z: torch.Tensor, pres: torch.Tensor, t: torch.Tensor, e: to
             log_w, log_c = _fit(z[rest], pres[rest], t[rest], e[rest], shrink, gauge, steps)
             total += float(cox_log_likelihood(_eta(z, pres, log_w, log_c), t, e)
                            - cox_log_likelihood(_eta(z[rest], pres[rest], log_w, log_c), t[rest], e[rest]))
-        scores[shrink] = total
+        scores[shrink] = total if math.isfinite(total) else -math.inf  # a fit that ran away never wins
     return max(SHRINKAGE, key=lambda s: (round(scores[s], 9), s))
