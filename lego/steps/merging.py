@@ -70,8 +70,9 @@ def tuned_merge_choice(blocks: dict, configs: dict, oos, stacked: dict[str, floa
     Why: the weights are the stacking's, shrunk toward equal weights for standardised risks (raw
     weights 1/sd of each block's risk) as far as the cross-validated likelihood says
     (:mod:`lego.models.stacking`) -- where the blocks are about equally informative that is an
-    average of comparable risks, where one dominates the weak ones stop dragging it down. Choosing "equal or stacked" by C instead kept equal weights on 5-10 events
-    even where the stacked ones won in 4 of 5 folds (docs/lego_method.md section 9). Which latent
+    average of comparable risks, where one dominates the weak ones stop dragging it down.
+    Choosing "equal or stacked" by C instead kept equal weights on 5-10 events even where the
+    stacked ones won in 4 of 5 folds (docs/lego_method.md section 9). Which latent
     merge suits a cohort's blocks differed between cohorts by more than the noise; listed simplest
     first, a later form is kept only for a clear out-of-sample gain. But one SE of a C on the 5-10
     events of a validation part is no guard for a three-way choice: there a latent form that won
