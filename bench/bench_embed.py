@@ -47,7 +47,7 @@ def _reset_gpu_peak() -> None:
 def _embed(enc, batch, dev):
     import torch
 
-    with torch.autocast(device_type="cuda", dtype=enc.autocast_dtype, enabled=dev.type == "cuda"):
+    with torch.autocast(device_type="cuda", dtype=getattr(torch, enc.autocast_dtype), enabled=dev.type == "cuda"):
         out = enc.embed(batch.to(dev, non_blocking=True))
     return out.float().cpu()  # the pipeline also brings every batch back to the host
 
@@ -118,7 +118,7 @@ def prepare(args: argparse.Namespace) -> Setup:
     """Benchmark slide, its first ``--patches`` patches written to a temporary folder, random ResNet50 weights."""
     import torch
 
-    from lego.slides.embed import resolve_device
+    from lego.device import resolve_device
     from lego.slides.encoders.resnet50_trunc import ResNet50Trunc
     from lego.slides.patches import PatchGrid, PatchParams, make_patch_grid, write_patches
     from lego.slides.reader import open_slide
@@ -150,7 +150,8 @@ def load_encoder(name: str, setup: Setup, batch_size: int):
         checkpoint = str(setup.tmp / f"{name}.safetensors")
         save_file({k: v.contiguous() for k, v in network(FOUNDATION[name]).state_dict().items()}, checkpoint)
     enc = create_encoder(name, checkpoint)
-    enc.model.to(setup.dev).eval()
+    if enc.model is not None:  # an array encoder (stain_texture) computes with numpy on the CPU
+        enc.model.to(setup.dev).eval()
     with torch.inference_mode():
         _embed(enc, torch.zeros((batch_size, 3, enc.input_px, enc.input_px), dtype=torch.uint8), setup.dev)
     return enc

@@ -35,11 +35,9 @@ def one_run(path: Path, mode: str, batch_size: int) -> dict:
     """The whole extraction of one slide in this process; returns timings and peak memory."""
     import numpy as np
     import openslide
-    import torch
     from torch.utils.data import DataLoader
 
-    from lego.slides.embed import PatchDataset
-    from lego.slides.encoders import Encoder
+    from lego.slides.embed import PatchReader
     from lego.slides.patches import PatchParams, make_patch_grid
     from lego.slides.reader import open_slide
     from lego.slides.tissue import TissueParams, segment_tissue
@@ -59,8 +57,7 @@ def one_run(path: Path, mode: str, batch_size: int) -> dict:
         osr.close()
         n = len(coords)
     else:  # the reader the embedding stage uses, to encoder-ready uint8 tensors
-        identity = Encoder("identity", 3, grid.attrs["patch_px"], torch.nn.Identity(), "-", normalise=False)
-        loader = DataLoader(PatchDataset(path, coords, grid.attrs, identity, None), batch_size=batch_size,
+        loader = DataLoader(PatchReader(path, coords, grid.attrs, grid.attrs["patch_px"], None), batch_size=batch_size,
                             num_workers=int(mode.split("-")[1]))
         n = sum(len(b) for b in loader)
         assert n == len(coords)

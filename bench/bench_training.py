@@ -37,8 +37,8 @@ def one_case(name: str, epochs: int, device: str) -> dict:
     import torch
 
     from lego.data.fold_data import ModalityTensors, Targets, collate, target_tensors
+    from lego.device import resolve_device
     from lego.models.block import BlockConfig, LegoBlock
-    from lego.slides.embed import resolve_device
     from lego.survival.loss import nll_survival_loss
     from lego.train import batches, seed_everything
 

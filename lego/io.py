@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pandas costs ~0.3 s to import; per-slide jobs (embedding) never need it
     import pandas as pd
+    import pyarrow as pa
 
 
 def _private_folder(final: Path) -> Path:
@@ -104,14 +105,18 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: dict[str,
     """Write ``df`` as parquet atomically; ``metadata`` goes into the schema's key-value metadata.
     A text-table name (``x.csv``) is refused: parquet bytes under it fool every later reader."""
     import pyarrow as pa
+
+    write_arrow_table(pa.Table.from_pandas(df, preserve_index=False), path, metadata)
+
+
+def write_arrow_table(table: pa.Table, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+    """:func:`write_parquet` of a pyarrow table (per-slide jobs write theirs without pandas)."""
     import pyarrow.parquet as pq
 
     from lego.errors import InputError
 
     if str(path).lower().endswith(TEXT_SUFFIXES):
         raise InputError(f"{path}: this output is a parquet table; name it .parquet")
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
     if metadata:
         merged = dict(table.schema.metadata or {})
         merged.update({f"lego.{k}".encode(): json.dumps(v).encode() for k, v in metadata.items()})

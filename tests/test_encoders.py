@@ -5,7 +5,7 @@ import torch
 
 from lego.errors import ConfigError, InputError
 from lego.slides.embed import embed_slide
-from lego.slides.encoders import create_encoder, list_encoders, to_chw_uint8
+from lego.slides.encoders import Encoder, create_encoder, list_encoders, to_chw_uint8
 from lego.slides.encoders.resnet50_trunc import ResNet50Trunc
 from lego.slides.features import import_feature_file, read_feature_bag, write_feature_bag
 from lego.slides.patches import PatchParams
@@ -108,12 +108,53 @@ def test_embedding_writes_features_with_provenance(patched_slide, tmp_path):
     np.testing.assert_allclose(read_feature_bag(tmp_path / "g.h5").features, bag.features, rtol=1e-5, atol=1e-6)
 
 
-def test_embedding_with_dataloader_workers(patched_slide, tmp_path):
+def test_a_network_embeds_the_same_with_dataloader_workers(patched_slide, tmp_path):
+    """Network encoders read patches in DataLoader workers (stain_texture, an array encoder, reads in
+    its own process): a small network stands in for a CNN."""
     slide, patches = patched_slide
-    enc = create_encoder("stain_texture")
+    net = torch.nn.Sequential(torch.nn.AvgPool2d(8), torch.nn.Flatten(), torch.nn.LazyLinear(5))
+    enc = Encoder("tiny", 5, 64, net, "tiny-digest", normalise=False)
+    net(torch.zeros(1, 3, 64, 64))  # materialise the lazy layer
     embed_slide(slide, patches, enc, tmp_path / "w0.h5", batch_size=4, num_workers=0)
     embed_slide(slide, patches, enc, tmp_path / "w2.h5", batch_size=4, num_workers=2)
-    np.testing.assert_allclose(read_feature_bag(tmp_path / "w2.h5").features, read_feature_bag(tmp_path / "w0.h5").features, rtol=1e-5)
+    w0 = read_feature_bag(tmp_path / "w0.h5")
+    assert len(w0.features) >= 16 and w0.features.shape[1] == 5  # enough patches that the workers start
+    np.testing.assert_allclose(read_feature_bag(tmp_path / "w2.h5").features, w0.features, rtol=1e-5)
+
+
+def _stain_texture_v1(x: torch.Tensor) -> torch.Tensor:
+    """stain_texture/1 as it was first written, in torch, on float (B, 3, S, S) in [0, 1]."""
+    from lego.slides.encoders.stain_texture import HED_FROM_RGB
+
+    x = x.clamp(1 / 255, 1.0)
+    b = x.shape[0]
+    od = -torch.log(x)
+    hed = torch.einsum("bchw,cd->bdhw", od, torch.from_numpy(HED_FROM_RGB)).clamp_min(0).flatten(2)
+    q = torch.quantile(hed, torch.tensor([0.1, 0.5, 0.9]), dim=2).permute(1, 2, 0)
+    stain = torch.cat([hed.mean(2, keepdim=True), hed.std(2, keepdim=True), q], dim=2).reshape(b, 15)
+    rgb = x.flatten(2)
+    grey = x.mean(1)
+    gx, gy = grey[:, :, 1:] - grey[:, :, :-1], grey[:, 1:, :] - grey[:, :-1, :]
+    grad = torch.stack([gx.abs().mean((1, 2)), gy.abs().mean((1, 2))], dim=1)
+    tissue = (od.sum(1) > 0.3).float().mean((1, 2)).unsqueeze(1)
+    return torch.cat([stain, rgb.mean(2), rgb.std(2), grad, tissue], dim=1)
+
+
+def test_stain_texture_in_numpy_gives_version_1_features_so_old_and_new_bags_mix(demo_slides, patched_slide):
+    """The array encoder keeps the digest of stain_texture/1: its features must be those of the
+    first (torch) definition to float32 rounding, on real slide patches and on flat colours."""
+    from lego.slides.embed import PatchReader
+    from lego.slides.patches import read_patches
+
+    slide, patches = patched_slide
+    grid = read_patches(patches)
+    reader = PatchReader(slide, grid.coords, grid.attrs, 128, None)
+    flat = np.stack([np.full((3, 128, 128), v, np.uint8) for v in (0, 1, 128, 255)])
+    batch = np.concatenate([np.stack([reader[i] for i in range(len(reader))]), flat])
+    enc = create_encoder("stain_texture")
+    new = enc.arrays(batch)
+    assert new.dtype == np.float32 and new.shape == (len(batch), 24) and np.isfinite(new).all()
+    np.testing.assert_allclose(new, _stain_texture_v1(torch.from_numpy(batch).float() / 255).numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_failed_slide_propagates_to_features(fixtures_dir, tmp_path):

@@ -158,7 +158,7 @@ def small_slide(tmp_path):
     return path, tmp_path / "p.h5"
 
 
-@pytest.mark.parametrize("name", ["stain_texture", "efficientnet_lite0"])
+@pytest.mark.parametrize("name", ["efficientnet_lite0"])  # stain_texture has no network: numpy, on the CPU
 def test_embedding_on_the_accelerator_matches_the_cpu(accel, name, small_slide, tmp_path):
     """fp16 autocast and pinned, non-blocking copies: per-patch features within cosine 0.999 of fp32."""
     from lego.slides.embed import embed_slide

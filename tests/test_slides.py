@@ -9,7 +9,7 @@ from lego.io import atomic_path
 from lego.slides.patches import PatchParams, make_patch_grid, read_patches
 from lego.slides.reader import open_slide
 from lego.slides.slide_jobs import run_extract, run_segment
-from lego.slides.tissue import Tissue, TissueParams, read_tissue, segment_tissue
+from lego.slides.tissue import Tissue, TissueParams, read_tissue, segment_tissue, write_tissue
 
 
 def test_real_vendor_fixtures_open(fixtures_dir):
@@ -61,6 +61,40 @@ def test_blank_slide_has_no_tissue(demo_slides):
     blank = next(p for p in demo_slides if p.stem.endswith("DX9"))
     with open_slide(blank) as slide, pytest.raises(SlideError, match="no tissue found"):
         segment_tissue(slide, TissueParams())
+
+
+def test_a_tissue_table_reads_back_as_written_holes_and_empty_tables_included(tmp_path):
+    square = np.array([[0, 0], [100, 0], [100, 80], [0, 80]], np.int32)
+    tissue = Tissue([square * 3, square + 10, square.astype(np.int64) * 7 + 2**33], [False, True, False], [-1, 0, -1],
+                    {"slide": "s.svs", "status": "ok", "tissue_area_um2": 1.5})
+    for written in (tissue, Tissue([], [], [], {"slide": "s.svs", "status": "failed", "reason": "blank"})):
+        write_tissue(written, tmp_path / "t.parquet")
+        back = read_tissue(tmp_path / "t.parquet")
+        assert back.is_hole == written.is_hole and back.parent == written.parent and back.meta == written.meta
+        assert len(back.contours) == len(written.contours)
+        for a, b in zip(back.contours, written.contours):
+            np.testing.assert_array_equal(a, b.astype(np.int64))
+    import pandas as pd  # other tools read it as a table
+
+    assert pd.read_parquet(tmp_path / "t.parquet").columns.tolist() == ["contour_id", "is_hole", "parent", "x", "y"]
+
+
+def test_the_per_slide_jobs_import_neither_torch_nor_pandas(demo_slides, tmp_path):
+    """Each slide is segmented, patched and embedded in its own job: importing torch (2-3 s of CPU)
+    or pandas (0.5 s) would be most of a small slide's work, times every slide of the cohort."""
+    import subprocess
+    import sys
+
+    slide, d = str(demo_slides[0]), tmp_path
+    steps = [["segment", "--slide", slide, "--out-tissue", f"{d}/t.parquet", "--out-png", f"{d}/t.png"],
+             ["extract", "--slide", slide, "--tissue", f"{d}/t.parquet", "--out", f"{d}/p.h5"],
+             ["embed", "--slide", slide, "--patches", f"{d}/p.h5", "--encoder", "stain_texture", "--out", f"{d}/f.h5",
+              "--threads", "1"]]
+    code = (f"import sys; from lego.cli import main; assert [main(a) for a in {steps!r}] == [0, 0, 0]; "
+            "print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+    assert read_patches(d / "p.h5").coords.shape[0] > 0
 
 
 def test_otsu_option_runs(demo_slides):

@@ -81,8 +81,9 @@ class Embed(SlideCommand):
         from lego.slides.encoders import create_encoder
         from lego.slides.slide_jobs import run_embed
 
-        set_threads(self.threads)
         encoder = create_encoder(self.encoder, self.checkpoint)
+        if encoder.model is not None:  # an array encoder's job never imports torch
+            set_threads(self.threads)
         status = run_embed(self.slide, self.patches, encoder, self.out, self.record_failure, batch_size=self.batch_size,
                            num_workers=self.num_workers, device=self.device, mpp_fallback=self.mpp_fallback,
                            progress=self.progress)

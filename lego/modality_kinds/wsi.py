@@ -16,6 +16,8 @@ from lego.errors import InputError
 from lego.modality_kinds import ModalityKind, register
 from lego.slides.features import read_feature_bag
 
+PROVENANCE = ("status", "encoder", "encoder_digest")  # the attributes a model's data reads of each bag
+
 
 def feature_source(attrs: dict) -> dict[str, str]:
     """The patch encoder (name and weight digest) a feature file records. Why: UNI, Phikon-v2 and
@@ -42,7 +44,7 @@ def _read_bags(manifest: pd.DataFrame, source: dict | None) -> tuple[dict[str, l
     bags: dict[str, list[np.ndarray]] = {}
     first = None  # (dimension, file) of the first bag: every other must match it
     for row in manifest.itertuples():
-        bag = read_feature_bag(row.features)
+        bag = read_feature_bag(row.features, only=PROVENANCE)
         feats = bag.features
         first = first or (feats.shape[1], row.features)
         if feats.shape[1] != first[0]:

@@ -1,5 +1,7 @@
-"""Batched patch embedding: DataLoader workers read patches with OpenSlide, the model runs on
-CUDA with autocast when a GPU is visible and on the CPU otherwise.
+"""Batched patch embedding. Network encoders: DataLoader workers read patches with OpenSlide, the
+model runs on CUDA with autocast when a GPU is visible and on the CPU otherwise. Array encoders
+(no network, see :class:`lego.slides.encoders.Encoder`) read and compute in this process with
+numpy alone: their job never imports torch.
 """
 
 from __future__ import annotations
@@ -10,13 +12,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
-from lego.device import resolve_device
 from lego.errors import InputError
 from lego.settings import default
-from lego.slides.encoders import Encoder, to_chw_uint8
+from lego.slides.encoders import Encoder, chw_uint8
 from lego.slides.features import write_feature_bag
 from lego.slides.patches import PATCH_FILE_ROOT, read_patches
 from lego.slides.reader import open_slide
@@ -24,35 +23,36 @@ from lego.slides.reader import open_slide
 log = logging.getLogger(__name__)
 
 
-class PatchDataset(Dataset):
-    """Reads patch ``i`` from the slide at the grid's read level and resizes it for the encoder.
+class PatchReader:
+    """Reads patch ``i`` (uint8, channels first) from the slide at the grid's read level, resized
+    to the encoder's input. A map-style dataset: a torch DataLoader batches it as it is.
 
     Each worker opens its own OpenSlide handle lazily (handles are not shared across processes).
     """
 
-    def __init__(self, slide_path: str | Path, coords: np.ndarray, attrs: dict, encoder: Encoder, mpp_fallback: float | None):
+    def __init__(self, slide_path: str | Path, coords: np.ndarray, attrs: dict, input_px: int, mpp_fallback: float | None):
         self.slide_path = str(slide_path)
         self.coords = coords
         self.level = int(attrs["read_level"])
         self.read_px = int(attrs["read_px"])
-        self.encoder = encoder
+        self.input_px = input_px
         self.mpp_fallback = mpp_fallback
         self._slide = None
 
     def __len__(self) -> int:
         return len(self.coords)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> np.ndarray:
         if self._slide is None:
             self._slide = open_slide(self.slide_path, self.mpp_fallback)
         x, y = self.coords[i]
         region = (int(x), int(y), self.level, (self.read_px, self.read_px))
-        size = self.encoder.input_px
+        size = self.input_px
         if self.read_px == size:  # no resizing: straight to the encoder's channel-first layout
-            return torch.from_numpy(self._slide.read_chw(*region))
+            return self._slide.read_chw(*region)
         patch = self._slide.read_rgb(*region)
         interp = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
-        return to_chw_uint8(cv2.resize(patch, (size, size), interpolation=interp))
+        return chw_uint8(cv2.resize(patch, (size, size), interpolation=interp))
 
 
 def read_geometry(attrs: dict, slide_path: str | Path, mpp_fallback: float | None, where) -> dict:
@@ -91,28 +91,16 @@ def embed_slide(
     mpp_fallback: float | None = None,
     progress: bool = False,
 ) -> dict:
-    """Embed every patch of a slide and write the feature bag; return timing stats."""
+    """Embed every patch of a slide and write the feature bag; return timing stats. An array
+    encoder runs on the CPU in this process (``num_workers`` and ``device`` are the network's)."""
     grid = read_patches(patches_h5)
     read = read_geometry(grid.attrs, slide_path, mpp_fallback, patches_h5)
-    dev = resolve_device(device)
-    encoder.model.to(dev).eval()
-    ds = PatchDataset(slide_path, grid.coords, {**grid.attrs, **read}, encoder, mpp_fallback)
-    # Worker start-up costs more than reading a few batches in-process: small slides skip workers.
-    workers = num_workers if len(ds) >= 4 * batch_size else 0
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda")
-    feats = []
+    patches = PatchReader(slide_path, grid.coords, {**grid.attrs, **read}, encoder.input_px, mpp_fallback)
     t0 = time.perf_counter()
-    it = loader
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(loader, desc=Path(slide_path).name, unit="batch")
-    with torch.inference_mode():
-        for batch in it:
-            batch = batch.to(dev, non_blocking=True)
-            with torch.autocast(device_type="cuda", dtype=encoder.autocast_dtype, enabled=dev.type == "cuda"):
-                out = encoder.embed(batch)
-            feats.append(out.float().cpu().numpy())
+    if encoder.arrays is not None:
+        feats, where = _array_features(patches, encoder, batch_size, progress), "cpu"
+    else:
+        feats, where = _network_features(patches, encoder, batch_size, num_workers, device, progress)
     elapsed = time.perf_counter() - t0
     features = np.concatenate(feats) if feats else np.zeros((0, encoder.dim), np.float32)
     attrs = {
@@ -121,9 +109,47 @@ def embed_slide(
         "encoder_digest": encoder.digest,
         "encoder_input_px": encoder.input_px,
         "slide_name": Path(slide_path).name,
-        "device": dev.type,
+        "device": where,
     }
     attrs.update({k: v for k, v in grid.attrs.items() if k.startswith(("patch_", "read_", "level0_", "slide_", "mpp_"))})
     geometry = {k: v for k, v in grid.attrs.items() if k not in PATCH_FILE_ROOT}  # the coords attributes, as TRIDENT copies them
     write_feature_bag(out_h5, features, grid.coords, attrs, geometry)
     return {"patches": len(features), "seconds": elapsed, "patches_per_s": len(features) / max(elapsed, 1e-9)}
+
+
+def _with_progress(batches, total: int, name: str, progress: bool):
+    if not progress:
+        return batches
+    from tqdm import tqdm
+
+    return tqdm(batches, total=total, desc=name, unit="batch")
+
+
+def _array_features(patches: PatchReader, encoder: Encoder, batch_size: int, progress: bool) -> list[np.ndarray]:
+    """An array encoder's features, ``batch_size`` patches at a time (bounded memory), read here."""
+    starts = range(0, len(patches), batch_size)
+    batches = (np.stack([patches[i] for i in range(s, min(s + batch_size, len(patches)))]) for s in starts)
+    return [encoder.arrays(batch) for batch in _with_progress(batches, len(starts), Path(patches.slide_path).name, progress)]
+
+
+def _network_features(patches: PatchReader, encoder: Encoder, batch_size: int, num_workers: int, device: str,
+                      progress: bool) -> tuple[list[np.ndarray], str]:
+    """A network's features (DataLoader readers, autocast on a GPU), and the device type it ran on."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from lego.device import resolve_device
+
+    dev = resolve_device(device)
+    encoder.model.to(dev).eval()
+    # Worker start-up costs more than reading a few batches in-process: small slides skip workers.
+    workers = num_workers if len(patches) >= 4 * batch_size else 0
+    loader = DataLoader(patches, batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda")
+    feats = []
+    with torch.inference_mode():
+        for batch in _with_progress(loader, len(loader), Path(patches.slide_path).name, progress):
+            batch = batch.to(dev, non_blocking=True)
+            with torch.autocast(device_type="cuda", dtype=getattr(torch, encoder.autocast_dtype), enabled=dev.type == "cuda"):
+                out = encoder.embed(batch)
+            feats.append(out.float().cpu().numpy())
+    return feats, dev.type

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from lego.errors import InputError, SlideError
-from lego.io import atomic_path, read_parquet_metadata, write_parquet
+from lego.io import atomic_path, read_parquet_metadata, write_arrow_table
 from lego.slides.params import TissueParams  # noqa: F401  (re-exported: callers import it from here)
 from lego.slides.reader import Slide
 
@@ -119,18 +119,36 @@ def segment_tissue(slide: Slide, params: TissueParams) -> Tissue:
 
 def write_tissue(tissue: Tissue, path: str | Path) -> None:
     """Contours as parquet (one row per contour, list columns x and y) with the metadata attached."""
-    import pandas as pd  # lazily: per-slide embedding jobs import this module but never need pandas
+    import pyarrow as pa
 
-    df = pd.DataFrame(
-        {
-            "contour_id": np.arange(len(tissue.contours), dtype=np.int32),
-            "is_hole": np.asarray(tissue.is_hole, dtype=bool),
-            "parent": np.asarray(tissue.parent, dtype=np.int32),
-            "x": [c[:, 0].tolist() for c in tissue.contours],
-            "y": [c[:, 1].tolist() for c in tissue.contours],
-        }
-    )
-    write_parquet(df, path, metadata=tissue.meta)
+    columns = {
+        "contour_id": _arrow(np.arange(len(tissue.contours), dtype=np.int32)),
+        "is_hole": _arrow(np.asarray(tissue.is_hole, dtype=bool)),
+        "parent": _arrow(np.asarray(tissue.parent, dtype=np.int32)),
+        "x": _arrow_lists([c[:, 0] for c in tissue.contours]),
+        "y": _arrow_lists([c[:, 1] for c in tissue.contours]),
+    }
+    write_arrow_table(pa.Table.from_arrays(list(columns.values()), names=list(columns)), path, metadata=tissue.meta)
+
+
+def _arrow(values: np.ndarray):
+    """A 1-d int32, int64 or bool array as an arrow array, from its buffer. Why not ``pa.array``: it
+    imports pandas (0.5 s of each per-slide segmentation job's 1 s) to ask whether it was given one."""
+    import pyarrow as pa
+
+    if values.dtype == bool:
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(np.packbits(values, bitorder="little"))])
+    kind = {np.dtype(np.int32): pa.int32(), np.dtype(np.int64): pa.int64()}[values.dtype]
+    return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(np.ascontiguousarray(values))])
+
+
+def _arrow_lists(rows: list[np.ndarray]):
+    """Integer rows as an arrow list<int64> column (see :func:`_arrow`)."""
+    import pyarrow as pa
+
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int32)
+    values = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
+    return pa.Array.from_buffers(pa.list_(pa.int64()), len(rows), [None, pa.py_buffer(offsets)], children=[_arrow(values)])
 
 
 def read_tissue(path: str | Path) -> Tissue:

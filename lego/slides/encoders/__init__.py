@@ -10,24 +10,34 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from lego.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where a network runs: an array encoder's job never loads it
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+ArrayFn = Callable[[np.ndarray], np.ndarray]
+
+
 @dataclass
 class Encoder:
-    """A ready patch encoder: ``model`` maps a float batch (B, 3, S, S) to features (B, dim)."""
+    """A ready patch encoder: ``model`` (a torch module) maps a float batch (B, 3, S, S) to features
+    (B, dim); an *array encoder* has no network (``model`` None) and ``arrays`` maps a uint8 numpy
+    batch (B, 3, S, S) to float32 features (B, dim) instead. Why both: importing torch costs 2-3 s
+    of CPU per job, several times the work of a weightless descriptor on a small slide, and the
+    workflow embeds each slide in its own job; an array encoder's job never imports torch."""
 
     name: str
     dim: int
     input_px: int
-    model: torch.nn.Module
+    model: Any  # torch.nn.Module, or None for an array encoder
     digest: str
     normalise: bool = True  # mean/std normalisation of [0, 1] inputs (ImageNet's unless the model's card says otherwise)
     extra: dict = field(default_factory=dict)
@@ -38,10 +48,15 @@ class Encoder:
     # batch's activations no longer fit in cache. The reader still delivers big batches.
     channels_last: bool = False
     cpu_batch: int | None = None  # run the model on at most this many patches at a time on a CPU
-    autocast_dtype: torch.dtype = torch.float16  # mixed precision on a GPU (bf16 for the large ViTs: fp16 overflows)
+    autocast_dtype: str = "float16"  # torch dtype of mixed precision on a GPU (bfloat16 for the large ViTs: fp16 overflows)
+    arrays: ArrayFn | None = None  # an array encoder's features of a uint8 numpy batch (see the class docstring)
 
     def __post_init__(self) -> None:
-        if self.channels_last:
+        if (self.model is None) == (self.arrays is None):
+            raise ValueError(f"encoder {self.name!r}: give a torch model or an array function, exactly one")
+        if self.channels_last and self.model is not None:
+            import torch
+
             self.model = self.model.to(memory_format=torch.channels_last)
 
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:
@@ -50,6 +65,8 @@ class Encoder:
         Patches travel from the reader workers as uint8 (4x less inter-process and host-to-GPU
         traffic than float32); scaling and normalisation happen here, on the GPU when present.
         """
+        import torch
+
         x = batch.float().div_(255.0)
         if self.normalise:
             mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
@@ -58,12 +75,18 @@ class Encoder:
         return x
 
     def embed(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, S, S) -> features (B, dim)."""
+        """uint8 (B, 3, S, S) -> features (B, dim), float32 on the CPU for an array encoder."""
+        import torch
+
+        if self.arrays is not None:
+            return torch.from_numpy(self.arrays(batch.cpu().numpy()))
         if batch.device.type == "cpu" and self.cpu_batch and len(batch) > self.cpu_batch:
             return torch.cat([self._forward(chunk) for chunk in batch.split(self.cpu_batch)])
         return self._forward(batch)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        import torch
+
         x = self.prepare(batch)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -72,7 +95,14 @@ class Encoder:
 
 def to_chw_uint8(patch: np.ndarray) -> torch.Tensor:
     """HWC uint8 RGB array -> CHW uint8 tensor (no copy of the pixel values' type)."""
-    return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).contiguous()
+    import torch
+
+    return torch.from_numpy(chw_uint8(patch))
+
+
+def chw_uint8(patch: np.ndarray) -> np.ndarray:
+    """HWC uint8 RGB array -> contiguous CHW uint8 array (the layout every encoder reads)."""
+    return np.ascontiguousarray(np.asarray(patch).transpose(2, 0, 1))
 
 
 Builder = Callable[..., Encoder]
@@ -108,14 +138,17 @@ def encoder_info() -> dict[str, dict]:
 
 def create_encoder(name: str, checkpoint: str | None = None) -> Encoder:
     """Build encoder ``name`` (optionally from a local checkpoint file) in eval mode."""
-    _load_builtin()
+    _load_named(name)
+    if name not in _REGISTRY:
+        _load_builtin()
     if name not in _REGISTRY:
         raise ConfigError(f"unknown encoder {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     if checkpoint and _INFO[name]["weights"] == "none":
         raise ConfigError(f"encoder {name!r} has no weights; drop the checkpoint ({checkpoint}) or choose an encoder "
                           "that takes one (`lego encoders`)")
     enc = _REGISTRY[name][0](checkpoint=checkpoint)
-    enc.model.eval()
+    if enc.model is not None:
+        enc.model.eval()
     return enc
 
 
@@ -135,6 +168,8 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
 
     A damaged file, a pickle of anything but tensors, or a file that holds no state dict is one
     ConfigError naming the file (never a traceback, never an unpickled object)."""
+    import torch
+
     try:
         if str(path).endswith(".safetensors") or _looks_like_safetensors(path):
             from safetensors.torch import load_file
@@ -169,6 +204,18 @@ def _looks_like_torch_file(path: str) -> bool:
     with open(path, "rb") as f:
         head = f.read(4)
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
+def _load_named(name: str) -> None:
+    """Import the module of this package named like the encoder, if there is one, and no other.
+    Why: building one encoder need not import every other (the networks import torch, which an
+    array encoder's job never needs); a family registered by one module (``foundation``) is found
+    by :func:`_load_builtin`."""
+    import importlib
+    import pkgutil
+
+    if name in {m.name for m in pkgutil.iter_modules(__path__)}:
+        importlib.import_module(f"{__name__}.{name}")
 
 
 def _load_builtin() -> None:

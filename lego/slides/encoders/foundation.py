@@ -115,7 +115,7 @@ def _builder(model: Foundation) -> Callable[..., Encoder]:
         state = checkpoint_state(model, checkpoint)
         net = load_network(model, state, str(checkpoint), depth)
         return Encoder(model.name, model.dim, model.spec.img_size, net, digest_state_dict(state), mean=model.mean,
-                       std=model.std, cpu_batch=8, autocast_dtype=torch.bfloat16)
+                       std=model.std, cpu_batch=8, autocast_dtype="bfloat16")
 
     return build
 
