@@ -226,6 +226,12 @@ class OutOfSample:
     def __init__(self, mods: dict, ids: list[str], what: str, reads_scores: bool):
         self.mods, self.ids, self.what, self.reads_scores = mods, ids, what, reads_scores
 
+    @property
+    def cross_fitted(self) -> bool:
+        """Whether the training patients are here (through cross-fitted scores), not validation alone.
+        The same flag as ``reads_scores``: the fitted blocks' scores are what cross-fitting keeps."""
+        return self.reads_scores
+
     def _predict(self, model, config: dict, modalities: list[str], blocks: list, logits: bool = False):
         from lego.steps.inference import predict, predict_logits
 

@@ -5,6 +5,7 @@ from the tuned merge."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -114,8 +115,26 @@ def test_fitted_blocks_record_out_of_fold_scores_and_the_tuned_merge_chooses_on_
     assert chosen <= best and all(t["gain_of_best"] > t["gain_se"] for t in sel["tried"][:chosen])
     # zeta carries the hazard in the synthetic cohort: stacking weighs it above alpha.
     assert sel["stacked_weights"]["zeta"] > sel["stacked_weights"]["alpha"]
+    assert sel["stacking_shrinkage"] in [*(s for s in SHRINKAGE if math.isfinite(s)), "equal"]
     model, cfg = model_io.load(tmp_path / "tuned")
     assert cfg["method"] == "readout" and all(not b.encoder.takes_score for b in model.blocks.values())
+    assert cfg["selection"]["stacking_shrinkage"] == sel["stacking_shrinkage"]  # saved with the model
+
+
+def test_the_tuned_merge_records_the_shrinkage_its_weights_were_fitted_with(tmp_path, monkeypatch):
+    from lego.models import stacking
+    from lego.steps import merging
+
+    p, dirs = trained_blocks(tmp_path, COX, n=160)
+    data = {m: str(p[m]) for m in ("zeta", "alpha")}
+    weights = {}
+    for chosen, recorded in ((0.3, 0.3), (math.inf, "equal")):
+        monkeypatch.setattr(stacking, "choose_shrinkage", lambda *a, c=chosen, **k: c)
+        tuned = merging.merge_tuned(dirs, data, labels=str(p["labels"]), folds=str(p["folds"]),
+                                    out_dir=str(tmp_path / f"tuned{chosen}"))
+        assert tuned["selection"]["stacking_shrinkage"] == recorded
+        weights[recorded] = tuned["selection"]["stacked_weights"]
+    assert weights[0.3] != weights["equal"]  # the recorded penalty is the one the weights came from
 
 
 def test_the_tuned_merge_never_predicts_test_patients(tmp_path, monkeypatch):

@@ -41,7 +41,14 @@ CV_PARTS = 5  # single-source: parts of the out-of-sample patients the penalty i
 
 def stack_weights(risks: np.ndarray, present: np.ndarray, time: np.ndarray, event: np.ndarray,
                   gauge: float = 0.01, steps: int = 100, shrink: float | None = None) -> np.ndarray:
-    """Weights (summing to 1) of K blocks' risks (N, K; ``present`` marks which a patient has).
+    """The weights of :func:`stack` alone."""
+    return stack(risks, present, time, event, gauge, steps, shrink)[0]
+
+
+def stack(risks: np.ndarray, present: np.ndarray, time: np.ndarray, event: np.ndarray,
+          gauge: float = 0.01, steps: int = 100, shrink: float | None = None) -> tuple[np.ndarray, float]:
+    """Weights (summing to 1) of K blocks' risks (N, K; ``present`` marks which a patient has), and
+    the shrinkage they were fitted with (``inf``: equal weights), which the tuned merge records.
 
     Each block's risk is standardised over the patients who have it first, so a weight compares
     predictive value, not the scale of a block's output; the returned weights are for the
@@ -53,7 +60,7 @@ def stack_weights(risks: np.ndarray, present: np.ndarray, time: np.ndarray, even
     validated, judges how far to trust the fit from the same few events, and more smoothly."""
     k = risks.shape[1]
     if not event.any() or k == 1:
-        return np.full(k, 1.0 / k)
+        return np.full(k, 1.0 / k), math.inf
     z, pres = _standardised(risks, present)
     t, e = torch.tensor(np.asarray(time, dtype=float)), torch.tensor(np.asarray(event, dtype=float))
     if shrink is None:
@@ -62,7 +69,9 @@ def stack_weights(risks: np.ndarray, present: np.ndarray, time: np.ndarray, even
                  "to equal weights" if math.isinf(shrink) else shrink)
     log_w, _ = _fit(z, pres, t, e, shrink, gauge, steps)
     w = log_w.exp().numpy()
-    return w / w.sum() if np.isfinite(w).all() and w.sum() > 0 else np.full(k, 1.0 / k)
+    if not (np.isfinite(w).all() and w.sum() > 0):
+        return np.full(k, 1.0 / k), math.inf
+    return w / w.sum(), shrink
 
 
 def _standardised(risks: np.ndarray, present: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,7 +40,7 @@ def _merge_start(blocks: dict, configs: dict, block_dirs: list[str], mods: dict,
     oos = out_of_sample(blocks, hists, mods, ids)
     head = spec.get("head_method", default("model.merge.head"))
     task = next(iter(configs.values()))["task"]
-    best, _ = tuned_merge_choice(blocks, configs, oos, stacked_weights(blocks, configs, oos, lab, task), lab, head)
+    best, _ = tuned_merge_choice(blocks, configs, oos, stacked_weights(blocks, configs, oos, lab, task)[0], lab, head)
     start = {"weights": best["config"]["weights"], "merge_method": best["config"]["method"]}
     if "offsets" in best["config"]:
         start["offsets"] = best["config"]["offsets"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from lego.model_selection import latent_scale, merge_weights, out_of_sample, pre
 from lego.models import files as model_files
 from lego.models.merge import LegoMerge
 from lego.models.model_kinds import HISTORY, MERGE
-from lego.models.stacking import stack_weights
+from lego.models.stacking import stack
 from lego.settings import default
 from lego.steps.fold_blocks import check_blocks_fold, combined_config, load_blocks
 from lego.steps.inference import fold_modalities
@@ -50,12 +51,12 @@ def merge_tuned(block_dirs: list[str], data: dict[str, str], *, labels: str, fol
     mods = fold_modalities(configs, data, ids=ids)
     hists = {m: read_json(Path(d) / HISTORY) for m, d in zip(configs, block_dirs)}
     oos = out_of_sample(blocks, hists, mods, ids)
-    stacked = stacked_weights(blocks, configs, oos, lab, first["task"])
+    stacked, shrinkage = stacked_weights(blocks, configs, oos, lab, first["task"])
     if search:
         return _searched_merge(blocks, configs, mods, ids, oos, weights=stacked, lab=lab, head_method=head_method, out_dir=out_dir)
     best, selection = tuned_merge_choice(blocks, configs, oos, stacked, lab, head_method)
     config = {**best["config"], "selection": {"block_val_scores": {m: h.get("val_score") for m, h in hists.items()},
-                                              **selection}}
+                                              **selection, "stacking_shrinkage": shrinkage}}
     model_files.save(best["model"], config, out_dir)
     log.info("tuned merge of fold %s: weights %s (%s)", first["fold"], best["config"]["weights"], selection)
     return config
@@ -79,7 +80,7 @@ def tuned_merge_choice(blocks: dict, configs: dict, oos, stacked: dict[str, floa
     validation by chance lost 0.19 test C in a fold (heart valve cohort, section 9)."""
     task = next(iter(configs.values()))["task"]
     offsets = oos.block_offsets(blocks, configs)
-    forms = TUNED_FORMS if oos.reads_scores else TUNED_FORMS[:1]
+    forms = TUNED_FORMS if oos.cross_fitted else TUNED_FORMS[:1]
     tried = [_merged(blocks, configs, method, stacked, head_method, oos, lab, offsets=offsets) for method in forms]
     scores = [-np.inf if t["score"] is None else t["score"] for t in tried]
     best = int(np.argmax(scores))
@@ -130,8 +131,10 @@ def _searched_merge(blocks, configs, mods, ids, oos, *, weights, lab, head_metho
     return config
 
 
-def stacked_weights(blocks: dict, configs: dict, oos, lab, task: str) -> dict[str, float]:
-    """Each block's merge weight from stacking its risks on the out-of-sample patients (see stacking).
+def stacked_weights(blocks: dict, configs: dict, oos, lab, task: str) -> tuple[dict[str, float], float | str | None]:
+    """Each block's merge weight from stacking its risks on the out-of-sample patients (see stacking),
+    and the cross-validated shrinkage of the stacking (a number, "equal": shrunk to equal weights;
+    None for a classification task, whose weights follow the blocks' scores).
 
     The stacked weights are for standardised risks; a merge averages the blocks' outputs as they
     are, so each weight is divided by the spread of its block's risk (renormalised to sum to 1)."""
@@ -139,10 +142,10 @@ def stacked_weights(blocks: dict, configs: dict, oos, lab, task: str) -> dict[st
     frame = pd.DataFrame(risks).reindex(oos.ids)
     if task != "survival":
         return merge_weights({m: validation_score(r.rename("risk").rename_axis("patient_id").reset_index(), lab, task)
-                              for m, r in risks.items()})
+                              for m, r in risks.items()}), None
     outcome = lab.set_index("patient_id").reindex(frame.index)
-    w = stack_weights(frame.to_numpy(float), frame.notna().to_numpy(), outcome["time"].to_numpy(float),
+    w, shrink = stack(frame.to_numpy(float), frame.notna().to_numpy(), outcome["time"].to_numpy(float),
                       outcome["event"].to_numpy(bool))
     sd = frame.std(ddof=0).fillna(1.0).clip(lower=1e-6).to_numpy()
     raw = np.maximum(w / sd, 1e-4 * (w / sd).max())
-    return {m: float(v) for m, v in zip(frame.columns, raw / raw.sum())}
+    return {m: float(v) for m, v in zip(frame.columns, raw / raw.sum())}, (shrink if math.isfinite(shrink) else "equal")
