@@ -121,6 +121,7 @@ def test_tuned_merge_never_reads_test_patients_and_records_its_choice(tmp_path, 
     config = merging.merge_tuned(dirs, data, labels=str(p["labels"]), folds=str(p["folds"]), out_dir=str(tmp_path / "tuned"), search=True)
     assert seen and not (set(seen) & test_ids), "only validation patients are predicted"
     tried = config["selection"]["tried"]
+    assert "stacking_shrinkage" in config["selection"]
     assert {tuple(t["blocks"]) for t in tried} == {("zeta", "alpha")} and {t["method"] for t in tried} == {"harmonic", "mean", "readout"}
     assert set(config["weights"]) == set(config["scales"]) == set(config["order"])
     model, cfg = model_io.load(tmp_path / "tuned")  # the weights and scales rebuild the same model

@@ -42,9 +42,13 @@ class PatchReader:
     def __len__(self) -> int:
         return len(self.coords)
 
-    def __getitem__(self, i: int) -> np.ndarray:
+    def open(self) -> None:
+        """Open the slide (once): before threads share the handle, which OpenSlide allows."""
         if self._slide is None:
             self._slide = open_slide(self.slide_path, self.mpp_fallback)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        self.open()
         x, y = self.coords[i]
         region = (int(x), int(y), self.level, (self.read_px, self.read_px))
         size = self.input_px
@@ -92,13 +96,17 @@ def embed_slide(
     progress: bool = False,
 ) -> dict:
     """Embed every patch of a slide and write the feature bag; return timing stats. An array
-    encoder runs on the CPU in this process (``num_workers`` and ``device`` are the network's)."""
+    encoder computes on the CPU in this process (``device`` is the network's), its patches read
+    by ``num_workers`` threads."""
     grid = read_patches(patches_h5)
     read = read_geometry(grid.attrs, slide_path, mpp_fallback, patches_h5)
     patches = PatchReader(slide_path, grid.coords, {**grid.attrs, **read}, encoder.input_px, mpp_fallback)
     t0 = time.perf_counter()
     if encoder.arrays is not None:
-        feats, where = _array_features(patches, encoder, batch_size, progress), "cpu"
+        if device not in ("auto", "cpu"):
+            log.info("%s: encoder %s has no network; it computes on the CPU (--device %s unused)",
+                     Path(slide_path).name, encoder.name, device)
+        feats, where = _array_features(patches, encoder, batch_size, num_workers, progress), "cpu"
     else:
         feats, where = _network_features(patches, encoder, batch_size, num_workers, device, progress)
     elapsed = time.perf_counter() - t0
@@ -125,11 +133,21 @@ def _with_progress(batches, total: int, name: str, progress: bool):
     return tqdm(batches, total=total, desc=name, unit="batch")
 
 
-def _array_features(patches: PatchReader, encoder: Encoder, batch_size: int, progress: bool) -> list[np.ndarray]:
-    """An array encoder's features, ``batch_size`` patches at a time (bounded memory), read here."""
+def _array_features(patches: PatchReader, encoder: Encoder, batch_size: int, num_workers: int,
+                    progress: bool) -> list[np.ndarray]:
+    """An array encoder's features, ``batch_size`` patches at a time (bounded memory). Patches are
+    read by ``num_workers`` threads (OpenSlide and OpenCV release the GIL; one slide handle, which
+    OpenSlide allows), as networks' are by DataLoader workers; small slides read in this thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
     starts = range(0, len(patches), batch_size)
-    batches = (np.stack([patches[i] for i in range(s, min(s + batch_size, len(patches)))]) for s in starts)
-    return [encoder.arrays(batch) for batch in _with_progress(batches, len(starts), Path(patches.slide_path).name, progress)]
+    workers = num_workers if len(patches) >= 4 * batch_size else 0
+    if len(patches):
+        patches.open()
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        read = pool.map if workers else map
+        batches = (np.stack(list(read(patches.__getitem__, range(s, min(s + batch_size, len(patches)))))) for s in starts)
+        return [encoder.arrays(b) for b in _with_progress(batches, len(starts), Path(patches.slide_path).name, progress)]
 
 
 def _network_features(patches: PatchReader, encoder: Encoder, batch_size: int, num_workers: int, device: str,
@@ -149,7 +167,13 @@ def _network_features(patches: PatchReader, encoder: Encoder, batch_size: int, n
     with torch.inference_mode():
         for batch in _with_progress(loader, len(loader), Path(patches.slide_path).name, progress):
             batch = batch.to(dev, non_blocking=True)
-            with torch.autocast(device_type="cuda", dtype=getattr(torch, encoder.autocast_dtype), enabled=dev.type == "cuda"):
+            with torch.autocast(device_type="cuda", dtype=_dtype(torch, encoder.autocast_dtype), enabled=dev.type == "cuda"):
                 out = encoder.embed(batch)
             feats.append(out.float().cpu().numpy())
     return feats, dev.type
+
+
+def _dtype(torch, name):
+    """The autocast dtype an encoder names ("float16", "bfloat16"); a torch dtype as it is (an
+    encoder from a plugin written before the name)."""
+    return getattr(torch, name) if isinstance(name, str) else name

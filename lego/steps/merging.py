@@ -53,7 +53,8 @@ def merge_tuned(block_dirs: list[str], data: dict[str, str], *, labels: str, fol
     oos = out_of_sample(blocks, hists, mods, ids)
     stacked, shrinkage = stacked_weights(blocks, configs, oos, lab, first["task"])
     if search:
-        return _searched_merge(blocks, configs, mods, ids, oos, weights=stacked, lab=lab, head_method=head_method, out_dir=out_dir)
+        return _searched_merge(blocks, configs, mods, ids, oos, weights=stacked, lab=lab, head_method=head_method,
+                               out_dir=out_dir, shrinkage=shrinkage)
     best, selection = tuned_merge_choice(blocks, configs, oos, stacked, lab, head_method)
     config = {**best["config"], "selection": {"block_val_scores": {m: h.get("val_score") for m, h in hists.items()},
                                               **selection, "stacking_shrinkage": shrinkage}}
@@ -111,7 +112,7 @@ def _merged(blocks: dict, configs: dict, method: str, weights: dict[str, float],
     return {"model": model, "config": cfg, "pred": pred, "score": validation_score(pred, lab, cfg["task"])}
 
 
-def _searched_merge(blocks, configs, mods, ids, oos, *, weights, lab, head_method, out_dir) -> dict:
+def _searched_merge(blocks, configs, mods, ids, oos, *, weights, lab, head_method, out_dir, shrinkage=None) -> dict:
     """Every subset of two or more blocks and each latent merge, the best on the out-of-sample patients."""
     first = next(iter(configs.values()))
     scales = {m: latent_scale(blocks[m], mods[m], ids["train"]) for m in blocks}
@@ -125,7 +126,7 @@ def _searched_merge(blocks, configs, mods, ids, oos, *, weights, lab, head_metho
             tried.append({"blocks": subset, "method": method, "model": model, "config": cfg,
                           "score": validation_score(oos.predict(model, cfg, subset), lab, first["task"])})
     best = max(tried, key=lambda t: (-np.inf if t["score"] is None else t["score"], len(t["blocks"])))
-    config = {**best["config"], "selection": {"chosen_on": oos.what, "tried": [
+    config = {**best["config"], "selection": {"chosen_on": oos.what, "stacking_shrinkage": shrinkage, "tried": [
         {k: t[k] for k in ("blocks", "method", "score")} for t in tried]}}
     model_files.save(best["model"], config, out_dir)
     return config

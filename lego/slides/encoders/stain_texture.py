@@ -32,7 +32,7 @@ def stain_texture(batch: np.ndarray) -> np.ndarray:
     b = x.shape[0]
     od = -np.log(x)  # optical density, (B, 3, H, W)
     hed = np.maximum(np.einsum("bchw,cd->bdhw", od, HED_FROM_RGB), 0).reshape(b, 3, -1)  # (B, 3, HW)
-    q = np.quantile(hed, QUANTILES, axis=2).transpose(1, 2, 0)  # (B, 3, 3)
+    q = _quantiles(hed)  # (B, 3, 3)
     stain = np.concatenate([hed.mean(2, keepdims=True), hed.std(2, ddof=1, keepdims=True), q], axis=2).reshape(b, 15)
     rgb = x.reshape(b, 3, -1)
     colour = np.concatenate([rgb.mean(2), rgb.std(2, ddof=1)], axis=1)  # (B, 6)
@@ -40,6 +40,21 @@ def stain_texture(batch: np.ndarray) -> np.ndarray:
     grad = np.stack([np.abs(np.diff(grey, axis=2)).mean((1, 2)), np.abs(np.diff(grey, axis=1)).mean((1, 2))], axis=1)
     tissue = (od.sum(1) > 0.3).mean((1, 2), dtype=np.float32)[:, None]  # (B, 1)
     return np.concatenate([stain, colour, grad, tissue], axis=1).astype(np.float32)
+
+
+def _quantiles(x: np.ndarray) -> np.ndarray:
+    """:data:`QUANTILES` of the last axis, (..., len(QUANTILES)), computed as the first version
+    (torch.quantile) did: rank and interpolation weight in float32, then torch's two-sided lerp.
+    ``np.quantile`` weighs in float64 (0.7 where float32 gives 0.6992): up to 1e-3 apart where
+    the two neighbours differ much (a two-tone patch), and the digest promises the same features."""
+    n = x.shape[-1]
+    rank = np.asarray(QUANTILES, np.float32) * np.float32(n - 1)
+    lo = rank.astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    w = rank - lo.astype(np.float32)
+    ordered = np.partition(x, np.unique(np.concatenate([lo, hi])), axis=-1)
+    a, b = ordered[..., lo], ordered[..., hi]
+    return np.where(w < 0.5, a + w * (b - a), b - (b - a) * (1 - w)).astype(np.float32)
 
 
 @register_encoder("stain_texture", "24-d stain (H/E/DAB), colour and texture statistics; no weights, very fast",
