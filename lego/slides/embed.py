@@ -103,7 +103,7 @@ def embed_slide(
     patches = PatchReader(slide_path, grid.coords, {**grid.attrs, **read}, encoder.input_px, mpp_fallback)
     t0 = time.perf_counter()
     if encoder.arrays is not None:
-        if device not in ("auto", "cpu"):
+        if device == "cuda":
             log.info("%s: encoder %s has no network; it computes on the CPU (--device %s unused)",
                      Path(slide_path).name, encoder.name, device)
         feats, where = _array_features(patches, encoder, batch_size, num_workers, progress), "cpu"
