@@ -101,14 +101,16 @@ def embed_slide(
     grid = read_patches(patches_h5)
     read = read_geometry(grid.attrs, slide_path, mpp_fallback, patches_h5)
     patches = PatchReader(slide_path, grid.coords, {**grid.attrs, **read}, encoder.input_px, mpp_fallback)
+    # Reader start-up costs more than reading a few batches in this process: small slides use none.
+    workers = num_workers if len(patches) >= 4 * batch_size else 0
     t0 = time.perf_counter()
     if encoder.arrays is not None:
         if device == "cuda":
             log.info("%s: encoder %s has no network; it computes on the CPU (--device %s unused)",
                      Path(slide_path).name, encoder.name, device)
-        feats, where = _array_features(patches, encoder, batch_size, num_workers, progress), "cpu"
+        feats, where = _array_features(patches, encoder, batch_size, workers, progress), "cpu"
     else:
-        feats, where = _network_features(patches, encoder, batch_size, num_workers, device, progress)
+        feats, where = _network_features(patches, encoder, batch_size, workers, device, progress)
     elapsed = time.perf_counter() - t0
     features = np.concatenate(feats) if feats else np.zeros((0, encoder.dim), np.float32)
     attrs = {
@@ -133,15 +135,14 @@ def _with_progress(batches, total: int, name: str, progress: bool):
     return tqdm(batches, total=total, desc=name, unit="batch")
 
 
-def _array_features(patches: PatchReader, encoder: Encoder, batch_size: int, num_workers: int,
+def _array_features(patches: PatchReader, encoder: Encoder, batch_size: int, workers: int,
                     progress: bool) -> list[np.ndarray]:
     """An array encoder's features, ``batch_size`` patches at a time (bounded memory). Patches are
-    read by ``num_workers`` threads (OpenSlide and OpenCV release the GIL; one slide handle, which
-    OpenSlide allows), as networks' are by DataLoader workers; small slides read in this thread."""
+    read by ``workers`` threads (OpenSlide and OpenCV release the GIL; one slide handle, which
+    OpenSlide allows), as networks' are by DataLoader workers; 0: in this thread."""
     from concurrent.futures import ThreadPoolExecutor
 
     starts = range(0, len(patches), batch_size)
-    workers = num_workers if len(patches) >= 4 * batch_size else 0
     if len(patches):
         patches.open()
     with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -150,7 +151,7 @@ def _array_features(patches: PatchReader, encoder: Encoder, batch_size: int, num
         return [encoder.arrays(b) for b in _with_progress(batches, len(starts), Path(patches.slide_path).name, progress)]
 
 
-def _network_features(patches: PatchReader, encoder: Encoder, batch_size: int, num_workers: int, device: str,
+def _network_features(patches: PatchReader, encoder: Encoder, batch_size: int, workers: int, device: str,
                       progress: bool) -> tuple[list[np.ndarray], str]:
     """A network's features (DataLoader readers, autocast on a GPU), and the device type it ran on."""
     import torch
@@ -160,8 +161,6 @@ def _network_features(patches: PatchReader, encoder: Encoder, batch_size: int, n
 
     dev = resolve_device(device)
     encoder.model.to(dev).eval()
-    # Worker start-up costs more than reading a few batches in-process: small slides skip workers.
-    workers = num_workers if len(patches) >= 4 * batch_size else 0
     loader = DataLoader(patches, batch_size=batch_size, num_workers=workers, pin_memory=dev.type == "cuda")
     feats = []
     with torch.inference_mode():
