@@ -180,37 +180,43 @@ rule figures:
 rule heatmaps:
     # Attention over the patches of each test slide, for every model with patch attention over a
     # slide modality (a slide block, ABMIL, late fusion, MCAT): model kinds say which (heatmaps=True).
+    # One job draws every fold of a model, as evaluate scores them: a job's start (torch) cost a
+    # third of a fold's drawing, and Snakemake checks each job's inputs (every slide) while it waits.
     input:
-        model_files=lambda w: model_files(PLAN.model_folder(w.drawn, w.fold), history=False),
+        model_files=lambda w: [f for k in PLAN.folds for f in model_files(PLAN.model_folder(w.drawn, k), history=False)],
         data=lambda w: [PLAN.data_path(m) for m in PLAN.model_modalities(w.drawn)],
         features=lambda w: [f for m in PLAN.heatmap_models[w.drawn] for f in slide_features(m)],
         slides=rules.index_slides.output.slides,
         slide_files=lambda w: sorted({f for m in PLAN.heatmap_models[w.drawn] for f in slide_files(m)}),
         folds=rules.make_folds.output[0],
     output:
-        report(
-            directory(f"{OUT}/heatmaps/{{drawn}}/fold{{fold}}"),
-            patterns=["previews/{name}.jpg"],  # small previews; the full PNGs stay beside them
-            caption="../workflow/report/heatmaps.rst",
-            category="Heatmaps",
-            subcategory="{drawn}, fold {fold}",
-        ),
+        [
+            report(
+                directory(f"{OUT}/heatmaps/{{drawn}}/fold{k}"),
+                patterns=["previews/{name}.jpg"],  # small previews; the full PNGs stay beside them
+                caption="../workflow/report/heatmaps.rst",
+                category="Heatmaps",
+                subcategory=f"{{drawn}}, fold {k}",
+            )
+            for k in PLAN.folds
+        ],
     log:
-        f"{OUT}/logs/heatmaps/{{drawn}}/fold{{fold}}.log",
+        f"{OUT}/logs/heatmaps/{{drawn}}.log",
     benchmark:
-        f"{OUT}/benchmarks/heatmaps/{{drawn}}/fold{{fold}}.tsv"
+        f"{OUT}/benchmarks/heatmaps/{{drawn}}.tsv"
     conda:
         "../envs/models.yaml"
     resources:
         mem_mb=grows(3000),
-        runtime=20,
+        runtime=grows(20 * len(PLAN.folds)),  # minutes: 20 per fold drawn, more on a retry
     params:
-        model_dir=lambda w, input: os.path.dirname(input.model_files[0]),
+        model_dirs=lambda w, input: folders(input.model_files),
         data=lambda w, input: named_paths(PLAN.model_modalities(w.drawn), input.data),
         slides=lambda w, input: "" if not input.slide_files else f"--slides {shlex.quote(input.slides)}",
+        out_dirs=lambda w, output: quoted(output),
     shell:
-        "lego heatmaps --model-dir {params.model_dir:q} --data {params.data} --folds {input.folds:q} "
-        "{params.slides} --out-dir {output:q} > {log:q} 2>&1"
+        "lego heatmaps --model-dir {params.model_dirs} --data {params.data} --folds {input.folds:q} "
+        "{params.slides} --out-dir {params.out_dirs} > {log:q} 2>&1"
 
 
 rule draw_attention:

@@ -148,3 +148,33 @@ def test_the_report_previews_are_capped_per_fold_so_its_size_does_not_grow_with_
         (tmp_path / "previews" / n).write_bytes(b"x")
     _keep_previews(tmp_path)
     assert sorted(p.name for p in (tmp_path / "previews").iterdir()) == names[:PREVIEWS_PER_FOLD]
+
+
+def test_one_call_draws_every_fold_of_a_model_each_into_its_own_folder(tmp_path, capsys):
+    """The workflow draws all folds of a model in one job (torch loads once): each fold's model is
+    drawn on that fold's test patients into its own folder, exactly as a call for that fold alone;
+    model and output folders that do not pair up are refused."""
+    from lego.data.folds import make_folds
+
+    d = slide_cohort(tmp_path)
+    make_folds(pd.read_parquet(d / "labels.parquet"), n_folds=2, fractions=(0.5, 0.2, 0.3)).to_parquet(d / "f2.parquet")
+    for k in (0, 1):
+        train_block("wsi", "wsi", str(d / "wsi.parquet"), labels=str(d / "labels.parquet"), folds=str(d / "f2.parquet"),
+                    fold=k, task="survival", spec={**SMALL, "encoder": "abmil", "epochs": 1}, out_dir=str(d / f"blk{k}"),
+                    device="cpu")
+    common = ["--manifest", str(d / "wsi.parquet"), "--folds", str(d / "f2.parquet")]
+    assert main(["heatmaps", "--model-dir", str(d / "blk0"), str(d / "blk1"), *common,
+                 "--out-dir", str(d / "h0"), str(d / "h1")]) == 0
+    assert main(["heatmaps", "--model-dir", str(d / "blk1"), *common, "--out-dir", str(d / "alone1")]) == 0
+    folds, manifest = pd.read_parquet(d / "f2.parquet"), pd.read_parquet(d / "wsi.parquet")
+    for k in (0, 1):
+        test = set(folds.loc[(folds["fold"] == k) & (folds["subset"] == "test"), "patient_id"])
+        index = pd.read_csv(d / f"h{k}" / "index.tsv", sep="\t")
+        assert set(index["slide_id"]) == set(manifest.loc[manifest["patient_id"].isin(test), "slide_id"])
+    together, alone = pd.read_csv(d / "h1" / "index.tsv", sep="\t"), pd.read_csv(d / "alone1" / "index.tsv", sep="\t")
+    pd.testing.assert_frame_equal(together, alone)
+    for s in alone["slide_id"]:
+        pd.testing.assert_frame_equal(pd.read_parquet(d / "h1" / f"{s}.attention.parquet"),
+                                      pd.read_parquet(d / "alone1" / f"{s}.attention.parquet"))
+    lego_fails(["heatmaps", "--model-dir", str(d / "blk0"), str(d / "blk1"), *common, "--out-dir", str(d / "h9")],
+               capsys, "--model-dir gives 2 folder(s) and --out-dir 1")

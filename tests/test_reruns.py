@@ -38,7 +38,7 @@ def trained_reading(workdir: Path, modality: str) -> Counter:
     names = [n for n in plan.trained if modality in plan.model_modalities(n)]
     drawn = [n for n in names if n in plan.heatmap_models]
     jobs = Counter({"train_model": N_FOLDS * len(names), "evaluate": len(names),  # one job scores a model's folds
-                    "heatmaps": N_FOLDS * len(drawn)})
+                    "heatmaps": len(drawn)})  # one job draws a model's folds
     return +jobs  # without zero counts
 
 

@@ -202,3 +202,14 @@ def named_paths(items: list[str] | None) -> dict[str, str]:
         out[name] = path
     return out
 
+
+
+def fold_folders(model_dirs: list[str], out_dirs: list[str]) -> list[tuple[str, str]]:
+    """(model folder, output folder) pairs of a command that handles every fold of a model in one
+    process (torch loads once); the two lists must pair up one to one, in the same order."""
+    from lego.errors import InputError
+
+    if len(model_dirs) != len(out_dirs):
+        raise InputError(f"--model-dir gives {len(model_dirs)} folder(s) and --out-dir {len(out_dirs)}; "
+                         "give one output folder per model folder, in the same order")
+    return list(zip(model_dirs, out_dirs, strict=True))

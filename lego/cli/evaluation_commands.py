@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from lego.cli.declare import Command, command, named_paths, opt
+from lego.cli.declare import Command, command, fold_folders, named_paths, opt
 from lego.cli.guards import EVAL_FILES
 from lego.cli.model_commands import FoldCommand, modality_specs
 from lego.cli.slide_commands import set_threads
@@ -40,15 +40,12 @@ class Evaluate(FoldCommand, ScoringCommand):
                         required=True, many=True, output=True)
 
     def run(self) -> None:
-        from lego.errors import InputError
         from lego.steps.inference import evaluate
 
-        if len(self.model_dir) != len(self.out_dir):
-            raise InputError(f"--model-dir gives {len(self.model_dir)} folder(s) and --out-dir {len(self.out_dir)}; "
-                             "give one output folder per model folder, in the same order")
+        pairs = fold_folders(self.model_dir, self.out_dir)
         set_threads(self.threads)
         data, opts = named_paths(self.data), self.eval_options()
-        for model_dir, out_dir in zip(self.model_dir, self.out_dir, strict=True):
+        for model_dir, out_dir in pairs:
             result = evaluate(model_dir, data, labels=self.labels, folds=self.folds, out_dir=out_dir, name=self.name,
                               opts=opts)
             log.info("%s fold %s: test %s | val %s", self.name, result["fold"], result["test"], result["val"])

@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from lego.cli.declare import Command, command, opt
+from lego.cli.declare import Command, command, fold_folders, opt
 from lego.cli.slide_commands import set_threads
 
 log = logging.getLogger("lego")
@@ -60,7 +60,9 @@ class DrawAttention(Command):
 @command("heatmaps", "Attention heatmaps of a slide model on its fold's test patients: PNG, QuPath GeoJSON and a "
          "table per slide.", writes=frozenset({"index.tsv"}))
 class Heatmaps(Command):
-    model_dir: str = opt("a model folder with patch attention (a slide block, abmil, late fusion, MCAT)", required=True)
+    model_dir: list = opt("model folder(s) with patch attention (a slide block, abmil, late fusion, MCAT), one per "
+                          "fold; the workflow draws all folds of a model in one process, so torch loads once",
+                          required=True, many=True)
     manifest: str = opt("a slide block's feature manifest (written by feature-manifest); or give --data")
     data: list = opt("each modality the model reads as NAME=PATH (a slide modality: its feature manifest)", many=True,
                      metavar="MODALITY=PATH")
@@ -68,15 +70,18 @@ class Heatmaps(Command):
     slides: str = opt("slide index (written by index-slides), to draw over thumbnails")
     subset: str = opt("which of the fold's patients to draw", default="test", choices=("test", "val", "train"))
     threads: int = opt("torch CPU threads (default: torch's)", setting="model.train.threads", default=None)
-    out_dir: str = opt("output folder (created if missing)", required=True, output=True)
+    out_dir: list = opt("output folder(s) (created if missing), one per --model-dir, in the same order",
+                        required=True, many=True, output=True)
 
     def run(self) -> None:
         from lego.evaluation.heatmaps import run_heatmaps
 
+        pairs = fold_folders(self.model_dir, self.out_dir)
         set_threads(self.threads)
-        run_heatmaps(self.model_dir, self._data(), self.folds, self.out_dir, self.slides, self.subset)
+        for model_dir, out_dir in pairs:
+            run_heatmaps(model_dir, self._data(model_dir), self.folds, out_dir, self.slides, self.subset)
 
-    def _data(self) -> dict[str, str]:
+    def _data(self, model_dir: str) -> dict[str, str]:
         """--data as given, or --manifest as the data of a single-modality model's modality."""
         from lego.cli.declare import named_paths
         from lego.errors import InputError
@@ -87,9 +92,9 @@ class Heatmaps(Command):
             raise InputError("give either --manifest (a slide block or abmil) or --data MODALITY=PATH ... (any model)")
         if self.data:
             return named_paths(self.data)
-        inputs = model_inputs(read_config(self.model_dir))
+        inputs = model_inputs(read_config(model_dir))
         if len(inputs) > 1:
-            raise InputError(f"{self.model_dir} reads {len(inputs)} modalities ({', '.join(sorted(inputs))}); "
+            raise InputError(f"{model_dir} reads {len(inputs)} modalities ({', '.join(sorted(inputs))}); "
                              "give each with --data MODALITY=PATH instead of --manifest")
         return {next(iter(inputs)): self.manifest}
 
