@@ -206,6 +206,7 @@ rule heatmaps:
         f"{OUT}/benchmarks/heatmaps/{{drawn}}.tsv"
     conda:
         "../envs/models.yaml"
+    threads: TRAIN_RUN["threads"]
     resources:
         mem_mb=grows(3000),
         runtime=grows(20 * len(PLAN.folds)),  # minutes: 20 per fold drawn, more on a retry
@@ -216,7 +217,7 @@ rule heatmaps:
         out_dirs=lambda w, output: quoted(output),
     shell:
         "lego heatmaps --model-dir {params.model_dirs} --data {params.data} --folds {input.folds:q} "
-        "{params.slides} --out-dir {params.out_dirs} > {log:q} 2>&1"
+        "{params.slides} --threads {threads} --out-dir {params.out_dirs} > {log:q} 2>&1"
 
 
 rule draw_attention:

@@ -178,3 +178,20 @@ def test_one_call_draws_every_fold_of_a_model_each_into_its_own_folder(tmp_path,
                                       pd.read_parquet(d / "alone1" / f"{s}.attention.parquet"))
     lego_fails(["heatmaps", "--model-dir", str(d / "blk0"), str(d / "blk1"), *common, "--out-dir", str(d / "h9")],
                capsys, "--model-dir gives 2 folder(s) and --out-dir 1")
+
+
+
+def test_a_fold_that_cannot_be_drawn_is_refused_before_any_fold_is_drawn(tmp_path, capsys):
+    """One call draws a model's folds: a later fold whose model reads a modality not given is
+    refused before the first fold's files are written (nothing half-done is left behind)."""
+    import shutil
+
+    d = slide_cohort(tmp_path)
+    _wsi_block(d)
+    shutil.copytree(d / "blk", d / "other")
+    config = json.loads((d / "other" / "config.json").read_text())
+    (d / "other" / "config.json").write_text(json.dumps({**config, "modality": "wsi2"}))
+    lego_fails(["heatmaps", "--model-dir", str(d / "blk"), str(d / "other"), "--data", f"wsi={d / 'wsi.parquet'}",
+                "--folds", str(d / "folds.parquet"), "--out-dir", str(d / "h0"), str(d / "h1")], capsys,
+               "no data given for modality 'wsi2'")
+    assert not (d / "h0").exists()

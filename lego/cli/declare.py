@@ -203,7 +203,6 @@ def named_paths(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-
 def fold_folders(model_dirs: list[str], out_dirs: list[str]) -> list[tuple[str, str]]:
     """(model folder, output folder) pairs of a command that handles every fold of a model in one
     process (torch loads once); the two lists must pair up one to one, in the same order."""

@@ -76,27 +76,33 @@ class Heatmaps(Command):
     def run(self) -> None:
         from lego.evaluation.heatmaps import run_heatmaps
 
-        pairs = fold_folders(self.model_dir, self.out_dir)
+        # Every fold's inputs are checked before any fold is drawn: a refusal leaves nothing half-written.
+        jobs = [(m, o, self._data(m)) for m, o in fold_folders(self.model_dir, self.out_dir)]
         set_threads(self.threads)
-        for model_dir, out_dir in pairs:
-            run_heatmaps(model_dir, self._data(model_dir), self.folds, out_dir, self.slides, self.subset)
+        for model_dir, out_dir, data in jobs:
+            run_heatmaps(model_dir, data, self.folds, out_dir, self.slides, self.subset)
 
     def _data(self, model_dir: str) -> dict[str, str]:
-        """--data as given, or --manifest as the data of a single-modality model's modality."""
+        """The model's data: --data as given, or --manifest as the data of a single-modality model's
+        modality; refused unless it covers every modality the model reads."""
         from lego.cli.declare import named_paths
         from lego.errors import InputError
+        from lego.evaluation.heatmaps import check_data
         from lego.models.files import read_config
         from lego.models.model_kinds import model_inputs
 
         if bool(self.manifest) == bool(self.data):
             raise InputError("give either --manifest (a slide block or abmil) or --data MODALITY=PATH ... (any model)")
-        if self.data:
-            return named_paths(self.data)
         inputs = model_inputs(read_config(model_dir))
-        if len(inputs) > 1:
+        if self.data:
+            data = named_paths(self.data)
+        elif len(inputs) > 1:
             raise InputError(f"{model_dir} reads {len(inputs)} modalities ({', '.join(sorted(inputs))}); "
                              "give each with --data MODALITY=PATH instead of --manifest")
-        return {next(iter(inputs)): self.manifest}
+        else:
+            data = {next(iter(inputs)): self.manifest}
+        check_data(model_dir, inputs, data)
+        return data
 
 
 @command("provenance", "Record the resolved config, package versions, git commit, input digests and per-job costs.")

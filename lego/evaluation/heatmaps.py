@@ -308,6 +308,14 @@ def _draw_modality(d: Drawing, manifest: str, patients: set[str], subset: str) -
     return rows
 
 
+def check_data(model_dir: str, inputs: dict, data: dict[str, str]) -> None:
+    """Refuse a model whose modalities are not all given: ``inputs`` is its config's (model_inputs)."""
+    missing = [m for m in inputs if m not in data]
+    if missing:
+        raise InputError(f"{model_dir}: no data given for modality {missing[0]!r}; give --data {missing[0]}=PATH "
+                         "(its table, or its feature manifest for a slide modality)")
+
+
 def run_heatmaps(model_dir: str, data: dict[str, str], folds: str, out_dir: str, slides: str | None = None,
                  subset: str = "test") -> pd.DataFrame:
     """Patch attention of a model's fold on that fold's ``subset`` patients: per slide a table, a
@@ -330,10 +338,7 @@ def run_heatmaps(model_dir: str, data: dict[str, str], folds: str, out_dir: str,
     if not hasattr(model, "patch_attention") and not hasattr(getattr(model, "encoder", None), "attention"):
         return _no_heatmaps(out, f"the chosen block's encoder ({config['block']['encoder']}) has no patch attention; "
                                  "abmil has", model_dir)
-    missing = [m for m in inputs if m not in data]
-    if missing:
-        raise InputError(f"{model_dir}: no data given for modality {missing[0]!r}; give --data {missing[0]}=PATH "
-                         "(its table, or its feature manifest for a slide modality)")
+    check_data(model_dir, inputs, data)
     ids = fold_ids(read_frame(folds, "folds"), config["fold"])
     patients = set(ids[subset])
     check_fold(config, patients, subset, folds, model_dir)
