@@ -87,6 +87,11 @@ def model_files(folder, history=True):
     return [f"{folder}/{f}" for f in MODEL_FILES[: 3 if history else 2]]
 
 
+def every_fold_model_files(name):
+    """The weights and config of a model's every fold: the inputs of a job that handles all its folds."""
+    return [f for k in PLAN.folds for f in model_files(PLAN.model_folder(name, k), history=False)]
+
+
 def encoder_checkpoint(wildcards):
     """The patch encoder's local checkpoint file, when one is configured (a replaced file re-embeds)."""
     path = config["encoders"].get(wildcards.encoder, {}).get("checkpoint")

@@ -7,7 +7,7 @@ rule evaluate:
     # One job scores every fold of a model: a job's start (torch and scikit-survival) costs more
     # than scoring a fold, and each fold's files stay separate for the rules that read them.
     input:
-        model_files=lambda w: [f for k in PLAN.folds for f in model_files(PLAN.model_folder(w.model, k), history=False)],
+        model_files=lambda w: every_fold_model_files(w.model),
         data=lambda w: [PLAN.data_path(m) for m in PLAN.model_modalities(w.model)],
         labels=rules.ingest_labels.output[0],
         folds=rules.make_folds.output[0],
@@ -183,7 +183,7 @@ rule heatmaps:
     # One job draws every fold of a model, as evaluate scores them: a job's start (torch) cost a
     # third of a fold's drawing, and Snakemake checks each job's inputs (every slide) while it waits.
     input:
-        model_files=lambda w: [f for k in PLAN.folds for f in model_files(PLAN.model_folder(w.drawn, k), history=False)],
+        model_files=lambda w: every_fold_model_files(w.drawn),
         data=lambda w: [PLAN.data_path(m) for m in PLAN.model_modalities(w.drawn)],
         features=lambda w: [f for m in PLAN.heatmap_models[w.drawn] for f in slide_features(m)],
         slides=rules.index_slides.output.slides,
