@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from lego import optimisers
 from lego.data.fold_data import ModalityTensors, Targets, collate, target_tensors
 from lego.errors import ConfigError, LegoError
 from lego.settings import default, require
@@ -175,7 +176,7 @@ def _training_loss(model: nn.Module, logits: torch.Tensor, y: dict, task: str, a
 def _optimiser(params: list, cfg: TrainConfig):
     """AdamW and the optional per-epoch schedule. The fused AdamW kernel (CPU and CUDA) updates
     all parameters in one pass: same maths, fewer copies."""
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    opt = optimisers.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     if cfg.scheduler == "cosine":
         return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     if cfg.scheduler == "plateau":

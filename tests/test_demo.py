@@ -47,10 +47,43 @@ def test_same_seed_same_cohort(tmp_path):
     a = make_demo_cohort(tmp_path / "a", n_patients=12, seed=11, write_slides=False)
     b = make_demo_cohort(tmp_path / "b", n_patients=12, seed=11, write_slides=False)
     assert a == b
-    assert (tmp_path / "a" / "clinical.csv").read_bytes() == (tmp_path / "b" / "clinical.csv").read_bytes()
-    pd.testing.assert_frame_equal(
-        pd.read_csv(tmp_path / "a" / "omics_all_clean.csv.gz"), pd.read_csv(tmp_path / "b" / "omics_all_clean.csv.gz")
-    )
+    for name in ("clinical.csv", "omics_all_clean.csv.gz", "hidden_factors.csv", "signatures.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "a" / "omics_all_clean.csv.gz").read_bytes()[4:8] == bytes(4), "gzip header holds no write time"
+
+
+def test_the_renderer_paints_each_pixel_by_the_documented_rule():
+    """Tumour texture where the tumour field is above its threshold, stroma below, background glass
+    outside tissue; textures tile the plane. Checked against the rule written out, on regions that
+    wrap the texture, cover only glass, and at every level of a 20x and a 40x slide."""
+    from lego.demo.cohort import SlideRenderer, SlideSpec
+
+    def by_rule(r, ds, x, y, w, h):
+        ds20 = ds / r.scale
+        fx = ((x + np.arange(w) + 0.5) * ds20 / 64 - 0.5).astype(np.float32)
+        fy = ((y + np.arange(h) + 0.5) * ds20 / 64 - 0.5).astype(np.float32)
+        mx, my = np.meshgrid(fx, fy)
+        tissue = cv2.remap(r.tissue, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT) > r.tissue_thr
+        tumour = cv2.remap(r.tumour, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT) > r.tumour_thr
+        stroma, tum = r._tex(ds20)
+        ix, iy = (x + np.arange(w)) % stroma.shape[0], (y + np.arange(h)) % stroma.shape[0]
+        out = np.where(tumour[..., None], tum[np.ix_(iy, ix)], stroma[np.ix_(iy, ix)])
+        return np.where(tissue[..., None], out, r.background), tissue
+
+    import cv2
+
+    seen_glass = seen_tissue = False
+    for mpp in (0.5, 0.25):
+        r = SlideRenderer(SlideSpec(width=3000, height=2200, mpp=mpp, tumour_fraction=0.4), np.random.default_rng(1))
+        for ds in (1, 4, 16):
+            for x, y, w, h in ((0, 0, 256, 256), (200, 130, 256, 97), (1000, 700, 181, 256), (37, 1900 // ds, 64, 40)):
+                want, tissue = by_rule(r, ds, x, y, w, h)
+                got = r(ds, x, y, w, h)
+                assert got.dtype == np.uint8 and got.shape == (h, w, 3)
+                np.testing.assert_array_equal(got, want, err_msg=f"mpp {mpp}, ds {ds}, region {(x, y, w, h)}")
+                seen_glass |= not tissue.any()
+                seen_tissue |= tissue.all()
+    assert seen_glass and seen_tissue, "the regions cover a glass-only tile and a tissue-only one"
 
 
 def test_signal_is_split_between_slides_and_omics(tmp_path):

@@ -24,6 +24,7 @@ other slides is blank glass: the pipeline must record it in ``qc/failed.tsv`` ("
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +45,21 @@ SIGNAL_RNA = ["ESR1_rnaseq", "FOXA1_rnaseq", "GATA3_rnaseq", "KRT5_rnaseq", "MKI
 MCAT_META = ["case_id", "slide_id", "site", "is_female", "oncotree_code", "age", "survival_months", "censorship", "train"]
 
 
-def _textures(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Stroma and tumour textures (1024x1024 RGB) from the IHC image, by stain re-weighting."""
+@functools.cache
+def _ihc_stains() -> np.ndarray:
+    """The IHC image mirrored into a 1024x1024 mosaic, as stain densities (HED); the same for
+    every slide, so each process separates the stains once."""
     ihc = data.immunohistochemistry()
     tiles = [ihc, ihc[:, ::-1], ihc[::-1], ihc[::-1, ::-1]]
     mosaic = np.concatenate([np.concatenate(tiles[:2], axis=1), np.concatenate(tiles[2:], axis=1)], axis=0)
     hed = color.rgb2hed(mosaic)
+    hed.flags.writeable = False
+    return hed
+
+
+def _textures(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Stroma and tumour textures (1024x1024 RGB) from the IHC image, by stain re-weighting."""
+    hed = _ihc_stains()
 
     def restain(h: float, d: float) -> np.ndarray:
         out = hed.copy()
@@ -113,11 +123,22 @@ class SlideRenderer:
         mx, my = np.meshgrid(fx, fy)
         tissue = cv2.remap(self.tissue, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT) > self.tissue_thr
         tumour = cv2.remap(self.tumour, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT) > self.tumour_thr
-        stroma_tex, tumour_tex = self._tex(ds20)
-        side = stroma_tex.shape[0]
-        ix, iy = (x + np.arange(w)) % side, (y + np.arange(h)) % side
-        out = np.where(tumour[..., None], tumour_tex[np.ix_(iy, ix)], stroma_tex[np.ix_(iy, ix)])
-        return np.where(tissue[..., None], out, self.background).astype(np.uint8)
+        if not tissue.any():  # glass only: most tiles of the coarse levels' margins
+            return np.broadcast_to(self.background, (h, w, 3))
+        stroma_tex, tumour_tex = (_tiled(tex, x, y, w, h) for tex in self._tex(ds20))
+        out = np.where(tumour[..., None], tumour_tex, stroma_tex)
+        out[~tissue] = self.background
+        return out
+
+
+def _tiled(tex: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
+    """The region (x, y, w, h) of the plane tiled with ``tex``: a view when it does not wrap."""
+    side = tex.shape[0]
+    x0, y0 = x % side, y % side
+    if x0 + w <= side and y0 + h <= side:
+        return tex[y0 : y0 + h, x0 : x0 + w]
+    ix, iy = (x + np.arange(w)) % side, (y + np.arange(h)) % side
+    return tex[np.ix_(iy, ix)]
 
 
 def _sigmoid(x):
@@ -303,7 +324,7 @@ def make_demo_cohort(out_dir: str | Path, n_patients: int = default("demo.n_pati
 
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(pat.clinical, out / "clinical.csv")
-    _write_csv(_omics_table(pat, omics, slide_rows, has_omics), out / "omics_all_clean.csv.gz", compression="gzip")
+    _write_csv(_omics_table(pat, omics, slide_rows, has_omics), out / "omics_all_clean.csv.gz", compression={"method": "gzip", "mtime": 0})
     (out / "slides").mkdir(exist_ok=True)
     if write_slides:
         _write_slides(out / "slides", specs, seed, workers)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from lego import optimisers
 from lego.errors import InputError
 from lego.models.encoders import CoxForest, CoxLinear, FittedScore, ForestScore
 
@@ -305,7 +306,7 @@ def start_monotone(block, penalty, max_steps: int = 500, lr: float = 0.01) -> in
 
     Why: early stopping may keep an early epoch, and a random initial map from score to risk is
     as likely to fall as to rise; started monotone, every epoch's block keeps the ranking."""
-    opt = torch.optim.Adam([p for p in block.parameters() if p.requires_grad], lr=lr)
+    opt = optimisers.Adam([p for p in block.parameters() if p.requires_grad], lr=lr)
     for step in range(max_steps):
         loss = penalty()
         if loss.item() == 0.0:

@@ -21,6 +21,8 @@ import math
 import numpy as np
 import torch
 
+from lego import optimisers
+
 log = logging.getLogger(__name__)
 
 
@@ -97,7 +99,7 @@ def _fit(z: torch.Tensor, pres: torch.Tensor, t: torch.Tensor, e: torch.Tensor, 
     free = math.isfinite(shrink)
     log_w = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=free)
     log_c = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_w, log_c] if free else [log_c], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+    opt = optimisers.LBFGS([log_w, log_c] if free else [log_c], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
     n_events = max(float(e.sum()), 1.0)
 
     def closure():
