@@ -5,51 +5,76 @@ Why: ``torch.optim`` guards ``Optimizer.add_param_group``, ``zero_grad``, ``stat
 import ``torch._dynamo`` on first use. That import is about 2 CPU seconds in every process that
 builds an optimiser (measured on 2 cores: a demo MultiModN fold job's 8.3 s held 2.2 s of it, its
 training 1.5 s), and the demo starts about 65 such processes. In eager mode the guards do
-nothing: ``disable`` only switches off a compiler that is not running and a graph break outside a
-compiled frame is a no-op. lego never calls ``torch.compile``, so the optimisers here run the same
-arithmetic with the guards left out (the test proves equal weights after training).
+nothing: ``disable`` switches off a compiler that is not running, and a graph break outside a
+compiled frame is a no-op. lego never calls ``torch.compile``, so its optimisers here are
+subclasses that call the guarded methods' own code directly (the test proves the same weights as
+torch's, computed in an interpreter that never imported this module).
 
-If a later torch renames what this relies on (the guard's cache attribute, ``step.__wrapped__``),
-the stock behaviour is kept: slower, never different. Nothing is changed once ``torch._dynamo`` is
-already loaded (something in the process may compile).
+torch itself is not changed: its optimisers keep their guards. Each method here checks on every
+call whether ``torch._dynamo`` is loaded (something in the process may compile) and then takes
+torch's guarded path. A method is replaced only when its guard is exactly the wrapper this was
+written against (torch 2.13: the same code object and the same names used); a later torch that
+changes a guard keeps torch's method: slower, never different.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import torch
 
-_GUARD_CACHE = "__dynamo_disable"  # where torch._disable_dynamo's wrapper caches the disabled function
+GUARDED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")  # torch._disable_dynamo on Optimizer
+_DISABLE_NAMES = ("getattr", "torch._dynamo", "_dynamo", "disable", "__dynamo_disable")  # its wrapper's, torch 2.13
+_STEP_GUARD = ("_use_grad", ("torch._dynamo", "cast", "Optimizer", "is_grad_enabled", "set_grad_enabled", "defaults",
+                             "_dynamo", "graph_break"))  # Adam.step's graph-break wrapper, torch 2.13
 
 
-def _skip_disable_guards() -> None:
-    """Fill the guards' cache with the plain method, so the first call does not import dynamo."""
-    if "torch._dynamo" in sys.modules:
-        return
-    guard_code = torch._disable_dynamo(lambda: None).__code__
-    for attr in vars(torch.optim.Optimizer).values():
-        plain = getattr(attr, "__wrapped__", None)
-        if plain is not None and getattr(attr, "__code__", None) is guard_code:
-            setattr(plain, _GUARD_CACHE, plain)
+def _compiling() -> bool:
+    return "torch._dynamo" in sys.modules
 
 
-def _without_graph_breaks(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
-    """``cls`` with a ``step`` that sets grad mode as torch's does, minus dynamo's graph breaks."""
-    guarded = cls.step
+def _unguarded_method(guarded):
+    """``guarded`` calling its own function directly while dynamo is not loaded; None when its
+    guard is not the known ``torch._disable_dynamo`` wrapper."""
     plain = getattr(guarded, "__wrapped__", None)
-    if plain is None or guarded.__code__.co_name != "_use_grad" or "torch._dynamo" in sys.modules:
-        return cls
+    probe = torch._disable_dynamo(lambda: None).__code__
+    if plain is None or guarded.__code__ is not probe or probe.co_names != _DISABLE_NAMES:
+        return None
 
+    @functools.wraps(plain)
+    def method(self, *args, **kwargs):
+        return guarded(self, *args, **kwargs) if _compiling() else plain(self, *args, **kwargs)
+
+    return method
+
+
+def _unguarded_step(guarded):
+    """``step`` setting grad mode as torch's wrapper does, minus its graph breaks; None when the
+    wrapper is not the known one."""
+    plain = getattr(guarded, "__wrapped__", None)
+    if plain is None or (guarded.__code__.co_name, guarded.__code__.co_names) != _STEP_GUARD:
+        return None
+
+    @functools.wraps(plain)
     def step(self, closure=None):
+        if _compiling():
+            return guarded(self, closure)
         with torch.set_grad_enabled(self.defaults["differentiable"]):
             return plain(self, closure)
 
-    step.__doc__ = plain.__doc__
-    return type(cls.__name__, (cls,), {"step": step, "__module__": __name__, "__doc__": cls.__doc__})
+    return step
 
 
-_skip_disable_guards()
-Adam = _without_graph_breaks(torch.optim.Adam)
-AdamW = _without_graph_breaks(torch.optim.AdamW)
-LBFGS = torch.optim.LBFGS  # its step has no graph breaks; the guards above were its only import
+def _without_guards(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """A subclass of ``cls`` whose guarded methods skip the guards in eager mode."""
+    methods = {name: _unguarded_method(getattr(cls, name)) for name in GUARDED}
+    methods["step"] = _unguarded_step(cls.step)
+    methods = {name: m for name, m in methods.items() if m is not None}
+    return type(cls.__name__, (cls,), {**methods, "__module__": __name__, "__qualname__": cls.__name__,
+                                       "__doc__": cls.__doc__})
+
+
+Adam = _without_guards(torch.optim.Adam)
+AdamW = _without_guards(torch.optim.AdamW)
+LBFGS = _without_guards(torch.optim.LBFGS)  # its step only disables grad: the guards are its only import

@@ -17,7 +17,8 @@ import tifffile
 from lego.io import atomic_path
 
 TILE = 256
-# render(downsample, x, y, w, h) -> uint8 (h, w, 3), where x, y, w, h are in that level's pixels
+# render(downsample, x, y, w, h) -> uint8 (h, w, 3), where x, y, w, h are in that level's pixels; the
+# array may be a read-only view (a glass-only region is the background broadcast): copy before writing
 RenderFn = Callable[[float, int, int, int, int], np.ndarray]
 
 
