@@ -324,7 +324,8 @@ def make_demo_cohort(out_dir: str | Path, n_patients: int = default("demo.n_pati
 
     out.mkdir(parents=True, exist_ok=True)
     _write_csv(pat.clinical, out / "clinical.csv")
-    _write_csv(_omics_table(pat, omics, slide_rows, has_omics), out / "omics_all_clean.csv.gz", compression={"method": "gzip", "mtime": 0})
+    no_time = {"method": "gzip", "mtime": 0}  # the same seed writes the same bytes
+    _write_csv(_omics_table(pat, omics, slide_rows, has_omics), out / "omics_all_clean.csv.gz", compression=no_time)
     (out / "slides").mkdir(exist_ok=True)
     if write_slides:
         _write_slides(out / "slides", specs, seed, workers)
