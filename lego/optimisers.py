@@ -26,6 +26,7 @@ import torch
 
 GUARDED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")  # torch._disable_dynamo on Optimizer
 _DISABLE_NAMES = ("getattr", "torch._dynamo", "_dynamo", "disable", "__dynamo_disable")  # its wrapper's, torch 2.13
+_DISABLE_CODE = torch._disable_dynamo(lambda: None).__code__  # the wrapper's code: shared by every guarded method
 _STEP_GUARD = ("_use_grad", ("torch._dynamo", "cast", "Optimizer", "is_grad_enabled", "set_grad_enabled", "defaults",
                              "_dynamo", "graph_break"))  # Adam.step's graph-break wrapper, torch 2.13
 
@@ -38,8 +39,7 @@ def _unguarded_method(guarded):
     """``guarded`` calling its own function directly while dynamo is not loaded; None when its
     guard is not the known ``torch._disable_dynamo`` wrapper."""
     plain = getattr(guarded, "__wrapped__", None)
-    probe = torch._disable_dynamo(lambda: None).__code__
-    if plain is None or guarded.__code__ is not probe or probe.co_names != _DISABLE_NAMES:
+    if plain is None or guarded.__code__ is not _DISABLE_CODE or _DISABLE_CODE.co_names != _DISABLE_NAMES:
         return None
 
     @functools.wraps(plain)

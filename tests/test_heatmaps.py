@@ -180,7 +180,6 @@ def test_one_call_draws_every_fold_of_a_model_each_into_its_own_folder(tmp_path,
                capsys, "--model-dir gives 2 folder(s) and --out-dir 1")
 
 
-
 def test_a_fold_that_cannot_be_drawn_is_refused_before_any_fold_is_drawn(tmp_path, capsys):
     """One call draws a model's folds: a later fold whose model reads a modality not given is
     refused before the first fold's files are written (nothing half-done is left behind)."""
