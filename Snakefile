@@ -33,8 +33,10 @@ reprint_summary_when_cached(workflow, f"{OUT}/summary/metrics.tsv")  # Snakemake
 
 
 onsuccess:
+    cancel_rescheduling_timers()
     print_summary(f"{OUT}/summary/metrics.tsv")
 
 
 onerror:
+    cancel_rescheduling_timers()
     report_failed_jobs(log)

@@ -18,6 +18,7 @@ from lego.models.model_kinds import BLOCK, FUSE, MERGE, MERGE_TUNED
 from lego.plan import EMBEDDING_EXECUTION, MODEL_FILES, Plan  # the model folder's files (lego.models.model_kinds)
 from helpers import (
     by_content,
+    cancel_rescheduling_timers,
     cli_args,
     content_digest,
     print_summary,

@@ -132,6 +132,25 @@ def print_summary(path: str) -> None:
         print(pd.read_table(comparisons).to_string(index=False, float_format=fmt))
 
 
+def cancel_rescheduling_timers() -> None:
+    """Cancel the scheduler's pending re-evaluation timers when a run ends (``onsuccess``/``onerror``).
+
+    Snakemake's scheduler arms a ``threading.Timer`` of the rate limiter's timespan on each round
+    that leaves jobs waiting; the timers are not daemon threads, so the interpreter waits for the
+    last of them before it exits. The workflow profile sets a long timespan (see
+    ``profiles/default/config.yaml``): without this, a finished run would sit idle for up to that
+    long. Only timers armed by Snakemake's job scheduler are cancelled."""
+    import threading
+
+    for thread in threading.enumerate():
+        function = getattr(thread, "function", None)
+        if isinstance(thread, threading.Timer) and getattr(function, "__module__", "") == _SCHEDULER_MODULE:
+            thread.cancel()
+
+
+_SCHEDULER_MODULE = "snakemake.scheduling.job_scheduler"
+
+
 def reprint_summary_when_cached(workflow, path: str) -> None:
     """Print the summary at exit when a run found nothing to do (Snakemake calls ``onsuccess``
     only after running jobs, so a finished run's rerun printed nothing).
