@@ -19,6 +19,7 @@ from lego.plan import EMBEDDING_EXECUTION, MODEL_FILES, Plan  # the model folder
 from helpers import (
     by_content,
     cancel_rescheduling_timers,
+    cancel_rescheduling_timers_at_exit,
     cli_args,
     content_digest,
     print_summary,
@@ -30,6 +31,7 @@ from helpers import (
 )
 
 put_python_bin_on_path()
+cancel_rescheduling_timers_at_exit()
 
 try:
     for _path in workflow.configfiles:  # Snakemake's YAML reader keeps the last of duplicate keys

@@ -133,11 +133,12 @@ def print_summary(path: str) -> None:
 
 
 def cancel_rescheduling_timers() -> None:
-    """Cancel the scheduler's pending re-evaluation timers when a run ends (``onsuccess``/``onerror``).
+    """Cancel the scheduler's pending re-evaluation timers when a run ends (``onsuccess``/``onerror``,
+    and at interpreter exit: see :func:`cancel_rescheduling_timers_at_exit`).
 
     Snakemake's scheduler arms a ``threading.Timer`` of the rate limiter's timespan on each round
-    that leaves jobs waiting; the timers are not daemon threads, so the interpreter waits for the
-    last of them before it exits. The workflow profile sets a long timespan (see
+    that has jobs ready; the timers are not daemon threads, so the interpreter waits for the last
+    of them before it exits. The workflow profile sets a long timespan (see
     ``profiles/default/config.yaml``): without this, a finished run would sit idle for up to that
     long. Only timers armed by Snakemake's job scheduler are cancelled."""
     import threading
@@ -146,6 +147,20 @@ def cancel_rescheduling_timers() -> None:
         function = getattr(thread, "function", None)
         if isinstance(thread, threading.Timer) and getattr(function, "__module__", "") == _SCHEDULER_MODULE:
             thread.cancel()
+
+
+def cancel_rescheduling_timers_at_exit() -> None:
+    """Also cancel them on the exit paths that run neither ``onsuccess`` nor ``onerror``: an error
+    escaping Snakemake's scheduler (e.g. an input function raising after the slide-index
+    checkpoint) or ``--no-hooks``. ``atexit`` is too late (the interpreter joins non-daemon threads
+    before it runs atexit handlers); ``threading._register_atexit`` runs before that join. It is
+    private, but what ``concurrent.futures`` itself relies on; where it is missing, the end hooks
+    still cover every run that reaches them."""
+    import threading
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(cancel_rescheduling_timers)
 
 
 _SCHEDULER_MODULE = "snakemake.scheduling.job_scheduler"
