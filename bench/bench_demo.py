@@ -7,8 +7,8 @@ Writes bench/results/demo_pipeline.json.
 cores); without it, the repository's finished demo run (`snakemake --cores 2` done before) is
 used. Either way it then times `snakemake --cores N` with nothing to do and `snakemake -n`: a
 finished run must answer in seconds. Each timing also records the CPU seconds of Snakemake's own
-process (its scheduling, apart from its jobs). Peak memory is GNU time's maximum resident set size, which
-covers Snakemake and the largest of its jobs.
+process (its scheduling, apart from its jobs). Peak memory is GNU time's maximum resident set
+size, which covers Snakemake and the largest of its jobs.
 """
 
 from __future__ import annotations

@@ -132,6 +132,9 @@ def print_summary(path: str) -> None:
         print(pd.read_table(comparisons).to_string(index=False, float_format=fmt))
 
 
+_SCHEDULER_MODULE = "snakemake.scheduling.job_scheduler"  # where the re-evaluation timers are armed
+
+
 def cancel_rescheduling_timers() -> None:
     """Cancel the scheduler's pending re-evaluation timers when a run ends (``onsuccess``/``onerror``,
     and at interpreter exit: see :func:`cancel_rescheduling_timers_at_exit`).
@@ -161,9 +164,6 @@ def cancel_rescheduling_timers_at_exit() -> None:
     register = getattr(threading, "_register_atexit", None)
     if register is not None:
         register(cancel_rescheduling_timers)
-
-
-_SCHEDULER_MODULE = "snakemake.scheduling.job_scheduler"
 
 
 def reprint_summary_when_cached(workflow, path: str) -> None:
